@@ -1,0 +1,186 @@
+//! The command line: `run`, `dev` and `check-config`.
+//!
+//! Exit codes: 0 success, 1 a configuration error, 2 a usage error (from
+//! clap), 3 a failure while running (a port already taken, say).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError, HostFacts, Origin, Overrides};
+use crate::imds::HttpTokens;
+
+/// A local EC2 Instance Metadata Service that gives each workload its own
+/// IAM role's credentials.
+#[derive(Debug, Parser)]
+#[command(name = "imds-agent", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the IMDS as the config file says (what the systemd unit runs).
+    Run {
+        /// The config file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Serve an IMDS on a loopback port for development: no root, no AWS
+    /// account, demo credentials unless told otherwise.
+    Dev {
+        /// Use this config file instead of the built-in dev config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The loopback port (0 picks a free one).
+        #[arg(long, default_value_t = 1338)]
+        port: u16,
+        /// Serve the credentials in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+        /// and AWS_SESSION_TOKEN instead of the demo ones.
+        #[arg(long)]
+        credentials_from_env: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Check a config file and exit: 0 if it is valid, 1 if not.
+    CheckConfig {
+        /// The config file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+/// Options named after EC2's own instance metadata options.
+#[derive(Debug, Args)]
+struct Common {
+    /// `optional`: IMDSv1 and IMDSv2; `required`: IMDSv2 only.
+    #[arg(long, value_name = "optional|required", value_parser = parse_http_tokens)]
+    http_tokens: Option<HttpTokens>,
+    /// IP TTL of token responses (EC2's HttpPutResponseHopLimit), 1-64.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=64))]
+    hop_limit: Option<u8>,
+    /// Listen on these addresses instead (repeatable).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+    /// Log filter: error, warn, info, debug, trace, or per-module filters.
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+impl Common {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: (!self.listen.is_empty()).then(|| self.listen.clone()),
+            http_tokens: self.http_tokens,
+            hop_limit: self.hop_limit,
+            log_level: self.log_level.clone(),
+            credentials_from_env: false,
+        }
+    }
+}
+
+fn parse_http_tokens(value: &str) -> Result<HttpTokens, String> {
+    match value {
+        "optional" => Ok(HttpTokens::Optional),
+        "required" => Ok(HttpTokens::Required),
+        other => Err(format!("{other:?}: expected optional or required")),
+    }
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = |name: &str| std::env::var(name).ok();
+    let host = HostFacts::read();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(&config, &Overrides::default(), &host, &env) {
+            Ok(c) => {
+                println!("{}: OK ({})", c.origin, summary(&c));
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(&e),
+        },
+        Command::Run { config, common } => {
+            match Config::load(&config, &common.overrides(), &host, &env) {
+                Ok(c) => serve(c, |_| {}),
+                Err(e) => config_error(&e),
+            }
+        }
+        Command::Dev { config, port, credentials_from_env, common } => {
+            let mut overrides = common.overrides();
+            overrides.credentials_from_env = credentials_from_env;
+            if overrides.listen.is_none() {
+                overrides.listen = Some(vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))]);
+            }
+            let loaded = match &config {
+                Some(path) => Config::load(path, &overrides, &host, &env),
+                None => Config::parse(config::DEV_CONFIG, Origin::Embedded, &overrides, &host, &env),
+            };
+            match loaded {
+                Ok(c) => {
+                    let banner = dev_banner(&c);
+                    serve(c, move |addrs| print!("{}", banner(addrs)))
+                }
+                Err(e) => config_error(&e),
+            }
+        }
+    }
+}
+
+fn serve(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> ExitCode {
+    crate::logging::init(&config.log_level);
+    match crate::app::run(config, on_listening) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imds-agent: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    eprintln!("imds-agent: {message}");
+    ExitCode::from(1)
+}
+
+fn summary(c: &Config) -> String {
+    let listen: Vec<String> = c.listen.iter().map(ToString::to_string).collect();
+    let role = c.default_role.as_ref().map_or("none".to_owned(), |r| r.arn.clone());
+    format!(
+        "listen {}; http_tokens {}; hop_limit {}; instance {} in {}; default role {role}",
+        listen.join(", "),
+        c.settings.http_tokens.as_str(),
+        c.settings.hop_limit,
+        c.instance.instance_id,
+        c.instance.availability_zone,
+    )
+}
+
+/// What `dev` prints once it listens: where it is and the line that points
+/// SDKs at it.
+fn dev_banner(c: &Config) -> impl FnOnce(&[SocketAddr]) -> String + use<> {
+    let role = c.default_role.as_ref().map_or("no role".to_owned(), |r| format!("role {}", r.name));
+    let tokens = c.settings.http_tokens.as_str();
+    let hops = c.settings.hop_limit;
+    let region = c.instance.region.clone();
+    move |addrs| {
+        let first = addrs.first().map_or_else(String::new, |a| format!("http://{a}/"));
+        format!(
+            "imds-agent dev: EC2 instance metadata on {first} ({role}; tokens {tokens}; hop limit {hops})\n\
+             Point AWS SDKs and the AWS CLI at it with:\n\
+             export AWS_EC2_METADATA_SERVICE_ENDPOINT={first}\n\
+             export AWS_REGION={region}\n"
+        )
+    }
+}

@@ -1,0 +1,139 @@
+//! The configuration file as written: one TOML document, every key optional.
+//! This is also the reference of the keys (the README's configuration
+//! section follows it). Unknown keys are errors, so a typo never silently
+//! turns a setting off.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::imds::HttpTokens;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) server: Server,
+    pub(crate) instance: Instance,
+    pub(crate) credentials: Credentials,
+    pub(crate) roles: Roles,
+    pub(crate) log: Log,
+}
+
+/// `[server]`: where and how the IMDS is served.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Server {
+    /// Addresses to listen on.
+    pub(crate) listen: Vec<String>,
+    /// `optional` (IMDSv1 and v2) or `required` (v2 only), as EC2's
+    /// `HttpTokens`.
+    pub(crate) http_tokens: HttpTokens,
+    /// IP TTL of token responses, 1 to 64, as EC2's
+    /// `HttpPutResponseHopLimit`.
+    pub(crate) hop_limit: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub(crate) max_connections: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            listen: vec!["169.254.169.254:80".to_owned()],
+            http_tokens: HttpTokens::Optional,
+            hop_limit: 1,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// `[instance]`: the metadata values. Anything left out is derived from the
+/// host's machine id, so it is plausible and stable across restarts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Instance {
+    pub(crate) account_id: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) availability_zone: Option<String>,
+    pub(crate) availability_zone_id: Option<String>,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) ami_id: Option<String>,
+    pub(crate) instance_type: Option<String>,
+    pub(crate) instance_life_cycle: Option<String>,
+    pub(crate) hostname: Option<String>,
+    pub(crate) local_hostname: Option<String>,
+    pub(crate) local_ipv4: Option<String>,
+    pub(crate) public_hostname: Option<String>,
+    pub(crate) public_ipv4: Option<String>,
+    pub(crate) mac: Option<String>,
+    pub(crate) reservation_id: Option<String>,
+    pub(crate) security_groups: Option<Vec<String>>,
+    pub(crate) block_device_mapping: Option<BTreeMap<String, String>>,
+    pub(crate) public_keys: BTreeMap<String, String>,
+    pub(crate) tags: Option<BTreeMap<String, String>>,
+    pub(crate) user_data: Option<String>,
+    pub(crate) user_data_file: Option<PathBuf>,
+}
+
+/// Where credentials come from.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SourceKind {
+    /// Fixed keys from this file or the environment.
+    #[default]
+    Static,
+}
+
+/// `[credentials]`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Credentials {
+    pub(crate) source: SourceKind,
+    pub(crate) access_key_id: Option<String>,
+    pub(crate) secret_access_key: Option<String>,
+    pub(crate) session_token: Option<String>,
+    /// Take the keys from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+    /// `AWS_SESSION_TOKEN` instead.
+    pub(crate) from_env: bool,
+    /// How long served static credentials claim to live, in seconds.
+    pub(crate) lifetime_seconds: u64,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Self {
+            source: SourceKind::Static,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            from_env: false,
+            lifetime_seconds: 6 * 3600,
+        }
+    }
+}
+
+/// `[roles]`: which workload gets which role.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Roles {
+    /// The role of every caller (`name`, `name@account` or an ARN). Without
+    /// it no caller has a role and every credential path is a 404.
+    pub(crate) default: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Log {
+    /// A `tracing` filter: `info`, `debug`, `imds_agent=debug,warn`, …
+    pub(crate) level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Config parsing and checking, from TOML strings.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+
+fn host() -> HostFacts {
+    HostFacts {
+        machine_id: "0123456789abcdef0123456789abcdef".to_owned(),
+        boot_time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        architecture: "x86_64".to_owned(),
+    }
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+const KEYS: &str = r#"
+[credentials]
+access_key_id = "ASIAEXAMPLE123456789"
+secret_access_key = "secret"
+session_token = "token"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    let origin = Origin::File("/etc/imds-agent/config.toml".into());
+    Config::parse(text, origin, &Overrides::default(), &host(), &no_env)
+}
+
+fn error(text: &str) -> String {
+    match parse(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn minimal_file_gets_plausible_defaults() {
+    let c = parse(KEYS).unwrap();
+    assert_eq!(c.listen, vec!["169.254.169.254:80".parse().unwrap()]);
+    assert_eq!(c.settings.http_tokens, HttpTokens::Optional);
+    assert_eq!(c.settings.hop_limit, 1);
+    let i = &c.instance;
+    assert_eq!(i.region, "us-east-1");
+    assert_eq!(i.availability_zone, "us-east-1a");
+    assert_eq!(i.availability_zone_id, "use1-az1");
+    assert_eq!(i.partition, "aws");
+    assert!(i.instance_id.starts_with("i-") && i.instance_id.len() == 19);
+    assert!(i.local_hostname.ends_with(".ec2.internal"));
+    assert_eq!(i.hostname, i.local_hostname);
+    assert_eq!(i.pending_time, host().boot_time);
+    assert_eq!(i.account_id.len(), 12);
+    assert!(c.default_role.is_none());
+    // Stable: the same host gives the same values.
+    let again = parse(KEYS).unwrap();
+    assert_eq!(again.instance, c.instance);
+}
+
+#[test]
+fn everything_can_be_set() {
+    let text = format!(
+        r##"{KEYS}
+[server]
+listen = ["127.0.0.1:8080", "[::1]:8080"]
+http_tokens = "required"
+hop_limit = 2
+[instance]
+account_id = "210987654321"
+region = "cn-north-1"
+availability_zone = "cn-north-1b"
+instance_id = "i-0123456789abcdef0"
+ami_id = "ami-12345678"
+instance_type = "c7g.xlarge"
+local_ipv4 = "172.31.5.6"
+public_ipv4 = "3.4.5.6"
+mac = "0a:00:00:00:00:01"
+tags = {{ Name = "web", "aws:team" = "blue" }}
+public_keys = {{ laptop = "ssh-ed25519 AAAA me" }}
+user_data = "#!/bin/sh"
+[roles]
+default = "app"
+"##
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.listen.len(), 2);
+    assert_eq!(c.settings.http_tokens, HttpTokens::Required);
+    assert_eq!(c.settings.hop_limit, 2);
+    let i = &c.instance;
+    assert_eq!(i.partition, "aws-cn");
+    assert_eq!(i.domain, "amazonaws.com.cn");
+    assert_eq!(i.local_hostname, "ip-172-31-5-6.cn-north-1.compute.internal");
+    assert_eq!(i.tags.as_ref().unwrap()[0], ("Name".into(), "web".into()));
+    assert_eq!(i.user_data.as_deref(), Some(&b"#!/bin/sh"[..]));
+    let role = c.default_role.unwrap();
+    assert_eq!(role.arn, "arn:aws-cn:iam::210987654321:role/app");
+}
+
+#[test]
+fn errors_name_file_key_line_and_problem() {
+    let cases = [
+        ("[server]\nhop_limit = 0\n", "/etc/imds-agent/config.toml:2: server.hop_limit: must be from 1 to 64"),
+        ("[server]\nhop_limit = 65\n", "server.hop_limit: must be from 1 to 64"),
+        ("[server]\nhttp_tokens = \"sometimes\"\n", "/etc/imds-agent/config.toml:2: server.http_tokens: unknown variant `sometimes`, expected `optional` or `required`"),
+        ("[server]\nlisten = [\"localhost\"]\n", "server.listen: \"localhost\" is not an address with a port"),
+        ("[server]\nlisten = []\n", "server.listen: needs at least one address"),
+        ("[server]\nhop_limt = 2\n", "unknown field `hop_limt`"),
+        ("[sever]\n", "unknown field `sever`"),
+        ("[server\n", "/etc/imds-agent/config.toml:1: (document):"),
+        ("[instance]\nregion = \"Europe\"\n", "instance.region: \"Europe\" is not a region"),
+        ("[instance]\nregion = \"eu-west-1\"\navailability_zone = \"us-east-1a\"\n", "instance.availability_zone: \"us-east-1a\" is not a zone of region \"eu-west-1\""),
+        ("[instance]\ninstance_id = \"i-xyz\"\n", "/etc/imds-agent/config.toml:2: instance.instance_id: \"i-xyz\" is not an instance id"),
+        ("[instance]\naccount_id = \"1234\"\n", "instance.account_id: \"1234\" is not a 12-digit account id"),
+        ("[instance]\nlocal_ipv4 = \"10.0.0\"\n", "instance.local_ipv4: \"10.0.0\" is not an IPv4 address"),
+        ("[instance]\nmac = \"0E:00:00:00:00:01\"\n", "instance.mac"),
+        ("[instance]\ntags = { \"a/b\" = \"x\" }\n", "instance.tags.a/b: a name must be one line"),
+        ("[instance]\ntags = { \"..\" = \"x\" }\n", "instance.tags..."),
+        ("[instance]\npublic_keys = { \"a=b\" = \"k\" }\n", "instance.public_keys.a=b: a key name can't contain '='"),
+        ("[instance]\nuser_data = \"x\"\nuser_data_file = \"/x\"\n", "set user_data or user_data_file, not both"),
+        ("[instance]\nuser_data_file = \"/nonexistent/imds-agent-user-data\"\n", "instance.user_data_file: cannot read /nonexistent/imds-agent-user-data"),
+        ("[roles]\ndefault = \"bad role name\"\n", "/etc/imds-agent/config.toml:2: roles.default: \"bad role name\" is not a valid role name"),
+        ("[roles]\ndefault = \"arn:aws:iam::1:role/x\"\n", "roles.default: \"arn:aws:iam::1:role/x\" is not an IAM role ARN"),
+        ("[log]\nlevel = \"imds_agent=loud\"\n", "log.level: \"imds_agent=loud\" is not a log filter"),
+        ("[credentials]\nsource = \"vault\"\n", "credentials.source: unknown variant `vault`"),
+        ("[credentials]\nlifetime_seconds = 5\n", "credentials.lifetime_seconds: must be from 60 to 43200"),
+    ];
+    for (body, want) in cases {
+        let text = if body.contains("[credentials]") { body.to_owned() } else { format!("{body}{KEYS}") };
+        let got = error(&text);
+        assert!(got.contains(want), "for {body:?}\n got: {got}\nwant: {want}");
+        assert!(got.starts_with("/etc/imds-agent/config.toml"), "{got}");
+    }
+}
+
+#[test]
+fn credentials_are_checked_without_leaking_them() {
+    let missing_token = "[credentials]\naccess_key_id = \"ASIAEXAMPLE123456789\"\nsecret_access_key = \"hunter2hunter2\"\n";
+    let got = error(missing_token);
+    assert!(got.contains("credentials.session_token: credentials.session_token is not set: IMDS credentials always carry a session token"), "{got}");
+    let bad_id = "[credentials]\naccess_key_id = \"short\"\nsecret_access_key = \"hunter2hunter2\"\nsession_token = \"t\"\n";
+    let got = error(bad_id);
+    assert!(got.contains("credentials.access_key_id: credentials.access_key_id is not an access key id"), "{got}");
+    assert!(!got.contains("hunter2"), "{got}");
+    let nothing = error("");
+    assert!(nothing.contains("credentials.access_key_id is not set"), "{nothing}");
+}
+
+#[test]
+fn credentials_from_the_environment() {
+    let env = |name: &str| match name {
+        "AWS_ACCESS_KEY_ID" => Some("ASIAENVIRONMENT00001".to_owned()),
+        "AWS_SECRET_ACCESS_KEY" => Some("envsecret".to_owned()),
+        "AWS_SESSION_TOKEN" => Some("envtoken".to_owned()),
+        _ => None,
+    };
+    let text = "[credentials]\nfrom_env = true\n";
+    let origin = Origin::File("c.toml".into());
+    let c = Config::parse(text, origin.clone(), &Overrides::default(), &host(), &env).unwrap();
+    let CredentialsConfig::Static { keys, .. } = c.credentials;
+    assert_eq!(keys.access_key_id, "ASIAENVIRONMENT00001");
+    assert_eq!(keys.session_token.expose(), "envtoken");
+
+    let err = Config::parse(text, origin.clone(), &Overrides::default(), &host(), &no_env).unwrap_err();
+    assert!(err.to_string().contains("credentials.from_env: AWS_ACCESS_KEY_ID is not set"), "{err}");
+    let both = "[credentials]\nfrom_env = true\naccess_key_id = \"ASIAEXAMPLE123456789\"\n";
+    let err = Config::parse(both, origin, &Overrides::default(), &host(), &env).unwrap_err();
+    assert!(err.to_string().contains("credentials.access_key_id: from_env = true"), "{err}");
+}
+
+#[test]
+fn overrides_win() {
+    let overrides = Overrides {
+        listen: Some(vec!["127.0.0.1:9999".parse().unwrap()]),
+        http_tokens: Some(HttpTokens::Required),
+        hop_limit: Some(7),
+        log_level: Some("debug".to_owned()),
+        credentials_from_env: false,
+    };
+    let text = format!("[server]\nhop_limit = 2\nhttp_tokens = \"optional\"\n{KEYS}");
+    let c = Config::parse(&text, Origin::Embedded, &overrides, &host(), &no_env).unwrap();
+    assert_eq!(c.listen, vec!["127.0.0.1:9999".parse().unwrap()]);
+    assert_eq!(c.settings.http_tokens, HttpTokens::Required);
+    assert_eq!(c.settings.hop_limit, 7);
+    assert_eq!(c.log_level, "debug");
+}
+
+#[test]
+fn user_data_file_is_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ud.sh"), b"\x00\x01binary").unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, format!("[instance]\nuser_data_file = \"ud.sh\"\n{KEYS}")).unwrap();
+    let c = Config::load(&config, &Overrides::default(), &host(), &no_env).unwrap();
+    assert_eq!(c.instance.user_data.as_deref(), Some(&b"\x00\x01binary"[..]));
+    std::fs::write(dir.path().join("ud.sh"), vec![b'x'; 16 * 1024 + 1]).unwrap();
+    let err = Config::load(&config, &Overrides::default(), &host(), &no_env).unwrap_err();
+    assert!(err.to_string().contains("EC2 allows at most 16384"), "{err}");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let err = Config::load("/nonexistent/imds.toml".as_ref(), &Overrides::default(), &host(), &no_env).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(msg, "/nonexistent/imds.toml: cannot read the config file");
+}
+
+#[test]
+fn the_built_in_dev_config_is_valid() {
+    let c = Config::parse(DEV_CONFIG, Origin::Embedded, &Overrides::default(), &host(), &no_env).unwrap();
+    assert!(c.listen.iter().all(|a| a.ip().is_loopback()));
+    assert_eq!(c.default_role.unwrap().name, "imds-agent-demo");
+}

@@ -1,0 +1,397 @@
+//! From the file as written to a checked `Config`: parse, apply command-line
+//! overrides, fill defaults, check every value.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::error::{ConfigError, Origin, Source};
+use super::file::{self, FileConfig, SourceKind};
+use super::host::{Derived, HostFacts, availability_zone_id, private_dns_name};
+use super::{Config, CredentialsConfig, Env, Overrides};
+use crate::creds::{Keys, RoleSpec, Secret};
+use crate::imds::{InstanceData, NetworkInterface, Settings};
+
+/// EC2 refuses user data over 16 KiB (before base64).
+const MAX_USER_DATA: usize = 16 * 1024;
+
+pub(super) fn parse(
+    text: &str,
+    origin: Origin,
+    overrides: &Overrides,
+    host: &HostFacts,
+    env: Env<'_>,
+) -> Result<Config, ConfigError> {
+    let src = Source { origin: &origin, text };
+    let file = deserialize(src)?;
+    let settings = settings(&file.server, overrides, src)?;
+    let listen = match &overrides.listen {
+        Some(listen) => listen.clone(),
+        None => listen(&file.server.listen, src)?,
+    };
+    let max_connections = match file.server.max_connections {
+        n @ 1..=65_536 => n as usize,
+        _ => return Err(src.invalid("server.max_connections", "must be from 1 to 65536")),
+    };
+    let instance = instance(&file.instance, src, host)?;
+    let default_role = match &file.roles.default {
+        None => None,
+        Some(spec) => {
+            let role = RoleSpec::parse(spec)
+                .and_then(|s| s.resolve(Some(&instance.account_id), &instance.partition))
+                .map_err(|e| src.invalid("roles.default", e.to_string()))?;
+            Some(role)
+        }
+    };
+    let credentials = credentials(&file.credentials, overrides.credentials_from_env, src, env)?;
+    let log_level = overrides.log_level.clone().unwrap_or(file.log.level);
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+        return Err(src.invalid("log.level", format!("{log_level:?} is not a log filter: {e}")));
+    }
+    Ok(Config {
+        origin,
+        listen,
+        settings,
+        max_connections,
+        instance,
+        credentials,
+        default_role,
+        log_level,
+    })
+}
+
+fn deserialize(src: Source<'_>) -> Result<FileConfig, ConfigError> {
+    let syntax_error = |e: toml::de::Error| ConfigError::Invalid {
+        origin: src.origin.clone(),
+        key: "(document)".to_owned(),
+        line: e.span().map(|s| src.line_at(s.start)),
+        message: e.message().to_owned(),
+    };
+    let de = toml::de::Deserializer::parse(src.text).map_err(syntax_error)?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner
+            .span()
+            .map(|s| src.line_at(s.start))
+            .or_else(|| src.line_of(&key));
+        ConfigError::Invalid {
+            origin: src.origin.clone(),
+            key,
+            line,
+            message: inner.message().to_owned(),
+        }
+    })
+}
+
+fn settings(
+    server: &file::Server,
+    overrides: &Overrides,
+    src: Source<'_>,
+) -> Result<Settings, ConfigError> {
+    let hop_limit = match overrides.hop_limit {
+        Some(n) => n,
+        None => match server.hop_limit {
+            n @ 1..=64 => n as u8,
+            _ => return Err(src.invalid("server.hop_limit", "must be from 1 to 64")),
+        },
+    };
+    Ok(Settings {
+        http_tokens: overrides.http_tokens.unwrap_or(server.http_tokens),
+        hop_limit,
+    })
+}
+
+fn listen(addrs: &[String], src: Source<'_>) -> Result<Vec<SocketAddr>, ConfigError> {
+    if addrs.is_empty() {
+        return Err(src.invalid("server.listen", "needs at least one address"));
+    }
+    addrs
+        .iter()
+        .map(|a| {
+            a.parse().map_err(|_| {
+                src.invalid(
+                    "server.listen",
+                    format!("{a:?} is not an address with a port, such as \"169.254.169.254:80\""),
+                )
+            })
+        })
+        .collect()
+}
+
+fn instance(
+    inst: &file::Instance,
+    src: Source<'_>,
+    host: &HostFacts,
+) -> Result<InstanceData, ConfigError> {
+    let derived = Derived::new(host);
+    let check = |key: &str, value: Option<&String>, ok: fn(&str) -> bool, shape: &str| {
+        match value {
+            Some(v) if !ok(v) => Err(src.invalid(&format!("instance.{key}"), format!("{v:?} is not {shape}"))),
+            _ => Ok(value.cloned()),
+        }
+    };
+    let region = check("region", inst.region.as_ref(), is_region, "a region such as \"us-east-1\"")?
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    let availability_zone = inst
+        .availability_zone
+        .clone()
+        .unwrap_or_else(|| format!("{region}a"));
+    if !is_zone_of(&availability_zone, &region) {
+        return Err(src.invalid(
+            "instance.availability_zone",
+            format!("{availability_zone:?} is not a zone of region {region:?} (such as \"{region}a\")"),
+        ));
+    }
+    let account_id = check("account_id", inst.account_id.as_ref(), is_account_id, "a 12-digit account id")?
+        .unwrap_or_else(|| derived.account_id());
+    let instance_id = check("instance_id", inst.instance_id.as_ref(), |v| is_ec2_id(v, "i"), "an instance id such as \"i-0123456789abcdef0\"")?
+        .unwrap_or_else(|| derived.id("i"));
+    let ami_id = check("ami_id", inst.ami_id.as_ref(), |v| is_ec2_id(v, "ami"), "an AMI id such as \"ami-0123456789abcdef0\"")?
+        .unwrap_or_else(|| derived.id("ami"));
+    let reservation_id = check("reservation_id", inst.reservation_id.as_ref(), |v| is_ec2_id(v, "r"), "a reservation id such as \"r-0123456789abcdef0\"")?
+        .unwrap_or_else(|| derived.id("r"));
+    let mac = check("mac", inst.mac.as_ref(), is_mac, "a MAC address such as \"0e:12:34:56:78:9a\"")?
+        .unwrap_or_else(|| derived.mac());
+    let local_ipv4 = match &inst.local_ipv4 {
+        Some(v) => v.parse::<Ipv4Addr>().map_err(|_| src.invalid("instance.local_ipv4", format!("{v:?} is not an IPv4 address")))?,
+        None => derived.local_ipv4(),
+    };
+    let public_ipv4 = match &inst.public_ipv4 {
+        Some(v) => Some(v.parse::<Ipv4Addr>().map_err(|_| src.invalid("instance.public_ipv4", format!("{v:?} is not an IPv4 address")))?),
+        None => None,
+    };
+    let dns_name = private_dns_name(local_ipv4, &region);
+    let names = [
+        ("hostname", &inst.hostname),
+        ("local_hostname", &inst.local_hostname),
+        ("public_hostname", &inst.public_hostname),
+        ("instance_type", &inst.instance_type),
+        ("instance_life_cycle", &inst.instance_life_cycle),
+        ("availability_zone_id", &inst.availability_zone_id),
+    ];
+    for (key, value) in names {
+        check(key, value.as_ref(), is_single_line, "one non-empty line")?;
+    }
+    let security_groups = inst.security_groups.clone().unwrap_or_else(|| vec!["default".to_owned()]);
+    if security_groups.is_empty() || !security_groups.iter().all(|g| is_single_line(g)) {
+        return Err(src.invalid("instance.security_groups", "needs one or more single-line names"));
+    }
+    let block_device_mapping = match &inst.block_device_mapping {
+        Some(map) => entries(map, "instance.block_device_mapping", src)?,
+        None => vec![("ami".into(), "/dev/xvda".into()), ("root".into(), "/dev/xvda".into())],
+    };
+    let public_keys = entries(&inst.public_keys, "instance.public_keys", src)?;
+    if let Some((name, _)) = public_keys.iter().find(|(n, _)| n.contains('=')) {
+        return Err(src.invalid(&format!("instance.public_keys.{name}"), "a key name can't contain '='"));
+    }
+    let tags = inst.tags.as_ref().map(|t| entries(t, "instance.tags", src)).transpose()?;
+    let user_data = user_data(inst, src)?;
+    let partition = partition_of(&region);
+    let security_group_ids = security_groups.iter().map(|g| derived.id_for("sg", g)).collect();
+    let [a, b, c, _] = local_ipv4.octets();
+    Ok(InstanceData {
+        availability_zone_id: inst.availability_zone_id.clone().unwrap_or_else(|| availability_zone_id(&region, &availability_zone)),
+        domain: if partition == "aws-cn" { "amazonaws.com.cn" } else { "amazonaws.com" }.to_owned(),
+        partition: partition.to_owned(),
+        account_id,
+        availability_zone,
+        instance_id,
+        ami_id,
+        ami_launch_index: 0,
+        ami_manifest_path: "(unknown)".to_owned(),
+        instance_type: inst.instance_type.clone().unwrap_or_else(|| "m5.large".to_owned()),
+        instance_life_cycle: inst.instance_life_cycle.clone().unwrap_or_else(|| "on-demand".to_owned()),
+        architecture: host.architecture.clone(),
+        hostname: inst.hostname.clone().unwrap_or_else(|| dns_name.clone()),
+        local_hostname: inst.local_hostname.clone().unwrap_or(dns_name),
+        local_ipv4,
+        public_hostname: inst.public_hostname.clone(),
+        public_ipv4,
+        mac,
+        reservation_id,
+        profile: "default-hvm".to_owned(),
+        network: NetworkInterface {
+            interface_id: derived.id("eni"),
+            subnet_id: derived.id("subnet"),
+            vpc_id: derived.id("vpc"),
+            subnet_ipv4_cidr_block: format!("{a}.{b}.{c}.0/24"),
+            vpc_ipv4_cidr_block: format!("{a}.{b}.0.0/16"),
+            security_group_ids,
+        },
+        security_groups,
+        block_device_mapping,
+        public_keys,
+        tags,
+        user_data,
+        pending_time: host.boot_time,
+        last_modified: host.boot_time,
+        region,
+    })
+}
+
+/// Checks the keys and values of a table that becomes a metadata directory:
+/// keys become path segments, so they must be usable as one.
+fn entries(
+    map: &std::collections::BTreeMap<String, String>,
+    key: &str,
+    src: Source<'_>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    map.iter()
+        .map(|(name, value)| {
+            let bad_name = name.is_empty() || name == "." || name == ".." || name.contains('/') || !is_single_line(name);
+            if bad_name {
+                return Err(src.invalid(&format!("{key}.{name}"), "a name must be one line, not empty, '.' or '..', and without '/'"));
+            }
+            if value.contains('\n') {
+                return Err(src.invalid(&format!("{key}.{name}"), "the value must be one line"));
+            }
+            Ok((name.clone(), value.clone()))
+        })
+        .collect()
+}
+
+fn user_data(inst: &file::Instance, src: Source<'_>) -> Result<Option<Bytes>, ConfigError> {
+    let data = match (&inst.user_data, &inst.user_data_file) {
+        (Some(_), Some(_)) => {
+            return Err(src.invalid("instance.user_data_file", "set user_data or user_data_file, not both"));
+        }
+        (Some(text), None) => Bytes::from(text.clone()),
+        (None, Some(path)) => {
+            let path = resolve_relative(src.origin, path);
+            let bytes = std::fs::read(&path).map_err(|e| src.unreadable("instance.user_data_file", &path, e))?;
+            Bytes::from(bytes)
+        }
+        (None, None) => return Ok(None),
+    };
+    if data.len() > MAX_USER_DATA {
+        let key = if inst.user_data.is_some() { "instance.user_data" } else { "instance.user_data_file" };
+        return Err(src.invalid(key, format!("is {} bytes; EC2 allows at most {MAX_USER_DATA}", data.len())));
+    }
+    Ok(Some(data))
+}
+
+/// A relative path in a config file is relative to the file's directory.
+fn resolve_relative(origin: &Origin, path: &Path) -> std::path::PathBuf {
+    match origin {
+        Origin::File(file) if path.is_relative() => {
+            file.parent().unwrap_or(Path::new(".")).join(path)
+        }
+        _ => path.to_owned(),
+    }
+}
+
+fn credentials(
+    creds: &file::Credentials,
+    force_env: bool,
+    src: Source<'_>,
+    env: Env<'_>,
+) -> Result<CredentialsConfig, ConfigError> {
+    match creds.source {
+        SourceKind::Static => {}
+    }
+    if force_env {
+        let keys = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"), env("AWS_SESSION_TOKEN"));
+        return static_keys(keys, true, creds.lifetime_seconds, src);
+    }
+    let keys = if creds.from_env {
+        let set_in_file = [
+            ("access_key_id", &creds.access_key_id),
+            ("secret_access_key", &creds.secret_access_key),
+            ("session_token", &creds.session_token),
+        ];
+        if let Some((key, _)) = set_in_file.iter().find(|(_, v)| v.is_some()) {
+            return Err(src.invalid(&format!("credentials.{key}"), "from_env = true takes the keys from the environment; remove this key"));
+        }
+        (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"), env("AWS_SESSION_TOKEN"))
+    } else {
+        (creds.access_key_id.clone(), creds.secret_access_key.clone(), creds.session_token.clone())
+    };
+    static_keys(keys, creds.from_env, creds.lifetime_seconds, src)
+}
+
+/// Checks static keys, from the file or (`from_env`) the environment.
+fn static_keys(
+    (id, secret, token): (Option<String>, Option<String>, Option<String>),
+    from_env: bool,
+    lifetime_seconds: u64,
+    src: Source<'_>,
+) -> Result<CredentialsConfig, ConfigError> {
+    if !(60..=43_200).contains(&lifetime_seconds) {
+        return Err(src.invalid("credentials.lifetime_seconds", "must be from 60 to 43200 (12 hours)"));
+    }
+    let names = if from_env {
+        ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+    } else {
+        ["credentials.access_key_id", "credentials.secret_access_key", "credentials.session_token"]
+    };
+    let key = |n: usize| if from_env { "credentials.from_env".to_owned() } else { names[n].to_owned() };
+    let missing = |n: usize, why: &str| src.invalid(&key(n), format!("{} is not set{why}", names[n]));
+    let id = id.ok_or_else(|| missing(0, ""))?;
+    if !(16..=128).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        // The value is not secret, but keep it out of the message anyway.
+        return Err(src.invalid(&key(0), format!("{} is not an access key id (16 to 128 letters and digits)", names[0])));
+    }
+    let secret = secret.filter(|s| !s.is_empty()).ok_or_else(|| missing(1, ""))?;
+    // IMDS always serves a session token, and SDKs sign with whatever they
+    // get: long-term keys without one would be sent with an empty token.
+    let token = token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| missing(2, ": IMDS credentials always carry a session token (use temporary credentials)"))?;
+    Ok(CredentialsConfig::Static {
+        keys: Keys {
+            access_key_id: id,
+            secret_access_key: Secret::new(secret),
+            session_token: Secret::new(token),
+        },
+        lifetime: Duration::from_secs(lifetime_seconds),
+    })
+}
+
+fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// `us-east-1`, `ap-southeast-2`, `us-gov-west-1`: lower-case words joined
+/// by `-`, the last one a number.
+fn is_region(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('-').collect();
+    parts.len() >= 3
+        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
+fn is_zone_of(zone: &str, region: &str) -> bool {
+    zone.strip_prefix(region)
+        .is_some_and(|rest| rest.len() == 1 && rest.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
+fn is_account_id(v: &str) -> bool {
+    v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `prefix-` and 8 or 17 lower-case hex digits.
+fn is_ec2_id(v: &str, prefix: &str) -> bool {
+    v.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hex| matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+fn is_mac(v: &str) -> bool {
+    let parts: Vec<&str> = v.split(':').collect();
+    parts.len() == 6
+        && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+fn is_single_line(v: &str) -> bool {
+    !v.trim().is_empty() && !v.contains(['\n', '\r'])
+}

@@ -1,0 +1,291 @@
+//! Role names as users write them, and roles as IMDS shows them.
+//!
+//! Three forms are accepted wherever a role is named (config, assignment
+//! files, a container's `IAM_ROLE`):
+//! - `name`: the role in the default account;
+//! - `name@123456789012`: the role in that account;
+//! - `arn:<partition>:iam::<account>:role[/path/]name`: exactly that role.
+
+use std::fmt;
+
+use ring::digest;
+
+/// A role as written, not yet tied to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleSpec {
+    name: String,
+    path: String,
+    account_id: Option<String>,
+    partition: Option<String>,
+}
+
+/// A role with a known account: what the agent assumes and what IMDS shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// The role's ARN.
+    pub arn: String,
+    /// The role's name: what `iam/security-credentials/` lists.
+    pub name: String,
+    /// The role's account.
+    pub account_id: String,
+    /// `aws`, `aws-cn` or `aws-us-gov`.
+    pub partition: String,
+}
+
+/// Why a role name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoleError {
+    /// Empty.
+    #[error("the role is empty")]
+    Empty,
+    /// Not a valid IAM role name.
+    #[error(
+        "{0:?} is not a valid role name: 1 to 64 characters of letters, digits and +=,.@_-"
+    )]
+    Name(String),
+    /// `@` followed by something that is not an account id.
+    #[error("{0:?}: after '@' expected a 12-digit account id")]
+    Account(String),
+    /// An ARN that is not an IAM role ARN.
+    #[error(
+        "{0:?} is not an IAM role ARN (arn:<aws|aws-cn|aws-us-gov>:iam::<12-digit account>:role/[path/]name)"
+    )]
+    Arn(String),
+    /// A bare name when no account is known.
+    #[error("role {0:?} names no account and no default account is known")]
+    NoAccount(String),
+}
+
+const PARTITIONS: &[&str] = &["aws", "aws-cn", "aws-us-gov"];
+
+impl RoleSpec {
+    /// Parses any of the three forms.
+    pub fn parse(spec: &str) -> Result<Self, RoleError> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Err(RoleError::Empty);
+        }
+        if spec.starts_with("arn:") {
+            return parse_arn(spec);
+        }
+        let (name, account_id) = match spec.rsplit_once('@') {
+            Some((name, account)) if is_account_id(account) => (name, Some(account.to_owned())),
+            Some(_) => return Err(RoleError::Account(spec.to_owned())),
+            None => (spec, None),
+        };
+        check_name(name)?;
+        Ok(RoleSpec {
+            name: name.to_owned(),
+            path: "/".to_owned(),
+            account_id,
+            partition: None,
+        })
+    }
+
+    /// The role's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The account, when the spec names one.
+    pub fn account_id(&self) -> Option<&str> {
+        self.account_id.as_deref()
+    }
+
+    /// Ties the spec to an account: its own, else `default_account`. The
+    /// partition is the ARN's, else `default_partition`.
+    pub fn resolve(
+        &self,
+        default_account: Option<&str>,
+        default_partition: &str,
+    ) -> Result<Role, RoleError> {
+        let account_id = self
+            .account_id
+            .as_deref()
+            .or(default_account)
+            .ok_or_else(|| RoleError::NoAccount(self.name.clone()))?;
+        let partition = self.partition.as_deref().unwrap_or(default_partition);
+        let arn = format!("arn:{partition}:iam::{account_id}:role{}{}", self.path, self.name);
+        Ok(Role {
+            name: self.name.clone(),
+            account_id: account_id.to_owned(),
+            partition: partition.to_owned(),
+            arn,
+        })
+    }
+}
+
+impl fmt::Display for RoleSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.partition, &self.account_id) {
+            (Some(p), Some(a)) => write!(f, "arn:{p}:iam::{a}:role{}{}", self.path, self.name),
+            (None, Some(a)) => write!(f, "{}@{a}", self.name),
+            _ => f.write_str(&self.name),
+        }
+    }
+}
+
+fn parse_arn(arn: &str) -> Result<RoleSpec, RoleError> {
+    let bad = || RoleError::Arn(arn.to_owned());
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(bad());
+    };
+    if !PARTITIONS.contains(&partition) || !is_account_id(account) {
+        return Err(bad());
+    }
+    let rest = resource.strip_prefix("role/").ok_or_else(bad)?;
+    let (path, name) = match rest.rfind('/') {
+        Some(i) => (format!("/{}", &rest[..=i]), &rest[i + 1..]),
+        None => ("/".to_owned(), rest),
+    };
+    let path_ok = path.len() <= 512
+        && !path.contains("//")
+        && path.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if !path_ok {
+        return Err(bad());
+    }
+    check_name(name).map_err(|_| bad())?;
+    Ok(RoleSpec {
+        name: name.to_owned(),
+        path,
+        account_id: Some(account.to_owned()),
+        partition: Some(partition.to_owned()),
+    })
+}
+
+fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// IAM's rule for role names.
+fn check_name(name: &str) -> Result<(), RoleError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+    if ok { Ok(()) } else { Err(RoleError::Name(name.to_owned())) }
+}
+
+/// An IAM-style unique id: `prefix` and 17 characters of base32, derived
+/// from `seed` so that it is the same on every start.
+pub fn unique_id(prefix: &str, seed: &str) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let hash = digest::digest(&digest::SHA256, seed.as_bytes());
+    let mut id = String::with_capacity(prefix.len() + 17);
+    id.push_str(prefix);
+    id.extend(
+        hash.as_ref()
+            .iter()
+            .take(17)
+            .map(|b| char::from(ALPHABET[usize::from(b % 32)])),
+    );
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arn_of(spec: &str) -> Result<String, RoleError> {
+        RoleSpec::parse(spec)?.resolve(Some("111111111111"), "aws").map(|r| r.arn)
+    }
+
+    #[test]
+    fn the_three_forms() {
+        let cases = [
+            ("demo", "arn:aws:iam::111111111111:role/demo"),
+            ("  demo  ", "arn:aws:iam::111111111111:role/demo"),
+            ("demo@222222222222", "arn:aws:iam::222222222222:role/demo"),
+            ("a.b@c@333333333333", "arn:aws:iam::333333333333:role/a.b@c"),
+            (
+                "arn:aws:iam::444444444444:role/demo",
+                "arn:aws:iam::444444444444:role/demo",
+            ),
+            (
+                "arn:aws-cn:iam::444444444444:role/team/app/demo",
+                "arn:aws-cn:iam::444444444444:role/team/app/demo",
+            ),
+            (
+                "arn:aws-us-gov:iam::444444444444:role/x",
+                "arn:aws-us-gov:iam::444444444444:role/x",
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(arn_of(spec).as_deref(), Ok(want), "{spec:?}");
+        }
+    }
+
+    #[test]
+    fn bad_roles() {
+        let cases = [
+            "",
+            " ",
+            "demo@",
+            "demo@12345",
+            "demo@1234567890123",
+            "demo@abcdefghijkl",
+            "has space",
+            "slash/name",
+            &"x".repeat(65),
+            "arn:aws:iam::444444444444:user/demo",
+            "arn:aws:iam::44444444444:role/demo",
+            "arn:aws:iam:us-east-1:444444444444:role/demo",
+            "arn:aws:s3::444444444444:role/demo",
+            "arn:aws-iso:iam::444444444444:role/demo",
+            "arn:aws:iam::444444444444:role/",
+            "arn:aws:iam::444444444444:role//demo",
+            "arn:aws:iam::444444444444:role/path/",
+            "arn:aws:iam::444444444444",
+            "arn:",
+        ];
+        for spec in cases {
+            assert!(arn_of(spec).is_err(), "{spec:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn bare_name_needs_an_account() {
+        let spec = RoleSpec::parse("demo").unwrap();
+        assert_eq!(
+            spec.resolve(None, "aws"),
+            Err(RoleError::NoAccount("demo".into()))
+        );
+    }
+
+    #[test]
+    fn role_fields() {
+        let role = RoleSpec::parse("arn:aws:iam::444444444444:role/team/demo")
+            .unwrap()
+            .resolve(None, "aws")
+            .unwrap();
+        assert_eq!(role.name, "demo");
+        assert_eq!(role.account_id, "444444444444");
+        assert_eq!(role.partition, "aws");
+    }
+
+    #[test]
+    fn unique_ids_are_stable_and_shaped_like_iam() {
+        let a = unique_id("AIPA", "seed");
+        assert_eq!(a, unique_id("AIPA", "seed"));
+        assert_ne!(a, unique_id("AIPA", "other"));
+        assert_eq!(a.len(), 21);
+        assert!(a[4..].bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for spec in ["demo", "demo@222222222222", "arn:aws:iam::444444444444:role/p/demo"] {
+            let parsed = RoleSpec::parse(spec).unwrap();
+            assert_eq!(parsed.to_string(), spec);
+            assert_eq!(RoleSpec::parse(&parsed.to_string()).unwrap(), parsed);
+        }
+    }
+}

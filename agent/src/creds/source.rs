@@ -1,0 +1,101 @@
+//! The credential-source trait and the values it hands out.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::Role;
+
+/// A string that must never reach a log: `Debug` prints a placeholder, and
+/// the only way to the value is `expose`, which is easy to audit.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it to a client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// One set of AWS keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// `AccessKeyId`. Not secret by itself, but only its last four
+    /// characters are ever logged (`key_suffix`).
+    pub access_key_id: String,
+    /// `SecretAccessKey`.
+    pub secret_access_key: Secret,
+    /// `Token` (the session token).
+    pub session_token: Secret,
+}
+
+impl Keys {
+    /// The last four characters of the access key id: all a log may show.
+    pub fn key_suffix(&self) -> &str {
+        let id = &self.access_key_id;
+        let start = id
+            .char_indices()
+            .rev()
+            .nth(3)
+            .map_or(0, |(index, _)| index);
+        &id[start..]
+    }
+}
+
+/// A role's credentials as served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The keys.
+    pub keys: Arc<Keys>,
+    /// `LastUpdated`: when these keys were obtained.
+    pub last_updated: SystemTime,
+    /// `Expiration`.
+    pub expiration: SystemTime,
+}
+
+/// Why a role has no credentials to serve right now. EC2 answers this with a
+/// 200 whose `Code` is not `Success` (SDKs read `Code`), so the fields are
+/// what it shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    /// EC2's code, such as `AssumeRoleUnauthorizedAccess`.
+    pub code: Cow<'static, str>,
+    /// A human-readable reason. Must not contain secrets; it is served to
+    /// the workload.
+    pub message: String,
+    /// When this was last tried.
+    pub last_updated: SystemTime,
+}
+
+/// The answer of a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Credentials to serve.
+    Ready(Credentials),
+    /// None to serve, and why.
+    Unavailable(Unavailable),
+}
+
+/// Where the credentials for a role come from.
+///
+/// `lookup` is called on the request path, so it must answer from memory:
+/// no STS call, no file read, no waiting on a lock held across I/O. A source
+/// that has nothing yet says so with `Lookup::Unavailable` and fetches in the
+/// background.
+pub trait CredentialSource: Send + Sync + fmt::Debug {
+    /// The credentials to serve for `role` at `now`.
+    fn lookup(&self, role: &Role, now: SystemTime) -> Lookup;
+}

@@ -1,0 +1,60 @@
+//! What the server knows about one accepted connection, handed to the
+//! handler as a request extension.
+
+use std::os::fd::RawFd;
+use std::sync::OnceLock;
+
+use crate::attribution::{ConnInfo, Workload};
+
+/// One accepted connection.
+#[derive(Debug)]
+pub struct Connection {
+    /// Its two ends.
+    pub info: ConnInfo,
+    /// The socket, for per-response socket options. `None` for connections
+    /// that are not sockets (tests that call the router directly).
+    fd: Option<RawFd>,
+    identity: OnceLock<Identity>,
+}
+
+/// Who is behind a connection, worked out on its first request. A socket's
+/// owner can't change while it is open, so this is never recomputed.
+#[derive(Debug)]
+pub struct Identity {
+    /// The workload.
+    pub workload: Workload,
+    /// Its token binding.
+    pub binding: Box<[u8]>,
+}
+
+impl Connection {
+    /// A connection on socket `fd`.
+    pub fn new(info: ConnInfo, fd: Option<RawFd>) -> Self {
+        Self {
+            info,
+            fd,
+            identity: OnceLock::new(),
+        }
+    }
+
+    /// The caller's identity, computed by `identify` on first use.
+    pub fn identity(&self, identify: impl FnOnce(&ConnInfo) -> Workload) -> &Identity {
+        self.identity.get_or_init(|| {
+            let workload = identify(&self.info);
+            let binding = workload.token_binding().into_boxed_slice();
+            Identity { workload, binding }
+        })
+    }
+
+    /// Sets the IP hop limit of the rest of this connection's packets.
+    pub fn set_hop_limit(&self, hops: u8) -> std::io::Result<()> {
+        let Some(fd) = self.fd else { return Ok(()) };
+        // SAFETY: the server inserts this `Connection` only into requests
+        // of the socket `fd`, and handlers run inside that connection's
+        // future, which owns the socket: it is open while this runs.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::sys::socket::set_hop_limit(fd, self.info.local, hops)
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The IMDS over HTTP: an axum router with one handler that hands every
+//! request to the protocol core, and the server that runs it.
+
+mod conn;
+mod convert;
+mod server;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::Extension;
+use http::HeaderValue;
+
+pub use conn::{Connection, Identity};
+pub use server::{ServeOptions, bind, serve};
+
+use crate::assign::RoleAssignment;
+use crate::attribution::Attribution;
+use crate::clock::Clock;
+use crate::imds::{Caller, Class, Imds};
+
+/// Everything the handler needs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The protocol.
+    pub imds: Arc<Imds>,
+    /// Who is asking.
+    pub attribution: Arc<dyn Attribution>,
+    /// Which role they get.
+    pub roles: Arc<dyn RoleAssignment>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// `Last-Modified` of metadata answers.
+    pub last_modified: HeaderValue,
+}
+
+/// The IMDS router. Requests must carry a `Arc<Connection>` extension; the
+/// server adds it.
+pub fn router(state: AppState) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+async fn handle(
+    State(state): State<AppState>,
+    Extension(conn): Extension<Arc<Connection>>,
+    req: Request,
+) -> http::Response<Body> {
+    let started = Instant::now();
+    let (parts, _body) = req.into_parts();
+    let identity = conn.identity(|info| state.attribution.identify(info));
+    let role = state.roles.role_for(&identity.workload);
+    let request = convert::imds_request(&parts.method, &parts.uri, &parts.headers);
+    let caller = Caller {
+        binding: &identity.binding,
+        role: role.as_deref(),
+    };
+    let response = state.imds.respond(&request, &caller, state.clock.now());
+    if let Some(hops) = response.hop_limit
+        && let Err(e) = conn.set_hop_limit(hops)
+    {
+        tracing::warn!(error = %e, peer = %conn.info.peer, "could not set the hop limit");
+    }
+    log_request(&parts, identity, role.as_deref(), &response, started);
+    let close = convert::has_body(&parts.headers);
+    convert::http_response(response, &state.last_modified, close)
+}
+
+fn log_request(
+    parts: &http::request::Parts,
+    identity: &Identity,
+    role: Option<&crate::creds::Role>,
+    response: &crate::imds::Response,
+    started: Instant,
+) {
+    let latency_us = started.elapsed().as_micros() as u64;
+    let role = role.map_or("", |r| r.arn.as_str());
+    let key = response.key_suffix.as_deref().unwrap_or("");
+    if response.class == Class::Credentials {
+        tracing::info!(
+            workload = %identity.workload,
+            role,
+            status = response.status.as_u16(),
+            access_key_suffix = key,
+            latency_us,
+            path = parts.uri.path(),
+            "credentials request"
+        );
+    } else {
+        tracing::debug!(
+            workload = %identity.workload,
+            role,
+            method = %parts.method,
+            path = parts.uri.path(),
+            status = response.status.as_u16(),
+            class = response.class.as_str(),
+            latency_us,
+            "request"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! The HTTP server: binds listeners, accepts connections, serves each with
+//! hyper's HTTP/1 implementation and the router, and drains on shutdown.
+//!
+//! Not `axum::serve`, because the server needs what it does not give: the
+//! socket of each connection (for the hop limit of token responses), limits
+//! on header size and header read time, a bound on open connections, and
+//! the connection's identity carried from request to request.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use super::conn::Connection;
+use crate::attribution::ConnInfo;
+
+/// Limits of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Connections served at once. Further ones wait in the kernel's listen
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// A client that has not sent a complete request head this long after
+    /// connecting (or after its previous response) is disconnected.
+    pub header_read_timeout: Duration,
+    /// How long a shutdown waits for open requests to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The largest request head accepted (request line and headers). SDK
+/// requests are a few hundred bytes; larger heads get a 431.
+const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// Listen backlog: room for connection bursts while all workers are busy.
+const BACKLOG: i32 = 1024;
+
+/// Binds a listening socket on `addr`. Done before the runtime starts (and,
+/// on a real host, before privileges are dropped: port 80 needs them).
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Serves `app` on `listeners` until `shutdown` completes, then stops
+/// accepting, lets open requests finish (up to the drain timeout) and
+/// returns.
+pub async fn serve(
+    listeners: Vec<std::net::TcpListener>,
+    app: Router,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES.max(8192))
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    let permits = Arc::new(Semaphore::new(options.max_connections));
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop_tx, stop_rx) = watch::channel(());
+    let mut accept_loops = JoinSet::new();
+    for listener in listeners {
+        let listener = TcpListener::from_std(listener)?;
+        let accept = AcceptLoop {
+            listener,
+            app: app.clone(),
+            builder: Arc::clone(&builder),
+            permits: Arc::clone(&permits),
+            graceful: Arc::clone(&graceful),
+            stop: stop_rx.clone(),
+        };
+        accept_loops.spawn(accept.run());
+    }
+    drop(stop_rx);
+    shutdown.await;
+    tracing::info!("shutting down: no new connections");
+    drop(stop_tx);
+    while accept_loops.join_next().await.is_some() {}
+    // Every accept loop has returned, and with it its handle on `graceful`.
+    let Some(graceful) = Arc::into_inner(graceful) else {
+        return Ok(());
+    };
+    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout_ms = options.drain_timeout.as_millis() as u64,
+            "connections still open after the drain timeout; closing them"
+        );
+    }
+    Ok(())
+}
+
+struct AcceptLoop {
+    listener: TcpListener,
+    app: Router,
+    builder: Arc<http1::Builder>,
+    permits: Arc<Semaphore>,
+    graceful: Arc<GracefulShutdown>,
+    stop: watch::Receiver<()>,
+}
+
+impl AcceptLoop {
+    async fn run(mut self) {
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&self.permits).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                _ = self.stop.changed() => return,
+            };
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                _ = self.stop.changed() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors or memory: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(local) = stream.local_addr() else { continue };
+            // Answers are one small write; don't let Nagle hold them back.
+            let _ = stream.set_nodelay(true);
+            let conn = Arc::new(Connection::new(ConnInfo { peer, local }, Some(stream.as_raw_fd())));
+            let app = self.app.clone();
+            let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                req.extensions_mut().insert(Arc::clone(&conn));
+                app.clone().oneshot(req.map(Body::new))
+            });
+            let connection = self.builder.serve_connection(TokioIo::new(stream), service);
+            let connection = self.graceful.watcher().watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+    }
+}

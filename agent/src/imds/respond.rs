@@ -1,0 +1,250 @@
+//! The protocol: one `Request` in, one `Response` out. No I/O, no clock read
+//! (the caller passes `Now`), so every rule is a unit test.
+//!
+//! Order of checks, as EC2 applies them:
+//! 1. The token path (`PUT /<version>/api/token`) is answered on its own.
+//! 2. A token, when present, must be valid in every mode; in `required` mode
+//!    it must be present. This happens before routing, so a missing token is
+//!    401 on every path, existing or not.
+//! 3. Only GET and HEAD read metadata.
+//! 4. The path is looked up: static tree, per-caller IAM subtree, user data.
+
+use std::sync::Arc;
+
+use super::catalog::{self, Catalog, Node};
+use super::iam;
+use super::instance::InstanceData;
+use super::request::{HeaderField, Method, Path, Request};
+use super::response::{Class, ContentType, Response};
+use super::token::{TokenAuthority, parse_ttl};
+use crate::clock::Now;
+use crate::creds::{CredentialSource, Role};
+
+/// EC2's `HttpTokens` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpTokens {
+    /// IMDSv1 and IMDSv2 both work; a token that is sent must be valid.
+    #[default]
+    Optional,
+    /// Every request needs a valid token (IMDSv2 only).
+    Required,
+}
+
+impl HttpTokens {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpTokens::Optional => "optional",
+            HttpTokens::Required => "required",
+        }
+    }
+}
+
+/// The protocol settings EC2 exposes per instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// `HttpTokens`.
+    pub http_tokens: HttpTokens,
+    /// `HttpPutResponseHopLimit`, 1 to 64.
+    pub hop_limit: u8,
+}
+
+/// Who is asking, as far as the protocol cares.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The caller's identity, as bytes a token is bound to. Two callers
+    /// with different bindings can't use each other's tokens.
+    pub binding: &'a [u8],
+    /// The caller's role, if it has one.
+    pub role: Option<&'a Role>,
+}
+
+/// The IMDS of one agent.
+#[derive(Debug)]
+pub struct Imds {
+    catalog: Catalog,
+    account_id: String,
+    partition: String,
+    tokens: TokenAuthority,
+    settings: Settings,
+    credentials: Arc<dyn CredentialSource>,
+}
+
+impl Imds {
+    /// An IMDS serving `data`, minting tokens with `tokens`, and answering
+    /// credential paths from `credentials`.
+    pub fn new(
+        data: &InstanceData,
+        settings: Settings,
+        tokens: TokenAuthority,
+        credentials: Arc<dyn CredentialSource>,
+    ) -> Self {
+        Self {
+            catalog: Catalog::build(data),
+            account_id: data.account_id.clone(),
+            partition: data.partition.clone(),
+            tokens,
+            settings,
+            credentials,
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// Answers one request.
+    pub fn respond(&self, req: &Request<'_>, caller: &Caller<'_>, now: Now) -> Response {
+        let path = Path::parse(req.path);
+        if let Some(path) = &path
+            && is_token_path(path)
+        {
+            return self.token_endpoint(req, path, caller, now);
+        }
+        let token_ttl = match self.check_token(req, caller, now) {
+            Ok(ttl) => ttl,
+            Err(refused) => return refused,
+        };
+        if !matches!(req.method, Method::Get | Method::Head) {
+            return Response::method_not_allowed("GET, HEAD", Class::Refused);
+        }
+        let Some(path) = path else {
+            return Response::not_found(Class::Metadata);
+        };
+        let mut response = self.lookup(&path, caller, now);
+        if response.status.is_success() {
+            response.token_ttl = token_ttl;
+        }
+        response
+    }
+
+    /// `PUT /<version>/api/token`.
+    fn token_endpoint(
+        &self,
+        req: &Request<'_>,
+        path: &Path<'_>,
+        caller: &Caller<'_>,
+        now: Now,
+    ) -> Response {
+        match req.method {
+            Method::Put => {}
+            Method::Options => {
+                let mut ok = Response::ok(ContentType::TextPlain, Default::default(), Class::Token);
+                ok.allow = Some("OPTIONS, PUT");
+                return ok;
+            }
+            _ => return Response::method_not_allowed("OPTIONS, PUT", Class::Token),
+        }
+        // EC2 refuses a proxied PUT, so a token can't be minted for a remote
+        // client through a misconfigured proxy on the host. It also refuses
+        // `/latest/api/token/` with a 403.
+        if req.forwarded_for || path.trailing_slash {
+            return Response::forbidden();
+        }
+        let ttl = match req.token_ttl {
+            HeaderField::One(value) => match parse_ttl(value) {
+                Ok(ttl) => ttl,
+                Err(_) => return Response::bad_request(),
+            },
+            HeaderField::Absent | HeaderField::Malformed => return Response::bad_request(),
+        };
+        let token = self.tokens.mint(caller.binding, ttl, now.mono);
+        let mut ok = Response::ok(ContentType::TextPlain, token.into(), Class::Token);
+        ok.token_ttl = Some(ttl);
+        ok.hop_limit = Some(self.settings.hop_limit);
+        ok
+    }
+
+    /// Checks the token of a metadata request: `Ok(Some(seconds left))` for
+    /// a valid token, `Ok(None)` for none where none is needed.
+    fn check_token(
+        &self,
+        req: &Request<'_>,
+        caller: &Caller<'_>,
+        now: Now,
+    ) -> Result<Option<u32>, Response> {
+        match req.token {
+            HeaderField::Absent => match self.settings.http_tokens {
+                HttpTokens::Optional => Ok(None),
+                HttpTokens::Required => Err(Response::unauthorized()),
+            },
+            HeaderField::One(token) => self
+                .tokens
+                .verify(token, caller.binding, now.mono)
+                .map(Some)
+                .map_err(|_| Response::unauthorized()),
+            HeaderField::Malformed => Err(Response::unauthorized()),
+        }
+    }
+
+    fn lookup(&self, path: &Path<'_>, caller: &Caller<'_>, now: Now) -> Response {
+        let trailing = path.trailing_slash;
+        let (version, rest) = match path.segments() {
+            [] => return listing(&self.catalog.versions),
+            [version, rest @ ..] if catalog::is_version(version) => (*version, rest),
+            _ => return Response::not_found(Class::Metadata),
+        };
+        match rest {
+            [] => listing(&self.catalog.version_root),
+            ["meta-data", tail @ ..] => self.meta_data(version, tail, trailing, caller, now),
+            ["dynamic", tail @ ..] => match tail {
+                [] => listing(self.catalog.dynamic.listing()),
+                _ => node(self.catalog.dynamic.find(tail), trailing, Class::Metadata),
+            },
+            ["user-data"] if !trailing => match &self.catalog.user_data {
+                Some(data) => Response::ok(ContentType::OctetStream, data.clone(), Class::UserData),
+                None => Response::not_found(Class::UserData),
+            },
+            _ => Response::not_found(Class::Metadata),
+        }
+    }
+
+    fn meta_data(
+        &self,
+        version: &str,
+        tail: &[&str],
+        trailing: bool,
+        caller: &Caller<'_>,
+        now: Now,
+    ) -> Response {
+        let with_iam = catalog::has_iam(version);
+        match tail {
+            [] if with_iam && caller.role.is_some() => {
+                listing(&self.catalog.meta_data_listing_with_iam)
+            }
+            [] => listing(self.catalog.meta_data.listing()),
+            ["iam", rest @ ..] if with_iam => {
+                let home = iam::Home {
+                    account_id: &self.account_id,
+                    partition: &self.partition,
+                };
+                iam::respond(rest, trailing, caller.role, home, &*self.credentials, now.wall)
+            }
+            _ => node(self.catalog.meta_data.find(tail), trailing, Class::Metadata),
+        }
+    }
+}
+
+/// `/<version>/api/token`, with or without a trailing slash.
+fn is_token_path(path: &Path<'_>) -> bool {
+    matches!(path.segments(), [version, "api", "token"] if catalog::is_version(version))
+}
+
+fn listing(body: &bytes::Bytes) -> Response {
+    Response::ok(ContentType::TextPlain, body.clone(), Class::Metadata)
+}
+
+/// A directory answers with or without a trailing slash (EC2 has answered
+/// both with the listing since 2022; clients don't follow redirects); a
+/// value with a trailing slash does not exist.
+fn node(found: Option<&Node>, trailing: bool, class: Class) -> Response {
+    match found {
+        Some(Node::Dir(dir)) => listing(dir.listing()),
+        Some(Node::Leaf(leaf)) if !trailing => {
+            Response::ok(leaf.content_type, leaf.body.clone(), class)
+        }
+        _ => Response::not_found(class),
+    }
+}
