@@ -23,7 +23,12 @@ pub fn state(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<AppState>
             Arc::new(StaticSource::new(keys.clone(), *lifetime))
         }
     };
-    let imds = Imds::new(&config.instance, config.settings, token_authority()?, credentials);
+    let imds = Imds::new(
+        &config.instance,
+        config.settings,
+        token_authority()?,
+        credentials,
+    );
     let last_modified = HeaderValue::from_str(&http_date(config.instance.last_modified))
         .context("formatting Last-Modified")?;
     Ok(AppState {
@@ -65,6 +70,8 @@ pub fn run(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> anyhow::
     // The runtime is built only now, after binding: later, privileges are
     // dropped here, and that must happen before any other thread exists.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
+        .thread_name("imds-worker")
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -86,7 +93,10 @@ pub fn run(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> anyhow::
 /// Completes on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
         return std::future::pending().await;
     };

@@ -98,20 +98,27 @@ pub fn main() -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
     let host = HostFacts::read();
     match cli.command {
-        Command::CheckConfig { config } => match Config::load(&config, &Overrides::default(), &host, &env) {
-            Ok(c) => {
-                println!("{}: OK ({})", c.origin, summary(&c));
-                ExitCode::SUCCESS
+        Command::CheckConfig { config } => {
+            match Config::load(&config, &Overrides::default(), &host, &env) {
+                Ok(c) => {
+                    println!("{}: OK ({})", c.origin, summary(&c));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => config_error(&e),
             }
-            Err(e) => config_error(&e),
-        },
+        }
         Command::Run { config, common } => {
             match Config::load(&config, &common.overrides(), &host, &env) {
                 Ok(c) => serve(c, |_| {}),
                 Err(e) => config_error(&e),
             }
         }
-        Command::Dev { config, port, credentials_from_env, common } => {
+        Command::Dev {
+            config,
+            port,
+            credentials_from_env,
+            common,
+        } => {
             let mut overrides = common.overrides();
             overrides.credentials_from_env = credentials_from_env;
             if overrides.listen.is_none() {
@@ -119,7 +126,13 @@ pub fn main() -> ExitCode {
             }
             let loaded = match &config {
                 Some(path) => Config::load(path, &overrides, &host, &env),
-                None => Config::parse(config::DEV_CONFIG, Origin::Embedded, &overrides, &host, &env),
+                None => Config::parse(
+                    config::DEV_CONFIG,
+                    Origin::Embedded,
+                    &overrides,
+                    &host,
+                    &env,
+                ),
             };
             match loaded {
                 Ok(c) => {
@@ -156,7 +169,10 @@ fn config_error(e: &ConfigError) -> ExitCode {
 
 fn summary(c: &Config) -> String {
     let listen: Vec<String> = c.listen.iter().map(ToString::to_string).collect();
-    let role = c.default_role.as_ref().map_or("none".to_owned(), |r| r.arn.clone());
+    let role = c
+        .default_role
+        .as_ref()
+        .map_or("none".to_owned(), |r| r.arn.clone());
     format!(
         "listen {}; http_tokens {}; hop_limit {}; instance {} in {}; default role {role}",
         listen.join(", "),
@@ -170,12 +186,17 @@ fn summary(c: &Config) -> String {
 /// What `dev` prints once it listens: where it is and the line that points
 /// SDKs at it.
 fn dev_banner(c: &Config) -> impl FnOnce(&[SocketAddr]) -> String + use<> {
-    let role = c.default_role.as_ref().map_or("no role".to_owned(), |r| format!("role {}", r.name));
+    let role = c
+        .default_role
+        .as_ref()
+        .map_or("no role".to_owned(), |r| format!("role {}", r.name));
     let tokens = c.settings.http_tokens.as_str();
     let hops = c.settings.hop_limit;
     let region = c.instance.region.clone();
     move |addrs| {
-        let first = addrs.first().map_or_else(String::new, |a| format!("http://{a}/"));
+        let first = addrs
+            .first()
+            .map_or_else(String::new, |a| format!("http://{a}/"));
         format!(
             "imds-agent dev: EC2 instance metadata on {first} ({role}; tokens {tokens}; hop limit {hops})\n\
              Point AWS SDKs and the AWS CLI at it with:\n\

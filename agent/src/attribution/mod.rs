@@ -66,10 +66,22 @@ mod tests {
     #[test]
     fn mapped_ipv4_is_the_same_workload() {
         let local: SocketAddr = "[::]:80".parse().unwrap();
-        let mapped = ConnInfo { peer: "[::ffff:10.0.0.1]:5000".parse().unwrap(), local };
-        let plain = ConnInfo { peer: "10.0.0.1:6000".parse().unwrap(), local };
-        assert_eq!(ByPeerAddress.identify(&mapped), ByPeerAddress.identify(&plain));
-        assert_eq!(ByPeerAddress.identify(&plain).token_binding(), b"ip:10.0.0.1");
+        let mapped = ConnInfo {
+            peer: "[::ffff:10.0.0.1]:5000".parse().unwrap(),
+            local,
+        };
+        let plain = ConnInfo {
+            peer: "10.0.0.1:6000".parse().unwrap(),
+            local,
+        };
+        assert_eq!(
+            ByPeerAddress.identify(&mapped),
+            ByPeerAddress.identify(&plain)
+        );
+        assert_eq!(
+            ByPeerAddress.identify(&plain).token_binding(),
+            b"ip:10.0.0.1"
+        );
     }
 
     #[test]

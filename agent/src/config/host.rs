@@ -202,15 +202,27 @@ mod tests {
     #[test]
     fn names_in_ec2_style() {
         let ip = Ipv4Addr::new(10, 1, 2, 3);
-        assert_eq!(private_dns_name(ip, "us-east-1"), "ip-10-1-2-3.ec2.internal");
+        assert_eq!(
+            private_dns_name(ip, "us-east-1"),
+            "ip-10-1-2-3.ec2.internal"
+        );
         assert_eq!(
             private_dns_name(ip, "eu-west-1"),
             "ip-10-1-2-3.eu-west-1.compute.internal"
         );
         assert_eq!(availability_zone_id("us-east-1", "us-east-1a"), "use1-az1");
-        assert_eq!(availability_zone_id("eu-central-1", "eu-central-1c"), "euc1-az3");
-        assert_eq!(availability_zone_id("ap-southeast-2", "ap-southeast-2b"), "apse2-az2");
-        assert_eq!(availability_zone_id("us-gov-west-1", "us-gov-west-1a"), "usgovw1-az1");
+        assert_eq!(
+            availability_zone_id("eu-central-1", "eu-central-1c"),
+            "euc1-az3"
+        );
+        assert_eq!(
+            availability_zone_id("ap-southeast-2", "ap-southeast-2b"),
+            "apse2-az2"
+        );
+        assert_eq!(
+            availability_zone_id("us-gov-west-1", "us-gov-west-1a"),
+            "usgovw1-az1"
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Config {
     pub settings: Settings,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Threads serving requests.
+    pub worker_threads: usize,
     /// The metadata values.
     pub instance: InstanceData,
     /// Where credentials come from.

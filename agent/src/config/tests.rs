@@ -89,7 +89,10 @@ default = "app"
     let i = &c.instance;
     assert_eq!(i.partition, "aws-cn");
     assert_eq!(i.domain, "amazonaws.com.cn");
-    assert_eq!(i.local_hostname, "ip-172-31-5-6.cn-north-1.compute.internal");
+    assert_eq!(
+        i.local_hostname,
+        "ip-172-31-5-6.cn-north-1.compute.internal"
+    );
     assert_eq!(i.tags.as_ref().unwrap()[0], ("Name".into(), "web".into()));
     assert_eq!(i.user_data.as_deref(), Some(&b"#!/bin/sh"[..]));
     let role = c.default_role.unwrap();
@@ -99,35 +102,114 @@ default = "app"
 #[test]
 fn errors_name_file_key_line_and_problem() {
     let cases = [
-        ("[server]\nhop_limit = 0\n", "/etc/imds-agent/config.toml:2: server.hop_limit: must be from 1 to 64"),
-        ("[server]\nhop_limit = 65\n", "server.hop_limit: must be from 1 to 64"),
-        ("[server]\nhttp_tokens = \"sometimes\"\n", "/etc/imds-agent/config.toml:2: server.http_tokens: unknown variant `sometimes`, expected `optional` or `required`"),
-        ("[server]\nlisten = [\"localhost\"]\n", "server.listen: \"localhost\" is not an address with a port"),
-        ("[server]\nlisten = []\n", "server.listen: needs at least one address"),
+        (
+            "[server]\nhop_limit = 0\n",
+            "/etc/imds-agent/config.toml:2: server.hop_limit: must be from 1 to 64",
+        ),
+        (
+            "[server]\nhop_limit = 65\n",
+            "server.hop_limit: must be from 1 to 64",
+        ),
+        (
+            "[server]\nhttp_tokens = \"sometimes\"\n",
+            "/etc/imds-agent/config.toml:2: server.http_tokens: unknown variant `sometimes`, expected `optional` or `required`",
+        ),
+        (
+            "[server]\nlisten = [\"localhost\"]\n",
+            "server.listen: \"localhost\" is not an address with a port",
+        ),
+        (
+            "[server]\nlisten = []\n",
+            "server.listen: needs at least one address",
+        ),
         ("[server]\nhop_limt = 2\n", "unknown field `hop_limt`"),
+        (
+            "[server]\nworker_threads = 0\n",
+            "server.worker_threads: must be from 1 to 64",
+        ),
+        (
+            "[server]\nmax_connections = 0\n",
+            "server.max_connections: must be from 1 to 65536",
+        ),
+        (
+            "[server]\nhop_limit = -1\n",
+            "server.hop_limit: invalid value: integer `-1`",
+        ),
         ("[sever]\n", "unknown field `sever`"),
         ("[server\n", "/etc/imds-agent/config.toml:1: (document):"),
-        ("[instance]\nregion = \"Europe\"\n", "instance.region: \"Europe\" is not a region"),
-        ("[instance]\nregion = \"eu-west-1\"\navailability_zone = \"us-east-1a\"\n", "instance.availability_zone: \"us-east-1a\" is not a zone of region \"eu-west-1\""),
-        ("[instance]\ninstance_id = \"i-xyz\"\n", "/etc/imds-agent/config.toml:2: instance.instance_id: \"i-xyz\" is not an instance id"),
-        ("[instance]\naccount_id = \"1234\"\n", "instance.account_id: \"1234\" is not a 12-digit account id"),
-        ("[instance]\nlocal_ipv4 = \"10.0.0\"\n", "instance.local_ipv4: \"10.0.0\" is not an IPv4 address"),
+        (
+            "[instance]\nregion = \"Europe\"\n",
+            "instance.region: \"Europe\" is not a region",
+        ),
+        (
+            "[instance]\nregion = \"eu-west-1\"\navailability_zone = \"us-east-1a\"\n",
+            "instance.availability_zone: \"us-east-1a\" is not a zone of region \"eu-west-1\"",
+        ),
+        (
+            "[instance]\ninstance_id = \"i-xyz\"\n",
+            "/etc/imds-agent/config.toml:2: instance.instance_id: \"i-xyz\" is not an instance id",
+        ),
+        (
+            "[instance]\naccount_id = \"1234\"\n",
+            "instance.account_id: \"1234\" is not a 12-digit account id",
+        ),
+        (
+            "[instance]\nlocal_ipv4 = \"10.0.0\"\n",
+            "instance.local_ipv4: \"10.0.0\" is not an IPv4 address",
+        ),
         ("[instance]\nmac = \"0E:00:00:00:00:01\"\n", "instance.mac"),
-        ("[instance]\ntags = { \"a/b\" = \"x\" }\n", "instance.tags.a/b: a name must be one line"),
-        ("[instance]\ntags = { \"..\" = \"x\" }\n", "instance.tags..."),
-        ("[instance]\npublic_keys = { \"a=b\" = \"k\" }\n", "instance.public_keys.a=b: a key name can't contain '='"),
-        ("[instance]\nuser_data = \"x\"\nuser_data_file = \"/x\"\n", "set user_data or user_data_file, not both"),
-        ("[instance]\nuser_data_file = \"/nonexistent/imds-agent-user-data\"\n", "instance.user_data_file: cannot read /nonexistent/imds-agent-user-data"),
-        ("[roles]\ndefault = \"bad role name\"\n", "/etc/imds-agent/config.toml:2: roles.default: \"bad role name\" is not a valid role name"),
-        ("[roles]\ndefault = \"arn:aws:iam::1:role/x\"\n", "roles.default: \"arn:aws:iam::1:role/x\" is not an IAM role ARN"),
-        ("[log]\nlevel = \"imds_agent=loud\"\n", "log.level: \"imds_agent=loud\" is not a log filter"),
-        ("[credentials]\nsource = \"vault\"\n", "credentials.source: unknown variant `vault`"),
-        ("[credentials]\nlifetime_seconds = 5\n", "credentials.lifetime_seconds: must be from 60 to 43200"),
+        (
+            "[instance]\ntags = { \"a/b\" = \"x\" }\n",
+            "instance.tags.a/b: a name must be one line",
+        ),
+        (
+            "[instance]\ntags = { \"..\" = \"x\" }\n",
+            "instance.tags...",
+        ),
+        (
+            "[instance]\npublic_keys = { \"a=b\" = \"k\" }\n",
+            "instance.public_keys.a=b: a key name can't contain '='",
+        ),
+        (
+            "[instance]\nuser_data = \"x\"\nuser_data_file = \"/x\"\n",
+            "set user_data or user_data_file, not both",
+        ),
+        (
+            "[instance]\nuser_data_file = \"/nonexistent/imds-agent-user-data\"\n",
+            "instance.user_data_file: cannot read /nonexistent/imds-agent-user-data",
+        ),
+        (
+            "[roles]\ndefault = \"bad role name\"\n",
+            "/etc/imds-agent/config.toml:2: roles.default: \"bad role name\" is not a valid role name",
+        ),
+        (
+            "[roles]\ndefault = \"arn:aws:iam::1:role/x\"\n",
+            "roles.default: \"arn:aws:iam::1:role/x\" is not an IAM role ARN",
+        ),
+        (
+            "[log]\nlevel = \"imds_agent=loud\"\n",
+            "log.level: \"imds_agent=loud\" is not a log filter",
+        ),
+        (
+            "[credentials]\nsource = \"vault\"\n",
+            "credentials.source: unknown variant `vault`",
+        ),
+        (
+            "[credentials]\nlifetime_seconds = 1799\n",
+            "credentials.lifetime_seconds: must be from 1800 (30 minutes) to 43200",
+        ),
     ];
     for (body, want) in cases {
-        let text = if body.contains("[credentials]") { body.to_owned() } else { format!("{body}{KEYS}") };
+        let text = if body.contains("[credentials]") {
+            body.to_owned()
+        } else {
+            format!("{body}{KEYS}")
+        };
         let got = error(&text);
-        assert!(got.contains(want), "for {body:?}\n got: {got}\nwant: {want}");
+        assert!(
+            got.contains(want),
+            "for {body:?}\n got: {got}\nwant: {want}"
+        );
         assert!(got.starts_with("/etc/imds-agent/config.toml"), "{got}");
     }
 }
@@ -139,10 +221,18 @@ fn credentials_are_checked_without_leaking_them() {
     assert!(got.contains("credentials.session_token: credentials.session_token is not set: IMDS credentials always carry a session token"), "{got}");
     let bad_id = "[credentials]\naccess_key_id = \"short\"\nsecret_access_key = \"hunter2hunter2\"\nsession_token = \"t\"\n";
     let got = error(bad_id);
-    assert!(got.contains("credentials.access_key_id: credentials.access_key_id is not an access key id"), "{got}");
+    assert!(
+        got.contains(
+            "credentials.access_key_id: credentials.access_key_id is not an access key id"
+        ),
+        "{got}"
+    );
     assert!(!got.contains("hunter2"), "{got}");
     let nothing = error("");
-    assert!(nothing.contains("credentials.access_key_id is not set"), "{nothing}");
+    assert!(
+        nothing.contains("credentials.access_key_id is not set"),
+        "{nothing}"
+    );
 }
 
 #[test]
@@ -160,11 +250,26 @@ fn credentials_from_the_environment() {
     assert_eq!(keys.access_key_id, "ASIAENVIRONMENT00001");
     assert_eq!(keys.session_token.expose(), "envtoken");
 
-    let err = Config::parse(text, origin.clone(), &Overrides::default(), &host(), &no_env).unwrap_err();
-    assert!(err.to_string().contains("credentials.from_env: AWS_ACCESS_KEY_ID is not set"), "{err}");
+    let err = Config::parse(
+        text,
+        origin.clone(),
+        &Overrides::default(),
+        &host(),
+        &no_env,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("credentials.from_env: AWS_ACCESS_KEY_ID is not set"),
+        "{err}"
+    );
     let both = "[credentials]\nfrom_env = true\naccess_key_id = \"ASIAEXAMPLE123456789\"\n";
     let err = Config::parse(both, origin, &Overrides::default(), &host(), &env).unwrap_err();
-    assert!(err.to_string().contains("credentials.access_key_id: from_env = true"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("credentials.access_key_id: from_env = true"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -189,24 +294,47 @@ fn user_data_file_is_relative_to_the_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ud.sh"), b"\x00\x01binary").unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, format!("[instance]\nuser_data_file = \"ud.sh\"\n{KEYS}")).unwrap();
+    std::fs::write(
+        &config,
+        format!("[instance]\nuser_data_file = \"ud.sh\"\n{KEYS}"),
+    )
+    .unwrap();
     let c = Config::load(&config, &Overrides::default(), &host(), &no_env).unwrap();
-    assert_eq!(c.instance.user_data.as_deref(), Some(&b"\x00\x01binary"[..]));
+    assert_eq!(
+        c.instance.user_data.as_deref(),
+        Some(&b"\x00\x01binary"[..])
+    );
     std::fs::write(dir.path().join("ud.sh"), vec![b'x'; 16 * 1024 + 1]).unwrap();
     let err = Config::load(&config, &Overrides::default(), &host(), &no_env).unwrap_err();
-    assert!(err.to_string().contains("EC2 allows at most 16384"), "{err}");
+    assert!(
+        err.to_string().contains("EC2 allows at most 16384"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_file_is_a_clear_error() {
-    let err = Config::load("/nonexistent/imds.toml".as_ref(), &Overrides::default(), &host(), &no_env).unwrap_err();
+    let err = Config::load(
+        "/nonexistent/imds.toml".as_ref(),
+        &Overrides::default(),
+        &host(),
+        &no_env,
+    )
+    .unwrap_err();
     let msg = err.to_string();
     assert_eq!(msg, "/nonexistent/imds.toml: cannot read the config file");
 }
 
 #[test]
 fn the_built_in_dev_config_is_valid() {
-    let c = Config::parse(DEV_CONFIG, Origin::Embedded, &Overrides::default(), &host(), &no_env).unwrap();
+    let c = Config::parse(
+        DEV_CONFIG,
+        Origin::Embedded,
+        &Overrides::default(),
+        &host(),
+        &no_env,
+    )
+    .unwrap();
     assert!(c.listen.iter().all(|a| a.ip().is_loopback()));
     assert_eq!(c.default_role.unwrap().name, "imds-agent-demo");
 }

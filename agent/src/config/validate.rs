@@ -24,7 +24,10 @@ pub(super) fn parse(
     host: &HostFacts,
     env: Env<'_>,
 ) -> Result<Config, ConfigError> {
-    let src = Source { origin: &origin, text };
+    let src = Source {
+        origin: &origin,
+        text,
+    };
     let file = deserialize(src)?;
     let settings = settings(&file.server, overrides, src)?;
     let listen = match &overrides.listen {
@@ -34,6 +37,10 @@ pub(super) fn parse(
     let max_connections = match file.server.max_connections {
         n @ 1..=65_536 => n as usize,
         _ => return Err(src.invalid("server.max_connections", "must be from 1 to 65536")),
+    };
+    let worker_threads = match file.server.worker_threads {
+        n @ 1..=64 => n as usize,
+        _ => return Err(src.invalid("server.worker_threads", "must be from 1 to 64")),
     };
     let instance = instance(&file.instance, src, host)?;
     let default_role = match &file.roles.default {
@@ -48,13 +55,17 @@ pub(super) fn parse(
     let credentials = credentials(&file.credentials, overrides.credentials_from_env, src, env)?;
     let log_level = overrides.log_level.clone().unwrap_or(file.log.level);
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
-        return Err(src.invalid("log.level", format!("{log_level:?} is not a log filter: {e}")));
+        return Err(src.invalid(
+            "log.level",
+            format!("{log_level:?} is not a log filter: {e}"),
+        ));
     }
     Ok(Config {
         origin,
         listen,
         settings,
         max_connections,
+        worker_threads,
         instance,
         credentials,
         default_role,
@@ -127,14 +138,19 @@ fn instance(
     host: &HostFacts,
 ) -> Result<InstanceData, ConfigError> {
     let derived = Derived::new(host);
-    let check = |key: &str, value: Option<&String>, ok: fn(&str) -> bool, shape: &str| {
-        match value {
-            Some(v) if !ok(v) => Err(src.invalid(&format!("instance.{key}"), format!("{v:?} is not {shape}"))),
-            _ => Ok(value.cloned()),
+    let check = |key: &str, value: Option<&String>, ok: fn(&str) -> bool, shape: &str| match value {
+        Some(v) if !ok(v) => {
+            Err(src.invalid(&format!("instance.{key}"), format!("{v:?} is not {shape}")))
         }
+        _ => Ok(value.cloned()),
     };
-    let region = check("region", inst.region.as_ref(), is_region, "a region such as \"us-east-1\"")?
-        .unwrap_or_else(|| "us-east-1".to_owned());
+    let region = check(
+        "region",
+        inst.region.as_ref(),
+        is_region,
+        "a region such as \"us-east-1\"",
+    )?
+    .unwrap_or_else(|| "us-east-1".to_owned());
     let availability_zone = inst
         .availability_zone
         .clone()
@@ -142,25 +158,62 @@ fn instance(
     if !is_zone_of(&availability_zone, &region) {
         return Err(src.invalid(
             "instance.availability_zone",
-            format!("{availability_zone:?} is not a zone of region {region:?} (such as \"{region}a\")"),
+            format!(
+                "{availability_zone:?} is not a zone of region {region:?} (such as \"{region}a\")"
+            ),
         ));
     }
-    let account_id = check("account_id", inst.account_id.as_ref(), is_account_id, "a 12-digit account id")?
-        .unwrap_or_else(|| derived.account_id());
-    let instance_id = check("instance_id", inst.instance_id.as_ref(), |v| is_ec2_id(v, "i"), "an instance id such as \"i-0123456789abcdef0\"")?
-        .unwrap_or_else(|| derived.id("i"));
-    let ami_id = check("ami_id", inst.ami_id.as_ref(), |v| is_ec2_id(v, "ami"), "an AMI id such as \"ami-0123456789abcdef0\"")?
-        .unwrap_or_else(|| derived.id("ami"));
-    let reservation_id = check("reservation_id", inst.reservation_id.as_ref(), |v| is_ec2_id(v, "r"), "a reservation id such as \"r-0123456789abcdef0\"")?
-        .unwrap_or_else(|| derived.id("r"));
-    let mac = check("mac", inst.mac.as_ref(), is_mac, "a MAC address such as \"0e:12:34:56:78:9a\"")?
-        .unwrap_or_else(|| derived.mac());
+    let account_id = check(
+        "account_id",
+        inst.account_id.as_ref(),
+        is_account_id,
+        "a 12-digit account id",
+    )?
+    .unwrap_or_else(|| derived.account_id());
+    let instance_id = check(
+        "instance_id",
+        inst.instance_id.as_ref(),
+        |v| is_ec2_id(v, "i"),
+        "an instance id such as \"i-0123456789abcdef0\"",
+    )?
+    .unwrap_or_else(|| derived.id("i"));
+    let ami_id = check(
+        "ami_id",
+        inst.ami_id.as_ref(),
+        |v| is_ec2_id(v, "ami"),
+        "an AMI id such as \"ami-0123456789abcdef0\"",
+    )?
+    .unwrap_or_else(|| derived.id("ami"));
+    let reservation_id = check(
+        "reservation_id",
+        inst.reservation_id.as_ref(),
+        |v| is_ec2_id(v, "r"),
+        "a reservation id such as \"r-0123456789abcdef0\"",
+    )?
+    .unwrap_or_else(|| derived.id("r"));
+    let mac = check(
+        "mac",
+        inst.mac.as_ref(),
+        is_mac,
+        "a MAC address such as \"0e:12:34:56:78:9a\"",
+    )?
+    .unwrap_or_else(|| derived.mac());
     let local_ipv4 = match &inst.local_ipv4 {
-        Some(v) => v.parse::<Ipv4Addr>().map_err(|_| src.invalid("instance.local_ipv4", format!("{v:?} is not an IPv4 address")))?,
+        Some(v) => v.parse::<Ipv4Addr>().map_err(|_| {
+            src.invalid(
+                "instance.local_ipv4",
+                format!("{v:?} is not an IPv4 address"),
+            )
+        })?,
         None => derived.local_ipv4(),
     };
     let public_ipv4 = match &inst.public_ipv4 {
-        Some(v) => Some(v.parse::<Ipv4Addr>().map_err(|_| src.invalid("instance.public_ipv4", format!("{v:?} is not an IPv4 address")))?),
+        Some(v) => Some(v.parse::<Ipv4Addr>().map_err(|_| {
+            src.invalid(
+                "instance.public_ipv4",
+                format!("{v:?} is not an IPv4 address"),
+            )
+        })?),
         None => None,
     };
     let dns_name = private_dns_name(local_ipv4, &region);
@@ -175,26 +228,53 @@ fn instance(
     for (key, value) in names {
         check(key, value.as_ref(), is_single_line, "one non-empty line")?;
     }
-    let security_groups = inst.security_groups.clone().unwrap_or_else(|| vec!["default".to_owned()]);
+    let security_groups = inst
+        .security_groups
+        .clone()
+        .unwrap_or_else(|| vec!["default".to_owned()]);
     if security_groups.is_empty() || !security_groups.iter().all(|g| is_single_line(g)) {
-        return Err(src.invalid("instance.security_groups", "needs one or more single-line names"));
+        return Err(src.invalid(
+            "instance.security_groups",
+            "needs one or more single-line names",
+        ));
     }
     let block_device_mapping = match &inst.block_device_mapping {
         Some(map) => entries(map, "instance.block_device_mapping", src)?,
-        None => vec![("ami".into(), "/dev/xvda".into()), ("root".into(), "/dev/xvda".into())],
+        None => vec![
+            ("ami".into(), "/dev/xvda".into()),
+            ("root".into(), "/dev/xvda".into()),
+        ],
     };
     let public_keys = entries(&inst.public_keys, "instance.public_keys", src)?;
     if let Some((name, _)) = public_keys.iter().find(|(n, _)| n.contains('=')) {
-        return Err(src.invalid(&format!("instance.public_keys.{name}"), "a key name can't contain '='"));
+        return Err(src.invalid(
+            &format!("instance.public_keys.{name}"),
+            "a key name can't contain '='",
+        ));
     }
-    let tags = inst.tags.as_ref().map(|t| entries(t, "instance.tags", src)).transpose()?;
+    let tags = inst
+        .tags
+        .as_ref()
+        .map(|t| entries(t, "instance.tags", src))
+        .transpose()?;
     let user_data = user_data(inst, src)?;
     let partition = partition_of(&region);
-    let security_group_ids = security_groups.iter().map(|g| derived.id_for("sg", g)).collect();
+    let security_group_ids = security_groups
+        .iter()
+        .map(|g| derived.id_for("sg", g))
+        .collect();
     let [a, b, c, _] = local_ipv4.octets();
     Ok(InstanceData {
-        availability_zone_id: inst.availability_zone_id.clone().unwrap_or_else(|| availability_zone_id(&region, &availability_zone)),
-        domain: if partition == "aws-cn" { "amazonaws.com.cn" } else { "amazonaws.com" }.to_owned(),
+        availability_zone_id: inst
+            .availability_zone_id
+            .clone()
+            .unwrap_or_else(|| availability_zone_id(&region, &availability_zone)),
+        domain: if partition == "aws-cn" {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        }
+        .to_owned(),
         partition: partition.to_owned(),
         account_id,
         availability_zone,
@@ -202,8 +282,14 @@ fn instance(
         ami_id,
         ami_launch_index: 0,
         ami_manifest_path: "(unknown)".to_owned(),
-        instance_type: inst.instance_type.clone().unwrap_or_else(|| "m5.large".to_owned()),
-        instance_life_cycle: inst.instance_life_cycle.clone().unwrap_or_else(|| "on-demand".to_owned()),
+        instance_type: inst
+            .instance_type
+            .clone()
+            .unwrap_or_else(|| "m5.large".to_owned()),
+        instance_life_cycle: inst
+            .instance_life_cycle
+            .clone()
+            .unwrap_or_else(|| "on-demand".to_owned()),
         architecture: host.architecture.clone(),
         hostname: inst.hostname.clone().unwrap_or_else(|| dns_name.clone()),
         local_hostname: inst.local_hostname.clone().unwrap_or(dns_name),
@@ -241,9 +327,16 @@ fn entries(
 ) -> Result<Vec<(String, String)>, ConfigError> {
     map.iter()
         .map(|(name, value)| {
-            let bad_name = name.is_empty() || name == "." || name == ".." || name.contains('/') || !is_single_line(name);
+            let bad_name = name.is_empty()
+                || name == "."
+                || name == ".."
+                || name.contains('/')
+                || !is_single_line(name);
             if bad_name {
-                return Err(src.invalid(&format!("{key}.{name}"), "a name must be one line, not empty, '.' or '..', and without '/'"));
+                return Err(src.invalid(
+                    &format!("{key}.{name}"),
+                    "a name must be one line, not empty, '.' or '..', and without '/'",
+                ));
             }
             if value.contains('\n') {
                 return Err(src.invalid(&format!("{key}.{name}"), "the value must be one line"));
@@ -256,19 +349,33 @@ fn entries(
 fn user_data(inst: &file::Instance, src: Source<'_>) -> Result<Option<Bytes>, ConfigError> {
     let data = match (&inst.user_data, &inst.user_data_file) {
         (Some(_), Some(_)) => {
-            return Err(src.invalid("instance.user_data_file", "set user_data or user_data_file, not both"));
+            return Err(src.invalid(
+                "instance.user_data_file",
+                "set user_data or user_data_file, not both",
+            ));
         }
         (Some(text), None) => Bytes::from(text.clone()),
         (None, Some(path)) => {
             let path = resolve_relative(src.origin, path);
-            let bytes = std::fs::read(&path).map_err(|e| src.unreadable("instance.user_data_file", &path, e))?;
+            let bytes = std::fs::read(&path)
+                .map_err(|e| src.unreadable("instance.user_data_file", &path, e))?;
             Bytes::from(bytes)
         }
         (None, None) => return Ok(None),
     };
     if data.len() > MAX_USER_DATA {
-        let key = if inst.user_data.is_some() { "instance.user_data" } else { "instance.user_data_file" };
-        return Err(src.invalid(key, format!("is {} bytes; EC2 allows at most {MAX_USER_DATA}", data.len())));
+        let key = if inst.user_data.is_some() {
+            "instance.user_data"
+        } else {
+            "instance.user_data_file"
+        };
+        return Err(src.invalid(
+            key,
+            format!(
+                "is {} bytes; EC2 allows at most {MAX_USER_DATA}",
+                data.len()
+            ),
+        ));
     }
     Ok(Some(data))
 }
@@ -293,7 +400,11 @@ fn credentials(
         SourceKind::Static => {}
     }
     if force_env {
-        let keys = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"), env("AWS_SESSION_TOKEN"));
+        let keys = (
+            env("AWS_ACCESS_KEY_ID"),
+            env("AWS_SECRET_ACCESS_KEY"),
+            env("AWS_SESSION_TOKEN"),
+        );
         return static_keys(keys, true, creds.lifetime_seconds, src);
     }
     let keys = if creds.from_env {
@@ -303,11 +414,22 @@ fn credentials(
             ("session_token", &creds.session_token),
         ];
         if let Some((key, _)) = set_in_file.iter().find(|(_, v)| v.is_some()) {
-            return Err(src.invalid(&format!("credentials.{key}"), "from_env = true takes the keys from the environment; remove this key"));
+            return Err(src.invalid(
+                &format!("credentials.{key}"),
+                "from_env = true takes the keys from the environment; remove this key",
+            ));
         }
-        (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"), env("AWS_SESSION_TOKEN"))
+        (
+            env("AWS_ACCESS_KEY_ID"),
+            env("AWS_SECRET_ACCESS_KEY"),
+            env("AWS_SESSION_TOKEN"),
+        )
     } else {
-        (creds.access_key_id.clone(), creds.secret_access_key.clone(), creds.session_token.clone())
+        (
+            creds.access_key_id.clone(),
+            creds.secret_access_key.clone(),
+            creds.session_token.clone(),
+        )
     };
     static_keys(keys, creds.from_env, creds.lifetime_seconds, src)
 }
@@ -319,27 +441,58 @@ fn static_keys(
     lifetime_seconds: u64,
     src: Source<'_>,
 ) -> Result<CredentialsConfig, ConfigError> {
-    if !(60..=43_200).contains(&lifetime_seconds) {
-        return Err(src.invalid("credentials.lifetime_seconds", "must be from 60 to 43200 (12 hours)"));
+    // Served credentials keep more than half their lifetime; 30 minutes
+    // keeps them above the Java SDK's 15-minute refresh threshold.
+    if !(1800..=43_200).contains(&lifetime_seconds) {
+        return Err(src.invalid(
+            "credentials.lifetime_seconds",
+            "must be from 1800 (30 minutes) to 43200 (12 hours)",
+        ));
     }
     let names = if from_env {
-        ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+        [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ]
     } else {
-        ["credentials.access_key_id", "credentials.secret_access_key", "credentials.session_token"]
+        [
+            "credentials.access_key_id",
+            "credentials.secret_access_key",
+            "credentials.session_token",
+        ]
     };
-    let key = |n: usize| if from_env { "credentials.from_env".to_owned() } else { names[n].to_owned() };
-    let missing = |n: usize, why: &str| src.invalid(&key(n), format!("{} is not set{why}", names[n]));
+    let key = |n: usize| {
+        if from_env {
+            "credentials.from_env".to_owned()
+        } else {
+            names[n].to_owned()
+        }
+    };
+    let missing =
+        |n: usize, why: &str| src.invalid(&key(n), format!("{} is not set{why}", names[n]));
     let id = id.ok_or_else(|| missing(0, ""))?;
     if !(16..=128).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         // The value is not secret, but keep it out of the message anyway.
-        return Err(src.invalid(&key(0), format!("{} is not an access key id (16 to 128 letters and digits)", names[0])));
+        return Err(src.invalid(
+            &key(0),
+            format!(
+                "{} is not an access key id (16 to 128 letters and digits)",
+                names[0]
+            ),
+        ));
     }
-    let secret = secret.filter(|s| !s.is_empty()).ok_or_else(|| missing(1, ""))?;
+    let secret = secret
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| missing(1, ""))?;
     // IMDS always serves a session token, and SDKs sign with whatever they
     // get: long-term keys without one would be sent with an empty token.
-    let token = token
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| missing(2, ": IMDS credentials always carry a session token (use temporary credentials)"))?;
+    let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
+        missing(
+            2,
+            ": IMDS credentials always carry a session token (use temporary credentials)",
+        )
+    })?;
     Ok(CredentialsConfig::Static {
         keys: Keys {
             access_key_id: id,
@@ -365,7 +518,9 @@ fn partition_of(region: &str) -> &'static str {
 fn is_region(v: &str) -> bool {
     let parts: Vec<&str> = v.split('-').collect();
     parts.len() >= 3
-        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
         && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
         && !parts[parts.len() - 1].is_empty()
 }
@@ -383,13 +538,22 @@ fn is_account_id(v: &str) -> bool {
 fn is_ec2_id(v: &str, prefix: &str) -> bool {
     v.strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|hex| matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .is_some_and(|hex| {
+            matches!(hex.len(), 8 | 17)
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
 }
 
 fn is_mac(v: &str) -> bool {
     let parts: Vec<&str> = v.split(':').collect();
     parts.len() == 6
-        && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        && parts.iter().all(|p| {
+            p.len() == 2
+                && p.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
 }
 
 fn is_single_line(v: &str) -> bool {

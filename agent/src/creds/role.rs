@@ -39,9 +39,7 @@ pub enum RoleError {
     #[error("the role is empty")]
     Empty,
     /// Not a valid IAM role name.
-    #[error(
-        "{0:?} is not a valid role name: 1 to 64 characters of letters, digits and +=,.@_-"
-    )]
+    #[error("{0:?} is not a valid role name: 1 to 64 characters of letters, digits and +=,.@_-")]
     Name(String),
     /// `@` followed by something that is not an account id.
     #[error("{0:?}: after '@' expected a 12-digit account id")]
@@ -105,7 +103,10 @@ impl RoleSpec {
             .or(default_account)
             .ok_or_else(|| RoleError::NoAccount(self.name.clone()))?;
         let partition = self.partition.as_deref().unwrap_or(default_partition);
-        let arn = format!("arn:{partition}:iam::{account_id}:role{}{}", self.path, self.name);
+        let arn = format!(
+            "arn:{partition}:iam::{account_id}:role{}{}",
+            self.path, self.name
+        );
         Ok(Role {
             name: self.name.clone(),
             account_id: account_id.to_owned(),
@@ -171,7 +172,11 @@ fn check_name(name: &str) -> Result<(), RoleError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
-    if ok { Ok(()) } else { Err(RoleError::Name(name.to_owned())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(RoleError::Name(name.to_owned()))
+    }
 }
 
 /// An IAM-style unique id: `prefix` and 17 characters of base32, derived
@@ -195,7 +200,9 @@ mod tests {
     use super::*;
 
     fn arn_of(spec: &str) -> Result<String, RoleError> {
-        RoleSpec::parse(spec)?.resolve(Some("111111111111"), "aws").map(|r| r.arn)
+        RoleSpec::parse(spec)?
+            .resolve(Some("111111111111"), "aws")
+            .map(|r| r.arn)
     }
 
     #[test]
@@ -277,12 +284,20 @@ mod tests {
         assert_eq!(a, unique_id("AIPA", "seed"));
         assert_ne!(a, unique_id("AIPA", "other"));
         assert_eq!(a.len(), 21);
-        assert!(a[4..].bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
+        assert!(
+            a[4..]
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+        );
     }
 
     #[test]
     fn display_round_trips() {
-        for spec in ["demo", "demo@222222222222", "arn:aws:iam::444444444444:role/p/demo"] {
+        for spec in [
+            "demo",
+            "demo@222222222222",
+            "arn:aws:iam::444444444444:role/p/demo",
+        ] {
             let parsed = RoleSpec::parse(spec).unwrap();
             assert_eq!(parsed.to_string(), spec);
             assert_eq!(RoleSpec::parse(&parsed.to_string()).unwrap(), parsed);

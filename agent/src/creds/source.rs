@@ -46,11 +46,7 @@ impl Keys {
     /// The last four characters of the access key id: all a log may show.
     pub fn key_suffix(&self) -> &str {
         let id = &self.access_key_id;
-        let start = id
-            .char_indices()
-            .rev()
-            .nth(3)
-            .map_or(0, |(index, _)| index);
+        let start = id.char_indices().rev().nth(3).map_or(0, |(index, _)| index);
         &id[start..]
     }
 }

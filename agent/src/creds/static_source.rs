@@ -57,7 +57,10 @@ mod tests {
     }
 
     fn role() -> Role {
-        RoleSpec::parse("demo@111111111111").unwrap().resolve(None, "aws").unwrap()
+        RoleSpec::parse("demo@111111111111")
+            .unwrap()
+            .resolve(None, "aws")
+            .unwrap()
     }
 
     fn ready(lookup: Lookup) -> Credentials {

@@ -12,7 +12,11 @@ static TTL_HEADER: HeaderName = HeaderName::from_static(TOKEN_TTL_SECONDS);
 static FORWARDED_FOR_HEADER: HeaderName = HeaderName::from_static(FORWARDED_FOR);
 
 /// The protocol's view of a request.
-pub(crate) fn imds_request<'a>(method: &HttpMethod, uri: &'a Uri, headers: &'a HeaderMap) -> Request<'a> {
+pub(crate) fn imds_request<'a>(
+    method: &HttpMethod,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+) -> Request<'a> {
     let method = match *method {
         HttpMethod::GET => Method::Get,
         HttpMethod::HEAD => Method::Head,
@@ -35,7 +39,9 @@ fn field<'a>(headers: &'a HeaderMap, name: &HeaderName) -> HeaderField<'a> {
     let mut values = headers.get_all(name).iter();
     match (values.next(), values.next()) {
         (None, _) => HeaderField::Absent,
-        (Some(value), None) => value.to_str().map_or(HeaderField::Malformed, HeaderField::One),
+        (Some(value), None) => value
+            .to_str()
+            .map_or(HeaderField::Malformed, HeaderField::One),
         (Some(_), Some(_)) => HeaderField::Malformed,
     }
 }
@@ -99,7 +105,10 @@ mod tests {
     #[test]
     fn header_names_are_case_insensitive() {
         let uri: Uri = "/latest/api/token".parse().unwrap();
-        let h = headers(&[("X-AWS-EC2-Metadata-Token-TTL-Seconds", b"60"), ("X-Forwarded-For", b"1.2.3.4")]);
+        let h = headers(&[
+            ("X-AWS-EC2-Metadata-Token-TTL-Seconds", b"60"),
+            ("X-Forwarded-For", b"1.2.3.4"),
+        ]);
         let req = imds_request(&HttpMethod::PUT, &uri, &h);
         assert_eq!(req.token_ttl, HeaderField::One("60"));
         assert!(req.forwarded_for);
@@ -109,16 +118,26 @@ mod tests {
     #[test]
     fn repeated_or_binary_headers_are_malformed() {
         let uri: Uri = "/latest/meta-data/".parse().unwrap();
-        let twice = headers(&[("x-aws-ec2-metadata-token", b"a"), ("x-aws-ec2-metadata-token", b"b")]);
-        assert_eq!(imds_request(&HttpMethod::GET, &uri, &twice).token, HeaderField::Malformed);
+        let twice = headers(&[
+            ("x-aws-ec2-metadata-token", b"a"),
+            ("x-aws-ec2-metadata-token", b"b"),
+        ]);
+        assert_eq!(
+            imds_request(&HttpMethod::GET, &uri, &twice).token,
+            HeaderField::Malformed
+        );
         let binary = headers(&[("x-aws-ec2-metadata-token", b"\xff\xfe")]);
-        assert_eq!(imds_request(&HttpMethod::GET, &uri, &binary).token, HeaderField::Malformed);
+        assert_eq!(
+            imds_request(&HttpMethod::GET, &uri, &binary).token,
+            HeaderField::Malformed
+        );
     }
 
     #[test]
     fn query_is_not_part_of_the_path() {
         let uri: Uri = "/latest/meta-data/instance-id?x=1".parse().unwrap();
-        let req = imds_request(&HttpMethod::GET, &uri, &HeaderMap::new());
+        let headers = HeaderMap::new();
+        let req = imds_request(&HttpMethod::GET, &uri, &headers);
         assert_eq!(req.path, "/latest/meta-data/instance-id");
     }
 

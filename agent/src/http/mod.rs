@@ -8,10 +8,10 @@ mod server;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::Extension;
 use http::HeaderValue;
 
 pub use conn::{Connection, Identity};
@@ -20,7 +20,7 @@ pub use server::{ServeOptions, bind, serve};
 use crate::assign::RoleAssignment;
 use crate::attribution::Attribution;
 use crate::clock::Clock;
-use crate::imds::{Caller, Class, Imds};
+use crate::imds::{Caller, Class, HeaderField, Imds};
 
 /// Everything the handler needs; cheap to clone.
 #[derive(Debug, Clone)]
@@ -63,7 +63,18 @@ async fn handle(
     {
         tracing::warn!(error = %e, peer = %conn.info.peer, "could not set the hop limit");
     }
-    log_request(&parts, identity, role.as_deref(), &response, started);
+    let version = match request.token {
+        HeaderField::Absent => "v1",
+        _ => "v2",
+    };
+    log_request(
+        &parts,
+        identity,
+        role.as_deref(),
+        &response,
+        version,
+        started,
+    );
     let close = convert::has_body(&parts.headers);
     convert::http_response(response, &state.last_modified, close)
 }
@@ -73,6 +84,7 @@ fn log_request(
     identity: &Identity,
     role: Option<&crate::creds::Role>,
     response: &crate::imds::Response,
+    version: &str,
     started: Instant,
 ) {
     let latency_us = started.elapsed().as_micros() as u64;
@@ -84,6 +96,7 @@ fn log_request(
             role,
             status = response.status.as_u16(),
             access_key_suffix = key,
+            imds_version = version,
             latency_us,
             path = parts.uri.path(),
             "credentials request"
@@ -96,6 +109,7 @@ fn log_request(
             path = parts.uri.path(),
             status = response.status.as_u16(),
             class = response.class.as_str(),
+            imds_version = version,
             latency_us,
             "request"
         );

@@ -154,10 +154,15 @@ impl AcceptLoop {
                     continue;
                 }
             };
-            let Ok(local) = stream.local_addr() else { continue };
+            let Ok(local) = stream.local_addr() else {
+                continue;
+            };
             // Answers are one small write; don't let Nagle hold them back.
             let _ = stream.set_nodelay(true);
-            let conn = Arc::new(Connection::new(ConnInfo { peer, local }, Some(stream.as_raw_fd())));
+            let conn = Arc::new(Connection::new(
+                ConnInfo { peer, local },
+                Some(stream.as_raw_fd()),
+            ));
             let app = self.app.clone();
             let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
                 req.extensions_mut().insert(Arc::clone(&conn));

@@ -117,7 +117,14 @@ impl DirBuilder {
     /// A `text/plain` value.
     pub(crate) fn text(self, name: &str, value: impl Into<String>) -> Self {
         let body = Bytes::from(value.into());
-        self.node(name, name, Node::Leaf(Leaf { body, content_type: ContentType::TextPlain }))
+        self.node(
+            name,
+            name,
+            Node::Leaf(Leaf {
+                body,
+                content_type: ContentType::TextPlain,
+            }),
+        )
     }
 
     /// A `text/plain` value that is only present when `value` is.
@@ -145,14 +152,19 @@ impl DirBuilder {
     }
 
     fn node(mut self, name: &str, listed_as: &str, node: Node) -> Self {
-        self.entries.push((name.to_owned(), listed_as.to_owned(), node));
+        self.entries
+            .push((name.to_owned(), listed_as.to_owned(), node));
         self
     }
 
     pub(crate) fn build(self) -> Dir {
         let listing: Vec<&str> = self.entries.iter().map(|(_, l, _)| l.as_str()).collect();
         let listing = Bytes::from(listing.join("\n"));
-        let children = self.entries.into_iter().map(|(n, _, node)| (n, node)).collect();
+        let children = self
+            .entries
+            .into_iter()
+            .map(|(n, _, node)| (n, node))
+            .collect();
         Dir { children, listing }
     }
 }
@@ -253,11 +265,17 @@ fn pairs(items: &[(String, String)]) -> DirBuilder {
 }
 
 fn public_keys(keys: &[(String, String)]) -> DirBuilder {
-    keys.iter().enumerate().fold(DirBuilder::new(), |b, (i, (name, key))| {
-        let index = i.to_string();
-        let listed = format!("{index}={name}");
-        b.dir_listed_as(&index, &listed, DirBuilder::new().text("openssh-key", key.as_str()))
-    })
+    keys.iter()
+        .enumerate()
+        .fold(DirBuilder::new(), |b, (i, (name, key))| {
+            let index = i.to_string();
+            let listed = format!("{index}={name}");
+            b.dir_listed_as(
+                &index,
+                &listed,
+                DirBuilder::new().text("openssh-key", key.as_str()),
+            )
+        })
 }
 
 fn network(data: &InstanceData) -> DirBuilder {

@@ -23,7 +23,6 @@ pub(crate) struct Home<'a> {
 /// Answers `meta-data/iam/<rest>` for a caller with `role`.
 pub(crate) fn respond(
     rest: &[&str],
-    trailing_slash: bool,
     role: Option<&Role>,
     home: Home<'_>,
     source: &dyn CredentialSource,
@@ -33,15 +32,20 @@ pub(crate) fn respond(
         return Response::not_found(Class::Iam);
     };
     let listing = |body: &str| {
-        Response::ok(ContentType::TextPlain, Bytes::from(body.to_owned()), Class::Iam)
+        Response::ok(
+            ContentType::TextPlain,
+            Bytes::from(body.to_owned()),
+            Class::Iam,
+        )
     };
-    match (rest, trailing_slash) {
-        ([], _) => listing("info\nsecurity-credentials/"),
-        (["info"], false) => info(role, home, &source.lookup(role, now)),
-        (["security-credentials" | "security-credentials-extended"], _) => listing(&role.name),
-        ([kind @ ("security-credentials" | "security-credentials-extended"), name], false)
-            if *name == role.name =>
-        {
+    match rest {
+        [] => listing("info\nsecurity-credentials/"),
+        ["info"] => info(role, home, &source.lookup(role, now)),
+        ["security-credentials" | "security-credentials-extended"] => listing(&role.name),
+        [
+            kind @ ("security-credentials" | "security-credentials-extended"),
+            name,
+        ] if *name == role.name => {
             let extended = *kind == "security-credentials-extended";
             credentials(role, &source.lookup(role, now), extended)
         }
@@ -80,7 +84,11 @@ fn credentials(role: &Role, lookup: &Lookup, extended: bool) -> Response {
         ),
         Lookup::Unavailable(u) => (failure(u), None),
     };
-    let mut response = Response::ok(ContentType::TextPlain, Bytes::from(body), Class::Credentials);
+    let mut response = Response::ok(
+        ContentType::TextPlain,
+        Bytes::from(body),
+        Class::Credentials,
+    );
     response.key_suffix = key_suffix;
     response
 }
@@ -95,7 +103,10 @@ fn credentials_document(role: &Role, c: &Credentials, extended: bool) -> String 
         ("LastUpdated", Value::Str(&updated)),
         ("Type", Value::Str("AWS-HMAC")),
         ("AccessKeyId", Value::Str(&c.keys.access_key_id)),
-        ("SecretAccessKey", Value::Str(c.keys.secret_access_key.expose())),
+        (
+            "SecretAccessKey",
+            Value::Str(c.keys.secret_access_key.expose()),
+        ),
         ("Token", Value::Str(c.keys.session_token.expose())),
         ("Expiration", Value::Str(&expiration)),
     ];

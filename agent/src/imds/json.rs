@@ -49,7 +49,10 @@ mod tests {
     #[test]
     fn layout_matches_ec2() {
         let doc = object(&[("Code", Value::Str("Success")), ("kernelId", Value::Null)]);
-        assert_eq!(doc, "{\n  \"Code\" : \"Success\",\n  \"kernelId\" : null\n}");
+        assert_eq!(
+            doc,
+            "{\n  \"Code\" : \"Success\",\n  \"kernelId\" : null\n}"
+        );
     }
 
     #[test]

@@ -92,25 +92,37 @@ impl<'a> Path<'a> {
 mod tests {
     use super::*;
 
+    /// Segments and trailing slash, or `None` for a path that names nothing.
+    type Parts<'a> = Option<(&'a [&'a str], bool)>;
+
     fn parts(raw: &str) -> Option<(Vec<&str>, bool)> {
         Path::parse(raw).map(|p| (p.segments().to_vec(), p.trailing_slash))
     }
 
     #[test]
     fn splits_and_collapses() {
-        let cases: &[(&str, Option<(&[&str], bool)>)] = &[
+        let cases: &[(&str, Parts<'_>)] = &[
             ("/", Some((&[], false))),
             ("//", Some((&[], false))),
             ("/latest", Some((&["latest"], false))),
             ("/latest/", Some((&["latest"], true))),
-            ("//latest//meta-data///", Some((&["latest", "meta-data"], true))),
-            ("/latest/api/token", Some((&["latest", "api", "token"], false))),
+            (
+                "//latest//meta-data///",
+                Some((&["latest", "meta-data"], true)),
+            ),
+            (
+                "/latest/api/token",
+                Some((&["latest", "api", "token"], false)),
+            ),
             ("latest/meta-data", None),
             ("", None),
             ("/latest/../meta-data", None),
             ("/latest/./meta-data", None),
             ("/latest/meta-data/..", None),
-            ("/a/b/c/d/e/f/g/h/i/j", Some((&["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"], false))),
+            (
+                "/a/b/c/d/e/f/g/h/i/j",
+                Some((&["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"], false)),
+            ),
             ("/a/b/c/d/e/f/g/h/i/j/k", None),
         ];
         for (raw, want) in cases {

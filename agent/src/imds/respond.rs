@@ -180,7 +180,6 @@ impl Imds {
     }
 
     fn lookup(&self, path: &Path<'_>, caller: &Caller<'_>, now: Now) -> Response {
-        let trailing = path.trailing_slash;
         let (version, rest) = match path.segments() {
             [] => return listing(&self.catalog.versions),
             [version, rest @ ..] if catalog::is_version(version) => (*version, rest),
@@ -188,12 +187,12 @@ impl Imds {
         };
         match rest {
             [] => listing(&self.catalog.version_root),
-            ["meta-data", tail @ ..] => self.meta_data(version, tail, trailing, caller, now),
+            ["meta-data", tail @ ..] => self.meta_data(version, tail, caller, now),
             ["dynamic", tail @ ..] => match tail {
                 [] => listing(self.catalog.dynamic.listing()),
-                _ => node(self.catalog.dynamic.find(tail), trailing, Class::Metadata),
+                _ => node(self.catalog.dynamic.find(tail), Class::Metadata),
             },
-            ["user-data"] if !trailing => match &self.catalog.user_data {
+            ["user-data"] => match &self.catalog.user_data {
                 Some(data) => Response::ok(ContentType::OctetStream, data.clone(), Class::UserData),
                 None => Response::not_found(Class::UserData),
             },
@@ -201,14 +200,7 @@ impl Imds {
         }
     }
 
-    fn meta_data(
-        &self,
-        version: &str,
-        tail: &[&str],
-        trailing: bool,
-        caller: &Caller<'_>,
-        now: Now,
-    ) -> Response {
+    fn meta_data(&self, version: &str, tail: &[&str], caller: &Caller<'_>, now: Now) -> Response {
         let with_iam = catalog::has_iam(version);
         match tail {
             [] if with_iam && caller.role.is_some() => {
@@ -220,9 +212,9 @@ impl Imds {
                     account_id: &self.account_id,
                     partition: &self.partition,
                 };
-                iam::respond(rest, trailing, caller.role, home, &*self.credentials, now.wall)
+                iam::respond(rest, caller.role, home, &*self.credentials, now.wall)
             }
-            _ => node(self.catalog.meta_data.find(tail), trailing, Class::Metadata),
+            _ => node(self.catalog.meta_data.find(tail), Class::Metadata),
         }
     }
 }
@@ -236,15 +228,14 @@ fn listing(body: &bytes::Bytes) -> Response {
     Response::ok(ContentType::TextPlain, body.clone(), Class::Metadata)
 }
 
-/// A directory answers with or without a trailing slash (EC2 has answered
-/// both with the listing since 2022; clients don't follow redirects); a
-/// value with a trailing slash does not exist.
-fn node(found: Option<&Node>, trailing: bool, class: Class) -> Response {
+/// A trailing slash does not change what a path names: EC2 answers a
+/// directory with its listing either way (it has not redirected since
+/// 2022, and clients don't follow redirects), and a value either way
+/// (botocore reads the region from `placement/availability-zone/`).
+fn node(found: Option<&Node>, class: Class) -> Response {
     match found {
         Some(Node::Dir(dir)) => listing(dir.listing()),
-        Some(Node::Leaf(leaf)) if !trailing => {
-            Response::ok(leaf.content_type, leaf.body.clone(), class)
-        }
-        _ => Response::not_found(class),
+        Some(Node::Leaf(leaf)) => Response::ok(leaf.content_type, leaf.body.clone(), class),
+        None => Response::not_found(class),
     }
 }

@@ -133,7 +133,11 @@ impl Response {
     pub(crate) fn method_not_allowed(allow: &'static str, class: Class) -> Self {
         Self {
             allow: Some(allow),
-            ..Self::error(StatusCode::METHOD_NOT_ALLOWED, METHOD_NOT_ALLOWED_PAGE, class)
+            ..Self::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                METHOD_NOT_ALLOWED_PAGE,
+                class,
+            )
         }
     }
 

@@ -58,9 +58,15 @@ fn data() -> InstanceData {
             vpc_ipv4_cidr_block: "10.1.0.0/16".into(),
             security_group_ids: vec!["sg-01".into(), "sg-02".into()],
         },
-        block_device_mapping: vec![("ami".into(), "/dev/xvda".into()), ("root".into(), "/dev/xvda".into())],
+        block_device_mapping: vec![
+            ("ami".into(), "/dev/xvda".into()),
+            ("root".into(), "/dev/xvda".into()),
+        ],
         public_keys: vec![("laptop".into(), "ssh-ed25519 AAAAC3 me@laptop".into())],
-        tags: Some(vec![("Name".into(), "web-1".into()), ("team".into(), "blue".into())]),
+        tags: Some(vec![
+            ("Name".into(), "web-1".into()),
+            ("team".into(), "blue".into()),
+        ]),
         user_data: Some(Bytes::from_static(b"#!/bin/sh\necho \xff\n")),
         pending_time: at(1_690_000_000),
         last_modified: at(1_690_000_000),
@@ -77,7 +83,10 @@ fn keys() -> Keys {
 
 fn imds_with(http_tokens: HttpTokens, data: &InstanceData) -> Imds {
     let source = Arc::new(StaticSource::new(keys(), Duration::from_secs(6 * 3600)));
-    let settings = Settings { http_tokens, hop_limit: 3 };
+    let settings = Settings {
+        http_tokens,
+        hop_limit: 3,
+    };
     Imds::new(data, settings, TokenAuthority::new([42; 32], 9), source)
 }
 
@@ -86,21 +95,46 @@ fn imds(http_tokens: HttpTokens) -> Imds {
 }
 
 fn role() -> Role {
-    RoleSpec::parse(ROLE).unwrap().resolve(Some("123456789012"), "aws").unwrap()
+    RoleSpec::parse(ROLE)
+        .unwrap()
+        .resolve(Some("123456789012"), "aws")
+        .unwrap()
 }
 
 #[test]
 fn cross_account_role_keeps_the_profile_in_the_instance_account() {
     let imds = imds(HttpTokens::Optional);
-    let role = RoleSpec::parse("app-role@999999999999").unwrap().resolve(None, "aws").unwrap();
-    let caller = Caller { binding: ME, role: Some(&role) };
-    let get = |path| Request { method: Method::Get, path, token: HeaderField::Absent, token_ttl: HeaderField::Absent, forwarded_for: false };
+    let role = RoleSpec::parse("app-role@999999999999")
+        .unwrap()
+        .resolve(None, "aws")
+        .unwrap();
+    let caller = Caller {
+        binding: ME,
+        role: Some(&role),
+    };
+    let get = |path| Request {
+        method: Method::Get,
+        path,
+        token: HeaderField::Absent,
+        token_ttl: HeaderField::Absent,
+        forwarded_for: false,
+    };
     let info = imds.respond(&get("/latest/meta-data/iam/info"), &caller, now());
     let info: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
-    assert_eq!(info["InstanceProfileArn"], "arn:aws:iam::123456789012:instance-profile/app-role");
-    let ext = imds.respond(&get("/latest/meta-data/iam/security-credentials-extended/app-role"), &caller, now());
+    assert_eq!(
+        info["InstanceProfileArn"],
+        "arn:aws:iam::123456789012:instance-profile/app-role"
+    );
+    let ext = imds.respond(
+        &get("/latest/meta-data/iam/security-credentials-extended/app-role"),
+        &caller,
+        now(),
+    );
     let ext: serde_json::Value = serde_json::from_slice(&ext.body).unwrap();
-    assert_eq!(ext["AccountId"], "999999999999", "the credentials are the role's account's");
+    assert_eq!(
+        ext["AccountId"], "999999999999",
+        "the credentials are the role's account's"
+    );
 }
 
 /// A token of the kind a case sends.
@@ -124,17 +158,36 @@ struct Case {
     body: Option<&'static str>,
 }
 
-const fn get(name: &'static str, path: &'static str, status: u16, body: Option<&'static str>) -> Case {
-    Case { name, method: Method::Get, path, token: Tok::None, has_role: true, status, body }
+const fn get(
+    name: &'static str,
+    path: &'static str,
+    status: u16,
+    body: Option<&'static str>,
+) -> Case {
+    Case {
+        name,
+        method: Method::Get,
+        path,
+        token: Tok::None,
+        has_role: true,
+        status,
+        body,
+    }
 }
 
 fn send(imds: &Imds, case: &Case) -> Response {
     let role = role();
-    let caller = Caller { binding: ME, role: case.has_role.then_some(&role) };
+    let caller = Caller {
+        binding: ME,
+        role: case.has_role.then_some(&role),
+    };
     let valid = imds_token(imds, ME, 60);
     let other = imds_token(imds, OTHER, 60);
     let expired = {
-        let earlier = Now { mono: now().mono - Duration::from_secs(61), ..now() };
+        let earlier = Now {
+            mono: now().mono - Duration::from_secs(61),
+            ..now()
+        };
         mint(imds, ME, 60, earlier)
     };
     let token = match case.token {
@@ -163,7 +216,10 @@ fn mint(imds: &Imds, binding: &[u8], ttl: u32, at: Now) -> String {
         token_ttl: HeaderField::One(&ttl.to_string()).to_owned_field(),
         forwarded_for: false,
     };
-    let caller = Caller { binding, role: None };
+    let caller = Caller {
+        binding,
+        role: None,
+    };
     let resp = imds.respond(&req, &caller, at);
     assert_eq!(resp.status, StatusCode::OK, "minting a token");
     String::from_utf8(resp.body.to_vec()).unwrap()
@@ -201,7 +257,12 @@ fn check(imds: &Imds, cases: &[Case]) {
             );
         }
         if case.status == 404 {
-            assert_eq!(resp.body.as_ref(), NOT_FOUND_PAGE.as_bytes(), "{}: 404 page", case.name);
+            assert_eq!(
+                resp.body.as_ref(),
+                NOT_FOUND_PAGE.as_bytes(),
+                "{}: 404 page",
+                case.name
+            );
             assert_eq!(resp.content_type, ContentType::TextHtml, "{}", case.name);
         }
     }
@@ -216,31 +277,162 @@ fn listings() {
     let cases = [
         get("root", "/", 200, Some(versions)),
         get("root twice slashed", "//", 200, Some(versions)),
-        get("latest", "/latest", 200, Some("dynamic\nmeta-data\nuser-data")),
-        get("latest/", "/latest/", 200, Some("dynamic\nmeta-data\nuser-data")),
-        get("meta-data/", "/latest/meta-data/", 200, Some(META_DATA_LISTING)),
-        get("meta-data", "/latest/meta-data", 200, Some(META_DATA_LISTING)),
-        get("collapsed", "//latest///meta-data//", 200, Some(META_DATA_LISTING)),
-        get("placement/", "/latest/meta-data/placement/", 200, Some("availability-zone\navailability-zone-id\nregion")),
-        get("services", "/latest/meta-data/services", 200, Some("domain\npartition")),
-        get("block devices", "/latest/meta-data/block-device-mapping/", 200, Some("ami\nroot")),
-        get("public keys", "/latest/meta-data/public-keys/", 200, Some("0=laptop")),
-        get("public key 0", "/latest/meta-data/public-keys/0/", 200, Some("openssh-key")),
-        get("public key", "/latest/meta-data/public-keys/0/openssh-key", 200, Some("ssh-ed25519 AAAAC3 me@laptop")),
-        get("public key by name", "/latest/meta-data/public-keys/0=laptop", 404, None),
+        get(
+            "latest",
+            "/latest",
+            200,
+            Some("dynamic\nmeta-data\nuser-data"),
+        ),
+        get(
+            "latest/",
+            "/latest/",
+            200,
+            Some("dynamic\nmeta-data\nuser-data"),
+        ),
+        get(
+            "meta-data/",
+            "/latest/meta-data/",
+            200,
+            Some(META_DATA_LISTING),
+        ),
+        get(
+            "meta-data",
+            "/latest/meta-data",
+            200,
+            Some(META_DATA_LISTING),
+        ),
+        get(
+            "collapsed",
+            "//latest///meta-data//",
+            200,
+            Some(META_DATA_LISTING),
+        ),
+        get(
+            "placement/",
+            "/latest/meta-data/placement/",
+            200,
+            Some("availability-zone\navailability-zone-id\nregion"),
+        ),
+        get(
+            "services",
+            "/latest/meta-data/services",
+            200,
+            Some("domain\npartition"),
+        ),
+        get(
+            "block devices",
+            "/latest/meta-data/block-device-mapping/",
+            200,
+            Some("ami\nroot"),
+        ),
+        get(
+            "public keys",
+            "/latest/meta-data/public-keys/",
+            200,
+            Some("0=laptop"),
+        ),
+        get(
+            "public key 0",
+            "/latest/meta-data/public-keys/0/",
+            200,
+            Some("openssh-key"),
+        ),
+        get(
+            "public key",
+            "/latest/meta-data/public-keys/0/openssh-key",
+            200,
+            Some("ssh-ed25519 AAAAC3 me@laptop"),
+        ),
+        get(
+            "public key by name",
+            "/latest/meta-data/public-keys/0=laptop",
+            404,
+            None,
+        ),
         get("tags", "/latest/meta-data/tags/", 200, Some("instance/")),
-        get("tag keys", "/latest/meta-data/tags/instance", 200, Some("Name\nteam")),
-        get("tag value", "/latest/meta-data/tags/instance/team", 200, Some("blue")),
-        get("macs", "/latest/meta-data/network/interfaces/macs/", 200, Some("0e:11:22:33:44:55/")),
-        get("iam/", "/latest/meta-data/iam/", 200, Some("info\nsecurity-credentials/")),
-        get("iam", "/latest/meta-data/iam", 200, Some("info\nsecurity-credentials/")),
-        get("roles", "/latest/meta-data/iam/security-credentials/", 200, Some(ROLE)),
-        get("roles, no slash", "/latest/meta-data/iam/security-credentials", 200, Some(ROLE)),
-        get("roles, extended", "/latest/meta-data/iam/security-credentials-extended/", 200, Some(ROLE)),
-        get("dynamic", "/latest/dynamic/", 200, Some("instance-identity/")),
-        get("identity", "/latest/dynamic/instance-identity/", 200, Some("document")),
-        get("old version", "/2009-04-04/meta-data/instance-id", 200, Some("i-0123456789abcdef0")),
+        get(
+            "tag keys",
+            "/latest/meta-data/tags/instance",
+            200,
+            Some("Name\nteam"),
+        ),
+        get(
+            "tag value",
+            "/latest/meta-data/tags/instance/team",
+            200,
+            Some("blue"),
+        ),
+        get(
+            "macs",
+            "/latest/meta-data/network/interfaces/macs/",
+            200,
+            Some("0e:11:22:33:44:55/"),
+        ),
+        get(
+            "iam/",
+            "/latest/meta-data/iam/",
+            200,
+            Some("info\nsecurity-credentials/"),
+        ),
+        get(
+            "iam",
+            "/latest/meta-data/iam",
+            200,
+            Some("info\nsecurity-credentials/"),
+        ),
+        get(
+            "roles",
+            "/latest/meta-data/iam/security-credentials/",
+            200,
+            Some(ROLE),
+        ),
+        get(
+            "roles, no slash",
+            "/latest/meta-data/iam/security-credentials",
+            200,
+            Some(ROLE),
+        ),
+        get(
+            "roles, extended",
+            "/latest/meta-data/iam/security-credentials-extended/",
+            200,
+            Some(ROLE),
+        ),
+        get(
+            "dynamic",
+            "/latest/dynamic/",
+            200,
+            Some("instance-identity/"),
+        ),
+        get(
+            "identity",
+            "/latest/dynamic/instance-identity/",
+            200,
+            Some("document"),
+        ),
+        get(
+            "old version",
+            "/2009-04-04/meta-data/instance-id",
+            200,
+            Some("i-0123456789abcdef0"),
+        ),
         get("1.0", "/1.0/meta-data/local-ipv4", 200, Some("10.1.2.3")),
+        // A trailing slash on a value is ignored, as EC2 does: botocore
+        // reads `placement/availability-zone/`.
+        get(
+            "value with slash",
+            "/latest/meta-data/placement/availability-zone/",
+            200,
+            Some("eu-west-1b"),
+        ),
+        get("user-data/", "/latest/user-data/", 200, None),
+        get(
+            "role with slash",
+            "/latest/meta-data/iam/security-credentials/app-role/",
+            200,
+            None,
+        ),
+        get("info with slash", "/latest/meta-data/iam/info/", 200, None),
     ];
     check(&imds(HttpTokens::Optional), &cases);
 }
@@ -248,20 +440,90 @@ fn listings() {
 #[test]
 fn values() {
     let cases = [
-        get("instance-id", "/latest/meta-data/instance-id", 200, Some("i-0123456789abcdef0")),
-        get("ami-id", "/latest/meta-data/ami-id", 200, Some("ami-0fedcba9876543210")),
-        get("launch index", "/latest/meta-data/ami-launch-index", 200, Some("0")),
-        get("type", "/latest/meta-data/instance-type", 200, Some("m6i.large")),
-        get("hostname", "/latest/meta-data/hostname", 200, Some("ip-10-1-2-3.eu-west-1.compute.internal")),
-        get("local-ipv4", "/latest/meta-data/local-ipv4", 200, Some("10.1.2.3")),
-        get("mac", "/latest/meta-data/mac", 200, Some("0e:11:22:33:44:55")),
-        get("az", "/latest/meta-data/placement/availability-zone", 200, Some("eu-west-1b")),
-        get("region", "/latest/meta-data/placement/region", 200, Some("eu-west-1")),
-        get("sgs", "/latest/meta-data/security-groups", 200, Some("default\nweb")),
-        get("partition", "/latest/meta-data/services/partition", 200, Some("aws")),
-        get("eni sg ids", "/latest/meta-data/network/interfaces/macs/0e:11:22:33:44:55/security-group-ids", 200, Some("sg-01\nsg-02")),
-        get("eni owner", "/latest/meta-data/network/interfaces/macs/0e:11:22:33:44:55/owner-id", 200, Some("123456789012")),
-        get("root device", "/latest/meta-data/block-device-mapping/root", 200, Some("/dev/xvda")),
+        get(
+            "instance-id",
+            "/latest/meta-data/instance-id",
+            200,
+            Some("i-0123456789abcdef0"),
+        ),
+        get(
+            "ami-id",
+            "/latest/meta-data/ami-id",
+            200,
+            Some("ami-0fedcba9876543210"),
+        ),
+        get(
+            "launch index",
+            "/latest/meta-data/ami-launch-index",
+            200,
+            Some("0"),
+        ),
+        get(
+            "type",
+            "/latest/meta-data/instance-type",
+            200,
+            Some("m6i.large"),
+        ),
+        get(
+            "hostname",
+            "/latest/meta-data/hostname",
+            200,
+            Some("ip-10-1-2-3.eu-west-1.compute.internal"),
+        ),
+        get(
+            "local-ipv4",
+            "/latest/meta-data/local-ipv4",
+            200,
+            Some("10.1.2.3"),
+        ),
+        get(
+            "mac",
+            "/latest/meta-data/mac",
+            200,
+            Some("0e:11:22:33:44:55"),
+        ),
+        get(
+            "az",
+            "/latest/meta-data/placement/availability-zone",
+            200,
+            Some("eu-west-1b"),
+        ),
+        get(
+            "region",
+            "/latest/meta-data/placement/region",
+            200,
+            Some("eu-west-1"),
+        ),
+        get(
+            "sgs",
+            "/latest/meta-data/security-groups",
+            200,
+            Some("default\nweb"),
+        ),
+        get(
+            "partition",
+            "/latest/meta-data/services/partition",
+            200,
+            Some("aws"),
+        ),
+        get(
+            "eni sg ids",
+            "/latest/meta-data/network/interfaces/macs/0e:11:22:33:44:55/security-group-ids",
+            200,
+            Some("sg-01\nsg-02"),
+        ),
+        get(
+            "eni owner",
+            "/latest/meta-data/network/interfaces/macs/0e:11:22:33:44:55/owner-id",
+            200,
+            Some("123456789012"),
+        ),
+        get(
+            "root device",
+            "/latest/meta-data/block-device-mapping/root",
+            200,
+            Some("/dev/xvda"),
+        ),
     ];
     check(&imds(HttpTokens::Optional), &cases);
 }
@@ -272,18 +534,56 @@ fn missing_paths_are_ec2_404s() {
         get("unknown version", "/2099-01-01/meta-data/", 404, None),
         get("unknown top", "/latest/foo", 404, None),
         get("unknown key", "/latest/meta-data/nope", 404, None),
-        get("leaf with slash", "/latest/meta-data/instance-id/", 404, None),
-        get("below a leaf", "/latest/meta-data/instance-id/more", 404, None),
-        get("traversal", "/latest/meta-data/../meta-data/instance-id", 404, None),
-        get("traversal into iam", "/latest/meta-data/placement/../iam/security-credentials/app-role", 404, None),
+        get(
+            "below a leaf",
+            "/latest/meta-data/instance-id/more",
+            404,
+            None,
+        ),
+        get(
+            "traversal",
+            "/latest/meta-data/../meta-data/instance-id",
+            404,
+            None,
+        ),
+        get(
+            "traversal into iam",
+            "/latest/meta-data/placement/../iam/security-credentials/app-role",
+            404,
+            None,
+        ),
         get("dot segment", "/latest/./meta-data/", 404, None),
         get("relative", "latest/meta-data/", 404, None),
-        get("encoded dots", "/latest/meta-data/%2e%2e/instance-id", 404, None),
-        get("too deep", "/latest/meta-data/a/b/c/d/e/f/g/h/i/j/k/l", 404, None),
-        get("user-data/", "/latest/user-data/", 404, None),
-        get("pkcs7", "/latest/dynamic/instance-identity/pkcs7", 404, None),
-        get("iam before 2012", "/2011-05-01/meta-data/iam/security-credentials/app-role", 404, None),
-        get("token under meta-data", "/latest/meta-data/api/token", 404, None),
+        get(
+            "encoded dots",
+            "/latest/meta-data/%2e%2e/instance-id",
+            404,
+            None,
+        ),
+        get(
+            "too deep",
+            "/latest/meta-data/a/b/c/d/e/f/g/h/i/j/k/l",
+            404,
+            None,
+        ),
+        get(
+            "pkcs7",
+            "/latest/dynamic/instance-identity/pkcs7",
+            404,
+            None,
+        ),
+        get(
+            "iam before 2012",
+            "/2011-05-01/meta-data/iam/security-credentials/app-role",
+            404,
+            None,
+        ),
+        get(
+            "token under meta-data",
+            "/latest/meta-data/api/token",
+            404,
+            None,
+        ),
     ];
     check(&imds(HttpTokens::Optional), &cases);
 }
@@ -291,19 +591,72 @@ fn missing_paths_are_ec2_404s() {
 #[test]
 fn iam_is_only_the_callers_own_role() {
     let cases = [
-        get("own role", "/latest/meta-data/iam/security-credentials/app-role", 200, None),
-        get("other role", "/latest/meta-data/iam/security-credentials/admin", 404, None),
-        get("case differs", "/latest/meta-data/iam/security-credentials/App-Role", 404, None),
-        get("role with slash", "/latest/meta-data/iam/security-credentials/app-role/", 404, None),
-        get("segment after role", "/latest/meta-data/iam/security-credentials/app-role/x", 404, None),
-        get("segment after role, extended", "/latest/meta-data/iam/security-credentials-extended/app-role/x", 404, None),
-        get("info slash", "/latest/meta-data/iam/info/", 404, None),
+        get(
+            "own role",
+            "/latest/meta-data/iam/security-credentials/app-role",
+            200,
+            None,
+        ),
+        get(
+            "other role",
+            "/latest/meta-data/iam/security-credentials/admin",
+            404,
+            None,
+        ),
+        get(
+            "case differs",
+            "/latest/meta-data/iam/security-credentials/App-Role",
+            404,
+            None,
+        ),
+        get(
+            "segment after role",
+            "/latest/meta-data/iam/security-credentials/app-role/x",
+            404,
+            None,
+        ),
+        get(
+            "segment after role, extended",
+            "/latest/meta-data/iam/security-credentials-extended/app-role/x",
+            404,
+            None,
+        ),
         get("unknown iam key", "/latest/meta-data/iam/keys", 404, None),
-        Case { has_role: false, ..get("no role: listing", "/latest/meta-data/iam/security-credentials/", 404, None) },
-        Case { has_role: false, ..get("no role: creds", "/latest/meta-data/iam/security-credentials/app-role", 404, None) },
-        Case { has_role: false, ..get("no role: info", "/latest/meta-data/iam/info", 404, None) },
-        Case { has_role: false, ..get("no role: iam/", "/latest/meta-data/iam/", 404, None) },
-        Case { has_role: false, ..get("no role: extended", "/latest/meta-data/iam/security-credentials-extended/app-role", 404, None) },
+        Case {
+            has_role: false,
+            ..get(
+                "no role: listing",
+                "/latest/meta-data/iam/security-credentials/",
+                404,
+                None,
+            )
+        },
+        Case {
+            has_role: false,
+            ..get(
+                "no role: creds",
+                "/latest/meta-data/iam/security-credentials/app-role",
+                404,
+                None,
+            )
+        },
+        Case {
+            has_role: false,
+            ..get("no role: info", "/latest/meta-data/iam/info", 404, None)
+        },
+        Case {
+            has_role: false,
+            ..get("no role: iam/", "/latest/meta-data/iam/", 404, None)
+        },
+        Case {
+            has_role: false,
+            ..get(
+                "no role: extended",
+                "/latest/meta-data/iam/security-credentials-extended/app-role",
+                404,
+                None,
+            )
+        },
     ];
     check(&imds(HttpTokens::Optional), &cases);
 }
@@ -311,7 +664,10 @@ fn iam_is_only_the_callers_own_role() {
 #[test]
 fn meta_data_listing_has_iam_only_with_a_role() {
     let imds = imds(HttpTokens::Optional);
-    let without = Case { has_role: false, ..get("no role", "/latest/meta-data/", 200, None) };
+    let without = Case {
+        has_role: false,
+        ..get("no role", "/latest/meta-data/", 200, None)
+    };
     let body = send(&imds, &without).body;
     let body = String::from_utf8_lossy(&body);
     assert!(!body.lines().any(|l| l == "iam/"), "{body}");
@@ -323,7 +679,15 @@ fn meta_data_listing_has_iam_only_with_a_role() {
 #[test]
 fn credentials_document() {
     let imds = imds(HttpTokens::Optional);
-    let resp = send(&imds, &get("creds", "/latest/meta-data/iam/security-credentials/app-role", 200, None));
+    let resp = send(
+        &imds,
+        &get(
+            "creds",
+            "/latest/meta-data/iam/security-credentials/app-role",
+            200,
+            None,
+        ),
+    );
     assert_eq!(resp.content_type, ContentType::TextPlain);
     assert_eq!(resp.class, Class::Credentials);
     let body = String::from_utf8(resp.body.to_vec()).unwrap();
@@ -335,7 +699,15 @@ fn credentials_document() {
     assert_eq!(parsed["SecretAccessKey"], "s3cr3t/with\"quote");
     assert!(parsed.get("AccountId").is_none());
 
-    let ext = send(&imds, &get("ext", "/latest/meta-data/iam/security-credentials-extended/app-role", 200, None));
+    let ext = send(
+        &imds,
+        &get(
+            "ext",
+            "/latest/meta-data/iam/security-credentials-extended/app-role",
+            200,
+            None,
+        ),
+    );
     let ext: serde_json::Value = serde_json::from_slice(&ext.body).unwrap();
     assert_eq!(ext["AccountId"], "123456789012");
     assert_eq!(ext["AccessKeyId"], "ASIAEXAMPLEKEY000001");
@@ -347,10 +719,16 @@ fn iam_info() {
     let resp = send(&imds, &get("info", "/latest/meta-data/iam/info", 200, None));
     let info: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
     assert_eq!(info["Code"], "Success");
-    assert_eq!(info["InstanceProfileArn"], "arn:aws:iam::123456789012:instance-profile/app-role");
+    assert_eq!(
+        info["InstanceProfileArn"],
+        "arn:aws:iam::123456789012:instance-profile/app-role"
+    );
     assert_eq!(
         info["InstanceProfileId"],
-        crate::creds::unique_id("AIPA", "arn:aws:iam::123456789012:instance-profile/app-role")
+        crate::creds::unique_id(
+            "AIPA",
+            "arn:aws:iam::123456789012:instance-profile/app-role"
+        )
     );
     assert_eq!(info["LastUpdated"], "2023-11-14T21:00:00Z");
 }
@@ -371,8 +749,16 @@ impl crate::creds::CredentialSource for Failing {
 
 #[test]
 fn unavailable_credentials_answer_with_a_code() {
-    let settings = Settings { http_tokens: HttpTokens::Optional, hop_limit: 1 };
-    let imds = Imds::new(&data(), settings, TokenAuthority::new([1; 32], 0), Arc::new(Failing));
+    let settings = Settings {
+        http_tokens: HttpTokens::Optional,
+        hop_limit: 1,
+    };
+    let imds = Imds::new(
+        &data(),
+        settings,
+        TokenAuthority::new([1; 32], 0),
+        Arc::new(Failing),
+    );
     for path in [
         "/latest/meta-data/iam/security-credentials/app-role",
         "/latest/meta-data/iam/security-credentials-extended/app-role",
@@ -390,25 +776,50 @@ fn unavailable_credentials_answer_with_a_code() {
 #[test]
 fn identity_document_agrees_with_the_tree() {
     let imds = imds(HttpTokens::Optional);
-    let resp = send(&imds, &get("doc", "/latest/dynamic/instance-identity/document", 200, None));
+    let resp = send(
+        &imds,
+        &get(
+            "doc",
+            "/latest/dynamic/instance-identity/document",
+            200,
+            None,
+        ),
+    );
     let doc: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
     let value = |path: &'static str| {
         String::from_utf8(send(&imds, &get("v", path, 200, None)).body.to_vec()).unwrap()
     };
     assert_eq!(doc["instanceId"], value("/latest/meta-data/instance-id"));
     assert_eq!(doc["imageId"], value("/latest/meta-data/ami-id"));
-    assert_eq!(doc["instanceType"], value("/latest/meta-data/instance-type"));
+    assert_eq!(
+        doc["instanceType"],
+        value("/latest/meta-data/instance-type")
+    );
     assert_eq!(doc["privateIp"], value("/latest/meta-data/local-ipv4"));
     assert_eq!(doc["region"], value("/latest/meta-data/placement/region"));
-    assert_eq!(doc["availabilityZone"], value("/latest/meta-data/placement/availability-zone"));
+    assert_eq!(
+        doc["availabilityZone"],
+        value("/latest/meta-data/placement/availability-zone")
+    );
     assert_eq!(doc["accountId"], "123456789012");
     assert_eq!(doc["pendingTime"], "2023-07-22T04:26:40Z");
     assert_eq!(doc["kernelId"], serde_json::Value::Null);
     let body = String::from_utf8(resp.body.to_vec()).unwrap();
-    assert!(body.starts_with("{\n  \"accountId\" : \"123456789012\",\n  \"architecture\" : \"x86_64\","), "{body}");
+    assert!(
+        body.starts_with(
+            "{\n  \"accountId\" : \"123456789012\",\n  \"architecture\" : \"x86_64\","
+        ),
+        "{body}"
+    );
     // iam/info names the same account.
-    let info: serde_json::Value = serde_json::from_str(&value("/latest/meta-data/iam/info")).unwrap();
-    assert!(info["InstanceProfileArn"].as_str().unwrap().contains(":123456789012:"));
+    let info: serde_json::Value =
+        serde_json::from_str(&value("/latest/meta-data/iam/info")).unwrap();
+    assert!(
+        info["InstanceProfileArn"]
+            .as_str()
+            .unwrap()
+            .contains(":123456789012:")
+    );
 }
 
 #[test]
@@ -420,10 +831,18 @@ fn user_data() {
     let mut without = data();
     without.user_data = None;
     let imds = imds_with(HttpTokens::Optional, &without);
-    check(&imds, &[
-        get("no user data", "/latest/user-data", 404, None),
-        get("root without user-data", "/latest/", 200, Some("dynamic\nmeta-data")),
-    ]);
+    check(
+        &imds,
+        &[
+            get("no user data", "/latest/user-data", 404, None),
+            get(
+                "root without user-data",
+                "/latest/",
+                200,
+                Some("dynamic\nmeta-data"),
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -432,32 +851,67 @@ fn absent_optional_data_is_absent() {
     d.tags = None;
     d.public_keys.clear();
     let imds = imds_with(HttpTokens::Optional, &d);
-    check(&imds, &[
-        get("no tags", "/latest/meta-data/tags/instance", 404, None),
-        get("no keys", "/latest/meta-data/public-keys/", 404, None),
-        get("no public ip", "/latest/meta-data/public-ipv4", 404, None),
-    ]);
+    check(
+        &imds,
+        &[
+            get("no tags", "/latest/meta-data/tags/instance", 404, None),
+            get("no keys", "/latest/meta-data/public-keys/", 404, None),
+            get("no public ip", "/latest/meta-data/public-ipv4", 404, None),
+        ],
+    );
     let listing = send(&imds, &get("l", "/latest/meta-data/", 200, None)).body;
     let listing = String::from_utf8_lossy(&listing);
-    assert!(!listing.contains("tags/") && !listing.contains("public-keys/"), "{listing}");
+    assert!(
+        !listing.contains("tags/") && !listing.contains("public-keys/"),
+        "{listing}"
+    );
 }
 
-fn token_put(imds: &Imds, path: &str, ttl: HeaderField<'_>, forwarded_for: bool, method: Method) -> Response {
-    let req = Request { method, path, token: HeaderField::Absent, token_ttl: ttl, forwarded_for };
-    imds.respond(&req, &Caller { binding: ME, role: None }, now())
+fn token_put(
+    imds: &Imds,
+    path: &str,
+    ttl: HeaderField<'_>,
+    forwarded_for: bool,
+    method: Method,
+) -> Response {
+    let req = Request {
+        method,
+        path,
+        token: HeaderField::Absent,
+        token_ttl: ttl,
+        forwarded_for,
+    };
+    imds.respond(
+        &req,
+        &Caller {
+            binding: ME,
+            role: None,
+        },
+        now(),
+    )
 }
 
 #[test]
 fn token_put_rules() {
     let imds = imds(HttpTokens::Required);
-    let ok = token_put(&imds, "/latest/api/token", HeaderField::One("21600"), false, Method::Put);
+    let ok = token_put(
+        &imds,
+        "/latest/api/token",
+        HeaderField::One("21600"),
+        false,
+        Method::Put,
+    );
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(ok.token_ttl, Some(21_600));
     assert_eq!(ok.content_type, ContentType::TextPlain);
     assert_eq!(ok.hop_limit, Some(3));
     assert_eq!(ok.body.len(), 44);
 
-    for path in ["/2021-03-23/api/token", "//latest//api/token", "/1.0/api/token"] {
+    for path in [
+        "/2021-03-23/api/token",
+        "//latest//api/token",
+        "/1.0/api/token",
+    ] {
         let resp = token_put(&imds, path, HeaderField::One("1"), false, Method::Put);
         assert_eq!(resp.status, StatusCode::OK, "{path}");
         assert_eq!(resp.token_ttl, Some(1), "{path}");
@@ -480,39 +934,100 @@ fn token_put_rules() {
         assert_eq!(resp.token_ttl, None);
     }
 
-    let proxied = token_put(&imds, "/latest/api/token", HeaderField::One("60"), true, Method::Put);
+    let proxied = token_put(
+        &imds,
+        "/latest/api/token",
+        HeaderField::One("60"),
+        true,
+        Method::Put,
+    );
     assert_eq!(proxied.status, StatusCode::FORBIDDEN);
     assert!(proxied.body.is_empty());
 
-    let slashed = token_put(&imds, "/latest/api/token/", HeaderField::One("60"), false, Method::Put);
+    let slashed = token_put(
+        &imds,
+        "/latest/api/token/",
+        HeaderField::One("60"),
+        false,
+        Method::Put,
+    );
     assert_eq!(slashed.status, StatusCode::FORBIDDEN);
 
     for method in [Method::Get, Method::Head, Method::Other] {
-        let resp = token_put(&imds, "/latest/api/token", HeaderField::One("60"), false, method);
+        let resp = token_put(
+            &imds,
+            "/latest/api/token",
+            HeaderField::One("60"),
+            false,
+            method,
+        );
         assert_eq!(resp.status, StatusCode::METHOD_NOT_ALLOWED, "{method:?}");
         assert_eq!(resp.allow, Some("OPTIONS, PUT"));
         assert!(!resp.body.is_empty() && resp.body.len() != 44);
     }
-    let options = token_put(&imds, "/latest/api/token", HeaderField::One("60"), false, Method::Options);
+    let options = token_put(
+        &imds,
+        "/latest/api/token",
+        HeaderField::One("60"),
+        false,
+        Method::Options,
+    );
     assert_eq!(options.status, StatusCode::OK);
     assert!(options.body.is_empty(), "OPTIONS never mints a token");
 
-    let unknown_version = token_put(&imds, "/2099-01-01/api/token", HeaderField::One("60"), false, Method::Put);
-    assert_eq!(unknown_version.status, StatusCode::UNAUTHORIZED, "not a token path: needs a token first");
+    let unknown_version = token_put(
+        &imds,
+        "/2099-01-01/api/token",
+        HeaderField::One("60"),
+        false,
+        Method::Put,
+    );
+    assert_eq!(
+        unknown_version.status,
+        StatusCode::UNAUTHORIZED,
+        "not a token path: needs a token first"
+    );
 }
 
 #[test]
 fn tokens_in_optional_mode() {
     let imds = imds(HttpTokens::Optional);
     let path = "/latest/meta-data/instance-id";
-    let with = |token| Case { token, ..get("t", path, 0, None) };
+    let with = |token| Case {
+        token,
+        ..get("t", path, 0, None)
+    };
     let cases = [
-        Case { name: "no token: v1", status: 200, ..with(Tok::None) },
-        Case { name: "valid", status: 200, ..with(Tok::Valid) },
-        Case { name: "other caller's", status: 401, ..with(Tok::ForOtherCaller) },
-        Case { name: "expired", status: 401, ..with(Tok::Expired) },
-        Case { name: "garbage", status: 401, ..with(Tok::Garbage) },
-        Case { name: "repeated header", status: 401, ..with(Tok::Repeated) },
+        Case {
+            name: "no token: v1",
+            status: 200,
+            ..with(Tok::None)
+        },
+        Case {
+            name: "valid",
+            status: 200,
+            ..with(Tok::Valid)
+        },
+        Case {
+            name: "other caller's",
+            status: 401,
+            ..with(Tok::ForOtherCaller)
+        },
+        Case {
+            name: "expired",
+            status: 401,
+            ..with(Tok::Expired)
+        },
+        Case {
+            name: "garbage",
+            status: 401,
+            ..with(Tok::Garbage)
+        },
+        Case {
+            name: "repeated header",
+            status: 401,
+            ..with(Tok::Repeated)
+        },
     ];
     check(&imds, &cases);
     // The remaining lifetime is echoed on a GET with a token, not without.
@@ -523,20 +1038,78 @@ fn tokens_in_optional_mode() {
 #[test]
 fn tokens_in_required_mode() {
     let imds = imds(HttpTokens::Required);
-    let with = |path, token| Case { token, ..get("t", path, 0, None) };
+    let with = |path, token| Case {
+        token,
+        ..get("t", path, 0, None)
+    };
     let cases = [
-        Case { name: "no token", status: 401, ..with("/latest/meta-data/instance-id", Tok::None) },
-        Case { name: "no token, missing path: 401 before routing", status: 401, ..with("/latest/nope", Tok::None) },
-        Case { name: "no token, bad path", status: 401, ..with("latest", Tok::None) },
-        Case { name: "no token, root", status: 401, ..with("/", Tok::None) },
-        Case { name: "no token, creds", status: 401, ..with("/latest/meta-data/iam/security-credentials/app-role", Tok::None) },
-        Case { name: "valid", status: 200, ..with("/latest/meta-data/instance-id", Tok::Valid) },
-        Case { name: "valid, missing path", status: 404, ..with("/latest/nope", Tok::Valid) },
-        Case { name: "valid, creds", status: 200, ..with("/latest/meta-data/iam/security-credentials/app-role", Tok::Valid) },
-        Case { name: "other caller's", status: 401, ..with("/latest/meta-data/instance-id", Tok::ForOtherCaller) },
-        Case { name: "expired", status: 401, ..with("/latest/meta-data/instance-id", Tok::Expired) },
-        Case { name: "garbage", status: 401, ..with("/latest/meta-data/instance-id", Tok::Garbage) },
-        Case { name: "no token, POST: 401 before 405", status: 401, method: Method::Other, ..with("/latest/meta-data/", Tok::None) },
+        Case {
+            name: "no token",
+            status: 401,
+            ..with("/latest/meta-data/instance-id", Tok::None)
+        },
+        Case {
+            name: "no token, missing path: 401 before routing",
+            status: 401,
+            ..with("/latest/nope", Tok::None)
+        },
+        Case {
+            name: "no token, bad path",
+            status: 401,
+            ..with("latest", Tok::None)
+        },
+        Case {
+            name: "no token, root",
+            status: 401,
+            ..with("/", Tok::None)
+        },
+        Case {
+            name: "no token, creds",
+            status: 401,
+            ..with(
+                "/latest/meta-data/iam/security-credentials/app-role",
+                Tok::None,
+            )
+        },
+        Case {
+            name: "valid",
+            status: 200,
+            ..with("/latest/meta-data/instance-id", Tok::Valid)
+        },
+        Case {
+            name: "valid, missing path",
+            status: 404,
+            ..with("/latest/nope", Tok::Valid)
+        },
+        Case {
+            name: "valid, creds",
+            status: 200,
+            ..with(
+                "/latest/meta-data/iam/security-credentials/app-role",
+                Tok::Valid,
+            )
+        },
+        Case {
+            name: "other caller's",
+            status: 401,
+            ..with("/latest/meta-data/instance-id", Tok::ForOtherCaller)
+        },
+        Case {
+            name: "expired",
+            status: 401,
+            ..with("/latest/meta-data/instance-id", Tok::Expired)
+        },
+        Case {
+            name: "garbage",
+            status: 401,
+            ..with("/latest/meta-data/instance-id", Tok::Garbage)
+        },
+        Case {
+            name: "no token, POST: 401 before 405",
+            status: 401,
+            method: Method::Other,
+            ..with("/latest/meta-data/", Tok::None)
+        },
     ];
     check(&imds, &cases);
     let resp = send(&imds, &with("/latest/meta-data/instance-id", Tok::None));
@@ -547,13 +1120,29 @@ fn tokens_in_required_mode() {
 fn only_get_and_head_read_metadata() {
     let imds = imds(HttpTokens::Optional);
     for method in [Method::Put, Method::Options, Method::Other] {
-        let resp = send(&imds, &Case { method, ..get("m", "/latest/meta-data/", 0, None) });
+        let resp = send(
+            &imds,
+            &Case {
+                method,
+                ..get("m", "/latest/meta-data/", 0, None)
+            },
+        );
         assert_eq!(resp.status, StatusCode::METHOD_NOT_ALLOWED, "{method:?}");
         assert_eq!(resp.allow, Some("GET, HEAD"));
     }
-    let head = send(&imds, &Case { method: Method::Head, ..get("h", "/latest/meta-data/instance-id", 0, None) });
+    let head = send(
+        &imds,
+        &Case {
+            method: Method::Head,
+            ..get("h", "/latest/meta-data/instance-id", 0, None)
+        },
+    );
     assert_eq!(head.status, StatusCode::OK);
-    assert_eq!(head.body.as_ref(), b"i-0123456789abcdef0", "the transport drops HEAD bodies");
+    assert_eq!(
+        head.body.as_ref(),
+        b"i-0123456789abcdef0",
+        "the transport drops HEAD bodies"
+    );
 }
 
 #[test]
@@ -561,7 +1150,11 @@ fn a_token_from_one_caller_fails_for_another_on_every_path() {
     let imds = imds(HttpTokens::Optional);
     let token = imds_token(&imds, ME, 300);
     let role = role();
-    for path in ["/latest/meta-data/iam/security-credentials/app-role", "/latest/meta-data/", "/"] {
+    for path in [
+        "/latest/meta-data/iam/security-credentials/app-role",
+        "/latest/meta-data/",
+        "/",
+    ] {
         let req = Request {
             method: Method::Get,
             path,
@@ -569,8 +1162,22 @@ fn a_token_from_one_caller_fails_for_another_on_every_path() {
             token_ttl: HeaderField::Absent,
             forwarded_for: false,
         };
-        let mine = imds.respond(&req, &Caller { binding: ME, role: Some(&role) }, now());
-        let theirs = imds.respond(&req, &Caller { binding: OTHER, role: Some(&role) }, now());
+        let mine = imds.respond(
+            &req,
+            &Caller {
+                binding: ME,
+                role: Some(&role),
+            },
+            now(),
+        );
+        let theirs = imds.respond(
+            &req,
+            &Caller {
+                binding: OTHER,
+                role: Some(&role),
+            },
+            now(),
+        );
         assert_eq!(mine.status, StatusCode::OK, "{path}");
         assert_eq!(theirs.status, StatusCode::UNAUTHORIZED, "{path}");
     }

@@ -124,7 +124,9 @@ impl TokenAuthority {
             return Err(TokenError::Expired);
         }
         let left = (expiry - now).div_ceil(1000);
-        Ok(u32::try_from(left).unwrap_or(MAX_TOKEN_TTL).min(MAX_TOKEN_TTL))
+        Ok(u32::try_from(left)
+            .unwrap_or(MAX_TOKEN_TTL)
+            .min(MAX_TOKEN_TTL))
     }
 
     fn tag(&self, body: &[u8], binding: &[u8]) -> hmac::Tag {
@@ -151,13 +153,29 @@ mod tests {
 
     #[test]
     fn ttl_parsing() {
-        let good = [("1", 1), ("21600", 21_600), ("300", 300), ("0021600", 21_600)];
+        let good = [
+            ("1", 1),
+            ("21600", 21_600),
+            ("300", 300),
+            ("0021600", 21_600),
+        ];
         for (raw, want) in good {
             assert_eq!(parse_ttl(raw), Ok(want), "{raw:?}");
         }
         let bad = [
-            "", "0", "21601", "-1", "+5", " 5", "5 ", "1e3", "5.0", "abc", "99999999999",
-            "18446744073709551617", "0x10",
+            "",
+            "0",
+            "21601",
+            "-1",
+            "+5",
+            " 5",
+            "5 ",
+            "1e3",
+            "5.0",
+            "abc",
+            "99999999999",
+            "18446744073709551617",
+            "0x10",
         ];
         for raw in bad {
             assert_eq!(parse_ttl(raw), Err(InvalidTtl), "{raw:?}");
@@ -180,7 +198,10 @@ mod tests {
     fn token_is_bound_to_the_caller() {
         let a = authority();
         let token = a.mint(b"ip:10.0.0.1", 60, T0);
-        assert_eq!(a.verify(&token, b"ip:10.0.0.2", T0), Err(TokenError::BadSignature));
+        assert_eq!(
+            a.verify(&token, b"ip:10.0.0.2", T0),
+            Err(TokenError::BadSignature)
+        );
         assert_eq!(a.verify(&token, b"", T0), Err(TokenError::BadSignature));
     }
 
@@ -188,9 +209,18 @@ mod tests {
     fn token_expires() {
         let a = authority();
         let token = a.mint(b"x", 1, T0);
-        assert_eq!(a.verify(&token, b"x", T0 + Duration::from_millis(999)), Ok(1));
-        assert_eq!(a.verify(&token, b"x", T0 + Duration::from_secs(1)), Err(TokenError::Expired));
-        assert_eq!(a.verify(&token, b"x", T0 + Duration::from_secs(99_999)), Err(TokenError::Expired));
+        assert_eq!(
+            a.verify(&token, b"x", T0 + Duration::from_millis(999)),
+            Ok(1)
+        );
+        assert_eq!(
+            a.verify(&token, b"x", T0 + Duration::from_secs(1)),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            a.verify(&token, b"x", T0 + Duration::from_secs(99_999)),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
@@ -217,7 +247,12 @@ mod tests {
             assert!(a.verify(&forged, b"x", T0).is_err(), "byte {i}");
         }
         let garbage = [
-            "", "x", "AQAAA==", &"A".repeat(44), &"A".repeat(45), &"A".repeat(10_000),
+            "",
+            "x",
+            "AQAAA==",
+            &"A".repeat(44),
+            &"A".repeat(45),
+            &"A".repeat(10_000),
             "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
         ];
         for g in garbage {

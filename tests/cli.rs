@@ -1,0 +1,180 @@
+//! The command line: `check-config`, `dev`, exit codes and messages.
+
+mod support;
+
+use std::process::Command;
+
+use support::{Agent, agent_bin, get};
+
+fn check_config(text: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    Command::new(agent_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+const VALID: &str = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+[credentials]
+access_key_id = "ASIAEXAMPLE123456789"
+secret_access_key = "secret"
+session_token = "token"
+[roles]
+default = "app"
+"#;
+
+#[test]
+fn check_config_accepts_a_valid_file() {
+    let out = check_config(VALID);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(": OK (listen 127.0.0.1:8080; http_tokens optional"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_config_names_file_key_and_problem() {
+    let out = check_config(&format!("{VALID}\n[instance]\nregion = \"mars-1\"\n"));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("config.toml:12: instance.region: \"mars-1\" is not a region"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret\""), "{stderr}");
+}
+
+#[test]
+fn missing_config_file_is_exit_1() {
+    let out = Command::new(agent_bin())
+        .args(["check-config", "--config", "/nonexistent/imds-agent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/imds-agent.toml: cannot read the config file: No such file"),
+        "{stderr}"
+    );
+    let run = Command::new(agent_bin())
+        .args(["run", "--config", "/nonexistent/imds-agent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+}
+
+#[test]
+fn usage_errors_are_exit_2() {
+    for args in [
+        &["dev", "--hop-limit", "0"][..],
+        &["dev", "--http-tokens", "sometimes"],
+        &["bogus"],
+    ] {
+        let out = Command::new(agent_bin()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+}
+
+#[test]
+fn port_in_use_is_exit_3() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(agent_bin())
+        .args(["dev", "--port", &port])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("cannot listen on 127.0.0.1:{port}"))
+    );
+}
+
+#[test]
+fn dev_prints_the_export_line_and_serves_it() {
+    let agent = Agent::dev(&["--http-tokens", "required", "--hop-limit", "2"]);
+    assert!(agent.addr.ip().is_loopback());
+    assert_eq!(
+        get(agent.addr, "/latest/meta-data/", &[]).status,
+        401,
+        "--http-tokens applies"
+    );
+}
+
+#[test]
+fn dev_with_credentials_from_the_environment() {
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(["dev", "--port", "0", "--credentials-from-env"])
+        .env("AWS_ACCESS_KEY_ID", "ASIAFROMENVIRONMENT1")
+        .env("AWS_SECRET_ACCESS_KEY", "envsecret")
+        .env("AWS_SESSION_TOKEN", "envtoken");
+    let agent = Agent::start(cmd);
+    let creds = get(
+        agent.addr,
+        "/latest/meta-data/iam/security-credentials/imds-agent-demo",
+        &[],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&creds.body).unwrap();
+    assert_eq!(doc["AccessKeyId"], "ASIAFROMENVIRONMENT1");
+    assert_eq!(doc["Token"], "envtoken");
+    let logs = agent.wait_for_log("credentials request");
+    assert!(logs.contains("access_key_suffix=\"ENT1\""), "{logs}");
+    assert!(
+        !logs.contains("envsecret") && !logs.contains("envtoken"),
+        "secrets in the log:\n{logs}"
+    );
+
+    let missing = Command::new(agent_bin())
+        .args(["dev", "--port", "0", "--credentials-from-env"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("AWS_ACCESS_KEY_ID is not set"));
+}
+
+#[test]
+fn dev_with_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dev.toml");
+    std::fs::write(
+        &path,
+        format!("{VALID}\n[instance]\ninstance_id = \"i-0aaaabbbbccccdddd\"\n"),
+    )
+    .unwrap();
+    let agent = Agent::dev(&["--config", path.to_str().unwrap()]);
+    assert_eq!(
+        get(agent.addr, "/latest/meta-data/instance-id", &[]).text(),
+        "i-0aaaabbbbccccdddd"
+    );
+    assert_eq!(
+        get(
+            agent.addr,
+            "/latest/meta-data/iam/security-credentials/",
+            &[]
+        )
+        .text(),
+        "app"
+    );
+}
+
+#[test]
+fn the_sample_config_is_valid() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/config.toml");
+    let out = Command::new(agent_bin())
+        .args(["check-config", "--config", sample])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,317 @@
+//! Shared helpers of the end-to-end tests: run the built agent, talk raw
+//! HTTP to it, run Python clients, make network namespaces.
+
+#![allow(dead_code, unreachable_pub)]
+
+pub mod netns;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// The agent binary under test.
+pub fn agent_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_imds-agent")
+}
+
+/// A running agent, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Agent {
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    /// `imds-agent dev --port 0 <args>`, waiting for its banner.
+    pub fn dev(args: &[&str]) -> Agent {
+        let mut cmd = Command::new(agent_bin());
+        cmd.args(["dev", "--port", "0"]).args(args);
+        Agent::start(cmd)
+    }
+
+    /// Starts `cmd` (an `imds-agent dev …` command, possibly wrapped in
+    /// `ip netns exec`) and waits for the banner that names its address.
+    pub fn start(mut cmd: Command) -> Agent {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("spawning the agent");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) =
+                    line.strip_prefix("export AWS_EC2_METADATA_SERVICE_ENDPOINT=http://")
+                {
+                    let _ = tx.send(url.trim_end_matches('/').to_owned());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().expect("address in the banner"),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "the agent printed no banner ({status:?}); its log:\n{}",
+                    logs.lock().unwrap()
+                );
+            }
+        };
+        Agent {
+            child: Some(child),
+            addr,
+            logs,
+        }
+    }
+
+    /// The base URL, `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything it logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until its log contains `needle` (logs are written after the
+    /// response, so a client can finish before the line is out).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Sends SIGTERM and waits for it to exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        terminate(&mut child)
+    }
+}
+
+fn terminate(child: &mut Child) -> ExitStatus {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().expect("waiting for the agent")
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child);
+        }
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `raw` on a new connection and reads one response (to EOF or the
+/// length in `Content-Length`).
+pub fn raw(addr: SocketAddr, raw: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(raw).expect("write");
+    read_reply(&mut stream, false).expect("a response")
+}
+
+/// Reads one response from `stream`. For HEAD, pass `head` so no body is
+/// expected.
+pub fn read_reply(stream: &mut TcpStream, head: bool) -> Option<Reply> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => buf.push(byte[0]),
+        }
+    }
+    let head_text = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = head_text.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let reply = Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let length: usize = reply
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; if head { 0 } else { length }];
+    stream.read_exact(&mut body).ok()?;
+    Some(Reply { body, ..reply })
+}
+
+/// A GET with optional extra header lines.
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    raw(addr, request("GET", path, headers).as_bytes())
+}
+
+/// The text of a request with `Connection: close`.
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    req
+}
+
+/// A token from `PUT /latest/api/token`.
+pub fn token(addr: SocketAddr, ttl: u32) -> String {
+    let reply = raw(
+        addr,
+        request(
+            "PUT",
+            "/latest/api/token",
+            &[("X-aws-ec2-metadata-token-ttl-seconds", &ttl.to_string())],
+        )
+        .as_bytes(),
+    );
+    assert_eq!(reply.status, 200, "token PUT: {}", reply.text());
+    reply.text()
+}
+
+/// The Python with botocore: `IMDS_TEST_PYTHON` (set by `cargo xtask
+/// test` to its virtualenv) or `python3`.
+pub fn python() -> PathBuf {
+    let python = std::env::var_os("IMDS_TEST_PYTHON")
+        .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    let probe = Command::new(&python)
+        .args(["-c", "import botocore"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    assert!(
+        probe.status.success(),
+        "{} has no botocore; run the tests with `cargo xtask test`, or `pip install -r tests/requirements.txt`",
+        python.display()
+    );
+    python
+}
+
+/// A script under tests/py.
+pub fn py_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/py")
+        .join(name)
+}
+
+/// Runs `tests/py/botocore_client.py` against `endpoint` (prefixed by
+/// `wrapper`, e.g. `ip netns exec NS`), returning its JSON report.
+pub fn botocore(endpoint: &str, wrapper: &[&str], extra_env: &[(&str, &str)]) -> serde_json::Value {
+    let python = python();
+    let (program, args): (PathBuf, Vec<String>) = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut args: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            args.push(python.display().to_string());
+            (PathBuf::from(first), args)
+        }
+        None => (python, Vec::new()),
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .arg(py_script("botocore_client.py"))
+        .arg(endpoint);
+    // Nothing but IMDS may provide credentials or config.
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running botocore_client.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "botocore_client.py failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad report {stdout:?}: {e}"))
+}
+
+/// Whether this process runs as root (uid 0).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,371 @@
+//! `cargo xtask bench`: token PUTs and credential GETs at 1, 16 and 64
+//! connections, keep-alive and `Connection: close`, against the agent and,
+//! in the same run, against ectou-metadata, so that the ratio holds on a
+//! noisy machine.
+
+mod load;
+mod targets;
+
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::util::{root, run as run_cmd};
+use load::{Outcome, Scenario, measure};
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Options {
+    /// Measured time of each scenario, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    duration_ms: u64,
+    /// Unmeasured time before each scenario, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    warmup_ms: u64,
+    /// Measure the agent only (no Python, no ectou-metadata).
+    #[arg(long)]
+    no_ectou: bool,
+    /// The agent's log level while measured.
+    #[arg(long, default_value = "warn")]
+    agent_log_level: String,
+    /// Also write the results as Markdown to this file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Fail unless every target holds (latency, ratio, errors).
+    #[arg(long)]
+    check: bool,
+    /// Only this operation.
+    #[arg(long, value_enum)]
+    op: Option<Op>,
+    /// Only this many connections.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Only this connection mode.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+}
+
+/// `keep-alive` or `close`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    KeepAlive,
+    Close,
+}
+
+impl Options {
+    /// A run short enough for CI: proves the benchmark works, measures
+    /// little.
+    pub(crate) fn quick() -> Self {
+        Self {
+            duration_ms: 200,
+            warmup_ms: 50,
+            no_ectou: false,
+            agent_log_level: "warn".to_owned(),
+            markdown: None,
+            check: false,
+            op: None,
+            connections: None,
+            mode: None,
+        }
+    }
+}
+
+const ROLE: &str = "imds-agent-demo";
+const CONNECTIONS: [usize; 3] = [1, 16, 64];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Op {
+    Token,
+    Credentials,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Token => "token PUT",
+            Op::Credentials => "credentials GET",
+        }
+    }
+}
+
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    credentials_path: String,
+    token: String,
+    /// ectou-metadata has no IMDSv2: its token PUT answers 404.
+    token_status: u16,
+}
+
+struct Row {
+    target: &'static str,
+    op: Op,
+    connections: usize,
+    keep_alive: bool,
+    outcome: Outcome,
+}
+
+pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
+    run_cmd(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "imds-agent",
+    ]))?;
+    let bin = root().join("target/release/imds-agent");
+    let agent = targets::agent(&bin, &options.agent_log_level)?;
+    let mut list = vec![Target {
+        name: "imds-agent",
+        addr: agent.addr,
+        credentials_path: format!("/latest/meta-data/iam/security-credentials/{ROLE}"),
+        token: fetch_token(agent.addr)?,
+        token_status: 200,
+    }];
+    let _helpers = if options.no_ectou {
+        None
+    } else {
+        let moto = targets::moto()?;
+        let ectou = targets::ectou(moto.addr, "arn:aws:iam::123456789012:role/bench")?;
+        let path = "/latest/meta-data/iam/security-credentials/role-name".to_owned();
+        warm_up(ectou.addr, &path).context("ectou-metadata never served credentials")?;
+        list.push(Target {
+            name: "ectou-metadata",
+            addr: ectou.addr,
+            credentials_path: path,
+            token: "unused".to_owned(),
+            token_status: 404,
+        });
+        Some((moto, ectou))
+    };
+    let mut rows = Vec::new();
+    let ops = [Op::Token, Op::Credentials]
+        .into_iter()
+        .filter(|&o| options.op.is_none_or(|w| w == o));
+    for op in ops {
+        let counts = CONNECTIONS
+            .into_iter()
+            .filter(|&c| options.connections.is_none_or(|w| w == c));
+        for connections in counts {
+            let modes = [Mode::KeepAlive, Mode::Close]
+                .into_iter()
+                .filter(|&m| options.mode.is_none_or(|w| w == m));
+            for mode in modes {
+                let keep_alive = mode == Mode::KeepAlive;
+                for target in &list {
+                    let scenario = scenario(target, op, connections, keep_alive, options);
+                    let outcome = measure(&scenario)?;
+                    eprintln!(
+                        "xtask bench: {:<15} {:<16} {connections:>2} conn {:<10} {:>9.0} req/s p50 {:>7.3} ms p99 {:>7.3} ms requests {} errors {}",
+                        target.name,
+                        op.name(),
+                        if keep_alive { "keep-alive" } else { "close" },
+                        outcome.per_second,
+                        ms(outcome.p50),
+                        ms(outcome.p99),
+                        outcome.requests,
+                        outcome.errors
+                    );
+                    rows.push(Row {
+                        target: target.name,
+                        op,
+                        connections,
+                        keep_alive,
+                        outcome,
+                    });
+                }
+            }
+        }
+    }
+    let report = report(&rows, options);
+    println!("{report}");
+    if let Some(path) = &options.markdown {
+        std::fs::write(path, &report).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let agent_errors: u64 = rows
+        .iter()
+        .filter(|r| r.target == "imds-agent")
+        .map(|r| r.outcome.errors)
+        .sum();
+    if agent_errors > 0 {
+        bail!("the agent answered {agent_errors} requests wrongly or not at all");
+    }
+    if options.check && report.contains("| MISSED |") {
+        bail!("a benchmark target was missed (see the table above)");
+    }
+    Ok(())
+}
+
+fn scenario(
+    target: &Target,
+    op: Op,
+    connections: usize,
+    keep_alive: bool,
+    o: &Options,
+) -> Scenario {
+    let (request_head, expect_status) = match op {
+        Op::Token => (
+            "PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token-ttl-seconds: 21600\r\n".to_owned(),
+            target.token_status,
+        ),
+        Op::Credentials => (
+            format!(
+                "GET {} HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token: {}\r\n",
+                target.credentials_path, target.token
+            ),
+            200,
+        ),
+    };
+    Scenario {
+        addr: target.addr,
+        request_head,
+        connections,
+        keep_alive,
+        expect_status,
+        warmup: Duration::from_millis(o.warmup_ms),
+        duration: Duration::from_millis(o.duration_ms),
+    }
+}
+
+fn fetch_token(addr: SocketAddr) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.write_all(
+        b"PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-aws-ec2-metadata-token-ttl-seconds: 21600\r\n\r\n",
+    )?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    let (_, token) = reply.split_once("\r\n\r\n").context("a token response")?;
+    Ok(token.to_owned())
+}
+
+fn warm_up(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = TcpStream::connect(addr) {
+            let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut reply = String::new();
+            if stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_to_string(&mut reply).is_ok()
+                && reply.starts_with("HTTP/1.0 200")
+            {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("no 200 from {addr}{path} within 30 s")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn report(rows: &[Row], options: &Options) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Each scenario: {} ms measured after {} ms warm-up; one load-generator thread on the same machine; agent log level `{}`.\n",
+        options.duration_ms, options.warmup_ms, options.agent_log_level
+    );
+    let _ = writeln!(
+        out,
+        "| operation | conns | connection | target | req/s | p50 ms | p99 ms | errors | agent ÷ ectou |"
+    );
+    let _ = writeln!(out, "|---|---:|---|---|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let ratio = if row.target == "imds-agent" {
+            rows.iter()
+                .find(|o| {
+                    o.target != "imds-agent"
+                        && o.op == row.op
+                        && o.connections == row.connections
+                        && o.keep_alive == row.keep_alive
+                })
+                .filter(|o| o.outcome.per_second > 0.0)
+                .map_or("".to_owned(), |o| {
+                    format!("{:.1}×", row.outcome.per_second / o.outcome.per_second)
+                })
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.0} | {:.3} | {:.3} | {} | {} |",
+            row.op.name(),
+            row.connections,
+            if row.keep_alive {
+                "keep-alive"
+            } else {
+                "close"
+            },
+            row.target,
+            row.outcome.per_second,
+            ms(row.outcome.p50),
+            ms(row.outcome.p99),
+            row.outcome.errors,
+            ratio
+        );
+    }
+    let _ = writeln!(out, "\nTargets (agent, credentials GET unless noted):\n");
+    let _ = writeln!(out, "| target | measured | verdict |");
+    let _ = writeln!(out, "|---|---|---|");
+    let agent = |op: Op, conns: usize, keep: bool| {
+        rows.iter().find(|r| {
+            r.target == "imds-agent" && r.op == op && r.connections == conns && r.keep_alive == keep
+        })
+    };
+    let ectou = |op: Op, conns: usize, keep: bool| {
+        rows.iter().find(|r| {
+            r.target != "imds-agent" && r.op == op && r.connections == conns && r.keep_alive == keep
+        })
+    };
+    let mut verdict = |name: String, measured: String, ok: bool| {
+        let _ = writeln!(
+            out,
+            "| {name} | {measured} | {} |",
+            if ok { "met" } else { "MISSED" }
+        );
+    };
+    for op in [Op::Token, Op::Credentials] {
+        if let Some(r) = agent(op, 1, true) {
+            verdict(
+                format!("{}: p50 ≤ 0.1 ms at 1 connection", op.name()),
+                format!("{:.3} ms", ms(r.outcome.p50)),
+                r.outcome.p50 <= Duration::from_micros(100),
+            );
+        }
+    }
+    for keep in [true, false] {
+        let mode = if keep { "keep-alive" } else { "close" };
+        if let Some(r) = agent(Op::Credentials, 64, keep) {
+            verdict(
+                format!("p99 ≤ 2 ms at 64 connections, {mode}"),
+                format!("{:.3} ms", ms(r.outcome.p99)),
+                r.outcome.p99 <= Duration::from_millis(2),
+            );
+            if let Some(e) = ectou(Op::Credentials, 64, keep) {
+                let ratio = r.outcome.per_second / e.outcome.per_second.max(f64::MIN_POSITIVE);
+                verdict(
+                    format!("≥ 20× ectou's req/s at 64 connections, {mode}"),
+                    format!("{ratio:.1}×"),
+                    ratio >= 20.0,
+                );
+            }
+        }
+    }
+    let errors: u64 = rows
+        .iter()
+        .filter(|r| r.target == "imds-agent")
+        .map(|r| r.outcome.errors)
+        .sum();
+    verdict(
+        "zero errors (every agent scenario)".to_owned(),
+        errors.to_string(),
+        errors == 0,
+    );
+    out
+}

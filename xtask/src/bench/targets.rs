@@ -1,0 +1,113 @@
+//! The servers the benchmark measures, and the STS they need: the agent
+//! (release build, `dev` mode), ectou-metadata (a Python IMDS mock from
+//! PyPI) and moto_server (the STS ectou fetches its credentials from).
+//! Each runs on a loopback port and is killed when dropped.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::python::venv_bin;
+use crate::util::{free_port, work_dir};
+
+/// A server process, killed on drop.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn log_file(name: &str) -> anyhow::Result<std::fs::File> {
+    let dir = work_dir();
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("bench-{name}.log"));
+    std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
+}
+
+/// The agent in dev mode on a free loopback port, logging at `log_level`
+/// to target/xtask/bench-agent.log.
+pub(crate) fn agent(bin: &Path, log_level: &str) -> anyhow::Result<Server> {
+    let mut child = Command::new(bin)
+        .args(["dev", "--port", "0", "--log-level", log_level])
+        .stdout(Stdio::piped())
+        .stderr(log_file("agent")?)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().context("agent stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(url) = line.strip_prefix("export AWS_EC2_METADATA_SERVICE_ENDPOINT=http://") {
+            let addr = url.trim_end_matches('/').parse()?;
+            return Ok(Server { child, addr });
+        }
+    }
+    bail!("the agent exited without printing its address; see target/xtask/bench-agent.log")
+}
+
+/// moto_server, a real STS implementation, on a free port.
+pub(crate) fn moto() -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let child = Command::new(venv_bin("moto_server")?)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(log_file("moto")?)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting moto_server")?;
+    let server = Server {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    wait_for_port(server.addr, "moto_server")?;
+    Ok(server)
+}
+
+/// ectou-metadata on a free port, assuming `role_arn` through moto's STS.
+pub(crate) fn ectou(sts: SocketAddr, role_arn: &str) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let child = Command::new(venv_bin("ectou_metadata")?)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--role-arn",
+            role_arn,
+        ])
+        .env("AWS_ENDPOINT_URL_STS", format!("http://{sts}"))
+        .env("AWS_ACCESS_KEY_ID", "AKIABENCHMARK0000000")
+        .env("AWS_SECRET_ACCESS_KEY", "benchmark")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .stdout(Stdio::null())
+        .stderr(log_file("ectou")?)
+        .spawn()
+        .context("starting ectou_metadata")?;
+    let server = Server {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    wait_for_port(server.addr, "ectou_metadata")?;
+    Ok(server)
+}
+
+fn wait_for_port(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not listen on {addr} within 30 s; see target/xtask/bench-*.log")
+}

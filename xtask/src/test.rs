@@ -1,0 +1,50 @@
+//! `cargo xtask test`: what CI runs. Formatting, clippy with warnings as
+//! errors, every unit and end-to-end test (the ones needing root only when
+//! root), then a short run of the benchmark so that it keeps working.
+
+use std::process::Command;
+
+use crate::python::venv;
+use crate::util::{is_root, root, run as run_cmd};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Options {
+    /// Skip the short benchmark run at the end.
+    #[arg(long)]
+    no_bench: bool,
+}
+
+pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
+    let python = venv()?;
+    let features: &[&str] = if is_root() {
+        &["--features", "imds-agent/root-tests"]
+    } else {
+        eprintln!(
+            "xtask: not root: the tests that need network namespaces are skipped (CI runs them as root)"
+        );
+        &[]
+    };
+    let cargo = || {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(root());
+        cmd
+    };
+    run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run_cmd(
+        cargo()
+            .args(["clippy", "--workspace", "--all-targets", "--locked"])
+            .args(features)
+            .args(["--", "-D", "warnings"]),
+    )?;
+    run_cmd(
+        cargo()
+            .args(["test", "--workspace", "--locked"])
+            .args(features)
+            .env("IMDS_TEST_PYTHON", &python),
+    )?;
+    if !options.no_bench {
+        crate::bench::run(&crate::bench::Options::quick())?;
+    }
+    eprintln!("xtask: all checks passed");
+    Ok(())
+}
