@@ -65,14 +65,17 @@ pub(crate) fn measure(s: &Scenario) -> anyhow::Result<Outcome> {
         }
         let mut latencies = Vec::new();
         let mut errors = 0;
+        let mut last_end = start + s.duration;
         for task in tasks {
-            let (l, e) = task.await?;
-            latencies.extend(l);
-            errors += e;
+            let done = task.await?;
+            latencies.extend(done.latencies);
+            errors += done.errors;
+            last_end = last_end.max(done.last_end);
         }
-        let elapsed = Instant::now()
-            .saturating_duration_since(start)
-            .max(s.duration);
+        // The rate is over the measured requests: from the start of the
+        // window to the end of the last request that began inside it (a
+        // warm-up request still in flight does not stretch it).
+        let elapsed = last_end.saturating_duration_since(start);
         latencies.sort_unstable();
         let pick = |q: f64| {
             latencies
@@ -133,7 +136,11 @@ impl Worker {
                 conn = None;
             }
         }
-        Done { latencies, errors, last_end }
+        Done {
+            latencies,
+            errors,
+            last_end,
+        }
     }
 
     /// One request; returns the status.
