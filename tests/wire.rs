@@ -130,7 +130,7 @@ fn bad_token_requests() {
     assert_eq!(proxied.status, 403);
     let twice = raw(
         agent.addr,
-        b"PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\nx-aws-ec2-metadata-token-ttl-seconds: 60\r\nx-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n",
+        b"PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\nx-aws-ec2-metadata-token-ttl-seconds: 60\r\nx-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n",
     );
     assert_eq!(twice.status, 400);
     for method in ["GET", "POST", "DELETE", "PATCH"] {
@@ -184,7 +184,7 @@ fn head_and_other_methods() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     stream
-        .write_all(b"HEAD /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\n\r\nGET /latest/meta-data/ami-launch-index HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"HEAD /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\nGET /latest/meta-data/ami-launch-index HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n")
         .unwrap();
     let head = read_reply(&mut stream, true).unwrap();
     assert_eq!(head.status, 200);
@@ -246,7 +246,7 @@ fn bad_requests_do_not_hurt_the_server() {
     );
 
     let huge_header = format!(
-        "GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Big: {}\r\n\r\n",
         "a".repeat(64 * 1024)
     );
     let reply = raw(agent.addr, huge_header.as_bytes());
@@ -259,7 +259,7 @@ fn bad_requests_do_not_hurt_the_server() {
     let many_headers: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
     let reply = raw(
         agent.addr,
-        format!("GET / HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").as_bytes(),
+        format!("GET / HTTP/1.1\r\nHost: 169.254.169.254\r\n{many_headers}\r\n").as_bytes(),
     );
     assert!(
         reply.status == 431 || reply.status == 400,
@@ -273,7 +273,7 @@ fn bad_requests_do_not_hurt_the_server() {
     lying
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    lying.write_all(b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc").unwrap();
+    lying.write_all(b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\nContent-Length: 1000\r\n\r\nabc").unwrap();
     let started = Instant::now();
     let reply = read_reply(&mut lying, false).unwrap();
     assert_eq!(reply.status, 200);
@@ -287,7 +287,7 @@ fn bad_requests_do_not_hurt_the_server() {
 
     // A client that never finishes its request head is cut off, not kept.
     let mut slow = TcpStream::connect(agent.addr).unwrap();
-    slow.write_all(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\n")
+    slow.write_all(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n")
         .unwrap();
 
     let after = get(agent.addr, "/latest/meta-data/instance-id", &[]);
@@ -303,8 +303,9 @@ fn keep_alive_serves_many_requests_on_one_connection() {
         .unwrap();
     let token = token(agent.addr, 60);
     for _ in 0..100 {
-        let req =
-            format!("GET {CREDS} HTTP/1.1\r\nHost: x\r\nx-aws-ec2-metadata-token: {token}\r\n\r\n");
+        let req = format!(
+            "GET {CREDS} HTTP/1.1\r\nHost: 169.254.169.254\r\nx-aws-ec2-metadata-token: {token}\r\n\r\n"
+        );
         stream.write_all(req.as_bytes()).unwrap();
         let reply = read_reply(&mut stream, false).unwrap();
         assert_eq!(reply.status, 200);
@@ -317,4 +318,42 @@ fn sigterm_stops_cleanly() {
     assert_eq!(get(agent.addr, "/", &[]).status, 200);
     let status = agent.stop();
     assert!(status.success(), "{status:?}");
+}
+
+/// A web page that rebinds its DNS name to the agent's address sends its
+/// own name in `Host`: refused, so it can read neither tokens nor
+/// credentials.
+#[test]
+fn dns_rebinding_hosts_are_refused() {
+    let agent = Agent::dev(&[]);
+    for host in [
+        "attacker.example",
+        "attacker.example:1338",
+        "169.254.169.254.nip.io",
+    ] {
+        let req = format!("GET {CREDS} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let reply = raw(agent.addr, req.as_bytes());
+        assert_eq!(reply.status, 403, "{host}");
+        assert!(!reply.text().contains("SecretAccessKey"));
+        let put = format!(
+            "PUT /latest/api/token HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nx-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n"
+        );
+        assert_eq!(raw(agent.addr, put.as_bytes()).status, 403, "{host}");
+    }
+    let by_address = format!(
+        "GET {CREDS} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        agent.addr
+    );
+    assert_eq!(raw(agent.addr, by_address.as_bytes()).status, 200);
+    let by_name = format!(
+        "GET {CREDS} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+        agent.addr.port()
+    );
+    assert_eq!(raw(agent.addr, by_name.as_bytes()).status, 200);
+    let http10 = format!("GET {CREDS} HTTP/1.0\r\n\r\n");
+    assert_eq!(
+        raw(agent.addr, http10.as_bytes()).status,
+        200,
+        "no Host at all (HTTP/1.0)"
+    );
 }

@@ -25,7 +25,7 @@ pub fn state(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<AppState>
     };
     let imds = Imds::new(
         &config.instance,
-        config.settings,
+        config.settings.clone(),
         token_authority()?,
         credentials,
     );

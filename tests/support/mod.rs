@@ -303,15 +303,3 @@ pub fn botocore(endpoint: &str, wrapper: &[&str], extra_env: &[(&str, &str)]) ->
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad report {stdout:?}: {e}"))
 }
-
-/// Whether this process runs as root (uid 0).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}

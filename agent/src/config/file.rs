@@ -38,6 +38,11 @@ pub(crate) struct Server {
     /// Threads serving requests. One serves over 100 000 requests/s; more
     /// only help on hosts with many cores and very busy clients.
     pub(crate) worker_threads: u64,
+    /// DNS names accepted in `Host` besides IP addresses, `localhost` and
+    /// `instance-data[.ec2.internal]`. Requests naming any other host are
+    /// refused, so a web page that rebinds its DNS name to the agent's
+    /// address can't read credentials.
+    pub(crate) host_names: Vec<String>,
 }
 
 impl Default for Server {
@@ -48,6 +53,7 @@ impl Default for Server {
             hop_limit: 1,
             max_connections: 1024,
             worker_threads: 1,
+            host_names: Vec::new(),
         }
     }
 }

@@ -17,6 +17,8 @@ pub struct HostFacts {
     pub boot_time: SystemTime,
     /// `x86_64` or `arm64`, as EC2 names architectures.
     pub architecture: String,
+    /// The host's name: the default `Name` tag.
+    pub hostname: String,
 }
 
 impl HostFacts {
@@ -33,10 +35,14 @@ impl HostFacts {
             .ok()
             .and_then(|stat| boot_time_from_proc_stat(&stat))
             .unwrap_or(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default();
         Self {
             machine_id,
             boot_time,
             architecture: ec2_architecture(std::env::consts::ARCH).to_owned(),
+            hostname,
         }
     }
 }
@@ -175,6 +181,7 @@ mod tests {
             machine_id: id.to_owned(),
             boot_time: UNIX_EPOCH,
             architecture: "x86_64".to_owned(),
+            hostname: "host".to_owned(),
         }
     }
 

@@ -93,17 +93,6 @@ impl Config {
         })?;
         Self::parse(&text, origin, overrides, host, env)
     }
-
-    /// Checks `text`, which came from `origin`.
-    pub fn parse(
-        text: &str,
-        origin: Origin,
-        overrides: &Overrides,
-        host: &HostFacts,
-        env: Env<'_>,
-    ) -> Result<Config, ConfigError> {
-        validate::parse(text, origin, overrides, host, env)
-    }
 }
 
 #[cfg(test)]

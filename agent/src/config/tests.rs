@@ -9,6 +9,7 @@ fn host() -> HostFacts {
         machine_id: "0123456789abcdef0123456789abcdef".to_owned(),
         boot_time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         architecture: "x86_64".to_owned(),
+        hostname: "build-7".to_owned(),
     }
 }
 
@@ -51,6 +52,11 @@ fn minimal_file_gets_plausible_defaults() {
     assert_eq!(i.hostname, i.local_hostname);
     assert_eq!(i.pending_time, host().boot_time);
     assert_eq!(i.account_id.len(), 12);
+    assert_eq!(
+        i.tags,
+        Some(vec![("Name".to_owned(), "build-7".to_owned())])
+    );
+    assert!(i.public_keys.is_empty());
     assert!(c.default_role.is_none());
     // Stable: the same host gives the same values.
     let again = parse(KEYS).unwrap();
@@ -123,6 +129,10 @@ fn errors_name_file_key_line_and_problem() {
             "server.listen: needs at least one address",
         ),
         ("[server]\nhop_limt = 2\n", "unknown field `hop_limt`"),
+        (
+            "[server]\nhost_names = [\"bad name\"]\n",
+            "server.host_names: \"bad name\" is not a DNS name",
+        ),
         (
             "[server]\nworker_threads = 0\n",
             "server.worker_threads: must be from 1 to 64",

@@ -12,65 +12,68 @@ use super::file::{self, FileConfig, SourceKind};
 use super::host::{Derived, HostFacts, availability_zone_id, private_dns_name};
 use super::{Config, CredentialsConfig, Env, Overrides};
 use crate::creds::{Keys, RoleSpec, Secret};
-use crate::imds::{InstanceData, NetworkInterface, Settings};
+use crate::imds::{DEFAULT_HOST_NAMES, InstanceData, NetworkInterface, Settings};
 
 /// EC2 refuses user data over 16 KiB (before base64).
 const MAX_USER_DATA: usize = 16 * 1024;
 
-pub(super) fn parse(
-    text: &str,
-    origin: Origin,
-    overrides: &Overrides,
-    host: &HostFacts,
-    env: Env<'_>,
-) -> Result<Config, ConfigError> {
-    let src = Source {
-        origin: &origin,
-        text,
-    };
-    let file = deserialize(src)?;
-    let settings = settings(&file.server, overrides, src)?;
-    let listen = match &overrides.listen {
-        Some(listen) => listen.clone(),
-        None => listen(&file.server.listen, src)?,
-    };
-    let max_connections = match file.server.max_connections {
-        n @ 1..=65_536 => n as usize,
-        _ => return Err(src.invalid("server.max_connections", "must be from 1 to 65536")),
-    };
-    let worker_threads = match file.server.worker_threads {
-        n @ 1..=64 => n as usize,
-        _ => return Err(src.invalid("server.worker_threads", "must be from 1 to 64")),
-    };
-    let instance = instance(&file.instance, src, host)?;
-    let default_role = match &file.roles.default {
-        None => None,
-        Some(spec) => {
-            let role = RoleSpec::parse(spec)
-                .and_then(|s| s.resolve(Some(&instance.account_id), &instance.partition))
-                .map_err(|e| src.invalid("roles.default", e.to_string()))?;
-            Some(role)
+impl Config {
+    /// Checks `text`, which came from `origin`.
+    pub fn parse(
+        text: &str,
+        origin: Origin,
+        overrides: &Overrides,
+        host: &HostFacts,
+        env: Env<'_>,
+    ) -> Result<Config, ConfigError> {
+        let src = Source {
+            origin: &origin,
+            text,
+        };
+        let file = deserialize(src)?;
+        let settings = settings(&file.server, overrides, src)?;
+        let listen = match &overrides.listen {
+            Some(listen) => listen.clone(),
+            None => listen(&file.server.listen, src)?,
+        };
+        let max_connections = match file.server.max_connections {
+            n @ 1..=65_536 => n as usize,
+            _ => return Err(src.invalid("server.max_connections", "must be from 1 to 65536")),
+        };
+        let worker_threads = match file.server.worker_threads {
+            n @ 1..=64 => n as usize,
+            _ => return Err(src.invalid("server.worker_threads", "must be from 1 to 64")),
+        };
+        let instance = instance(&file.instance, src, host)?;
+        let default_role = match &file.roles.default {
+            None => None,
+            Some(spec) => {
+                let role = RoleSpec::parse(spec)
+                    .and_then(|s| s.resolve(Some(&instance.account_id), &instance.partition))
+                    .map_err(|e| src.invalid("roles.default", e.to_string()))?;
+                Some(role)
+            }
+        };
+        let credentials = credentials(&file.credentials, overrides.credentials_from_env, src, env)?;
+        let log_level = overrides.log_level.clone().unwrap_or(file.log.level);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return Err(src.invalid(
+                "log.level",
+                format!("{log_level:?} is not a log filter: {e}"),
+            ));
         }
-    };
-    let credentials = credentials(&file.credentials, overrides.credentials_from_env, src, env)?;
-    let log_level = overrides.log_level.clone().unwrap_or(file.log.level);
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
-        return Err(src.invalid(
-            "log.level",
-            format!("{log_level:?} is not a log filter: {e}"),
-        ));
+        Ok(Config {
+            origin,
+            listen,
+            settings,
+            max_connections,
+            worker_threads,
+            instance,
+            credentials,
+            default_role,
+            log_level,
+        })
     }
-    Ok(Config {
-        origin,
-        listen,
-        settings,
-        max_connections,
-        worker_threads,
-        instance,
-        credentials,
-        default_role,
-        log_level,
-    })
 }
 
 fn deserialize(src: Source<'_>) -> Result<FileConfig, ConfigError> {
@@ -109,9 +112,22 @@ fn settings(
             _ => return Err(src.invalid("server.hop_limit", "must be from 1 to 64")),
         },
     };
+    let mut host_names: Vec<String> = DEFAULT_HOST_NAMES.iter().map(|n| (*n).to_owned()).collect();
+    for name in &server.host_names {
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !valid {
+            return Err(src.invalid("server.host_names", format!("{name:?} is not a DNS name")));
+        }
+        host_names.push(name.trim_end_matches('.').to_ascii_lowercase());
+    }
     Ok(Settings {
         http_tokens: overrides.http_tokens.unwrap_or(server.http_tokens),
         hop_limit,
+        host_names,
     })
 }
 
@@ -170,27 +186,28 @@ fn instance(
         "a 12-digit account id",
     )?
     .unwrap_or_else(|| derived.account_id());
-    let instance_id = check(
+    // The EC2 ids: checked when given, derived from the machine id if not.
+    let ec2_id = |key: &str, value: Option<&String>, prefix: &str, what: &str| match value {
+        Some(v) if !is_ec2_id(v, prefix) => Err(src.invalid(
+            &format!("instance.{key}"),
+            format!("{v:?} is not {what} such as \"{prefix}-0123456789abcdef0\""),
+        )),
+        Some(v) => Ok(v.clone()),
+        None => Ok(derived.id(prefix)),
+    };
+    let instance_id = ec2_id(
         "instance_id",
         inst.instance_id.as_ref(),
-        |v| is_ec2_id(v, "i"),
-        "an instance id such as \"i-0123456789abcdef0\"",
-    )?
-    .unwrap_or_else(|| derived.id("i"));
-    let ami_id = check(
-        "ami_id",
-        inst.ami_id.as_ref(),
-        |v| is_ec2_id(v, "ami"),
-        "an AMI id such as \"ami-0123456789abcdef0\"",
-    )?
-    .unwrap_or_else(|| derived.id("ami"));
-    let reservation_id = check(
+        "i",
+        "an instance id",
+    )?;
+    let ami_id = ec2_id("ami_id", inst.ami_id.as_ref(), "ami", "an AMI id")?;
+    let reservation_id = ec2_id(
         "reservation_id",
         inst.reservation_id.as_ref(),
-        |v| is_ec2_id(v, "r"),
-        "a reservation id such as \"r-0123456789abcdef0\"",
-    )?
-    .unwrap_or_else(|| derived.id("r"));
+        "r",
+        "a reservation id",
+    )?;
     let mac = check(
         "mac",
         inst.mac.as_ref(),
@@ -198,24 +215,21 @@ fn instance(
         "a MAC address such as \"0e:12:34:56:78:9a\"",
     )?
     .unwrap_or_else(|| derived.mac());
-    let local_ipv4 = match &inst.local_ipv4 {
-        Some(v) => v.parse::<Ipv4Addr>().map_err(|_| {
-            src.invalid(
-                "instance.local_ipv4",
-                format!("{v:?} is not an IPv4 address"),
-            )
-        })?,
-        None => derived.local_ipv4(),
+    let ipv4 = |key: &str, value: &Option<String>| {
+        value
+            .as_ref()
+            .map(|v| {
+                v.parse::<Ipv4Addr>().map_err(|_| {
+                    src.invalid(
+                        &format!("instance.{key}"),
+                        format!("{v:?} is not an IPv4 address"),
+                    )
+                })
+            })
+            .transpose()
     };
-    let public_ipv4 = match &inst.public_ipv4 {
-        Some(v) => Some(v.parse::<Ipv4Addr>().map_err(|_| {
-            src.invalid(
-                "instance.public_ipv4",
-                format!("{v:?} is not an IPv4 address"),
-            )
-        })?),
-        None => None,
-    };
+    let local_ipv4 = ipv4("local_ipv4", &inst.local_ipv4)?.unwrap_or_else(|| derived.local_ipv4());
+    let public_ipv4 = ipv4("public_ipv4", &inst.public_ipv4)?;
     let dns_name = private_dns_name(local_ipv4, &region);
     let names = [
         ("hostname", &inst.hostname),
@@ -252,11 +266,12 @@ fn instance(
             "a key name can't contain '='",
         ));
     }
-    let tags = inst
-        .tags
-        .as_ref()
-        .map(|t| entries(t, "instance.tags", src))
-        .transpose()?;
+    let tags = match &inst.tags {
+        Some(t) => Some(entries(t, "instance.tags", src)?),
+        // A Name tag, as most instances have, when the host has a name.
+        None if !host.hostname.is_empty() => Some(vec![("Name".to_owned(), host.hostname.clone())]),
+        None => None,
+    };
     let user_data = user_data(inst, src)?;
     let partition = partition_of(&region);
     let security_group_ids = security_groups

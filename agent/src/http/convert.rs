@@ -30,6 +30,7 @@ pub(crate) fn imds_request<'a>(
         token: field(headers, &TOKEN_HEADER),
         token_ttl: field(headers, &TTL_HEADER),
         forwarded_for: headers.contains_key(&FORWARDED_FOR_HEADER),
+        host: field(headers, &header::HOST),
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Request<'a> {
     pub token_ttl: HeaderField<'a>,
     /// Whether `X-Forwarded-For` was present (its value does not matter).
     pub forwarded_for: bool,
+    /// `Host`.
+    pub host: HeaderField<'a>,
 }
 
 /// The deepest path IMDS has is eight segments

@@ -41,13 +41,54 @@ impl HttpTokens {
     }
 }
 
-/// The protocol settings EC2 exposes per instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The protocol settings: EC2's per-instance options, and the host names
+/// the agent answers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// `HttpTokens`.
     pub http_tokens: HttpTokens,
     /// `HttpPutResponseHopLimit`, 1 to 64.
     pub hop_limit: u8,
+    /// DNS names accepted in `Host` besides IP addresses, lower case.
+    pub host_names: Vec<String>,
+}
+
+/// The names clients use for IMDS besides its addresses.
+pub const DEFAULT_HOST_NAMES: &[&str] =
+    &["localhost", "instance-data", "instance-data.ec2.internal"];
+
+impl Settings {
+    /// Whether `host` (a `Host` header) names this IMDS: absent (HTTP/1.0),
+    /// an IP address, or one of `host_names`, with or without a port.
+    pub fn host_allowed(&self, host: HeaderField<'_>) -> bool {
+        let value = match host {
+            HeaderField::Absent => return true,
+            HeaderField::Malformed => return false,
+            HeaderField::One(value) => value,
+        };
+        if let Some(rest) = value.strip_prefix('[') {
+            return rest.split_once(']').is_some_and(|(ip, port)| {
+                ip.parse::<std::net::Ipv6Addr>().is_ok() && is_port_suffix(port)
+            });
+        }
+        let name = match value.rsplit_once(':') {
+            Some((name, port)) if is_port_suffix(&format!(":{port}")) => name,
+            Some(_) => return false,
+            None => value,
+        };
+        if name.parse::<std::net::Ipv4Addr>().is_ok() {
+            return true;
+        }
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        self.host_names.iter().any(|n| *n == name)
+    }
+}
+
+/// `""` or `:` and 1 to 5 digits.
+fn is_port_suffix(s: &str) -> bool {
+    s.is_empty()
+        || s.strip_prefix(':')
+            .is_some_and(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Who is asking, as far as the protocol cares.
@@ -91,12 +132,15 @@ impl Imds {
     }
 
     /// The settings in force.
-    pub fn settings(&self) -> Settings {
-        self.settings
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Answers one request.
     pub fn respond(&self, req: &Request<'_>, caller: &Caller<'_>, now: Now) -> Response {
+        if !self.settings.host_allowed(req.host) {
+            return Response::forbidden_host();
+        }
         let path = Path::parse(req.path);
         if let Some(path) = &path
             && is_token_path(path)

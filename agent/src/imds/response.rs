@@ -1,5 +1,7 @@
 //! What the protocol answers, before it becomes HTTP, and EC2's error pages.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use http::StatusCode;
 
@@ -101,17 +103,17 @@ impl Response {
     /// 404 with EC2's page. Every path that does not exist for this caller
     /// gets exactly this, so that a role's existence can't be probed.
     pub(crate) fn not_found(class: Class) -> Self {
-        Self::error(StatusCode::NOT_FOUND, NOT_FOUND_PAGE, class)
+        Self::error(StatusCode::NOT_FOUND, class)
     }
 
     /// 400: the token PUT has no valid TTL ("Missing or Invalid Parameters").
     pub(crate) fn bad_request() -> Self {
-        Self::error(StatusCode::BAD_REQUEST, BAD_REQUEST_PAGE, Class::Token)
+        Self::error(StatusCode::BAD_REQUEST, Class::Token)
     }
 
     /// 401: the token is missing (in `required` mode), invalid or expired.
     pub(crate) fn unauthorized() -> Self {
-        Self::error(StatusCode::UNAUTHORIZED, UNAUTHORIZED_PAGE, Class::Refused)
+        Self::error(StatusCode::UNAUTHORIZED, Class::Refused)
     }
 
     /// 403 with an empty `text/plain` body, as EC2 answers a token PUT that
@@ -129,23 +131,25 @@ impl Response {
         }
     }
 
+    /// 403 for a request whose `Host` does not name the IMDS.
+    pub(crate) fn forbidden_host() -> Self {
+        Self::error(StatusCode::FORBIDDEN, Class::Refused)
+    }
+
     /// 405 naming the methods that are allowed.
     pub(crate) fn method_not_allowed(allow: &'static str, class: Class) -> Self {
         Self {
             allow: Some(allow),
-            ..Self::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                METHOD_NOT_ALLOWED_PAGE,
-                class,
-            )
+            ..Self::error(StatusCode::METHOD_NOT_ALLOWED, class)
         }
     }
 
-    fn error(status: StatusCode, page: &'static str, class: Class) -> Self {
+    /// An error answer with EC2's page for `status`.
+    fn error(status: StatusCode, class: Class) -> Self {
         Self {
             status,
             content_type: ContentType::TextHtml,
-            body: Bytes::from_static(page.as_bytes()),
+            body: error_page(status),
             token_ttl: None,
             allow: None,
             hop_limit: None,
@@ -170,38 +174,71 @@ pub const NOT_FOUND_PAGE: &str = "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?
 </html>
 ";
 
-const BAD_REQUEST_PAGE: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>
-<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Transitional//EN\" \"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd\">
-<html xmlns=\"http://www.w3.org/1999/xhtml\" xml:lang=\"en\" lang=\"en\">
-   <head>
-      <title>400 - Bad Request</title>
-   </head>
-   <body>
-      <h1>400 - Bad Request</h1>
-   </body>
-</html>
-";
+/// EC2's error page for `status`. The 404 page is EC2's own; the others
+/// (400, 401, 405 as AEMM captured them; 403 ours) share one layout and are
+/// built once.
+fn error_page(status: StatusCode) -> Bytes {
+    if status == StatusCode::NOT_FOUND {
+        return Bytes::from_static(NOT_FOUND_PAGE.as_bytes());
+    }
+    static PAGES: LazyLock<[Bytes; 4]> = LazyLock::new(|| {
+        [
+            page("400 - Bad Request", ""),
+            page("401 - Unauthorized", ""),
+            page(
+                "403 - Forbidden",
+                "      <p>The Host header does not name this metadata service. \
+                 Add the name to server.host_names to use it.</p>\n",
+            ),
+            page("405 - Method Not Allowed", ""),
+        ]
+    });
+    let index = match status {
+        StatusCode::BAD_REQUEST => 0,
+        StatusCode::UNAUTHORIZED => 1,
+        StatusCode::FORBIDDEN => 2,
+        _ => 3,
+    };
+    PAGES[index].clone()
+}
 
-const UNAUTHORIZED_PAGE: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>
-<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Transitional//EN\" \"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd\">
-<html xmlns=\"http://www.w3.org/1999/xhtml\" xml:lang=\"en\" lang=\"en\">
-   <head>
-      <title>401 - Unauthorized</title>
-   </head>
-   <body>
-      <h1>401 - Unauthorized</h1>
-   </body>
-</html>
-";
+fn page(title: &str, extra: &str) -> Bytes {
+    Bytes::from(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Transitional//EN\" \
+         \"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd\">\n\
+         <html xmlns=\"http://www.w3.org/1999/xhtml\" xml:lang=\"en\" lang=\"en\">\n   \
+         <head>\n      <title>{title}</title>\n   </head>\n   <body>\n      \
+         <h1>{title}</h1>\n{extra}   </body>\n</html>\n"
+    ))
+}
 
-const METHOD_NOT_ALLOWED_PAGE: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>
-<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Transitional//EN\" \"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd\">
-<html xmlns=\"http://www.w3.org/1999/xhtml\" xml:lang=\"en\" lang=\"en\">
-   <head>
-      <title>405 - Method Not Allowed</title>
-   </head>
-   <body>
-      <h1>405 - Method Not Allowed</h1>
-   </body>
-</html>
-";
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_pages() {
+        let unauthorized = Response::unauthorized();
+        assert_eq!(
+            String::from_utf8_lossy(&unauthorized.body),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Transitional//EN\" \"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd\">\n<html xmlns=\"http://www.w3.org/1999/xhtml\" xml:lang=\"en\" lang=\"en\">\n   <head>\n      <title>401 - Unauthorized</title>\n   </head>\n   <body>\n      <h1>401 - Unauthorized</h1>\n   </body>\n</html>\n"
+        );
+        assert!(
+            String::from_utf8_lossy(&Response::bad_request().body)
+                .contains("<h1>400 - Bad Request</h1>")
+        );
+        assert!(
+            String::from_utf8_lossy(&Response::forbidden_host().body).contains("server.host_names")
+        );
+        let not_allowed = Response::method_not_allowed("GET, HEAD", Class::Refused);
+        assert!(
+            String::from_utf8_lossy(&not_allowed.body)
+                .contains("<title>405 - Method Not Allowed</title>")
+        );
+        assert_eq!(
+            Response::not_found(Class::Metadata).body.as_ref(),
+            NOT_FOUND_PAGE.as_bytes()
+        );
+    }
+}

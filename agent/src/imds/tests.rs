@@ -86,6 +86,7 @@ fn imds_with(http_tokens: HttpTokens, data: &InstanceData) -> Imds {
     let settings = Settings {
         http_tokens,
         hop_limit: 3,
+        host_names: DEFAULT_HOST_NAMES.iter().map(|n| (*n).to_owned()).collect(),
     };
     Imds::new(data, settings, TokenAuthority::new([42; 32], 9), source)
 }
@@ -118,6 +119,7 @@ fn cross_account_role_keeps_the_profile_in_the_instance_account() {
         token: HeaderField::Absent,
         token_ttl: HeaderField::Absent,
         forwarded_for: false,
+        host: HeaderField::Absent,
     };
     let info = imds.respond(&get("/latest/meta-data/iam/info"), &caller, now());
     let info: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
@@ -204,6 +206,7 @@ fn send(imds: &Imds, case: &Case) -> Response {
         token,
         token_ttl: HeaderField::Absent,
         forwarded_for: false,
+        host: HeaderField::Absent,
     };
     imds.respond(&req, &caller, now())
 }
@@ -215,6 +218,7 @@ fn mint(imds: &Imds, binding: &[u8], ttl: u32, at: Now) -> String {
         token: HeaderField::Absent,
         token_ttl: HeaderField::One(&ttl.to_string()).to_owned_field(),
         forwarded_for: false,
+        host: HeaderField::Absent,
     };
     let caller = Caller {
         binding,
@@ -752,6 +756,7 @@ fn unavailable_credentials_answer_with_a_code() {
     let settings = Settings {
         http_tokens: HttpTokens::Optional,
         hop_limit: 1,
+        host_names: Vec::new(),
     };
     let imds = Imds::new(
         &data(),
@@ -880,6 +885,7 @@ fn token_put(
         token: HeaderField::Absent,
         token_ttl: ttl,
         forwarded_for,
+        host: HeaderField::Absent,
     };
     imds.respond(
         &req,
@@ -1161,6 +1167,7 @@ fn a_token_from_one_caller_fails_for_another_on_every_path() {
             token: HeaderField::One(&token),
             token_ttl: HeaderField::Absent,
             forwarded_for: false,
+            host: HeaderField::Absent,
         };
         let mine = imds.respond(
             &req,
@@ -1180,5 +1187,69 @@ fn a_token_from_one_caller_fails_for_another_on_every_path() {
         );
         assert_eq!(mine.status, StatusCode::OK, "{path}");
         assert_eq!(theirs.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+}
+
+#[test]
+fn host_must_name_the_imds() {
+    let imds = imds(HttpTokens::Optional);
+    let settings = imds.settings();
+    let allowed = [
+        HeaderField::Absent,
+        HeaderField::One("169.254.169.254"),
+        HeaderField::One("169.254.169.254:80"),
+        HeaderField::One("127.0.0.1:1338"),
+        HeaderField::One("[fd00:ec2::254]"),
+        HeaderField::One("[::1]:1338"),
+        HeaderField::One("localhost:1338"),
+        HeaderField::One("LOCALHOST"),
+        HeaderField::One("instance-data"),
+        HeaderField::One("instance-data.ec2.internal."),
+    ];
+    for host in allowed {
+        assert!(settings.host_allowed(host), "{host:?}");
+    }
+    let refused = [
+        HeaderField::Malformed,
+        HeaderField::One("evil.example"),
+        HeaderField::One("evil.example:80"),
+        HeaderField::One("169.254.169.254.evil.example"),
+        HeaderField::One("localhost.evil.example"),
+        HeaderField::One("[fd00:ec2::254"),
+        HeaderField::One("[::1]x"),
+        HeaderField::One("127.0.0.1:port"),
+        HeaderField::One("127.0.0.1:123456"),
+        HeaderField::One(""),
+    ];
+    for host in refused {
+        assert!(!settings.host_allowed(host), "{host:?}");
+    }
+    // Refused before anything else: no token, no metadata.
+    for (method, path) in [
+        (Method::Put, "/latest/api/token"),
+        (
+            Method::Get,
+            "/latest/meta-data/iam/security-credentials/app-role",
+        ),
+    ] {
+        let req = Request {
+            method,
+            path,
+            token: HeaderField::Absent,
+            token_ttl: HeaderField::One("60"),
+            forwarded_for: false,
+            host: HeaderField::One("attacker.example"),
+        };
+        let role = role();
+        let resp = imds.respond(
+            &req,
+            &Caller {
+                binding: ME,
+                role: Some(&role),
+            },
+            now(),
+        );
+        assert_eq!(resp.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(String::from_utf8_lossy(&resp.body).contains("403 - Forbidden"));
     }
 }

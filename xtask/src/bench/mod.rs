@@ -234,7 +234,7 @@ fn scenario(
 fn fetch_token(addr: SocketAddr) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(addr)?;
     stream.write_all(
-        b"PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-aws-ec2-metadata-token-ttl-seconds: 21600\r\n\r\n",
+        b"PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\nX-aws-ec2-metadata-token-ttl-seconds: 21600\r\n\r\n",
     )?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply)?;
@@ -246,7 +246,7 @@ fn warm_up(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(mut stream) = TcpStream::connect(addr) {
-            let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+            let request = format!("GET {path} HTTP/1.0\r\nHost: 169.254.169.254\r\n\r\n");
             let mut reply = String::new();
             if stream.write_all(request.as_bytes()).is_ok()
                 && stream.read_to_string(&mut reply).is_ok()
