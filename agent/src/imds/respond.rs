@@ -80,7 +80,7 @@ impl Settings {
             return true;
         }
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-        self.host_names.iter().any(|n| *n == name)
+        self.host_names.contains(&name)
     }
 }
 
