@@ -6,6 +6,7 @@
 //! credentials come from; `config` checks the configuration; `app` wires
 //! it all and `cli` is the command line.
 
+pub mod admin;
 pub mod app;
 pub mod assign;
 pub mod attribution;

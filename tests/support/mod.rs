@@ -22,7 +22,10 @@ pub struct Agent {
     child: Option<Child>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its admin socket.
+    pub socket: PathBuf,
     logs: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
 }
 
 impl Agent {
@@ -33,9 +36,13 @@ impl Agent {
         Agent::start(cmd)
     }
 
-    /// Starts `cmd` (an `imds-agent dev …` command, possibly wrapped in
-    /// `ip netns exec`) and waits for the banner that names its address.
+    /// Starts `cmd` (an `imds-agent dev …` or `run` command, possibly
+    /// wrapped in `ip netns exec`), with an admin socket of its own, and
+    /// waits for the banner that names its address.
     pub fn start(mut cmd: Command) -> Agent {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let socket = dir.path().join("admin.sock");
+        cmd.arg("--admin-socket").arg(&socket);
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
@@ -76,7 +83,9 @@ impl Agent {
         Agent {
             child: Some(child),
             addr,
+            socket,
             logs,
+            _dir: dir,
         }
     }
 

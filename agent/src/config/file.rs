@@ -17,7 +17,9 @@ pub(crate) struct FileConfig {
     pub(crate) server: Server,
     pub(crate) instance: Instance,
     pub(crate) credentials: Credentials,
+    pub(crate) profiles: BTreeMap<String, Profile>,
     pub(crate) roles: Roles,
+    pub(crate) admin: Admin,
     pub(crate) log: Log,
 }
 
@@ -93,6 +95,32 @@ pub(crate) enum SourceKind {
     /// Fixed keys from this file or the environment.
     #[default]
     Static,
+    /// Temporary credentials from STS.
+    Sts,
+}
+
+/// Where the agent's own credentials come from (`source = "sts"`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BaseKind {
+    /// The standard chain: environment, shared files, SSO, web identity.
+    #[default]
+    Chain,
+    /// Posted to the admin socket after start.
+    Bootstrap,
+    /// The `[profiles.*]` tables.
+    Profiles,
+}
+
+/// What STS is asked for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ModeKind {
+    /// Each workload's role.
+    #[default]
+    AssumeRole,
+    /// A session token of the agent's own identity.
+    SessionToken,
 }
 
 /// `[credentials]`.
@@ -100,6 +128,7 @@ pub(crate) enum SourceKind {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Credentials {
     pub(crate) source: SourceKind,
+    // source = "static"
     pub(crate) access_key_id: Option<String>,
     pub(crate) secret_access_key: Option<String>,
     pub(crate) session_token: Option<String>,
@@ -108,6 +137,26 @@ pub(crate) struct Credentials {
     pub(crate) from_env: bool,
     /// How long served static credentials claim to live, in seconds.
     pub(crate) lifetime_seconds: u64,
+    // source = "sts"
+    pub(crate) base: Option<BaseKind>,
+    pub(crate) profile: Option<String>,
+    pub(crate) mode: Option<ModeKind>,
+    pub(crate) region: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) duration_seconds: Option<u64>,
+    pub(crate) external_id: Option<String>,
+    pub(crate) mfa_serial: Option<String>,
+    pub(crate) mfa_secret: Option<String>,
+    pub(crate) mfa_session_seconds: Option<u64>,
+    pub(crate) instance_profile: Option<bool>,
+    pub(crate) refresh_before_expiry_seconds: Option<u64>,
+    pub(crate) error_ttl_seconds: Option<u64>,
+    pub(crate) rate_per_second: Option<f64>,
+    pub(crate) burst: Option<u64>,
+    pub(crate) max_roles: Option<u64>,
+    pub(crate) source_identity: Option<bool>,
+    pub(crate) session_tags: Option<bool>,
+    pub(crate) first_fetch_wait_ms: Option<u64>,
 }
 
 impl Default for Credentials {
@@ -119,8 +168,52 @@ impl Default for Credentials {
             session_token: None,
             from_env: false,
             lifetime_seconds: 6 * 3600,
+            base: None,
+            profile: None,
+            mode: None,
+            region: None,
+            endpoint: None,
+            duration_seconds: None,
+            external_id: None,
+            mfa_serial: None,
+            mfa_secret: None,
+            mfa_session_seconds: None,
+            instance_profile: None,
+            refresh_before_expiry_seconds: None,
+            error_ttl_seconds: None,
+            rate_per_second: None,
+            burst: None,
+            max_roles: None,
+            source_identity: None,
+            session_tags: None,
+            first_fetch_wait_ms: None,
         }
     }
+}
+
+/// `[profiles.NAME]`: an identity of the agent's own, for developer
+/// machines with several accounts (`credentials.base = "profiles"`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Profile {
+    pub(crate) access_key_id: Option<String>,
+    pub(crate) secret_access_key: Option<String>,
+    pub(crate) session_token: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) role: Option<String>,
+    pub(crate) mode: Option<ModeKind>,
+    pub(crate) duration_seconds: Option<u64>,
+    pub(crate) external_id: Option<String>,
+    pub(crate) mfa_serial: Option<String>,
+    pub(crate) mfa_secret: Option<String>,
+}
+
+/// `[admin]`: the control socket.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Admin {
+    /// The socket's path.
+    pub(crate) socket: Option<std::path::PathBuf>,
 }
 
 /// `[roles]`: which workload gets which role.

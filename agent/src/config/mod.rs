@@ -3,18 +3,21 @@
 //! derived from the host (`host.rs`). Every error names the file, the key
 //! and what is wrong.
 
+mod credentials;
 mod error;
 mod file;
 mod host;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, Origin};
 pub use host::HostFacts;
 
+use crate::creds::engine::{Identity, Profile};
 use crate::creds::{Keys, Role};
 use crate::imds::{HttpTokens, InstanceData, Settings};
 
@@ -43,8 +46,16 @@ pub struct Config {
     pub credentials: CredentialsConfig,
     /// The role every caller gets, if any.
     pub default_role: Option<Role>,
+    /// `instance.account_id` when the file sets it: the account of roles
+    /// named without one. Otherwise the STS engine asks STS whose its own
+    /// credentials are.
+    pub configured_account: Option<String>,
     /// The `tracing` filter.
     pub log_level: String,
+    /// The admin socket, when the file sets one.
+    pub admin_socket: Option<PathBuf>,
+    /// The host's name (session tags, default session names).
+    pub hostname: String,
 }
 
 /// Where credentials come from, checked.
@@ -56,6 +67,57 @@ pub enum CredentialsConfig {
         keys: Keys,
         /// The lifetime they claim.
         lifetime: Duration,
+    },
+    /// Temporary credentials from STS.
+    Sts(StsConfig),
+}
+
+/// `source = "sts"`, checked.
+#[derive(Debug, Clone)]
+pub struct StsConfig {
+    /// Where the agent's own credentials come from.
+    pub base: StsBase,
+    /// Region, mode, duration, external id and MFA, unless a profile sets
+    /// its own.
+    pub identity: Identity,
+    /// An STS endpoint URL that replaces the regional one.
+    pub endpoint: Option<String>,
+    /// Credentials are replaced this long before they expire.
+    pub keep: Duration,
+    /// How long a refusal is served before STS is asked again.
+    pub error_ttl: Duration,
+    /// STS calls a second, on average.
+    pub rate: f64,
+    /// STS calls at once.
+    pub burst: u32,
+    /// Roles cached at most.
+    pub max_roles: usize,
+    /// Set `SourceIdentity` to the session name.
+    pub source_identity: bool,
+    /// Tag sessions with the host and workload.
+    pub session_tags: bool,
+    /// How long a workload's very first request may wait for its role's
+    /// first fetch.
+    pub first_fetch_wait: Duration,
+}
+
+/// Where the agent's own credentials come from.
+#[derive(Debug, Clone)]
+pub enum StsBase {
+    /// The standard chain; the EC2 instance profile only if
+    /// `instance_profile`.
+    Chain {
+        /// Let the chain end with the real IMDS.
+        instance_profile: bool,
+    },
+    /// Posted to the admin socket.
+    Bootstrap,
+    /// Named profiles.
+    Profiles {
+        /// All of them.
+        profiles: BTreeMap<String, Profile>,
+        /// The one active at start.
+        active: String,
     },
 }
 
@@ -73,6 +135,8 @@ pub struct Overrides {
     /// `dev --credentials-from-env`: take the keys from the environment,
     /// whatever the file says.
     pub credentials_from_env: bool,
+    /// `--admin-socket`.
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// Reads environment variables; a parameter so tests control it.

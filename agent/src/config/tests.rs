@@ -102,7 +102,12 @@ default = "app"
     assert_eq!(i.tags.as_ref().unwrap()[0], ("Name".into(), "web".into()));
     assert_eq!(i.user_data.as_deref(), Some(&b"#!/bin/sh"[..]));
     let role = c.default_role.unwrap();
-    assert_eq!(role.arn, "arn:aws-cn:iam::210987654321:role/app");
+    assert_eq!(
+        role.spec
+            .arn(c.configured_account.as_deref(), &c.instance.partition)
+            .unwrap(),
+        "arn:aws-cn:iam::210987654321:role/app"
+    );
 }
 
 #[test]
@@ -256,7 +261,9 @@ fn credentials_from_the_environment() {
     let text = "[credentials]\nfrom_env = true\n";
     let origin = Origin::File("c.toml".into());
     let c = Config::parse(text, origin.clone(), &Overrides::default(), &host(), &env).unwrap();
-    let CredentialsConfig::Static { keys, .. } = c.credentials;
+    let CredentialsConfig::Static { keys, .. } = c.credentials else {
+        panic!("static credentials expected");
+    };
     assert_eq!(keys.access_key_id, "ASIAENVIRONMENT00001");
     assert_eq!(keys.session_token.expose(), "envtoken");
 
@@ -290,6 +297,7 @@ fn overrides_win() {
         hop_limit: Some(7),
         log_level: Some("debug".to_owned()),
         credentials_from_env: false,
+        admin_socket: None,
     };
     let text = format!("[server]\nhop_limit = 2\nhttp_tokens = \"optional\"\n{KEYS}");
     let c = Config::parse(&text, Origin::Embedded, &overrides, &host(), &no_env).unwrap();
@@ -347,4 +355,214 @@ fn the_built_in_dev_config_is_valid() {
     .unwrap();
     assert!(c.listen.iter().all(|a| a.ip().is_loopback()));
     assert_eq!(c.default_role.unwrap().name, "imds-agent-demo");
+}
+
+fn sts(text: &str) -> StsConfig {
+    match parse(text).unwrap_or_else(|e| panic!("{e}")).credentials {
+        CredentialsConfig::Sts(sts) => sts,
+        other => panic!("expected STS, got {other:?}"),
+    }
+}
+
+#[test]
+fn sts_with_the_standard_chain_by_default() {
+    let s = sts("[instance]\nregion = \"eu-central-1\"\n[credentials]\nsource = \"sts\"\n");
+    assert!(matches!(
+        s.base,
+        StsBase::Chain {
+            instance_profile: false
+        }
+    ));
+    assert_eq!(
+        s.identity.region, "eu-central-1",
+        "STS in the instance's region"
+    );
+    assert_eq!(s.identity.mode, crate::creds::engine::Mode::AssumeRole);
+    assert_eq!(s.identity.duration, Duration::from_secs(3600));
+    assert_eq!(s.keep, Duration::from_secs(1800));
+    assert_eq!(s.first_fetch_wait, Duration::from_millis(400));
+    assert!(s.identity.mfa.is_none());
+}
+
+#[test]
+fn sts_settings() {
+    let s = sts(r#"
+[credentials]
+source = "sts"
+base = "bootstrap"
+mode = "session-token"
+region = "us-west-2"
+endpoint = "http://127.0.0.1:5000"
+duration_seconds = 129600
+external_id = "ext-123"
+mfa_serial = "arn:aws:iam::123456789012:mfa/me"
+mfa_secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+rate_per_second = 2.5
+burst = 5
+source_identity = true
+session_tags = true
+"#);
+    assert!(matches!(s.base, StsBase::Bootstrap));
+    assert_eq!(s.identity.mode, crate::creds::engine::Mode::SessionToken);
+    assert_eq!(s.identity.duration, Duration::from_secs(129_600));
+    assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+    assert_eq!(s.identity.external_id.as_deref(), Some("ext-123"));
+    let mfa = s.identity.mfa.unwrap();
+    assert_eq!(mfa.serial, "arn:aws:iam::123456789012:mfa/me");
+    assert!(mfa.secret.is_some());
+    assert!(s.source_identity && s.session_tags);
+    assert_eq!(s.burst, 5);
+}
+
+#[test]
+fn profiles_inherit_and_override() {
+    let s = sts(r#"
+[credentials]
+source = "sts"
+base = "profiles"
+profile = "work"
+region = "eu-west-1"
+duration_seconds = 7200
+[profiles.work]
+access_key_id = "AKIAWORKWORKWORK0001"
+secret_access_key = "w"
+role = "arn:aws:iam::111111111111:role/dev"
+mfa_serial = "arn:aws:iam::111111111111:mfa/me"
+[profiles.play]
+access_key_id = "AKIAPLAYPLAYPLAY0001"
+secret_access_key = "p"
+region = "ap-southeast-2"
+mode = "session-token"
+"#);
+    let StsBase::Profiles { profiles, active } = s.base else {
+        panic!("profiles expected")
+    };
+    assert_eq!(active, "work");
+    let work = &profiles["work"];
+    assert_eq!(work.identity.region, "eu-west-1");
+    assert_eq!(work.identity.duration, Duration::from_secs(7200));
+    assert_eq!(work.role.as_ref().unwrap().name, "dev");
+    assert!(
+        work.identity.mfa.as_ref().unwrap().secret.is_none(),
+        "codes come from a person"
+    );
+    let play = &profiles["play"];
+    assert_eq!(play.identity.region, "ap-southeast-2");
+    assert_eq!(play.identity.mode, crate::creds::engine::Mode::SessionToken);
+    assert_eq!(
+        play.identity.duration,
+        Duration::from_secs(43_200),
+        "session-token's own default"
+    );
+    assert!(play.role.is_none());
+}
+
+#[test]
+fn sts_errors() {
+    let cases = [
+        (
+            "source = \"sts\"\naccess_key_id = \"AKIAEXAMPLE123456789\"\n",
+            "credentials.access_key_id: with source = \"sts\" the agent's own keys come from",
+        ),
+        (
+            "source = \"sts\"\nfrom_env = true\n",
+            "credentials.from_env: with source = \"sts\"",
+        ),
+        (
+            "base = \"chain\"\n",
+            "credentials.base: is only read with source = \"sts\"",
+        ),
+        (
+            "source = \"sts\"\nbase = \"vault\"\n",
+            "credentials.base: unknown variant `vault`",
+        ),
+        (
+            "source = \"sts\"\nmode = \"federation\"\n",
+            "credentials.mode: unknown variant `federation`",
+        ),
+        (
+            "source = \"sts\"\nduration_seconds = 899\n",
+            "credentials.duration_seconds: must be from 900 to 43200",
+        ),
+        (
+            "source = \"sts\"\nduration_seconds = 43201\n",
+            "credentials.duration_seconds: must be from 900 to 43200",
+        ),
+        (
+            "source = \"sts\"\nregion = \"moon\"\n",
+            "credentials.region: \"moon\" is not a region",
+        ),
+        (
+            "source = \"sts\"\nendpoint = \"sts.local\"\n",
+            "credentials.endpoint: \"sts.local\" is not an http:// or https:// URL",
+        ),
+        (
+            "source = \"sts\"\nmfa_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n",
+            "credentials.mfa_secret: needs mfa_serial",
+        ),
+        (
+            "source = \"sts\"\nmfa_serial = \"arn:aws:iam::1:mfa/x\"\nmfa_secret = \"not base32!\"\n",
+            "credentials.mfa_secret: the TOTP secret is not base32",
+        ),
+        (
+            "source = \"sts\"\nmfa_serial = \"x\"\n",
+            "credentials.mfa_serial: \"x\" is not an MFA device",
+        ),
+        (
+            "source = \"sts\"\nexternal_id = \"a b\"\n",
+            "credentials.external_id: must be 2 to 1224 characters",
+        ),
+        (
+            "source = \"sts\"\nbase = \"profiles\"\n",
+            "credentials.base: \"profiles\" needs at least one [profiles.NAME] table",
+        ),
+        (
+            "source = \"sts\"\nbase = \"bootstrap\"\ninstance_profile = true\n",
+            "credentials.instance_profile: is only read with base = \"chain\"",
+        ),
+        (
+            "source = \"sts\"\nrate_per_second = 0\n",
+            "credentials.rate_per_second: must be from 0.1 to 1000",
+        ),
+        (
+            "source = \"sts\"\nfirst_fetch_wait_ms = 10000\n",
+            "credentials.first_fetch_wait_ms: must be from 0 to 5000",
+        ),
+        (
+            "source = \"sts\"\nbase = \"profiles\"\nprofile = \"x\"\n[profiles.a]\naccess_key_id = \"AKIAEXAMPLE123456789\"\nsecret_access_key = \"s\"\n",
+            "credentials.profile: no [profiles.x] table",
+        ),
+        (
+            "source = \"sts\"\nbase = \"profiles\"\n[profiles.a]\naccess_key_id = \"AKIAEXAMPLE123456789\"\nsecret_access_key = \"s\"\n[profiles.b]\naccess_key_id = \"AKIAEXAMPLE123456789\"\nsecret_access_key = \"s\"\n",
+            "credentials.profile: name the profile that is active at start",
+        ),
+        (
+            "source = \"sts\"\nbase = \"profiles\"\n[profiles.a]\nsecret_access_key = \"s\"\n",
+            "profiles.a.access_key_id: is not set",
+        ),
+        (
+            "source = \"sts\"\nbase = \"profiles\"\n[profiles.a]\naccess_key_id = \"AKIAEXAMPLE123456789\"\nsecret_access_key = \"s\"\nrole = \"arn:aws:iam::12:role/x\"\n",
+            "profiles.a.role: \"arn:aws:iam::12:role/x\" is not an IAM role ARN",
+        ),
+        (
+            "source = \"sts\"\nbase = \"profiles\"\n[profiles.a]\naccess_key_id = \"AKIAEXAMPLE123456789\"\nsecret_access_key = \"s\"\nmode = \"session-token\"\nduration_seconds = 200000\n",
+            "profiles.a.duration_seconds: must be from 900 to 129600",
+        ),
+        (
+            "source = \"sts\"\n[profiles.a]\naccess_key_id = \"AKIAEXAMPLE123456789\"\n",
+            "profiles.a: profiles are only read with credentials.base = \"profiles\"",
+        ),
+    ];
+    for (body, want) in cases {
+        let text = if body.starts_with("source") || body.starts_with("base") {
+            format!("[credentials]\n{body}")
+        } else {
+            body.to_owned()
+        };
+        let got = error(&text);
+        assert!(
+            got.contains(want),
+            "for {body:?}\n got: {got}\nwant: {want}"
+        );
+    }
 }

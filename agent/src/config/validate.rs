@@ -3,15 +3,14 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::error::{ConfigError, Origin, Source};
-use super::file::{self, FileConfig, SourceKind};
+use super::file::{self, FileConfig};
 use super::host::{Derived, HostFacts, availability_zone_id, private_dns_name};
-use super::{Config, CredentialsConfig, Env, Overrides};
-use crate::creds::{Keys, RoleSpec, Secret};
+use super::{Config, Env, Overrides};
+use crate::creds::Role;
 use crate::imds::{DEFAULT_HOST_NAMES, InstanceData, NetworkInterface, Settings};
 
 /// EC2 refuses user data over 16 KiB (before base64).
@@ -48,13 +47,16 @@ impl Config {
         let default_role = match &file.roles.default {
             None => None,
             Some(spec) => {
-                let role = RoleSpec::parse(spec)
-                    .and_then(|s| s.resolve(Some(&instance.account_id), &instance.partition))
-                    .map_err(|e| src.invalid("roles.default", e.to_string()))?;
-                Some(role)
+                Some(Role::parse(spec).map_err(|e| src.invalid("roles.default", e.to_string()))?)
             }
         };
-        let credentials = credentials(&file.credentials, overrides.credentials_from_env, src, env)?;
+        let credentials = super::credentials::credentials(
+            &file,
+            overrides.credentials_from_env,
+            &instance.region,
+            src,
+            env,
+        )?;
         let log_level = overrides.log_level.clone().unwrap_or(file.log.level);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             return Err(src.invalid(
@@ -71,7 +73,13 @@ impl Config {
             instance,
             credentials,
             default_role,
+            configured_account: file.instance.account_id.clone(),
             log_level,
+            admin_socket: overrides
+                .admin_socket
+                .clone()
+                .or_else(|| file.admin.socket.clone()),
+            hostname: host.hostname.clone(),
         })
     }
 }
@@ -405,119 +413,6 @@ fn resolve_relative(origin: &Origin, path: &Path) -> std::path::PathBuf {
     }
 }
 
-fn credentials(
-    creds: &file::Credentials,
-    force_env: bool,
-    src: Source<'_>,
-    env: Env<'_>,
-) -> Result<CredentialsConfig, ConfigError> {
-    match creds.source {
-        SourceKind::Static => {}
-    }
-    if force_env {
-        let keys = (
-            env("AWS_ACCESS_KEY_ID"),
-            env("AWS_SECRET_ACCESS_KEY"),
-            env("AWS_SESSION_TOKEN"),
-        );
-        return static_keys(keys, true, creds.lifetime_seconds, src);
-    }
-    let keys = if creds.from_env {
-        let set_in_file = [
-            ("access_key_id", &creds.access_key_id),
-            ("secret_access_key", &creds.secret_access_key),
-            ("session_token", &creds.session_token),
-        ];
-        if let Some((key, _)) = set_in_file.iter().find(|(_, v)| v.is_some()) {
-            return Err(src.invalid(
-                &format!("credentials.{key}"),
-                "from_env = true takes the keys from the environment; remove this key",
-            ));
-        }
-        (
-            env("AWS_ACCESS_KEY_ID"),
-            env("AWS_SECRET_ACCESS_KEY"),
-            env("AWS_SESSION_TOKEN"),
-        )
-    } else {
-        (
-            creds.access_key_id.clone(),
-            creds.secret_access_key.clone(),
-            creds.session_token.clone(),
-        )
-    };
-    static_keys(keys, creds.from_env, creds.lifetime_seconds, src)
-}
-
-/// Checks static keys, from the file or (`from_env`) the environment.
-fn static_keys(
-    (id, secret, token): (Option<String>, Option<String>, Option<String>),
-    from_env: bool,
-    lifetime_seconds: u64,
-    src: Source<'_>,
-) -> Result<CredentialsConfig, ConfigError> {
-    // Served credentials keep more than half their lifetime; 30 minutes
-    // keeps them above the Java SDK's 15-minute refresh threshold.
-    if !(1800..=43_200).contains(&lifetime_seconds) {
-        return Err(src.invalid(
-            "credentials.lifetime_seconds",
-            "must be from 1800 (30 minutes) to 43200 (12 hours)",
-        ));
-    }
-    let names = if from_env {
-        [
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-        ]
-    } else {
-        [
-            "credentials.access_key_id",
-            "credentials.secret_access_key",
-            "credentials.session_token",
-        ]
-    };
-    let key = |n: usize| {
-        if from_env {
-            "credentials.from_env".to_owned()
-        } else {
-            names[n].to_owned()
-        }
-    };
-    let missing =
-        |n: usize, why: &str| src.invalid(&key(n), format!("{} is not set{why}", names[n]));
-    let id = id.ok_or_else(|| missing(0, ""))?;
-    if !(16..=128).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        // The value is not secret, but keep it out of the message anyway.
-        return Err(src.invalid(
-            &key(0),
-            format!(
-                "{} is not an access key id (16 to 128 letters and digits)",
-                names[0]
-            ),
-        ));
-    }
-    let secret = secret
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| missing(1, ""))?;
-    // IMDS always serves a session token, and SDKs sign with whatever they
-    // get: long-term keys without one would be sent with an empty token.
-    let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
-        missing(
-            2,
-            ": IMDS credentials always carry a session token (use temporary credentials)",
-        )
-    })?;
-    Ok(CredentialsConfig::Static {
-        keys: Keys {
-            access_key_id: id,
-            secret_access_key: Secret::new(secret),
-            session_token: Secret::new(token),
-        },
-        lifetime: Duration::from_secs(lifetime_seconds),
-    })
-}
-
 fn partition_of(region: &str) -> &'static str {
     if region.starts_with("cn-") {
         "aws-cn"
@@ -530,7 +425,7 @@ fn partition_of(region: &str) -> &'static str {
 
 /// `us-east-1`, `ap-southeast-2`, `us-gov-west-1`: lower-case words joined
 /// by `-`, the last one a number.
-fn is_region(v: &str) -> bool {
+pub(super) fn is_region(v: &str) -> bool {
     let parts: Vec<&str> = v.split('-').collect();
     parts.len() >= 3
         && parts[..parts.len() - 1]

@@ -1,10 +1,15 @@
 //! Credentials: what a role's credentials are, where they come from (the
-//! `CredentialSource` trait) and how roles are named.
+//! `CredentialSource` trait: fixed keys, or the STS engine) and how roles are
+//! named.
 
+pub mod engine;
+pub mod mfa;
 mod role;
+pub mod session_name;
 mod source;
 mod static_source;
+pub mod sts;
 
-pub use role::{Role, RoleError, RoleSpec, unique_id};
-pub use source::{CredentialSource, Credentials, Keys, Lookup, Secret, Unavailable};
+pub use role::{Role, RoleError, RoleSpec, SessionParams, is_account_id, unique_id};
+pub use source::{Changed, CredentialSource, Credentials, Keys, Lookup, Secret, Unavailable};
 pub use static_source::StaticSource;

@@ -1,17 +1,19 @@
-//! Role names as users write them, and roles as IMDS shows them.
+//! Role names as users write them, and roles as assignments give them.
 //!
 //! Three forms are accepted wherever a role is named (config, assignment
 //! files, a container's `IAM_ROLE`):
-//! - `name`: the role in the default account;
+//! - `name`: the role in the default account (the configured account, else
+//!   the account of the agent's own credentials);
 //! - `name@123456789012`: the role in that account;
 //! - `arn:<partition>:iam::<account>:role[/path/]name`: exactly that role.
 
 use std::fmt;
+use std::time::Duration;
 
 use ring::digest;
 
 /// A role as written, not yet tied to an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RoleSpec {
     name: String,
     path: String,
@@ -19,17 +21,32 @@ pub struct RoleSpec {
     partition: Option<String>,
 }
 
-/// A role with a known account: what the agent assumes and what IMDS shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a role's session is opened: the optional parameters of AssumeRole.
+/// Part of the cache key: two assignments of one role with different
+/// parameters get separate sessions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct SessionParams {
+    /// `ExternalId`.
+    pub external_id: Option<String>,
+    /// `RoleSessionName`, already valid for STS.
+    pub session_name: Option<String>,
+    /// `DurationSeconds`.
+    pub duration: Option<Duration>,
+    /// `SourceIdentity`, already valid for STS.
+    pub source_identity: Option<String>,
+    /// Session tags, in order.
+    pub tags: Vec<(String, String)>,
+}
+
+/// A role as an assignment gives it to a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Role {
-    /// The role's ARN.
-    pub arn: String,
     /// The role's name: what `iam/security-credentials/` lists.
     pub name: String,
-    /// The role's account.
-    pub account_id: String,
-    /// `aws`, `aws-cn` or `aws-us-gov`.
-    pub partition: String,
+    /// The role as written.
+    pub spec: RoleSpec,
+    /// How its session is opened.
+    pub session: SessionParams,
 }
 
 /// Why a role name was refused.
@@ -49,8 +66,8 @@ pub enum RoleError {
         "{0:?} is not an IAM role ARN (arn:<aws|aws-cn|aws-us-gov>:iam::<12-digit account>:role/[path/]name)"
     )]
     Arn(String),
-    /// A bare name when no account is known.
-    #[error("role {0:?} names no account and no default account is known")]
+    /// A bare name when no account is known yet.
+    #[error("role {0:?} names no account, and the default account is not known yet")]
     NoAccount(String),
 }
 
@@ -90,29 +107,39 @@ impl RoleSpec {
         self.account_id.as_deref()
     }
 
-    /// Ties the spec to an account: its own, else `default_account`. The
-    /// partition is the ARN's, else `default_partition`.
-    pub fn resolve(
+    /// The role's ARN: its own account, else `default_account`; the ARN's
+    /// partition, else `default_partition`.
+    pub fn arn(
         &self,
         default_account: Option<&str>,
         default_partition: &str,
-    ) -> Result<Role, RoleError> {
+    ) -> Result<String, RoleError> {
         let account_id = self
             .account_id
             .as_deref()
             .or(default_account)
             .ok_or_else(|| RoleError::NoAccount(self.name.clone()))?;
         let partition = self.partition.as_deref().unwrap_or(default_partition);
-        let arn = format!(
+        Ok(format!(
             "arn:{partition}:iam::{account_id}:role{}{}",
             self.path, self.name
-        );
-        Ok(Role {
-            name: self.name.clone(),
-            account_id: account_id.to_owned(),
-            partition: partition.to_owned(),
-            arn,
-        })
+        ))
+    }
+}
+
+impl Role {
+    /// The role `spec`, opened with `session`.
+    pub fn new(spec: RoleSpec, session: SessionParams) -> Self {
+        Self {
+            name: spec.name.clone(),
+            spec,
+            session,
+        }
+    }
+
+    /// Parses `spec` into a role with default session parameters.
+    pub fn parse(spec: &str) -> Result<Self, RoleError> {
+        Ok(Self::new(RoleSpec::parse(spec)?, SessionParams::default()))
     }
 }
 
@@ -162,7 +189,8 @@ fn parse_arn(arn: &str) -> Result<RoleSpec, RoleError> {
     })
 }
 
-fn is_account_id(s: &str) -> bool {
+/// Whether `s` is a 12-digit AWS account id.
+pub fn is_account_id(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
@@ -200,9 +228,7 @@ mod tests {
     use super::*;
 
     fn arn_of(spec: &str) -> Result<String, RoleError> {
-        RoleSpec::parse(spec)?
-            .resolve(Some("111111111111"), "aws")
-            .map(|r| r.arn)
+        RoleSpec::parse(spec)?.arn(Some("111111111111"), "aws")
     }
 
     #[test]
@@ -262,20 +288,21 @@ mod tests {
     fn bare_name_needs_an_account() {
         let spec = RoleSpec::parse("demo").unwrap();
         assert_eq!(
-            spec.resolve(None, "aws"),
+            spec.arn(None, "aws"),
             Err(RoleError::NoAccount("demo".into()))
+        );
+        let with = RoleSpec::parse("demo@222222222222").unwrap();
+        assert_eq!(
+            with.arn(None, "aws-cn").unwrap(),
+            "arn:aws-cn:iam::222222222222:role/demo"
         );
     }
 
     #[test]
-    fn role_fields() {
-        let role = RoleSpec::parse("arn:aws:iam::444444444444:role/team/demo")
-            .unwrap()
-            .resolve(None, "aws")
-            .unwrap();
+    fn role_name_is_the_last_segment() {
+        let role = Role::parse("arn:aws:iam::444444444444:role/team/demo").unwrap();
         assert_eq!(role.name, "demo");
-        assert_eq!(role.account_id, "444444444444");
-        assert_eq!(role.partition, "aws");
+        assert_eq!(role.spec.account_id(), Some("444444444444"));
     }
 
     #[test]

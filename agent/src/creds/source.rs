@@ -60,6 +60,9 @@ pub struct Credentials {
     pub last_updated: SystemTime,
     /// `Expiration`.
     pub expiration: SystemTime,
+    /// The account the keys belong to, when known (the extended credentials
+    /// document's `AccountId`).
+    pub account_id: Option<String>,
 }
 
 /// Why a role has no credentials to serve right now. EC2 answers this with a
@@ -85,6 +88,9 @@ pub enum Lookup {
     Unavailable(Unavailable),
 }
 
+/// A future that completes when something changed.
+pub type Changed = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Where the credentials for a role come from.
 ///
 /// `lookup` is called on the request path, so it must answer from memory:
@@ -94,4 +100,13 @@ pub enum Lookup {
 pub trait CredentialSource: Send + Sync + fmt::Debug {
     /// The credentials to serve for `role` at `now`.
     fn lookup(&self, role: &Role, now: SystemTime) -> Lookup;
+
+    /// When `role` has never had credentials and a first fetch is under way,
+    /// a future that completes when that fetch ends. The HTTP layer waits on
+    /// it, for a short bounded time, so that a workload's very first request
+    /// gets credentials instead of an error; at any other time it is `None`
+    /// and nothing waits.
+    fn first_fetch(&self, _role: &Role) -> Option<Changed> {
+        None
+    }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{CredentialSource, Credentials, Keys, Lookup, Role};
 
-/// Serves the same keys for every role.
+/// Serves the same keys for every role, as belonging to `account_id`.
 ///
 /// Real credentials expire, and SDKs schedule refreshes from `Expiration`, so
 /// the keys are served as if re-issued every half `lifetime`: `LastUpdated` is
@@ -17,20 +17,23 @@ use super::{CredentialSource, Credentials, Keys, Lookup, Role};
 pub struct StaticSource {
     keys: Arc<Keys>,
     lifetime: Duration,
+    account_id: Option<String>,
 }
 
 impl StaticSource {
-    /// Serves `keys`, re-issued every `lifetime / 2` (at least one second).
-    pub fn new(keys: Keys, lifetime: Duration) -> Self {
+    /// Serves `keys`, re-issued every `lifetime / 2` (at least one second),
+    /// as keys of `account_id` (else of the role's account).
+    pub fn new(keys: Keys, lifetime: Duration, account_id: Option<String>) -> Self {
         Self {
             keys: Arc::new(keys),
             lifetime: lifetime.max(Duration::from_secs(2)),
+            account_id,
         }
     }
 }
 
 impl CredentialSource for StaticSource {
-    fn lookup(&self, _role: &Role, now: SystemTime) -> Lookup {
+    fn lookup(&self, role: &Role, now: SystemTime) -> Lookup {
         let period = (self.lifetime / 2).as_secs().max(1);
         let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let issued = UNIX_EPOCH + Duration::from_secs(since_epoch / period * period);
@@ -38,6 +41,11 @@ impl CredentialSource for StaticSource {
             keys: Arc::clone(&self.keys),
             last_updated: issued,
             expiration: issued + self.lifetime,
+            account_id: role
+                .spec
+                .account_id()
+                .map(str::to_owned)
+                .or_else(|| self.account_id.clone()),
         })
     }
 }
@@ -45,7 +53,7 @@ impl CredentialSource for StaticSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::creds::{RoleSpec, Secret};
+    use crate::creds::Secret;
 
     fn source(lifetime_secs: u64) -> StaticSource {
         let keys = Keys {
@@ -53,14 +61,11 @@ mod tests {
             secret_access_key: Secret::new("secret"),
             session_token: Secret::new("token"),
         };
-        StaticSource::new(keys, Duration::from_secs(lifetime_secs))
+        StaticSource::new(keys, Duration::from_secs(lifetime_secs), None)
     }
 
     fn role() -> Role {
-        RoleSpec::parse("demo@111111111111")
-            .unwrap()
-            .resolve(None, "aws")
-            .unwrap()
+        Role::parse("demo@111111111111").unwrap()
     }
 
     fn ready(lookup: Lookup) -> Credentials {

@@ -6,7 +6,7 @@ mod convert;
 mod server;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::Router;
@@ -20,6 +20,7 @@ pub use server::{ServeOptions, bind, serve};
 use crate::assign::RoleAssignment;
 use crate::attribution::Attribution;
 use crate::clock::Clock;
+use crate::creds::CredentialSource;
 use crate::imds::{Caller, Class, HeaderField, Imds};
 
 /// Everything the handler needs; cheap to clone.
@@ -31,6 +32,12 @@ pub struct AppState {
     pub attribution: Arc<dyn Attribution>,
     /// Which role they get.
     pub roles: Arc<dyn RoleAssignment>,
+    /// Where credentials come from (the IMDS answers from it too; the
+    /// handler only asks it whether a first fetch is under way).
+    pub credentials: Arc<dyn CredentialSource>,
+    /// How long a workload's very first credentials request may wait for
+    /// its role's first fetch.
+    pub first_fetch_wait: Duration,
     /// The time.
     pub clock: Arc<dyn Clock>,
     /// `Last-Modified` of metadata answers.
@@ -52,6 +59,15 @@ async fn handle(
     let (parts, _body) = req.into_parts();
     let identity = conn.identity(|info| state.attribution.identify(info));
     let role = state.roles.role_for(&identity.workload);
+    if let Some(role) = &role
+        && crate::imds::reads_credentials(parts.uri.path())
+        && let Some(first_fetch) = state.credentials.first_fetch(role)
+    {
+        // Only a role that has never had credentials gets here: a bounded
+        // wait (below every SDK's timeout) beats failing a workload's first
+        // call.
+        let _ = tokio::time::timeout(state.first_fetch_wait, first_fetch).await;
+    }
     let request = convert::imds_request(&parts.method, &parts.uri, &parts.headers);
     let caller = Caller {
         binding: &identity.binding,
@@ -88,12 +104,12 @@ fn log_request(
     started: Instant,
 ) {
     let latency_us = started.elapsed().as_micros() as u64;
-    let role = role.map_or("", |r| r.arn.as_str());
+    let role = role.map(|r| r.spec.to_string()).unwrap_or_default();
     let key = response.key_suffix.as_deref().unwrap_or("");
     if response.class == Class::Credentials {
         tracing::info!(
             workload = %identity.workload,
-            role,
+            role = %role,
             status = response.status.as_u16(),
             access_key_suffix = key,
             imds_version = version,
@@ -104,7 +120,7 @@ fn log_request(
     } else {
         tracing::debug!(
             workload = %identity.workload,
-            role,
+            role = %role,
             method = %parts.method,
             path = parts.uri.path(),
             status = response.status.as_u16(),

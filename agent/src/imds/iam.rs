@@ -47,7 +47,7 @@ pub(crate) fn respond(
             name,
         ] if *name == role.name => {
             let extended = *kind == "security-credentials-extended";
-            credentials(role, &source.lookup(role, now), extended)
+            credentials(role, home, &source.lookup(role, now), extended)
         }
         _ => Response::not_found(Class::Iam),
     }
@@ -76,10 +76,10 @@ fn info(role: &Role, home: Home<'_>, lookup: &Lookup) -> Response {
     Response::ok(ContentType::TextPlain, Bytes::from(body), Class::Iam)
 }
 
-fn credentials(role: &Role, lookup: &Lookup, extended: bool) -> Response {
+fn credentials(role: &Role, home: Home<'_>, lookup: &Lookup, extended: bool) -> Response {
     let (body, key_suffix) = match lookup {
         Lookup::Ready(c) => (
-            credentials_document(role, c, extended),
+            credentials_document(role, home, c, extended),
             Some(c.keys.key_suffix().to_owned()),
         ),
         Lookup::Unavailable(u) => (failure(u), None),
@@ -94,8 +94,9 @@ fn credentials(role: &Role, lookup: &Lookup, extended: bool) -> Response {
 }
 
 /// The credentials document, in EC2's field order; the extended form adds
-/// `AccountId` (read by the JS, Java, Ruby and PHP SDKs).
-fn credentials_document(role: &Role, c: &Credentials, extended: bool) -> String {
+/// `AccountId` (read by the JS, Java, Ruby and PHP SDKs): the account the
+/// credentials belong to, as STS said, else the role's, else the instance's.
+fn credentials_document(role: &Role, home: Home<'_>, c: &Credentials, extended: bool) -> String {
     let updated = iso8601(c.last_updated);
     let expiration = iso8601(c.expiration);
     let mut fields = vec![
@@ -111,7 +112,12 @@ fn credentials_document(role: &Role, c: &Credentials, extended: bool) -> String 
         ("Expiration", Value::Str(&expiration)),
     ];
     if extended {
-        fields.push(("AccountId", Value::Str(&role.account_id)));
+        let account = c
+            .account_id
+            .as_deref()
+            .or(role.spec.account_id())
+            .unwrap_or(home.account_id);
+        fields.push(("AccountId", Value::Str(account)));
     }
     object(&fields)
 }

@@ -263,6 +263,12 @@ impl Imds {
     }
 }
 
+/// Whether a request for `path` may serve credentials (anything under
+/// `meta-data/iam/`): the HTTP layer may wait for a first fetch for these.
+pub fn reads_credentials(path: &str) -> bool {
+    path.contains("/iam/") || path.ends_with("/iam")
+}
+
 /// `/<version>/api/token`, with or without a trailing slash.
 fn is_token_path(path: &Path<'_>) -> bool {
     matches!(path.segments(), [version, "api", "token"] if catalog::is_version(version))

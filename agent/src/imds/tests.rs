@@ -9,7 +9,7 @@ use http::StatusCode;
 
 use super::*;
 use crate::clock::Now;
-use crate::creds::{Keys, Lookup, Role, RoleSpec, Secret, StaticSource, Unavailable};
+use crate::creds::{Keys, Lookup, Role, Secret, StaticSource, Unavailable};
 
 const ROLE: &str = "app-role";
 const ME: &[u8] = b"ip:10.0.0.1";
@@ -82,7 +82,11 @@ fn keys() -> Keys {
 }
 
 fn imds_with(http_tokens: HttpTokens, data: &InstanceData) -> Imds {
-    let source = Arc::new(StaticSource::new(keys(), Duration::from_secs(6 * 3600)));
+    let source = Arc::new(StaticSource::new(
+        keys(),
+        Duration::from_secs(6 * 3600),
+        Some("123456789012".to_owned()),
+    ));
     let settings = Settings {
         http_tokens,
         hop_limit: 3,
@@ -96,19 +100,13 @@ fn imds(http_tokens: HttpTokens) -> Imds {
 }
 
 fn role() -> Role {
-    RoleSpec::parse(ROLE)
-        .unwrap()
-        .resolve(Some("123456789012"), "aws")
-        .unwrap()
+    Role::parse(ROLE).unwrap()
 }
 
 #[test]
 fn cross_account_role_keeps_the_profile_in_the_instance_account() {
     let imds = imds(HttpTokens::Optional);
-    let role = RoleSpec::parse("app-role@999999999999")
-        .unwrap()
-        .resolve(None, "aws")
-        .unwrap();
+    let role = Role::parse("app-role@999999999999").unwrap();
     let caller = Caller {
         binding: ME,
         role: Some(&role),

@@ -1,7 +1,12 @@
-//! The command line: `run`, `dev` and `check-config`.
+//! The command line: `run`, `dev` and `check-config` start or check an
+//! agent; `status`, `bootstrap`, `mfa`, `profile` and `session` talk to a
+//! running one over its admin socket (`admin.rs`).
 //!
-//! Exit codes: 0 success, 1 a configuration error, 2 a usage error (from
-//! clap), 3 a failure while running (a port already taken, say).
+//! Exit codes: 0 success, 1 a configuration error or a refusal from the
+//! agent (or, for `status`, an agent that is not ready), 2 a usage error
+//! (from clap), 3 a failure while running or an agent that can't be reached.
+
+mod admin;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -53,6 +58,32 @@ enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// A running agent's state (exit 0 if ready, 1 if not).
+    Status(admin::SocketArg),
+    /// Give a running agent its own credentials: reads
+    /// {"AccessKeyId", "SecretAccessKey", "Token"} from stdin.
+    Bootstrap(admin::SocketArg),
+    /// Give a running agent an MFA code (six digits).
+    Mfa {
+        /// The code.
+        code: String,
+        #[command(flatten)]
+        socket: admin::SocketArg,
+    },
+    /// List a running agent's profiles, or switch to one.
+    Profile {
+        #[command(subcommand)]
+        action: admin::ProfileAction,
+        #[command(flatten)]
+        socket: admin::SocketArg,
+    },
+    /// Discard a running agent's MFA session (the next fetch opens a new one).
+    Session {
+        #[command(subcommand)]
+        action: admin::SessionAction,
+        #[command(flatten)]
+        socket: admin::SocketArg,
+    },
 }
 
 /// Options named after EC2's own instance metadata options.
@@ -70,6 +101,9 @@ struct Common {
     /// Log filter: error, warn, info, debug, trace, or per-module filters.
     #[arg(long)]
     log_level: Option<String>,
+    /// The admin socket ({port} is replaced by the first listening port).
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
 }
 
 impl Common {
@@ -80,6 +114,7 @@ impl Common {
             hop_limit: self.hop_limit,
             log_level: self.log_level.clone(),
             credentials_from_env: false,
+            admin_socket: self.admin_socket.clone(),
         }
     }
 }
@@ -124,6 +159,7 @@ pub fn main() -> ExitCode {
             if overrides.listen.is_none() {
                 overrides.listen = Some(vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))]);
             }
+            let dev_socket = admin::dev_socket_path();
             let loaded = match &config {
                 Some(path) => Config::load(path, &overrides, &host, &env),
                 None => Config::parse(
@@ -135,13 +171,20 @@ pub fn main() -> ExitCode {
                 ),
             };
             match loaded {
-                Ok(c) => {
+                Ok(mut c) => {
+                    // A dev agent's socket is the user's own, one per port.
+                    c.admin_socket.get_or_insert(dev_socket);
                     let banner = dev_banner(&c);
                     serve(c, move |addrs| print!("{}", banner(addrs)))
                 }
                 Err(e) => config_error(&e),
             }
         }
+        Command::Status(socket) => admin::status(&socket),
+        Command::Bootstrap(socket) => admin::bootstrap(&socket),
+        Command::Mfa { code, socket } => admin::mfa(&socket, &code),
+        Command::Profile { action, socket } => admin::profile(&socket, &action),
+        Command::Session { action, socket } => admin::session(&socket, &action),
     }
 }
 
@@ -172,7 +215,7 @@ fn summary(c: &Config) -> String {
     let role = c
         .default_role
         .as_ref()
-        .map_or("none".to_owned(), |r| r.arn.clone());
+        .map_or("none".to_owned(), |r| r.spec.to_string());
     format!(
         "listen {}; http_tokens {}; hop_limit {}; instance {} in {}; default role {role}",
         listen.join(", "),

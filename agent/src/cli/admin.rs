@@ -1,0 +1,149 @@
+//! The commands that talk to a running agent over its admin socket.
+
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use crate::admin::DEFAULT_SOCKET;
+use crate::admin::client::{self, Reply};
+
+/// `--socket`.
+#[derive(Debug, Args)]
+pub(super) struct SocketArg {
+    /// The agent's admin socket.
+    #[arg(long, env = "IMDS_AGENT_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum ProfileAction {
+    /// The profiles and the active one.
+    List,
+    /// Make NAME the active profile.
+    Use {
+        /// The profile.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum SessionAction {
+    /// Discard the MFA session or session token.
+    Clear,
+}
+
+/// Where `dev` puts its socket unless told otherwise: in a directory of
+/// the user's own, one socket per port.
+pub(super) fn dev_socket_path() -> PathBuf {
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir());
+    let dir = runtime.unwrap_or_else(|| {
+        let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+        PathBuf::from(format!("/tmp/imds-agent-{uid}"))
+    });
+    dir.join("imds-agent-dev-{port}.sock")
+}
+
+pub(super) fn status(arg: &SocketArg) -> ExitCode {
+    ask(&arg.socket, "GET", "/status", None, |reply| {
+        println!("{}", pretty(&reply.body));
+        let ready = serde_json::from_str::<serde_json::Value>(&reply.body)
+            .ok()
+            .and_then(|v| v["ready"].as_bool())
+            .unwrap_or(false);
+        if ready {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    })
+}
+
+pub(super) fn bootstrap(arg: &SocketArg) -> ExitCode {
+    let mut body = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut body) {
+        eprintln!("imds-agent: cannot read the credentials from stdin: {e}");
+        return ExitCode::from(1);
+    }
+    ask(&arg.socket, "POST", "/bootstrap/creds", Some(&body), |_| {
+        println!("the agent took the credentials");
+        ExitCode::SUCCESS
+    })
+}
+
+pub(super) fn mfa(arg: &SocketArg, code: &str) -> ExitCode {
+    if crate::creds::mfa::MfaCode::parse(code).is_err() {
+        eprintln!("imds-agent: an MFA code is exactly six digits");
+        return ExitCode::from(2);
+    }
+    let body = serde_json::json!({ "code": code }).to_string();
+    ask(&arg.socket, "POST", "/mfa", Some(&body), |_| {
+        println!("the agent took the code");
+        ExitCode::SUCCESS
+    })
+}
+
+pub(super) fn profile(arg: &SocketArg, action: &ProfileAction) -> ExitCode {
+    match action {
+        ProfileAction::List => ask(&arg.socket, "GET", "/profiles", None, |reply| {
+            println!("{}", pretty(&reply.body));
+            ExitCode::SUCCESS
+        }),
+        ProfileAction::Use { name } => {
+            let body = serde_json::json!({ "name": name }).to_string();
+            ask(&arg.socket, "PUT", "/profiles/active", Some(&body), |_| {
+                println!("profile {name} is active");
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+pub(super) fn session(arg: &SocketArg, action: &SessionAction) -> ExitCode {
+    match action {
+        SessionAction::Clear => ask(&arg.socket, "DELETE", "/session", None, |_| {
+            println!("session cleared");
+            ExitCode::SUCCESS
+        }),
+    }
+}
+
+/// Sends one request; a 2xx goes to `ok`, anything else is printed as the
+/// agent's refusal (exit 1), an unreachable agent is exit 3.
+fn ask(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    ok: impl FnOnce(&Reply) -> ExitCode,
+) -> ExitCode {
+    match client::request(socket, method, path, body) {
+        Ok(reply) if (200..300).contains(&reply.status) => ok(&reply),
+        Ok(reply) => {
+            let reason = serde_json::from_str::<serde_json::Value>(&reply.body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or(reply.body);
+            eprintln!("imds-agent: the agent refused ({}): {reason}", reply.status);
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            let mut message = e.to_string();
+            if let Some(source) = std::error::Error::source(&e) {
+                message.push_str(&format!(": {source}"));
+            }
+            eprintln!("imds-agent: {message}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn pretty(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| json.to_owned())
+}

@@ -1,0 +1,724 @@
+//! The engine's lifecycle against a scripted STS and a clock the tests move.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+
+use super::*;
+use crate::creds::sts::CallerIdentity;
+use crate::creds::{Secret, SessionParams};
+
+const HOUR: Duration = Duration::from_secs(3600);
+const MIN: Duration = Duration::from_secs(60);
+
+/// A clock that only moves when told.
+#[derive(Debug)]
+struct FakeClock(Mutex<Now>);
+
+impl FakeClock {
+    fn new() -> Arc<Self> {
+        Arc::new(Self(Mutex::new(Now {
+            wall: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            mono: Duration::from_secs(1000),
+        })))
+    }
+
+    fn advance(&self, by: Duration) {
+        let mut now = self.0.lock().unwrap();
+        now.wall += by;
+        now.mono += by;
+    }
+
+    fn wall(&self) -> SystemTime {
+        self.0.lock().unwrap().wall
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> Now {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// One call the fake STS received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Call {
+    op: &'static str,
+    /// The caller's access key id.
+    base: String,
+    region: String,
+    role_arn: Option<String>,
+    session_name: Option<String>,
+    external_id: Option<String>,
+    mfa: Option<(String, String)>,
+    duration: Option<Duration>,
+}
+
+/// STS that issues numbered keys (or scripted errors), records every call,
+/// and can hold calls until the test releases them.
+#[derive(Debug)]
+struct FakeSts {
+    clock: Arc<FakeClock>,
+    calls: Mutex<Vec<Call>>,
+    errors: Mutex<VecDeque<StsError>>,
+    gate: Option<Arc<Semaphore>>,
+    serial: Mutex<u32>,
+}
+
+impl FakeSts {
+    fn new(clock: &Arc<FakeClock>) -> Arc<Self> {
+        Arc::new(Self {
+            clock: Arc::clone(clock),
+            calls: Mutex::default(),
+            errors: Mutex::default(),
+            gate: None,
+            serial: Mutex::new(0),
+        })
+    }
+
+    fn gated(clock: &Arc<FakeClock>, gate: Arc<Semaphore>) -> Arc<Self> {
+        Arc::new(Self {
+            gate: Some(gate),
+            ..Arc::into_inner(Self::new(clock)).unwrap()
+        })
+    }
+
+    fn fail_next(&self, error: StsError) {
+        self.errors.lock().unwrap().push_back(error);
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn count(&self, op: &str) -> usize {
+        self.calls().iter().filter(|c| c.op == op).count()
+    }
+
+    async fn answer(&self, call: Call, duration: Duration) -> Result<Issued, StsError> {
+        self.calls.lock().unwrap().push(call);
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        if let Some(error) = self.errors.lock().unwrap().pop_front() {
+            return Err(error);
+        }
+        let n = {
+            let mut serial = self.serial.lock().unwrap();
+            *serial += 1;
+            *serial
+        };
+        Ok(Issued {
+            keys: Keys {
+                access_key_id: format!("ASIAFAKE{n:012}"),
+                secret_access_key: Secret::new(format!("secret-{n}")),
+                session_token: Secret::new(format!("token-{n}")),
+            },
+            expiration: self.clock.wall() + duration,
+            account_id: Some("210987654321".to_owned()),
+        })
+    }
+}
+
+fn base_name(base: &BaseCreds) -> String {
+    match base {
+        BaseCreds::Chain(_) => "chain".to_owned(),
+        BaseCreds::Keys(keys) => keys.access_key_id.clone(),
+    }
+}
+
+impl Sts for FakeSts {
+    fn assume_role<'a>(
+        &'a self,
+        base: &'a BaseCreds,
+        region: &'a str,
+        request: &'a AssumeRoleRequest,
+        mfa: Option<&'a Mfa>,
+    ) -> crate::creds::sts::BoxFuture<'a, Result<Issued, StsError>> {
+        let call = Call {
+            op: "AssumeRole",
+            base: base_name(base),
+            region: region.to_owned(),
+            role_arn: Some(request.role_arn.clone()),
+            session_name: Some(request.session_name.clone()),
+            external_id: request.external_id.clone(),
+            mfa: mfa.map(|m| (m.serial.clone(), m.code.expose().to_owned())),
+            duration: Some(request.duration),
+        };
+        Box::pin(self.answer(call, request.duration))
+    }
+
+    fn get_session_token<'a>(
+        &'a self,
+        base: &'a BaseCreds,
+        region: &'a str,
+        duration: Duration,
+        mfa: Option<&'a Mfa>,
+    ) -> crate::creds::sts::BoxFuture<'a, Result<Issued, StsError>> {
+        let call = Call {
+            op: "GetSessionToken",
+            base: base_name(base),
+            region: region.to_owned(),
+            role_arn: None,
+            session_name: None,
+            external_id: None,
+            mfa: mfa.map(|m| (m.serial.clone(), m.code.expose().to_owned())),
+            duration: Some(duration),
+        };
+        Box::pin(self.answer(call, duration))
+    }
+
+    fn get_caller_identity<'a>(
+        &'a self,
+        base: &'a BaseCreds,
+        region: &'a str,
+    ) -> crate::creds::sts::BoxFuture<'a, Result<CallerIdentity, StsError>> {
+        let call = Call {
+            op: "GetCallerIdentity",
+            base: base_name(base),
+            region: region.to_owned(),
+            role_arn: None,
+            session_name: None,
+            external_id: None,
+            mfa: None,
+            duration: None,
+        };
+        Box::pin(async move {
+            self.calls.lock().unwrap().push(call);
+            Ok(CallerIdentity {
+                account: "333333333333".to_owned(),
+                arn: "arn:aws:iam::333333333333:user/agent".to_owned(),
+            })
+        })
+    }
+}
+
+fn keys(id: &str) -> Keys {
+    Keys {
+        access_key_id: id.to_owned(),
+        secret_access_key: Secret::new("base-secret"),
+        session_token: Secret::new(""),
+    }
+}
+
+fn identity(mode: Mode, mfa: Option<MfaSettings>) -> Identity {
+    Identity {
+        region: "eu-west-1".to_owned(),
+        mode,
+        duration: HOUR,
+        external_id: None,
+        mfa,
+        mfa_session: 12 * HOUR,
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        keep: 30 * MIN,
+        error_ttl: MIN,
+        max_backoff: MIN,
+        rate: 1000.0,
+        burst: 1000,
+        max_roles: 16,
+        idle_ttl: 10 * MIN,
+        default_account: Some("123456789012".to_owned()),
+        default_partition: "aws".to_owned(),
+        default_session_name: "imds-agent-host".to_owned(),
+        source_identity: false,
+        session_tags: false,
+        hostname: "host".to_owned(),
+        jitter_seed: 7,
+    }
+}
+
+fn profiles_base() -> BaseConfig {
+    let mut profiles = BTreeMap::new();
+    for name in ["work", "play"] {
+        profiles.insert(
+            name.to_owned(),
+            Profile {
+                keys: keys(&format!("AKIA{}", name.to_uppercase())),
+                identity: identity(Mode::AssumeRole, None),
+                role: Some(Arc::new(Role::parse(&format!("{name}-role")).unwrap())),
+            },
+        );
+    }
+    BaseConfig::Profiles {
+        profiles,
+        active: "work".to_owned(),
+    }
+}
+
+fn keys_base() -> BaseConfig {
+    let mut profiles = BTreeMap::new();
+    profiles.insert(
+        "only".to_owned(),
+        Profile {
+            keys: keys("AKIABASE"),
+            identity: identity(Mode::AssumeRole, None),
+            role: None,
+        },
+    );
+    BaseConfig::Profiles {
+        profiles,
+        active: "only".to_owned(),
+    }
+}
+
+fn engine(
+    sts: &Arc<FakeSts>,
+    clock: &Arc<FakeClock>,
+    base: BaseConfig,
+    settings: Settings,
+) -> Engine {
+    let sts: Arc<dyn Sts> = Arc::clone(sts) as Arc<dyn Sts>;
+    Engine::new(sts, Arc::clone(clock) as Arc<dyn Clock>, base, settings)
+}
+
+fn role(spec: &str) -> Role {
+    Role::parse(spec).unwrap()
+}
+
+/// Waits until `role` has settled (credentials or an error).
+async fn settled(engine: &Engine, role: &Role) -> Lookup {
+    for _ in 0..200 {
+        if let Some(wait) = engine.first_fetch(role) {
+            wait.await;
+        }
+        let lookup = engine.lookup(role, engine.inner.clock.now().wall);
+        let pending =
+            matches!(&lookup, Lookup::Unavailable(u) if u.message.contains("being fetched"));
+        if !pending {
+            return engine.lookup(role, engine.inner.clock.now().wall);
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{role:?} never settled");
+}
+
+fn ready(lookup: Lookup) -> Credentials {
+    match lookup {
+        Lookup::Ready(c) => c,
+        Lookup::Unavailable(u) => panic!("unavailable: {u:?}"),
+    }
+}
+
+fn unavailable(lookup: Lookup) -> Unavailable {
+    match lookup {
+        Lookup::Unavailable(u) => u,
+        Lookup::Ready(c) => panic!("ready: {c:?}"),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_first_requests_make_one_sts_call() {
+    let clock = FakeClock::new();
+    let gate = Arc::new(Semaphore::new(0));
+    let sts = FakeSts::gated(&clock, Arc::clone(&gate));
+    let engine = engine(&sts, &clock, keys_base(), settings());
+    let app = role("app");
+    let mut waiters = Vec::new();
+    for _ in 0..50 {
+        let first = engine.lookup(&app, clock.wall());
+        assert_eq!(unavailable(first).code, "ServiceUnavailable");
+        waiters.push(engine.first_fetch(&app).expect("a fetch is under way"));
+    }
+    tokio::task::yield_now().await;
+    gate.add_permits(100);
+    for waiter in waiters {
+        waiter.await;
+    }
+    let creds = ready(engine.lookup(&app, clock.wall()));
+    assert_eq!(creds.keys.access_key_id, "ASIAFAKE000000000001");
+    assert_eq!(creds.account_id.as_deref(), Some("210987654321"));
+    assert_eq!(sts.count("AssumeRole"), 1);
+    let call = &sts.calls()[0];
+    assert_eq!(
+        call.role_arn.as_deref(),
+        Some("arn:aws:iam::123456789012:role/app")
+    );
+    assert_eq!(call.session_name.as_deref(), Some("imds-agent-host"));
+    assert_eq!(call.base, "AKIABASE");
+    assert_eq!(call.region, "eu-west-1");
+    assert!(
+        engine.first_fetch(&app).is_none(),
+        "nothing to wait for once cached"
+    );
+}
+
+#[tokio::test]
+async fn refresh_before_expiry_keeps_served_credentials_fresh() {
+    let clock = FakeClock::new();
+    let sts = FakeSts::new(&clock);
+    let engine = engine(&sts, &clock, keys_base(), settings());
+    let app = role("app");
+    engine.set_wanted([app.clone()]);
+    let first = ready(settled(&engine, &app).await);
+    // Walk through six hours in one-minute steps, running the scheduler
+    // as its task would: served credentials never have under 15 minutes.
+    for _ in 0..360 {
+        clock.advance(MIN);
+        engine.run_due().await;
+        let creds = ready(engine.lookup(&app, clock.wall()));
+        let left = creds.expiration.duration_since(clock.wall()).unwrap();
+        assert!(left > 15 * MIN, "served with {left:?} left");
+    }
+    let refreshes = sts.count("AssumeRole");
+    // One-hour credentials replaced with 30-35 minutes left: every 25-30
+    // minutes.
+    assert!(
+        (12..=15).contains(&refreshes),
+        "{refreshes} AssumeRole calls in six hours"
+    );
+    let last = ready(engine.lookup(&app, clock.wall()));
+    assert_ne!(last.keys.access_key_id, first.keys.access_key_id);
+}
+
+#[tokio::test]
+async fn sts_outage_keeps_serving_cached_credentials_then_recovers() {
+    let clock = FakeClock::new();
+    let sts = FakeSts::new(&clock);
+    let engine = engine(&sts, &clock, keys_base(), settings());
+    let app = role("app");
+    engine.set_wanted([app.clone()]);
+    let cached = ready(settled(&engine, &app).await);
+    for _ in 0..20 {
+        sts.fail_next(StsError::Unavailable("connection refused".into()));
+    }
+    // Past the refresh point: refreshes fail, the cached keys are served.
+    clock.advance(35 * MIN);
+    let mut attempts = 0;
+    for _ in 0..20 {
+        engine.run_due().await;
+        let served = ready(engine.lookup(&app, clock.wall()));
+        assert_eq!(served.keys.access_key_id, cached.keys.access_key_id);
+        attempts = sts.count("AssumeRole") - 1;
+        clock.advance(Duration::from_secs(10));
+    }
+    assert!(
+        (3..=12).contains(&attempts),
+        "backed off to {attempts} attempts in 200 s"
+    );
+    let status = engine.status().await;
+    assert_eq!(status.sts_reachable, Some(false));
+    assert!(
+        status.roles[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("connection refused")
+    );
+    // STS is back: the next retry gets fresh credentials.
+    sts.errors.lock().unwrap().clear();
+    clock.advance(2 * MIN);
+    engine.run_due().await;
+    let fresh = ready(engine.lookup(&app, clock.wall()));
+    assert_ne!(fresh.keys.access_key_id, cached.keys.access_key_id);
+    assert_eq!(engine.status().await.sts_reachable, Some(true));
+}
+
+#[tokio::test]
+async fn expired_cache_during_outage_answers_with_the_error() {
+    let clock = FakeClock::new();
+    let sts = FakeSts::new(&clock);
+    let engine = engine(&sts, &clock, keys_base(), settings());
+    let app = role("app");
+    engine.set_wanted([app.clone()]);
+    ready(settled(&engine, &app).await);
+    for _ in 0..1000 {
+        sts.fail_next(StsError::Throttled("Rate exceeded".into()));
+    }
+    for _ in 0..70 {
+        clock.advance(MIN);
+        engine.run_due().await;
+    }
+    let u = unavailable(engine.lookup(&app, clock.wall()));
+    assert_eq!(u.code, "ServiceUnavailable");
+    assert!(u.message.contains("Rate exceeded"), "{}", u.message);
+    assert!(!u.message.contains("secret"), "{}", u.message);
+}
+
+#[tokio::test]
+async fn refusals_are_cached_and_not_retried_early() {
+    let clock = FakeClock::new();
+    let sts = FakeSts::new(&clock);
+    sts.fail_next(StsError::Refused {
+        code: "AccessDenied".into(),
+        message: "User is not authorized to perform: sts:AssumeRole".into(),
+    });
+    let engine = engine(&sts, &clock, keys_base(), settings());
+    let app = role("app");
+    let u = unavailable(settled(&engine, &app).await);
+    assert_eq!(u.code, "AssumeRoleUnauthorizedAccess");
+    assert!(
+        u.message.contains("AccessDenied")
+            && u.message.contains("arn:aws:iam::123456789012:role/app")
+    );
+    for _ in 0..100 {
+        engine.lookup(&app, clock.wall());
+    }
+    clock.advance(Duration::from_secs(30));
+    engine.run_due().await;
+    assert_eq!(
+        sts.count("AssumeRole"),
+        1,
+        "requests and the scheduler leave a refused role alone"
+    );
+    clock.advance(Duration::from_secs(31));
+    engine.run_due().await;
+    assert_eq!(sts.count("AssumeRole"), 2);
+    ready(engine.lookup(&app, clock.wall()));
+}
+
+#[tokio::test]
+async fn bare_names_use_the_agents_own_account() {
+    let clock = FakeClock::new();
+    let sts = FakeSts::new(&clock);
+    let mut s = settings();
+    s.default_account = None;
+    let engine = engine(&sts, &clock, keys_base(), s);
+    let (a, b, c) = (role("a"), role("b"), role("c@444444444444"));
+    engine.set_wanted([a.clone(), b.clone(), c.clone()]);
+    for r in [&a, &b, &c] {
+        ready(settled(&engine, r).await);
+    }
+    assert_eq!(sts.count("GetCallerIdentity"), 1, "discovered once");
+    let arns: Vec<String> = sts.calls().into_iter().filter_map(|c| c.role_arn).collect();
+    assert!(
+        arns.contains(&"arn:aws:iam::333333333333:role/a".to_owned()),
+        "{arns:?}"
+    );
+    assert!(
+        arns.contains(&"arn:aws:iam::444444444444:role/c".to_owned()),
+        "{arns:?}"
+    );
+}
+
+#[tokio::test]
+async fn session_parameters_reach_sts_and_separate_cache_entries() {
+    let clock = FakeClock::new();
+    let sts = FakeSts::new(&clock);
+    let mut s = settings();
+    s.source_identity = true;
+    s.session_tags = true;
+    let engine = engine(&sts, &clock, keys_base(), s);
+    let plain = role("app");
+    let mut tuned = role("app");
+    tuned.session = SessionParams {
+        external_id: Some("ext-1".into()),
+        session_name: Some("web.service".into()),
+        duration: Some(2 * HOUR),
+        ..SessionParams::default()
+    };
+    engine.set_wanted([plain.clone(), tuned.clone()]);
+    let a = ready(settled(&engine, &plain).await);
+    let b = ready(settled(&engine, &tuned).await);
+    assert_ne!(a.keys.access_key_id, b.keys.access_key_id);
+    let calls = sts.calls();
+    let tuned_call = calls
+        .iter()
+        .find(|c| c.session_name.as_deref() == Some("web.service"))
+        .unwrap();
+    assert_eq!(tuned_call.external_id.as_deref(), Some("ext-1"));
+    assert_eq!(tuned_call.duration, Some(2 * HOUR));
+    assert_eq!(b.expiration, clock.wall() + 2 * HOUR);
+}
+
+#[tokio::test]
+async fn session_token_mode_with_a_totp_secret() {
+    let clock = FakeClock::new();
+    let sts = FakeSts::new(&clock);
+    let secret = TotpSecret::parse("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").unwrap();
+    let mfa = MfaSettings {
+        serial: "arn:aws:iam::123456789012:mfa/me".into(),
+        secret: Some(secret.clone()),
+    };
+    let base = BaseConfig::Profiles {
+        profiles: BTreeMap::from([(
+            "dev".to_owned(),
+            Profile {
+                keys: keys("AKIADEV"),
+                identity: identity(Mode::SessionToken, Some(mfa)),
+                role: None,
+            },
+        )]),
+        active: "dev".to_owned(),
+    };
+    let engine = engine(&sts, &clock, base, settings());
+    let (a, b) = (role("a"), role("b"));
+    engine.set_wanted([a.clone(), b.clone()]);
+    let ca = ready(settled(&engine, &a).await);
+    let cb = ready(settled(&engine, &b).await);
+    assert_eq!(ca.keys, cb.keys, "one session serves every role");
+    assert_eq!(sts.count("GetSessionToken"), 1);
+    assert_eq!(sts.count("AssumeRole"), 0);
+    let call = &sts.calls()[0];
+    let expected = secret.code_for_step(TotpSecret::step(clock.wall()));
+    assert_eq!(
+        call.mfa,
+        Some((
+            "arn:aws:iam::123456789012:mfa/me".into(),
+            expected.expose().to_owned()
+        ))
+    );
+    assert_eq!(call.base, "AKIADEV");
+}
+
+#[tokio::test]
+async fn mfa_code_from_a_person_opens_a_session_for_assume_role() {
+    let clock = FakeClock::new();
+    let sts = FakeSts::new(&clock);
+    let mfa = MfaSettings {
+        serial: "arn:aws:iam::123456789012:mfa/me".into(),
+        secret: None,
+    };
+    let base = BaseConfig::Profiles {
+        profiles: BTreeMap::from([(
+            "dev".to_owned(),
+            Profile {
+                keys: keys("AKIADEV"),
+                identity: identity(Mode::AssumeRole, Some(mfa)),
+                role: None,
+            },
+        )]),
+        active: "dev".to_owned(),
+    };
+    let engine = engine(&sts, &clock, base, settings());
+    let app = role("app");
+    engine.set_wanted([app.clone()]);
+    let waiting = unavailable(settled(&engine, &app).await);
+    assert!(
+        waiting.message.contains("imds-agent mfa"),
+        "{}",
+        waiting.message
+    );
+    assert_eq!(sts.calls().len(), 0, "no call without a code");
+    engine.mfa_code(MfaCode::parse("123456").unwrap()).unwrap();
+    tokio::task::yield_now().await;
+    let creds = ready(settled(&engine, &app).await);
+    let calls = sts.calls();
+    assert_eq!(calls[0].op, "GetSessionToken");
+    assert_eq!(calls[0].mfa.as_ref().map(|m| m.1.as_str()), Some("123456"));
+    assert_eq!(calls[0].duration, Some(12 * HOUR));
+    assert_eq!(calls[1].op, "AssumeRole");
+    assert_eq!(
+        calls[1].base, "ASIAFAKE000000000001",
+        "AssumeRole runs as the MFA session"
+    );
+    assert_eq!(creds.keys.access_key_id, "ASIAFAKE000000000002");
+    // Refreshes reuse the MFA session: no new code needed for 12 hours.
+    clock.advance(40 * MIN);
+    engine.run_due().await;
+    assert_eq!(sts.count("GetSessionToken"), 1);
+    assert_eq!(sts.count("AssumeRole"), 2);
+}
+
+#[tokio::test]
+async fn bootstrap_supplies_the_agents_own_credentials() {
+    let clock = FakeClock::new();
+    let sts = FakeSts::new(&clock);
+    let base = BaseConfig::Bootstrap {
+        identity: identity(Mode::AssumeRole, None),
+    };
+    let engine = engine(&sts, &clock, base, settings());
+    let app = role("app");
+    engine.set_wanted([app.clone()]);
+    let u = unavailable(settled(&engine, &app).await);
+    assert_eq!(u.code, "AssumeRoleUnauthorizedAccess");
+    assert!(u.message.contains("imds-agent bootstrap"), "{}", u.message);
+    assert!(!engine.status().await.ready);
+    engine.bootstrap(keys("AKIABOOTSTRAPPED0001")).unwrap();
+    let creds = ready(settled(&engine, &app).await);
+    assert_eq!(sts.calls()[0].base, "AKIABOOTSTRAPPED0001");
+    assert!(engine.status().await.ready);
+    assert!(!creds.keys.access_key_id.is_empty());
+}
+
+#[tokio::test]
+async fn switching_profiles_discards_and_refetches() {
+    let clock = FakeClock::new();
+    let sts = FakeSts::new(&clock);
+    let engine = engine(&sts, &clock, profiles_base(), settings());
+    assert_eq!(engine.profile_role().unwrap().name, "work-role");
+    let work = (*engine.profile_role().unwrap()).clone();
+    engine.set_wanted([work.clone()]);
+    let first = ready(settled(&engine, &work).await);
+    assert_eq!(
+        engine.use_profile("nope"),
+        Err(BaseError::UnknownProfile("nope".into()))
+    );
+    assert_eq!(
+        engine.bootstrap(keys("AKIAELSEWHERE0000001")),
+        Err(BaseError::NotBootstrap)
+    );
+    assert_eq!(
+        engine.mfa_code(MfaCode::parse("123456").unwrap()),
+        Err(BaseError::NoMfa)
+    );
+    engine.use_profile("play").unwrap();
+    assert_eq!(engine.profile_role().unwrap().name, "play-role");
+    // Everything cached under "work" is gone.
+    assert!(!matches!(engine.lookup(&work, clock.wall()), Lookup::Ready(c) if c == first));
+    let play = (*engine.profile_role().unwrap()).clone();
+    engine.set_wanted([play.clone()]);
+    ready(settled(&engine, &play).await);
+    let last = sts.calls().last().cloned().unwrap();
+    assert_eq!(last.base, "AKIAPLAY");
+    assert_eq!(
+        last.role_arn.as_deref(),
+        Some("arn:aws:iam::123456789012:role/play-role")
+    );
+    let (names, active) = engine.profiles();
+    assert_eq!(names, vec!["play".to_owned(), "work".to_owned()]);
+    assert_eq!(active.as_deref(), Some("play"));
+}
+
+#[tokio::test]
+async fn an_answer_for_a_previous_identity_is_discarded() {
+    let clock = FakeClock::new();
+    let gate = Arc::new(Semaphore::new(0));
+    let sts = FakeSts::gated(&clock, Arc::clone(&gate));
+    let engine = engine(&sts, &clock, profiles_base(), settings());
+    let app = role("app");
+    engine.set_wanted([app.clone()]);
+    tokio::task::yield_now().await;
+    engine.use_profile("play").unwrap();
+    gate.add_permits(10);
+    let creds = ready(settled(&engine, &app).await);
+    // The first answer (for "work") was dropped; the one served came from a
+    // call made as "play".
+    let calls = sts.calls();
+    assert_eq!(calls[0].base, "AKIAWORK");
+    assert!(calls.iter().any(|c| c.base == "AKIAPLAY"));
+    assert_ne!(creds.keys.access_key_id, "ASIAFAKE000000000001");
+}
+
+#[tokio::test]
+async fn unwanted_roles_leave_the_cache() {
+    let clock = FakeClock::new();
+    let sts = FakeSts::new(&clock);
+    let mut s = settings();
+    s.max_roles = 3;
+    let engine = engine(&sts, &clock, keys_base(), s);
+    let (a, b) = (role("a"), role("b"));
+    engine.set_wanted([a.clone(), b.clone()]);
+    ready(settled(&engine, &a).await);
+    ready(settled(&engine, &b).await);
+    engine.set_wanted([a.clone()]);
+    assert_eq!(engine.status().await.roles.len(), 1, "b left at once");
+    // A role nobody assigns, looked up anyway, is dropped when idle.
+    let stray = role("stray");
+    ready(settled(&engine, &stray).await);
+    assert_eq!(engine.status().await.roles.len(), 2);
+    clock.advance(11 * MIN);
+    engine.run_due().await;
+    assert_eq!(engine.status().await.roles.len(), 1);
+    // The cache is bounded.
+    for name in ["x", "y"] {
+        engine.lookup(&role(name), clock.wall());
+    }
+    let u = unavailable(engine.lookup(&role("z"), clock.wall()));
+    assert!(u.message.contains("at most 3 roles"), "{}", u.message);
+}
