@@ -101,6 +101,20 @@ fn port_in_use_is_exit_3() {
 fn dev_prints_the_export_line_and_serves_it() {
     let agent = Agent::dev(&["--http-tokens", "required", "--hop-limit", "2"]);
     assert!(agent.addr.ip().is_loopback());
+    let banner = agent.banner();
+    let socket_line = format!("export IMDS_AGENT_SOCKET={}", agent.socket.display());
+    assert!(banner.contains(&socket_line), "{banner}");
+    let status = Command::new(agent_bin())
+        .arg("status")
+        .env("IMDS_AGENT_SOCKET", &agent.socket)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(String::from_utf8_lossy(&status.stdout).contains("\"credentials_source\": \"static\""));
     assert_eq!(
         get(agent.addr, "/latest/meta-data/", &[]).status,
         401,
@@ -174,6 +188,36 @@ fn the_sample_config_is_valid() {
         .unwrap();
     assert!(
         out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_config_with_secrets_readable_by_others_is_flagged() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, VALID).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(agent_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("holds secrets but other users can read it (mode 644)")
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(agent_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.stderr.is_empty(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -1,6 +1,9 @@
 """A real botocore client of the agent: fetches credentials and the region
 through IMDS exactly as botocore does on EC2, and prints what it got as
-JSON. Usage: botocore_client.py ENDPOINT_URL
+JSON. Usage: botocore_client.py ENDPOINT_URL [STS_URL]
+
+With STS_URL, it also calls sts:GetCallerIdentity there with the
+credentials it got, and reports the ARN STS saw.
 
 The agent's endpoint is given as botocore is told on a real host, through
 AWS_EC2_METADATA_SERVICE_ENDPOINT. Every other credential source is
@@ -39,6 +42,11 @@ def main():
         report["region"] = fetcher.retrieve_region()
     except Exception as e:  # noqa: BLE001 - the report says what failed
         report["region_error"] = repr(e)
+    if len(sys.argv) > 2 and creds is not None:
+        sts = session.create_client(
+            "sts", region_name=report.get("region") or "us-east-1", endpoint_url=sys.argv[2]
+        )
+        report["caller_arn"] = sts.get_caller_identity()["Arn"]
     print(json.dumps(report))
 
 

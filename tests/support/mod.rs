@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod netns;
+pub mod sts;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -25,6 +26,7 @@ pub struct Agent {
     /// Its admin socket.
     pub socket: PathBuf,
     logs: Arc<Mutex<String>>,
+    banner: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
 
@@ -59,8 +61,11 @@ impl Agent {
         });
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
+        let banner = Arc::new(Mutex::new(String::new()));
+        let banner_sink = Arc::clone(&banner);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                banner_sink.lock().unwrap().push_str(&format!("{line}\n"));
                 if let Some(url) =
                     line.strip_prefix("export AWS_EC2_METADATA_SERVICE_ENDPOINT=http://")
                 {
@@ -85,6 +90,7 @@ impl Agent {
             addr,
             socket,
             logs,
+            banner,
             _dir: dir,
         }
     }
@@ -92,6 +98,11 @@ impl Agent {
     /// The base URL, `http://addr`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// What it printed on stdout so far.
+    pub fn banner(&self) -> String {
+        self.banner.lock().unwrap().clone()
     }
 
     /// Everything it logged so far.
@@ -273,6 +284,16 @@ pub fn py_script(name: &str) -> PathBuf {
 /// Runs `tests/py/botocore_client.py` against `endpoint` (prefixed by
 /// `wrapper`, e.g. `ip netns exec NS`), returning its JSON report.
 pub fn botocore(endpoint: &str, wrapper: &[&str], extra_env: &[(&str, &str)]) -> serde_json::Value {
+    botocore_with(endpoint, wrapper, extra_env, &[])
+}
+
+/// `botocore` with extra arguments for the script (an STS URL).
+pub fn botocore_with(
+    endpoint: &str,
+    wrapper: &[&str],
+    extra_env: &[(&str, &str)],
+    script_args: &[&str],
+) -> serde_json::Value {
     let python = python();
     let (program, args): (PathBuf, Vec<String>) = match wrapper.split_first() {
         Some((first, rest)) => {
@@ -285,7 +306,8 @@ pub fn botocore(endpoint: &str, wrapper: &[&str], extra_env: &[(&str, &str)]) ->
     let mut cmd = Command::new(program);
     cmd.args(args)
         .arg(py_script("botocore_client.py"))
-        .arg(endpoint);
+        .arg(endpoint)
+        .args(script_args);
     // Nothing but IMDS may provide credentials or config.
     for var in [
         "AWS_ACCESS_KEY_ID",
@@ -311,4 +333,20 @@ pub fn botocore(endpoint: &str, wrapper: &[&str], extra_env: &[(&str, &str)]) ->
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad report {stdout:?}: {e}"))
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Writes `text` to a config file in a new temporary directory.
+pub fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).expect("writing the config");
+    (dir, path)
 }

@@ -56,6 +56,7 @@ pub(super) fn router(state: AdminState) -> Router {
         .route("/profiles", get(profiles))
         .route("/profiles/active", put(use_profile))
         .route("/session", axum::routing::delete(clear_session))
+        .route("/refresh", post(refresh))
         .with_state(state)
 }
 
@@ -204,13 +205,20 @@ async fn use_profile(
             format!("expected {{\"name\": \"PROFILE\"}}: {}", e.body_text()),
         )
     })?;
-    engine.use_profile(&body.name).map_err(|e| match e {
-        BaseError::UnknownProfile(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
-        _ => ApiError(StatusCode::CONFLICT, e.to_string()),
-    })?;
-    // The new profile may give workloads another role: fetch it now.
-    engine.set_wanted(state.roles.roles());
+    // The new profile may give workloads another role: that is what gets
+    // fetched.
+    engine
+        .use_profile(&body.name, || state.roles.roles())
+        .map_err(|e| match e {
+            BaseError::UnknownProfile(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+            _ => ApiError(StatusCode::CONFLICT, e.to_string()),
+        })?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn refresh(State(state): State<AdminState>) -> Result<StatusCode, ApiError> {
+    state.engine()?.refresh_all();
+    Ok(StatusCode::ACCEPTED)
 }
 
 async fn clear_session(State(state): State<AdminState>) -> Result<StatusCode, ApiError> {

@@ -14,7 +14,7 @@ use crate::admin::client::{self, Reply};
 #[derive(Debug, Args)]
 pub(super) struct SocketArg {
     /// The agent's admin socket.
-    #[arg(long, env = "IMDS_AGENT_SOCKET", default_value = DEFAULT_SOCKET)]
+    #[arg(long, env = "IMDS_AGENT_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
     socket: PathBuf,
 }
 
@@ -83,6 +83,13 @@ pub(super) fn mfa(arg: &SocketArg, code: &str) -> ExitCode {
     let body = serde_json::json!({ "code": code }).to_string();
     ask(&arg.socket, "POST", "/mfa", Some(&body), |_| {
         println!("the agent took the code");
+        ExitCode::SUCCESS
+    })
+}
+
+pub(super) fn refresh(arg: &SocketArg) -> ExitCode {
+    ask(&arg.socket, "POST", "/refresh", None, |_| {
+        println!("refreshing");
         ExitCode::SUCCESS
     })
 }

@@ -77,6 +77,9 @@ enum Command {
         #[command(flatten)]
         socket: admin::SocketArg,
     },
+    /// Refresh every role a running agent caches now (it keeps serving what
+    /// it has until the new credentials arrive).
+    Refresh(admin::SocketArg),
     /// Discard a running agent's MFA session (the next fetch opens a new one).
     Session {
         #[command(subcommand)]
@@ -136,6 +139,9 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config } => {
             match Config::load(&config, &Overrides::default(), &host, &env) {
                 Ok(c) => {
+                    if let Some(warning) = c.permission_warning() {
+                        eprintln!("imds-agent: warning: {warning}");
+                    }
                     println!("{}: OK ({})", c.origin, summary(&c));
                     ExitCode::SUCCESS
                 }
@@ -183,6 +189,7 @@ pub fn main() -> ExitCode {
         Command::Status(socket) => admin::status(&socket),
         Command::Bootstrap(socket) => admin::bootstrap(&socket),
         Command::Mfa { code, socket } => admin::mfa(&socket, &code),
+        Command::Refresh(socket) => admin::refresh(&socket),
         Command::Profile { action, socket } => admin::profile(&socket, &action),
         Command::Session { action, socket } => admin::session(&socket, &action),
     }
@@ -190,6 +197,9 @@ pub fn main() -> ExitCode {
 
 fn serve(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> ExitCode {
     crate::logging::init(&config.log_level);
+    if let Some(warning) = config.permission_warning() {
+        tracing::warn!("{warning}");
+    }
     match crate::app::run(config, on_listening) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -236,15 +246,20 @@ fn dev_banner(c: &Config) -> impl FnOnce(&[SocketAddr]) -> String + use<> {
     let tokens = c.settings.http_tokens.as_str();
     let hops = c.settings.hop_limit;
     let region = c.instance.region.clone();
+    let config = c.clone();
     move |addrs| {
         let first = addrs
             .first()
             .map_or_else(String::new, |a| format!("http://{a}/"));
+        let socket = crate::admin::socket_path(&config, addrs);
         format!(
             "imds-agent dev: EC2 instance metadata on {first} ({role}; tokens {tokens}; hop limit {hops})\n\
              Point AWS SDKs and the AWS CLI at it with:\n\
              export AWS_EC2_METADATA_SERVICE_ENDPOINT={first}\n\
-             export AWS_REGION={region}\n"
+             export AWS_REGION={region}\n\
+             Talk to it (imds-agent status, mfa, profile) with:\n\
+             export IMDS_AGENT_SOCKET={}\n",
+            socket.display()
         )
     }
 }

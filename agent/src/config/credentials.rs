@@ -66,7 +66,7 @@ pub(super) fn credentials(
                     "--credentials-from-env serves fixed keys; it needs source = \"static\"",
                 ));
             }
-            sts(file, instance_region, src).map(CredentialsConfig::Sts)
+            sts(file, instance_region, src).map(|s| CredentialsConfig::Sts(Box::new(s)))
         }
     }
 }

@@ -56,6 +56,28 @@ pub struct Config {
     pub admin_socket: Option<PathBuf>,
     /// The host's name (session tags, default session names).
     pub hostname: String,
+    /// Whether the file itself holds secrets (keys, a TOTP secret), so it
+    /// must not be readable by other users.
+    pub holds_secrets: bool,
+}
+
+impl Config {
+    /// A warning if the file holds secrets and other users can read it.
+    pub fn permission_warning(&self) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let Origin::File(path) = &self.origin else {
+            return None;
+        };
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (self.holds_secrets && mode & 0o077 != 0).then(|| {
+            format!(
+                "{} holds secrets but other users can read it (mode {:o}); run: chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            )
+        })
+    }
 }
 
 /// Where credentials come from, checked.
@@ -69,7 +91,7 @@ pub enum CredentialsConfig {
         lifetime: Duration,
     },
     /// Temporary credentials from STS.
-    Sts(StsConfig),
+    Sts(Box<StsConfig>),
 }
 
 /// `source = "sts"`, checked.

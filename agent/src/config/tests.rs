@@ -359,7 +359,7 @@ fn the_built_in_dev_config_is_valid() {
 
 fn sts(text: &str) -> StsConfig {
     match parse(text).unwrap_or_else(|e| panic!("{e}")).credentials {
-        CredentialsConfig::Sts(sts) => sts,
+        CredentialsConfig::Sts(sts) => *sts,
         other => panic!("expected STS, got {other:?}"),
     }
 }

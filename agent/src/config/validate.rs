@@ -9,7 +9,10 @@ use bytes::Bytes;
 use super::error::{ConfigError, Origin, Source};
 use super::file::{self, FileConfig};
 use super::host::{Derived, HostFacts, availability_zone_id, private_dns_name};
-use super::{Config, Env, Overrides};
+use super::{Config, CredentialsConfig, Env, Overrides, StsBase};
+
+/// The IMDS address.
+const IMDS_V4: std::net::IpAddr = std::net::IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254));
 use crate::creds::Role;
 use crate::imds::{DEFAULT_HOST_NAMES, InstanceData, NetworkInterface, Settings};
 
@@ -57,7 +60,25 @@ impl Config {
             src,
             env,
         )?;
-        let log_level = overrides.log_level.clone().unwrap_or(file.log.level);
+        if let CredentialsConfig::Sts(sts) = &credentials
+            && matches!(
+                sts.base,
+                StsBase::Chain {
+                    instance_profile: true
+                }
+            )
+            && listen.iter().any(|a| a.ip() == IMDS_V4)
+        {
+            return Err(src.invalid(
+                "credentials.instance_profile",
+                "the real IMDS can't be reached while the agent itself listens on 169.254.169.254: \
+                 its own requests would come back to it",
+            ));
+        }
+        let log_level = overrides
+            .log_level
+            .clone()
+            .unwrap_or_else(|| file.log.level.clone());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             return Err(src.invalid(
                 "log.level",
@@ -80,6 +101,7 @@ impl Config {
                 .clone()
                 .or_else(|| file.admin.socket.clone()),
             hostname: host.hostname.clone(),
+            holds_secrets: holds_secrets(&file),
         })
     }
 }
@@ -425,6 +447,17 @@ fn partition_of(region: &str) -> &'static str {
 
 /// `us-east-1`, `ap-southeast-2`, `us-gov-west-1`: lower-case words joined
 /// by `-`, the last one a number.
+/// Whether the file itself carries keys or a TOTP secret.
+fn holds_secrets(file: &FileConfig) -> bool {
+    let c = &file.credentials;
+    c.secret_access_key.is_some()
+        || c.mfa_secret.is_some()
+        || file
+            .profiles
+            .values()
+            .any(|p| p.secret_access_key.is_some() || p.mfa_secret.is_some())
+}
+
 pub(super) fn is_region(v: &str) -> bool {
     let parts: Vec<&str> = v.split('-').collect();
     parts.len() >= 3

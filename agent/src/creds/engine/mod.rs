@@ -357,9 +357,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Switches to profile `name`. Every cached credential is discarded and
-    /// fetched again as the new profile.
-    pub fn use_profile(&self, name: &str) -> Result<(), BaseError> {
+    /// Switches to profile `name`. Every cached credential is discarded;
+    /// `wanted` (called once the switch is made) gives the roles to fetch as
+    /// the new profile: roles no longer wanted are dropped, not refetched.
+    pub fn use_profile(
+        &self,
+        name: &str,
+        wanted: impl FnOnce() -> Vec<Role>,
+    ) -> Result<(), BaseError> {
         {
             let mut base = self.inner.write_base();
             let BaseConfig::Profiles { profiles, .. } = &base.config else {
@@ -374,7 +379,15 @@ impl Engine {
             base.mfa_code = None;
         }
         tracing::info!(profile = name, "switched profile");
+        let wanted = wanted();
+        {
+            let keep: std::collections::HashSet<&Role> = wanted.iter().collect();
+            self.inner
+                .lock_entries()
+                .retain(|role, _| keep.contains(role));
+        }
         self.inner.flush();
+        self.set_wanted(wanted);
         Ok(())
     }
 
@@ -402,6 +415,19 @@ impl Engine {
         tracing::info!("MFA code received");
         self.inner.retry_waiting();
         Ok(())
+    }
+
+    /// Refreshes every cached role now, keeping what is cached until the new
+    /// credentials arrive (or serving it on if STS fails).
+    pub fn refresh_all(&self) {
+        let now = self.inner.clock.now().wall;
+        for entry in self.inner.lock_entries().values() {
+            let mut st = entry.lock();
+            if !st.fetching {
+                st.next_fetch = Some(now);
+            }
+        }
+        self.inner.wake.notify_one();
     }
 
     /// Discards the MFA session or session token, so the next fetch opens a
@@ -436,7 +462,7 @@ impl Engine {
         let entries: Vec<Arc<Entry>> = self.inner.lock_entries().values().cloned().collect();
         let mut roles: Vec<RoleStatus> = entries
             .iter()
-            .map(|e| e.status(&self.inner.settings, now))
+            .map(|e| e.status(&self.inner.settings, profile.as_deref(), now))
             .collect();
         roles.sort_by(|a, b| (&a.role, &a.session_name).cmp(&(&b.role, &b.session_name)));
         let ready = entries.iter().all(|e| {
@@ -469,18 +495,15 @@ impl Engine {
 
 impl CredentialSource for Engine {
     fn lookup(&self, role: &Role, now: SystemTime) -> Lookup {
-        let entry = match self.inner.entry_for(role) {
-            Some(entry) => entry,
-            None => {
-                return Lookup::Unavailable(Unavailable {
-                    code: "ServiceUnavailable".into(),
-                    message: format!(
-                        "the agent caches at most {} roles; {} is not one of them",
-                        self.inner.settings.max_roles, role.spec
-                    ),
-                    last_updated: now,
-                });
-            }
+        let Some(entry) = self.inner.entry_for(role) else {
+            return Lookup::Unavailable(Unavailable {
+                code: "ServiceUnavailable".into(),
+                message: format!(
+                    "the agent caches at most {} roles; {} is not one of them",
+                    self.inner.settings.max_roles, role.spec
+                ),
+                last_updated: now,
+            });
         };
         let mut st = entry.lock();
         st.last_used = self.inner.clock.now().mono;
@@ -539,12 +562,12 @@ impl Entry {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn status(&self, settings: &Settings, now: SystemTime) -> RoleStatus {
+    fn status(&self, settings: &Settings, profile: Option<&str>, now: SystemTime) -> RoleStatus {
         let st = self.lock();
         let valid = st.creds.as_ref().filter(|c| c.expiration > now);
         RoleStatus {
             role: self.role.spec.to_string(),
-            session_name: session_name_of(&self.role, settings),
+            session_name: session_name_of(&self.role, settings, profile),
             valid: valid.is_some(),
             expiration: st.creds.as_ref().map(|c| iso8601(c.expiration)),
             remaining_seconds: valid.map(|c| {
@@ -562,10 +585,14 @@ impl Entry {
     }
 }
 
-fn session_name_of(role: &Role, settings: &Settings) -> String {
+/// `RoleSessionName`: the assignment's, else the active profile's name,
+/// else the agent's default (`imds-agent-<host>`), so CloudTrail shows who
+/// acted.
+fn session_name_of(role: &Role, settings: &Settings, profile: Option<&str>) -> String {
     role.session
         .session_name
         .clone()
+        .or_else(|| profile.and_then(|p| session_name::sanitize(&format!("imds-agent-{p}"))))
         .unwrap_or_else(|| settings.default_session_name.clone())
 }
 
@@ -644,8 +671,11 @@ impl Inner {
 
     /// One fetch of `entry` (whose `fetching` flag the caller set).
     async fn fetch(self: Arc<Self>, entry: Arc<Entry>) {
-        let generation = self.read_base().generation;
-        let session_name = session_name_of(&entry.role, &self.settings);
+        let (generation, profile) = {
+            let base = self.read_base();
+            (base.generation, base.profile.clone())
+        };
+        let session_name = session_name_of(&entry.role, &self.settings, profile.as_deref());
         let started = self.clock.now();
         let result = self.issue(&entry.role, &session_name, generation).await;
         let now = self.clock.now();

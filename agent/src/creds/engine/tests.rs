@@ -339,7 +339,11 @@ async fn concurrent_first_requests_make_one_sts_call() {
         call.role_arn.as_deref(),
         Some("arn:aws:iam::123456789012:role/app")
     );
-    assert_eq!(call.session_name.as_deref(), Some("imds-agent-host"));
+    assert_eq!(
+        call.session_name.as_deref(),
+        Some("imds-agent-only"),
+        "named after the profile"
+    );
     assert_eq!(call.base, "AKIABASE");
     assert_eq!(call.region, "eu-west-1");
     assert!(
@@ -409,6 +413,13 @@ async fn sts_outage_keeps_serving_cached_credentials_then_recovers() {
             .as_deref()
             .unwrap()
             .contains("connection refused")
+    );
+    // A forced refresh during the outage keeps the cached keys too.
+    engine.refresh_all();
+    engine.run_due().await;
+    assert_eq!(
+        ready(engine.lookup(&app, clock.wall())).keys.access_key_id,
+        cached.keys.access_key_id
     );
     // STS is back: the next retry gets fresh credentials.
     sts.errors.lock().unwrap().clear();
@@ -646,7 +657,7 @@ async fn switching_profiles_discards_and_refetches() {
     engine.set_wanted([work.clone()]);
     let first = ready(settled(&engine, &work).await);
     assert_eq!(
-        engine.use_profile("nope"),
+        engine.use_profile("nope", Vec::new),
         Err(BaseError::UnknownProfile("nope".into()))
     );
     assert_eq!(
@@ -657,13 +668,22 @@ async fn switching_profiles_discards_and_refetches() {
         engine.mfa_code(MfaCode::parse("123456").unwrap()),
         Err(BaseError::NoMfa)
     );
-    engine.use_profile("play").unwrap();
+    let play_role = role("play-role");
+    engine
+        .use_profile("play", || vec![play_role.clone()])
+        .unwrap();
     assert_eq!(engine.profile_role().unwrap().name, "play-role");
-    // Everything cached under "work" is gone.
-    assert!(!matches!(engine.lookup(&work, clock.wall()), Lookup::Ready(c) if c == first));
     let play = (*engine.profile_role().unwrap()).clone();
-    engine.set_wanted([play.clone()]);
     ready(settled(&engine, &play).await);
+    // Everything cached under "work" is gone, and was not fetched again.
+    let work_arn = Some("arn:aws:iam::123456789012:role/work-role");
+    let work_calls = sts
+        .calls()
+        .iter()
+        .filter(|c| c.role_arn.as_deref() == work_arn)
+        .count();
+    assert_eq!(work_calls, 1, "work-role was not refetched as play");
+    assert!(!matches!(engine.lookup(&work, clock.wall()), Lookup::Ready(c) if c == first));
     let last = sts.calls().last().cloned().unwrap();
     assert_eq!(last.base, "AKIAPLAY");
     assert_eq!(
@@ -684,7 +704,7 @@ async fn an_answer_for_a_previous_identity_is_discarded() {
     let app = role("app");
     engine.set_wanted([app.clone()]);
     tokio::task::yield_now().await;
-    engine.use_profile("play").unwrap();
+    engine.use_profile("play", || vec![app.clone()]).unwrap();
     gate.add_permits(10);
     let creds = ready(settled(&engine, &app).await);
     // The first answer (for "work") was dropped; the one served came from a

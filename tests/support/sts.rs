@@ -1,0 +1,124 @@
+//! A real STS for the tests (moto_server, from PyPI) and a proxy in front of
+//! it that counts calls and injects faults (tests/py/sts_proxy.py).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use super::{free_port, py_script, python, raw};
+
+/// A Python helper process, killed on drop.
+pub struct Helper {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(script: &str, args: &[&str], stderr: Stdio) -> Helper {
+    let port = free_port();
+    let mut child = Command::new(python())
+        .arg(py_script(script))
+        .arg(port.to_string())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {script}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("reading the ready line");
+    assert_eq!(line.trim(), "ready", "{script} did not start");
+    Helper {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// moto_server, shared by the tests of one test binary (it exits when the
+/// binary does).
+pub fn moto() -> &'static str {
+    static MOTO: OnceLock<(Helper, String)> = OnceLock::new();
+    &MOTO
+        .get_or_init(|| {
+            // moto logs every request; the tests read the proxy instead.
+            let helper = start("run_moto.py", &[], Stdio::null());
+            let url = helper.url.clone();
+            (helper, url)
+        })
+        .1
+}
+
+/// The counting, fault-injecting proxy in front of moto.
+pub struct StsProxy {
+    helper: Helper,
+}
+
+impl StsProxy {
+    pub fn start() -> StsProxy {
+        StsProxy {
+            helper: start("sts_proxy.py", &[moto()], Stdio::inherit()),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.helper.url
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.helper
+            .url
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap()
+    }
+
+    /// Every call it saw.
+    pub fn calls(&self) -> Vec<serde_json::Value> {
+        let reply = raw(
+            self.addr(),
+            b"GET /__proxy/calls HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n",
+        );
+        serde_json::from_slice(&reply.body).expect("calls as JSON")
+    }
+
+    /// How many calls of `action` it saw.
+    pub fn count(&self, action: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c["action"] == action)
+            .count()
+    }
+
+    /// `pass`, `error500`, `throttle`, `denied` or `drop`, for `actions`
+    /// (all when `None`), after `delay` seconds.
+    pub fn set_mode(&self, mode: &str, actions: Option<&[&str]>, delay: f64) {
+        let body =
+            serde_json::json!({ "mode": mode, "actions": actions, "delay": delay }).to_string();
+        let request = format!(
+            "POST /__proxy/mode HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(raw(self.addr(), request.as_bytes()).status, 200);
+    }
+}
+
+impl StsProxy {
+    /// Moves every `<Expiration>` moto answers `seconds` later.
+    pub fn set_offset(&self, seconds: u64) {
+        let body = serde_json::json!({ "seconds": seconds }).to_string();
+        let request = format!(
+            "POST /__proxy/offset HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(raw(self.addr(), request.as_bytes()).status, 200);
+    }
+}
