@@ -11,5 +11,7 @@ mod static_source;
 pub mod sts;
 
 pub use role::{Role, RoleError, RoleSpec, SessionParams, is_account_id, unique_id};
-pub use source::{Changed, CredentialSource, Credentials, Keys, Lookup, Secret, Unavailable};
+pub use source::{
+    Changed, CredentialSource, Credentials, KeySuffix, Keys, Lookup, Rendered, Secret, Unavailable,
+};
 pub use static_source::StaticSource;

@@ -2,7 +2,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 use std::time::SystemTime;
 
 use super::Role;
@@ -43,11 +45,40 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The access key id's suffix as a value that outlives the keys.
+    pub fn suffix(&self) -> KeySuffix {
+        let text = self.key_suffix();
+        let mut bytes = [0u8; 16];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        KeySuffix {
+            bytes,
+            len: text.len() as u8,
+        }
+    }
+
     /// The last four characters of the access key id: all a log may show.
     pub fn key_suffix(&self) -> &str {
         let id = &self.access_key_id;
         let start = id.char_indices().rev().nth(3).map_or(0, |(index, _)| index);
         &id[start..]
+    }
+}
+
+/// The last four characters of an access key id, held without allocating
+/// (a request log carries one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySuffix {
+    /// Four characters of UTF-8 take at most 16 bytes.
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl KeySuffix {
+    /// The suffix.
+    pub fn as_str(&self) -> &str {
+        // Safe to unwrap because the bytes were copied from a &str at a
+        // character boundary.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
     }
 }
 
@@ -62,8 +93,49 @@ pub struct Credentials {
     pub expiration: SystemTime,
     /// The account the keys belong to, when known (the extended credentials
     /// document's `AccountId`).
-    pub account_id: Option<String>,
+    pub account_id: Option<Arc<str>>,
+    /// The documents served for them, rendered on first use.
+    pub rendered: Rendered,
 }
+
+/// The IMDS documents of one issue of credentials, rendered once and shared
+/// by every clone: credentials never change once issued, and rendering (JSON
+/// escaping of a session token of a kilobyte) is most of the work of a
+/// request otherwise.
+#[derive(Clone, Default)]
+pub struct Rendered {
+    plain: Arc<OnceLock<Bytes>>,
+    extended: Arc<OnceLock<Bytes>>,
+}
+
+impl Rendered {
+    /// The document (`extended` with `AccountId`), rendered by `render` the
+    /// first time.
+    pub fn get(&self, extended: bool, render: impl FnOnce() -> Bytes) -> Bytes {
+        let cell = if extended {
+            &self.extended
+        } else {
+            &self.plain
+        };
+        cell.get_or_init(render).clone()
+    }
+}
+
+impl fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Rendered documents hold secrets.
+        f.write_str("Rendered(..)")
+    }
+}
+
+impl PartialEq for Rendered {
+    /// A cache: equal whatever it holds.
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Rendered {}
 
 /// Why a role has no credentials to serve right now. EC2 answers this with a
 /// 200 whose `Code` is not `Success` (SDKs read `Code`), so the fields are

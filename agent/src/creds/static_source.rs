@@ -1,7 +1,7 @@
 //! Fixed keys, from the config or the environment, served with an expiry
 //! that rolls forward: for development and tests, where no STS is at hand.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{CredentialSource, Credentials, Keys, Lookup, Role};
@@ -17,7 +17,10 @@ use super::{CredentialSource, Credentials, Keys, Lookup, Role};
 pub struct StaticSource {
     keys: Arc<Keys>,
     lifetime: Duration,
-    account_id: Option<String>,
+    account_id: Option<Arc<str>>,
+    /// The current issue, reused (with its rendered documents) until the
+    /// next: for roles of the default account, which is nearly always.
+    current: Mutex<Option<Credentials>>,
 }
 
 impl StaticSource {
@@ -27,7 +30,8 @@ impl StaticSource {
         Self {
             keys: Arc::new(keys),
             lifetime: lifetime.max(Duration::from_secs(2)),
-            account_id,
+            account_id: account_id.map(Arc::from),
+            current: Mutex::new(None),
         }
     }
 }
@@ -37,16 +41,25 @@ impl CredentialSource for StaticSource {
         let period = (self.lifetime / 2).as_secs().max(1);
         let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let issued = UNIX_EPOCH + Duration::from_secs(since_epoch / period * period);
-        Lookup::Ready(Credentials {
+        let fresh = |account_id| Credentials {
             keys: Arc::clone(&self.keys),
             last_updated: issued,
             expiration: issued + self.lifetime,
-            account_id: role
-                .spec
-                .account_id()
-                .map(str::to_owned)
-                .or_else(|| self.account_id.clone()),
-        })
+            account_id,
+            rendered: Default::default(),
+        };
+        if let Some(account) = role.spec.account_id() {
+            return Lookup::Ready(fresh(Some(Arc::from(account))));
+        }
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        match current.as_ref() {
+            Some(c) if c.last_updated == issued => Lookup::Ready(c.clone()),
+            _ => {
+                let c = fresh(self.account_id.clone());
+                *current = Some(c.clone());
+                Lookup::Ready(c)
+            }
+        }
     }
 }
 

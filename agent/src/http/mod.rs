@@ -105,7 +105,7 @@ fn log_request(
 ) {
     let latency_us = started.elapsed().as_micros() as u64;
     let role = role.map(|r| r.spec.to_string()).unwrap_or_default();
-    let key = response.key_suffix.as_deref().unwrap_or("");
+    let key = response.key_suffix.as_ref().map_or("", |k| k.as_str());
     if response.class == Class::Credentials {
         tracing::info!(
             workload = %identity.workload,

@@ -78,17 +78,21 @@ fn info(role: &Role, home: Home<'_>, lookup: &Lookup) -> Response {
 
 fn credentials(role: &Role, home: Home<'_>, lookup: &Lookup, extended: bool) -> Response {
     let (body, key_suffix) = match lookup {
-        Lookup::Ready(c) => (
-            credentials_document(role, home, c, extended),
-            Some(c.keys.key_suffix().to_owned()),
+        // With its account known, a document depends on nothing but the
+        // credentials: render it once.
+        Lookup::Ready(c) if c.account_id.is_some() => (
+            c.rendered.get(extended, || {
+                Bytes::from(credentials_document(role, home, c, extended))
+            }),
+            Some(c.keys.suffix()),
         ),
-        Lookup::Unavailable(u) => (failure(u), None),
+        Lookup::Ready(c) => (
+            Bytes::from(credentials_document(role, home, c, extended)),
+            Some(c.keys.suffix()),
+        ),
+        Lookup::Unavailable(u) => (Bytes::from(failure(u)), None),
     };
-    let mut response = Response::ok(
-        ContentType::TextPlain,
-        Bytes::from(body),
-        Class::Credentials,
-    );
+    let mut response = Response::ok(ContentType::TextPlain, body, Class::Credentials);
     response.key_suffix = key_suffix;
     response
 }

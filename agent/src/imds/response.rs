@@ -49,7 +49,7 @@ pub struct Response {
     pub class: Class,
     /// The last four characters of the access key id served, if this answer
     /// served credentials: the most a log may show of them.
-    pub key_suffix: Option<String>,
+    pub key_suffix: Option<crate::creds::KeySuffix>,
 }
 
 /// A coarse name for what a request asked for, for logs and metrics.

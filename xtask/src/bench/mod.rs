@@ -75,6 +75,7 @@ impl Options {
 }
 
 const ROLE: &str = "imds-agent-demo";
+const ECTOU: &str = "ectou-metadata";
 const CONNECTIONS: [usize; 3] = [1, 16, 64];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -94,6 +95,8 @@ impl Op {
 
 struct Target {
     name: &'static str,
+    /// Measured for credentials only (it shares the agent's token path).
+    credentials_only: bool,
     addr: SocketAddr,
     credentials_path: String,
     token: String,
@@ -121,6 +124,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     let agent = targets::agent(&bin, &options.agent_log_level)?;
     let mut list = vec![Target {
         name: "imds-agent",
+        credentials_only: false,
         addr: agent.addr,
         credentials_path: format!("/latest/meta-data/iam/security-credentials/{ROLE}"),
         token: fetch_token(agent.addr)?,
@@ -133,14 +137,27 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         let ectou = targets::ectou(moto.addr, "arn:aws:iam::123456789012:role/bench")?;
         let path = "/latest/meta-data/iam/security-credentials/role-name".to_owned();
         warm_up(ectou.addr, &path).context("ectou-metadata never served credentials")?;
+        let sts_agent = targets::sts_agent(&bin, &options.agent_log_level, moto.addr)?;
+        let sts_path = format!("/latest/meta-data/iam/security-credentials/{ROLE}");
+        warm_up(sts_agent.addr, &sts_path)
+            .context("the STS-backed agent never served credentials")?;
         list.push(Target {
-            name: "ectou-metadata",
+            name: "imds-agent, STS",
+            credentials_only: true,
+            addr: sts_agent.addr,
+            credentials_path: sts_path,
+            token: fetch_token(sts_agent.addr)?,
+            token_status: 200,
+        });
+        list.push(Target {
+            name: ECTOU,
+            credentials_only: false,
             addr: ectou.addr,
             credentials_path: path,
             token: "unused".to_owned(),
             token_status: 404,
         });
-        Some((moto, ectou))
+        Some((moto, ectou, sts_agent))
     };
     let mut rows = Vec::new();
     let ops = [Op::Token, Op::Credentials]
@@ -156,7 +173,10 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
                 .filter(|&m| options.mode.is_none_or(|w| w == m));
             for mode in modes {
                 let keep_alive = mode == Mode::KeepAlive;
-                for target in &list {
+                for target in list
+                    .iter()
+                    .filter(|t| op == Op::Credentials || !t.credentials_only)
+                {
                     let scenario = scenario(target, op, connections, keep_alive, options);
                     let outcome = measure(&scenario)?;
                     eprintln!(
@@ -188,7 +208,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     }
     let agent_errors: u64 = rows
         .iter()
-        .filter(|r| r.target == "imds-agent")
+        .filter(|r| r.target.starts_with("imds-agent"))
         .map(|r| r.outcome.errors)
         .sum();
     if agent_errors > 0 {
@@ -277,10 +297,10 @@ fn report(rows: &[Row], options: &Options) -> String {
     );
     let _ = writeln!(out, "|---|---:|---|---|---:|---:|---:|---:|---:|");
     for row in rows {
-        let ratio = if row.target == "imds-agent" {
+        let ratio = if row.target.starts_with("imds-agent") {
             rows.iter()
                 .find(|o| {
-                    o.target != "imds-agent"
+                    o.target == ECTOU
                         && o.op == row.op
                         && o.connections == row.connections
                         && o.keep_alive == row.keep_alive
@@ -320,7 +340,7 @@ fn report(rows: &[Row], options: &Options) -> String {
     };
     let ectou = |op: Op, conns: usize, keep: bool| {
         rows.iter().find(|r| {
-            r.target != "imds-agent" && r.op == op && r.connections == conns && r.keep_alive == keep
+            r.target == ECTOU && r.op == op && r.connections == conns && r.keep_alive == keep
         })
     };
     let mut verdict = |name: String, measured: String, ok: bool| {
@@ -359,7 +379,7 @@ fn report(rows: &[Row], options: &Options) -> String {
     }
     let errors: u64 = rows
         .iter()
-        .filter(|r| r.target == "imds-agent")
+        .filter(|r| r.target.starts_with("imds-agent"))
         .map(|r| r.outcome.errors)
         .sum();
     verdict(

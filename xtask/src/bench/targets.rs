@@ -37,12 +37,42 @@ fn log_file(name: &str) -> anyhow::Result<std::fs::File> {
 /// The agent in dev mode on a free loopback port, logging at `log_level`
 /// to target/xtask/bench-agent.log.
 pub(crate) fn agent(bin: &Path, log_level: &str) -> anyhow::Result<Server> {
-    let mut child = Command::new(bin)
-        .args(["dev", "--port", "0", "--log-level", log_level])
+    let mut cmd = Command::new(bin);
+    cmd.args(["dev", "--port", "0", "--log-level", log_level])
+        .arg("--admin-socket")
+        .arg(work_dir().join("bench-agent-{port}.sock"));
+    start_agent(cmd, "agent")
+}
+
+/// The agent in dev mode serving credentials from `sts` (moto), assumed
+/// with fixed base keys through the standard chain.
+pub(crate) fn sts_agent(bin: &Path, log_level: &str, sts: SocketAddr) -> anyhow::Result<Server> {
+    let config = work_dir().join("bench-sts.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[instance]\naccount_id = \"123456789012\"\n[credentials]\nsource = \"sts\"\n\
+             endpoint = \"http://{sts}\"\n[roles]\ndefault = \"imds-agent-demo\"\n"
+        ),
+    )?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["dev", "--port", "0", "--log-level", log_level, "--config"])
+        .arg(&config)
+        .arg("--admin-socket")
+        .arg(work_dir().join("bench-sts-{port}.sock"))
+        .env("AWS_ACCESS_KEY_ID", "AKIABENCHMARK0000000")
+        .env("AWS_SECRET_ACCESS_KEY", "benchmark")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    start_agent(cmd, "sts-agent")
+}
+
+fn start_agent(mut cmd: Command, name: &str) -> anyhow::Result<Server> {
+    let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(log_file("agent")?)
+        .stderr(log_file(name)?)
         .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .with_context(|| format!("starting {cmd:?}"))?;
     let stdout = child.stdout.take().context("agent stdout")?;
     for line in BufReader::new(stdout).lines() {
         let line = line?;
@@ -51,7 +81,7 @@ pub(crate) fn agent(bin: &Path, log_level: &str) -> anyhow::Result<Server> {
             return Ok(Server { child, addr });
         }
     }
-    bail!("the agent exited without printing its address; see target/xtask/bench-agent.log")
+    bail!("the agent exited without printing its address; see target/xtask/bench-{name}.log")
 }
 
 /// moto_server, a real STS implementation, on a free port.

@@ -736,7 +736,8 @@ impl Inner {
             keys: Arc::new(issued.keys.clone()),
             last_updated: now.wall,
             expiration: issued.expiration,
-            account_id: issued.account_id.clone(),
+            account_id: issued.account_id.as_deref().map(Arc::from),
+            rendered: Default::default(),
         });
         st.error = None;
         st.failures = 0;
