@@ -91,7 +91,9 @@ pub async fn serve(
     let mut accept_loops = JoinSet::new();
     for listener in listeners {
         let listener = TcpListener::from_std(listener)?;
+        let local = listener.local_addr()?;
         let accept = AcceptLoop {
+            local: (!local.ip().is_unspecified()).then_some(local),
             listener,
             app: app.clone(),
             builder: Arc::clone(&builder),
@@ -124,6 +126,8 @@ pub async fn serve(
 
 struct AcceptLoop {
     listener: TcpListener,
+    /// The listener's address, unless it is a wildcard.
+    local: Option<SocketAddr>,
     app: Router,
     builder: Arc<http1::Builder>,
     permits: Arc<Semaphore>,
@@ -154,8 +158,14 @@ impl AcceptLoop {
                     continue;
                 }
             };
-            let Ok(local) = stream.local_addr() else {
-                continue;
+            // A listener bound to one address knows the local end of every
+            // connection; only a wildcard one needs to ask the kernel.
+            let local = match self.local {
+                Some(local) => local,
+                None => match stream.local_addr() {
+                    Ok(local) => local,
+                    Err(_) => continue,
+                },
             };
             // Answers are one small write; don't let Nagle hold them back.
             let _ = stream.set_nodelay(true);
