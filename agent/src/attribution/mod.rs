@@ -1,32 +1,107 @@
 //! Which workload is asking: turns a connection into a `Workload`, whose
 //! identity IMDSv2 tokens are bound to and whose role the assignment rules
 //! look up.
+//!
+//! - `ByPeerAddress` (attribution off): the peer address is the workload.
+//! - `Local` (`local.rs`): a client in the agent's network namespace is
+//!   found by its socket (NETLINK_SOCK_DIAG: cgroup and uid); one in another
+//!   namespace (a bridged container) by its address in the container
+//!   registry (`containers.rs`, kept by the Docker watcher). A client it
+//!   can't tell is `Unknown` and gets no role.
+
+pub mod cgroup;
+pub mod containers;
+mod local;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+pub use containers::{ContainerInfo, Containers};
+pub use local::{Local, Rescanner};
+
+use self::cgroup::CgroupFacts;
+use crate::creds::Changed;
 
 /// The two ends of an accepted connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
-    /// The address the client connected to.
+    /// The address the connection arrived at.
     pub local: SocketAddr,
+    /// The address the client connected to: `local`, unless DNAT changed
+    /// it (then the original destination).
+    pub target: SocketAddr,
+}
+
+/// A process on this host, found by its socket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Process {
+    /// The cgroup v2 id its socket was created in.
+    pub cgroup_id: u64,
+    /// That cgroup's path (`/system.slice/nginx.service`).
+    pub cgroup: Arc<str>,
+    /// The socket's owner.
+    pub uid: u32,
+    /// What the path says (unit, user slice, container id).
+    pub facts: CgroupFacts,
+    /// The container whose cgroup it is (a `--network host` container).
+    pub container: Option<Arc<ContainerInfo>>,
 }
 
 /// A workload, as far as attribution could tell.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Workload {
-    /// Known only by its address.
+    /// Known only by its address: attribution is off.
     Address(IpAddr),
+    /// A process on this host.
+    Process(Arc<Process>),
+    /// A container on a bridge, by its address.
+    Container(Arc<ContainerInfo>),
+    /// Attribution is on and could not tell who this is. It gets no role,
+    /// never someone else's.
+    Unknown(IpAddr),
 }
 
 impl Workload {
-    /// The bytes an IMDSv2 token is bound to. Distinct workloads must give
-    /// distinct bytes; the kind prefix keeps kinds from colliding.
+    /// The bytes an IMDSv2 token is bound to. Distinct workloads give
+    /// distinct bytes (the kind prefix keeps kinds apart), so a token can't
+    /// be replayed by another workload, even from the same address.
     pub fn token_binding(&self) -> Vec<u8> {
         match self {
-            Workload::Address(ip) => format!("ip:{ip}").into_bytes(),
+            Workload::Address(ip) | Workload::Unknown(ip) => format!("ip:{ip}").into_bytes(),
+            Workload::Process(p) => format!("cg:{}:{}", p.cgroup_id, p.uid).into_bytes(),
+            Workload::Container(c) => format!("ctr:{}", c.id).into_bytes(),
+        }
+    }
+
+    /// The container this workload is, if any.
+    pub fn container(&self) -> Option<&Arc<ContainerInfo>> {
+        match self {
+            Workload::Container(c) => Some(c),
+            Workload::Process(p) => p.container.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// A name for `RoleSessionName`: the unit, the container's name, or the
+    /// cgroup's last segment.
+    pub fn session_label(&self) -> Option<String> {
+        match self {
+            Workload::Address(_) | Workload::Unknown(_) => None,
+            Workload::Container(c) => Some(c.name.clone()),
+            Workload::Process(p) => p
+                .container
+                .as_ref()
+                .map(|c| c.name.clone())
+                .or_else(|| p.facts.unit.clone())
+                .or_else(|| {
+                    p.cgroup
+                        .rsplit('/')
+                        .find(|s| !s.is_empty())
+                        .map(str::to_owned)
+                }),
         }
     }
 }
@@ -35,6 +110,35 @@ impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Workload::Address(ip) => write!(f, "address {ip}"),
+            Workload::Unknown(ip) => write!(f, "unknown workload at {ip}"),
+            Workload::Container(c) => write!(f, "container {} ({})", c.name, short(&c.id)),
+            Workload::Process(p) => match (&p.container, &p.facts.unit) {
+                (Some(c), _) => write!(f, "container {} ({}, host network)", c.name, short(&c.id)),
+                (None, Some(unit)) => write!(f, "unit {unit} (uid {})", p.uid),
+                (None, None) => write!(f, "cgroup {} (uid {})", p.cgroup, p.uid),
+            },
+        }
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// What attribution found.
+pub enum Identified {
+    /// The workload.
+    Known(Workload),
+    /// Not yet: the future completes when trying again may succeed (a new
+    /// cgroup the index has not seen yet).
+    Retry(Changed),
+}
+
+impl fmt::Debug for Identified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identified::Known(w) => f.debug_tuple("Known").field(w).finish(),
+            Identified::Retry(_) => f.write_str("Retry(..)"),
         }
     }
 }
@@ -43,19 +147,18 @@ impl fmt::Display for Workload {
 /// on its first request, so it may cost a kernel lookup but must not block.
 pub trait Attribution: Send + Sync + fmt::Debug {
     /// The workload behind `conn`.
-    fn identify(&self, conn: &ConnInfo) -> Workload;
+    fn identify(&self, conn: &ConnInfo) -> Identified;
 }
 
-/// Identifies workloads by the peer address alone: right when each workload
-/// has its own address, and the fallback when nothing better is known.
+/// Identifies workloads by the peer address alone: attribution off.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ByPeerAddress;
 
 impl Attribution for ByPeerAddress {
-    fn identify(&self, conn: &ConnInfo) -> Workload {
+    fn identify(&self, conn: &ConnInfo) -> Identified {
         // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; use
         // the IPv4 form so both listeners agree on who a client is.
-        Workload::Address(conn.peer.ip().to_canonical())
+        Identified::Known(Workload::Address(conn.peer.ip().to_canonical()))
     }
 }
 
@@ -63,31 +166,81 @@ impl Attribution for ByPeerAddress {
 mod tests {
     use super::*;
 
+    fn known(i: Identified) -> Workload {
+        match i {
+            Identified::Known(w) => w,
+            Identified::Retry(_) => panic!("retry"),
+        }
+    }
+
     #[test]
     fn mapped_ipv4_is_the_same_workload() {
         let local: SocketAddr = "[::]:80".parse().unwrap();
-        let mapped = ConnInfo {
-            peer: "[::ffff:10.0.0.1]:5000".parse().unwrap(),
+        let conn = |peer: &str| ConnInfo {
+            peer: peer.parse().unwrap(),
             local,
+            target: local,
         };
-        let plain = ConnInfo {
-            peer: "10.0.0.1:6000".parse().unwrap(),
-            local,
+        let mapped = known(ByPeerAddress.identify(&conn("[::ffff:10.0.0.1]:5000")));
+        let plain = known(ByPeerAddress.identify(&conn("10.0.0.1:6000")));
+        assert_eq!(mapped, plain);
+        assert_eq!(plain.token_binding(), b"ip:10.0.0.1");
+    }
+
+    #[test]
+    fn bindings_differ_between_kinds_and_workloads() {
+        let process = |id, uid| {
+            Workload::Process(Arc::new(Process {
+                cgroup_id: id,
+                cgroup: "/a".into(),
+                uid,
+                facts: CgroupFacts::default(),
+                container: None,
+            }))
         };
+        let container = Workload::Container(Arc::new(ContainerInfo::for_tests("abc", "api")));
+        let all = [
+            Workload::Address("10.0.0.1".parse().unwrap()),
+            Workload::Address("10.0.0.12".parse().unwrap()),
+            process(5, 0),
+            process(5, 1000),
+            process(55, 0),
+            container,
+        ];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a.token_binding(), b.token_binding(), "{a} / {b}");
+            }
+        }
+        // An unknown workload and the address it came from bind alike: both
+        // are only the address.
         assert_eq!(
-            ByPeerAddress.identify(&mapped),
-            ByPeerAddress.identify(&plain)
-        );
-        assert_eq!(
-            ByPeerAddress.identify(&plain).token_binding(),
-            b"ip:10.0.0.1"
+            Workload::Unknown("10.0.0.1".parse().unwrap()).token_binding(),
+            all[0].token_binding()
         );
     }
 
     #[test]
-    fn distinct_addresses_have_distinct_bindings() {
-        let a = Workload::Address("10.0.0.1".parse().unwrap());
-        let b = Workload::Address("10.0.0.12".parse().unwrap());
-        assert_ne!(a.token_binding(), b.token_binding());
+    fn session_labels() {
+        let unit = Workload::Process(Arc::new(Process {
+            cgroup_id: 1,
+            cgroup: "/system.slice/web.service".into(),
+            uid: 0,
+            facts: cgroup::facts("/system.slice/web.service"),
+            container: None,
+        }));
+        assert_eq!(unit.session_label().as_deref(), Some("web.service"));
+        let bare = Workload::Process(Arc::new(Process {
+            cgroup_id: 1,
+            cgroup: "/ci/job-7".into(),
+            uid: 0,
+            facts: CgroupFacts::default(),
+            container: None,
+        }));
+        assert_eq!(bare.session_label().as_deref(), Some("job-7"));
+        assert_eq!(
+            Workload::Unknown("10.0.0.1".parse().unwrap()).session_label(),
+            None
+        );
     }
 }

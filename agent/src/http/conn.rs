@@ -37,10 +37,14 @@ impl Connection {
         }
     }
 
-    /// The caller's identity, computed by `identify` on first use.
-    pub fn identity(&self, identify: impl FnOnce(&ConnInfo) -> Workload) -> &Identity {
+    /// The caller's identity, if an earlier request worked it out.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.get()
+    }
+
+    /// Records the caller's identity (first request of the connection).
+    pub fn set_identity(&self, workload: Workload) -> &Identity {
         self.identity.get_or_init(|| {
-            let workload = identify(&self.info);
             let binding = workload.token_binding().into_boxed_slice();
             Identity { workload, binding }
         })

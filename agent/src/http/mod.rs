@@ -18,7 +18,7 @@ pub use conn::{Connection, Identity};
 pub use server::{ServeOptions, bind, serve};
 
 use crate::assign::RoleAssignment;
-use crate::attribution::Attribution;
+use crate::attribution::{Attribution, ConnInfo, Identified, Workload};
 use crate::clock::Clock;
 use crate::creds::CredentialSource;
 use crate::imds::{Caller, Class, HeaderField, Imds};
@@ -57,7 +57,10 @@ async fn handle(
 ) -> http::Response<Body> {
     let started = Instant::now();
     let (parts, _body) = req.into_parts();
-    let identity = conn.identity(|info| state.attribution.identify(info));
+    let identity = match conn.identity() {
+        Some(identity) => identity,
+        None => conn.set_identity(identify(&*state.attribution, &conn.info).await),
+    };
     let role = state.roles.role_for(&identity.workload);
     if let Some(role) = &role
         && crate::imds::reads_credentials(parts.uri.path())
@@ -93,6 +96,24 @@ async fn handle(
     );
     let close = convert::has_body(&parts.headers);
     convert::http_response(response, &state.last_modified, close)
+}
+
+/// How long a first request may wait for attribution to catch up (a cgroup
+/// created since the last walk of the cgroup tree).
+const ATTRIBUTION_WAIT: Duration = Duration::from_millis(500);
+
+/// The workload behind `info`, waiting (boundedly) when attribution asks to.
+/// A workload that can't be told is `Unknown`: it gets no role.
+async fn identify(attribution: &dyn Attribution, info: &ConnInfo) -> Workload {
+    for _ in 0..2 {
+        match attribution.identify(info) {
+            Identified::Known(workload) => return workload,
+            Identified::Retry(ready) => {
+                let _ = tokio::time::timeout(ATTRIBUTION_WAIT, ready).await;
+            }
+        }
+    }
+    Workload::Unknown(info.peer.ip())
 }
 
 fn log_request(

@@ -39,6 +39,9 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// How long a shutdown waits for open requests to finish.
     pub drain_timeout: Duration,
+    /// Connections may arrive through DNAT: read their original
+    /// destination.
+    pub original_dst: bool,
 }
 
 impl Default for ServeOptions {
@@ -47,6 +50,7 @@ impl Default for ServeOptions {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
+            original_dst: false,
         }
     }
 }
@@ -93,6 +97,7 @@ pub async fn serve(
         let listener = TcpListener::from_std(listener)?;
         let local = listener.local_addr()?;
         let accept = AcceptLoop {
+            original_dst: options.original_dst,
             local: (!local.ip().is_unspecified()).then_some(local),
             listener,
             app: app.clone(),
@@ -124,7 +129,18 @@ pub async fn serve(
     Ok(())
 }
 
+/// The address the client connected to before DNAT changed it
+/// (`SO_ORIGINAL_DST`, from conntrack); `None` when it was not translated.
+fn original_destination(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
+    let addr = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::OriginalDst).ok()?;
+    let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+    Some(SocketAddr::from((ip, u16::from_be(addr.sin_port))))
+}
+
 struct AcceptLoop {
+    /// Whether connections may have been DNAT'd to this listener (then the
+    /// client's socket is found by the original destination).
+    original_dst: bool,
     listener: TcpListener,
     /// The listener's address, unless it is a wildcard.
     local: Option<SocketAddr>,
@@ -169,8 +185,17 @@ impl AcceptLoop {
             };
             // Answers are one small write; don't let Nagle hold them back.
             let _ = stream.set_nodelay(true);
+            let target = if self.original_dst {
+                original_destination(&stream).unwrap_or(local)
+            } else {
+                local
+            };
             let conn = Arc::new(Connection::new(
-                ConnInfo { peer, local },
+                ConnInfo {
+                    peer,
+                    local,
+                    target,
+                },
                 Some(stream.as_raw_fd()),
             ));
             let app = self.app.clone();

@@ -1,4 +1,9 @@
 //! Thin wrappers over Linux calls that have no safe crate API. The only
 //! module with `unsafe`.
 
+pub mod diag;
+#[cfg(feature = "nftables")]
+pub mod nft;
+pub mod pidfd;
+pub mod rtnl;
 pub mod socket;

@@ -1,0 +1,193 @@
+//! The containers the agent knows: by address (for bridged containers,
+//! whose sockets live in another network namespace) and by id (for
+//! `--network host` containers, found by cgroup). Kept by the Docker
+//! watcher; read on the request path, so reads are a map lookup and one
+//! poll(2).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use crate::sys::pidfd::PidFd;
+
+/// What the agent knows of one container.
+#[derive(Debug)]
+pub struct ContainerInfo {
+    /// The full 64-digit id.
+    pub id: String,
+    /// The name, without Docker's leading `/`.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// The role its environment asks for (`IAM_ROLE=…`), if any.
+    pub env_role: Option<String>,
+    /// Its addresses on bridge networks.
+    pub ips: Vec<IpAddr>,
+    /// Its main process: once that exits, the container is gone even if
+    /// the watcher has not heard yet, and its address may belong to someone
+    /// else.
+    pub process: Option<PidFd>,
+}
+
+impl ContainerInfo {
+    /// Whether the container's process still runs.
+    pub fn alive(&self) -> bool {
+        self.process.as_ref().is_some_and(|p| !p.exited())
+    }
+
+    /// A container with just an id and a name (tests).
+    pub fn for_tests(id: &str, name: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            labels: BTreeMap::new(),
+            env_role: None,
+            ips: Vec::new(),
+            process: None,
+        }
+    }
+}
+
+/// Containers are the same container when their ids are.
+impl PartialEq for ContainerInfo {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for ContainerInfo {}
+
+impl Hash for ContainerInfo {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+/// The registry.
+#[derive(Debug, Default)]
+pub struct Containers {
+    inner: RwLock<Registry>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    by_id: HashMap<String, Arc<ContainerInfo>>,
+    by_ip: HashMap<IpAddr, Arc<ContainerInfo>>,
+}
+
+impl Containers {
+    /// The running container at `ip`. A container whose process has exited
+    /// is not returned: its address may already be another's.
+    pub fn by_ip(&self, ip: IpAddr) -> Option<Arc<ContainerInfo>> {
+        let registry = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        registry.by_ip.get(&ip).filter(|c| c.alive()).cloned()
+    }
+
+    /// The running container with `id`.
+    pub fn by_id(&self, id: &str) -> Option<Arc<ContainerInfo>> {
+        let registry = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        registry.by_id.get(id).filter(|c| c.alive()).cloned()
+    }
+
+    /// Adds or replaces a container. The newest registration of an address
+    /// wins: an address is only reused after its previous owner stopped.
+    pub fn upsert(&self, container: ContainerInfo) {
+        let container = Arc::new(container);
+        let mut registry = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = registry.by_id.remove(&container.id) {
+            for ip in &old.ips {
+                if registry.by_ip.get(ip).is_some_and(|c| c.id == old.id) {
+                    registry.by_ip.remove(ip);
+                }
+            }
+        }
+        for ip in &container.ips {
+            registry.by_ip.insert(*ip, Arc::clone(&container));
+        }
+        registry.by_id.insert(container.id.clone(), container);
+    }
+
+    /// Forgets a container.
+    pub fn remove(&self, id: &str) -> Option<Arc<ContainerInfo>> {
+        let mut registry = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let old = registry.by_id.remove(id)?;
+        for ip in &old.ips {
+            if registry.by_ip.get(ip).is_some_and(|c| c.id == old.id) {
+                registry.by_ip.remove(ip);
+            }
+        }
+        Some(old)
+    }
+
+    /// Keeps only the containers in `ids` (after a full resync).
+    pub fn retain(&self, ids: &std::collections::HashSet<String>) {
+        let gone: Vec<String> = {
+            let registry = self.inner.read().unwrap_or_else(|e| e.into_inner());
+            registry
+                .by_id
+                .keys()
+                .filter(|id| !ids.contains(*id))
+                .cloned()
+                .collect()
+        };
+        for id in gone {
+            self.remove(&id);
+        }
+    }
+
+    /// Every registered container.
+    pub fn all(&self) -> Vec<Arc<ContainerInfo>> {
+        let registry = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        registry.by_id.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(id: &str, ip: &str) -> (ContainerInfo, std::process::Child) {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut c = ContainerInfo::for_tests(id, id);
+        c.ips = vec![ip.parse().unwrap()];
+        c.process = Some(PidFd::open(child.id() as i32).unwrap());
+        (c, child)
+    }
+
+    #[test]
+    fn a_reused_address_belongs_to_the_new_container_only() {
+        let registry = Containers::default();
+        let ip: IpAddr = "172.17.0.2".parse().unwrap();
+        let (a, mut a_process) = running("aaa", "172.17.0.2");
+        registry.upsert(a);
+        assert_eq!(registry.by_ip(ip).unwrap().id, "aaa");
+        // A stops; the watcher has not heard yet: its address is nobody's.
+        a_process.kill().unwrap();
+        a_process.wait().unwrap();
+        assert!(registry.by_ip(ip).is_none());
+        // B gets the address.
+        let (b, mut b_process) = running("bbb", "172.17.0.2");
+        registry.upsert(b);
+        assert_eq!(registry.by_ip(ip).unwrap().id, "bbb");
+        // The watcher catches up with A's removal: B keeps its address.
+        registry.remove("aaa");
+        assert_eq!(registry.by_ip(ip).unwrap().id, "bbb");
+        b_process.kill().unwrap();
+        b_process.wait().unwrap();
+    }
+
+    #[test]
+    fn a_container_without_a_process_is_never_attributed() {
+        let registry = Containers::default();
+        let mut c = ContainerInfo::for_tests("ccc", "c");
+        c.ips = vec!["172.17.0.9".parse().unwrap()];
+        registry.upsert(c);
+        assert!(registry.by_ip("172.17.0.9".parse().unwrap()).is_none());
+        assert!(registry.by_id("ccc").is_none());
+        assert_eq!(registry.all().len(), 1);
+    }
+}

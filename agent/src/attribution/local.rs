@@ -1,0 +1,141 @@
+//! Attribution on a host: a client in the agent's network namespace by its
+//! socket's cgroup and uid (NETLINK_SOCK_DIAG), a bridged container by its
+//! address in the container registry, anything else `Unknown`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, watch};
+
+use super::cgroup::{self, CgroupIndex};
+use super::{Attribution, ConnInfo, Containers, Identified, Process, Workload};
+use crate::creds::Changed;
+use crate::sys::diag::SockDiag;
+
+/// Walks the cgroup tree in the background when asked: a lookup that misses
+/// (a cgroup created since the last walk) waits for the next walk instead of
+/// walking on the request path. Requests that arrive together share one
+/// walk.
+#[derive(Debug)]
+pub struct Rescanner {
+    index: Arc<CgroupIndex>,
+    wake: Notify,
+    done: watch::Sender<u64>,
+}
+
+impl Rescanner {
+    /// A rescanner of `index`; `run` must be spawned for it to work.
+    pub fn new(index: Arc<CgroupIndex>) -> Arc<Self> {
+        Arc::new(Self {
+            index,
+            wake: Notify::new(),
+            done: watch::channel(0).0,
+        })
+    }
+
+    /// Walks whenever asked, forever.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            self.wake.notified().await;
+            let index = Arc::clone(&self.index);
+            match tokio::task::spawn_blocking(move || index.rescan()).await {
+                Ok(Ok(count)) => tracing::debug!(cgroups = count, "cgroup index refreshed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot walk the cgroup tree"),
+                Err(e) => tracing::warn!(error = %e, "the cgroup walk panicked"),
+            }
+            self.done.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Asks for a walk that starts after now; the future completes when it
+    /// is done.
+    pub fn request(&self) -> Changed {
+        let mut done = self.done.subscribe();
+        // A walk under way may have started before the new cgroup existed,
+        // and a pending wake-up runs one more walk after it: wait for two.
+        let target = *done.borrow_and_update() + 2;
+        self.wake.notify_one();
+        Box::pin(async move {
+            let _ = done.wait_for(|n| *n >= target).await;
+        })
+    }
+}
+
+/// Attribution by kernel lookups and the container registry.
+#[derive(Debug)]
+pub struct Local {
+    diag: Mutex<SockDiag>,
+    index: Arc<CgroupIndex>,
+    rescanner: Arc<Rescanner>,
+    containers: Option<Arc<Containers>>,
+}
+
+impl Local {
+    /// Attribution with `diag`, the cgroup `index` (refreshed by
+    /// `rescanner`) and, when the Docker watcher runs, its `containers`.
+    pub fn new(
+        diag: SockDiag,
+        index: Arc<CgroupIndex>,
+        rescanner: Arc<Rescanner>,
+        containers: Option<Arc<Containers>>,
+    ) -> Self {
+        Self {
+            diag: Mutex::new(diag),
+            index,
+            rescanner,
+            containers,
+        }
+    }
+
+    fn lookup(
+        &self,
+        peer: SocketAddr,
+        target: SocketAddr,
+    ) -> std::io::Result<Option<crate::sys::diag::SockInfo>> {
+        self.diag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(peer, target)
+    }
+}
+
+impl Attribution for Local {
+    fn identify(&self, conn: &ConnInfo) -> Identified {
+        let peer = SocketAddr::new(conn.peer.ip().to_canonical(), conn.peer.port());
+        let target = SocketAddr::new(conn.target.ip().to_canonical(), conn.target.port());
+        let unknown = || Identified::Known(Workload::Unknown(peer.ip()));
+        let info = match self.lookup(peer, target) {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!(error = %e, %peer, "sock_diag lookup failed");
+                return unknown();
+            }
+        };
+        let Some(info) = info else {
+            // Not a socket of this network namespace: a bridged container,
+            // or nobody the agent knows.
+            return match self.containers.as_ref().and_then(|c| c.by_ip(peer.ip())) {
+                Some(container) => Identified::Known(Workload::Container(container)),
+                None => unknown(),
+            };
+        };
+        let Some(cgroup_id) = info.cgroup_id else {
+            return unknown();
+        };
+        let Some(path) = self.index.path(cgroup_id) else {
+            return Identified::Retry(self.rescanner.request());
+        };
+        let facts = cgroup::facts(&path);
+        let container = facts
+            .container_id
+            .as_deref()
+            .and_then(|id| self.containers.as_ref()?.by_id(id));
+        Identified::Known(Workload::Process(Arc::new(Process {
+            cgroup_id,
+            cgroup: path,
+            uid: info.uid,
+            facts,
+            container,
+        })))
+    }
+}
