@@ -1,4 +1,10 @@
-//! Putting the parts together: from a checked `Config` to a running server.
+//! Putting the parts together: from a checked `Config` to a running agent.
+//!
+//! `run` works in two phases. The privileged phase runs on the main thread
+//! with nothing else running: it installs the firewall and the address,
+//! binds the listeners and the admin socket, opens sock_diag, walks the
+//! cgroup tree, forks the stop helper and drops privileges. Only then does
+//! the async runtime start; `build` wires the serving parts inside it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,15 +13,22 @@ use std::time::Duration;
 use anyhow::Context as _;
 use http::HeaderValue;
 
-use crate::assign::{DefaultRole, RoleAssignment};
-use crate::attribution::ByPeerAddress;
+use crate::admin::AdminSocket;
+use crate::assign::files::Snapshot;
+use crate::assign::glob::Glob;
+use crate::assign::watch::OnChange;
+use crate::assign::{Assignments, Defaults, EnvRoles, RoleAssignment};
+use crate::attribution::{Attribution, ByPeerAddress, Containers, Kernel, Local, Rescanner};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, CredentialsConfig, StsBase, StsConfig};
+use crate::config::{Config, CredentialsConfig, HostMode, StsBase, StsConfig};
 use crate::creds::engine::{self, BaseConfig, Engine};
 use crate::creds::sts::{AwsSts, default_chain, endpoint_from_env};
 use crate::creds::{CredentialSource, StaticSource, session_name};
 use crate::http::{AppState, ServeOptions, bind, router, serve};
 use crate::imds::{Imds, TokenAuthority};
+use crate::net::Installed;
+use crate::net::stop_helper::StopHelper;
+use crate::privs::{self, Target};
 use crate::timefmt::http_date;
 
 /// The running parts of an agent.
@@ -29,10 +42,19 @@ pub struct Agent {
     pub roles: Arc<dyn RoleAssignment>,
 }
 
-/// Builds the agent for `config`, with a fresh token key, and starts the
-/// credentials engine's prefetch and scheduler. Must run inside the tokio
-/// runtime.
-pub fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Agent> {
+/// How often the cgroup tree is walked even when no lookup missed, so new
+/// units' roles are fetched before their first request.
+const RESCAN_EVERY: Duration = Duration::from_secs(30);
+
+/// Builds the agent for `config`, with a fresh token key, and starts its
+/// background work: the credentials engine, the cgroup rescans, the Docker
+/// watcher and the role rules watcher. `kernel` is what the privileged
+/// phase opened for attribution. Must run inside the tokio runtime.
+pub fn build(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    kernel: Option<Kernel>,
+) -> anyhow::Result<Agent> {
     let (credentials, engine, first_fetch_wait): (Arc<dyn CredentialSource>, _, _) =
         match &config.credentials {
             CredentialsConfig::Static { keys, lifetime } => (
@@ -49,14 +71,69 @@ pub fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Agent> {
                 (Arc::new(engine.clone()), Some(engine), sts.first_fetch_wait)
             }
         };
-    let roles: Arc<dyn RoleAssignment> = Arc::new(DefaultRole::new(
-        config.default_role.clone(),
+    let containers = config
+        .attribution
+        .docker
+        .as_ref()
+        .map(|_| Arc::new(Containers::default()));
+    let snapshot = Snapshot::read(&config.roles.dir).map_err(anyhow::Error::from)?;
+    let rules = snapshot.parse().map_err(rule_errors)?;
+    if !snapshot.missing() {
+        tracing::info!(dir = %config.roles.dir.display(), files = snapshot.len(), rules = rules.len(), "role rules loaded");
+    }
+    let defaults = Defaults {
+        default: config.roles.default.clone(),
+        container_default: config.roles.container_default.clone(),
+        env_roles: config.attribution.docker.as_ref().map(|d| EnvRoles {
+            allowed: d.allowed_env_roles.iter().map(|g| Glob::name(g)).collect(),
+        }),
+        session_per_workload: config.roles.session_per_workload,
+    };
+    let assignments = Arc::new(Assignments::new(
+        defaults,
+        rules,
         engine.clone(),
+        containers.clone(),
+        kernel.as_ref().map(|k| Arc::clone(&k.cgroups)),
     ));
+    let sync = sync_engine(engine.as_ref(), &assignments);
+    sync();
     if let Some(engine) = &engine {
-        engine.set_wanted(roles.roles());
         tokio::spawn(engine.clone().run());
     }
+    let attribution: Arc<dyn Attribution> = match kernel {
+        Some(kernel) => {
+            let rescanner = Rescanner::new(Arc::clone(&kernel.cgroups));
+            tokio::spawn(Arc::clone(&rescanner).run());
+            tokio::spawn(rescan_periodically(
+                Arc::clone(&rescanner),
+                Arc::clone(&sync),
+            ));
+            Arc::new(Local::new(
+                kernel.diag,
+                kernel.cgroups,
+                rescanner,
+                containers.clone(),
+            ))
+        }
+        None => Arc::new(ByPeerAddress),
+    };
+    if let (Some(docker), Some(containers)) = (&config.attribution.docker, &containers) {
+        let on_change = Arc::clone(&sync);
+        let watcher = crate::docker::Watcher::new(
+            crate::docker::DockerClient::new(&docker.socket),
+            Arc::clone(containers),
+            docker.env_role_var.clone(),
+            Box::new(move || on_change()),
+        );
+        tokio::spawn(watcher.run());
+    }
+    tokio::spawn(crate::assign::watch::watch(
+        config.roles.dir.clone(),
+        snapshot,
+        Arc::clone(&assignments),
+        sync,
+    ));
     let imds = Imds::new(
         &config.instance,
         config.settings.clone(),
@@ -65,9 +142,10 @@ pub fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Agent> {
     );
     let last_modified = HeaderValue::from_str(&http_date(config.instance.last_modified))
         .context("formatting Last-Modified")?;
+    let roles: Arc<dyn RoleAssignment> = assignments;
     let state = AppState {
         imds: Arc::new(imds),
-        attribution: Arc::new(ByPeerAddress),
+        attribution,
         roles: Arc::clone(&roles),
         credentials,
         first_fetch_wait,
@@ -79,6 +157,36 @@ pub fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Agent> {
         engine,
         roles,
     })
+}
+
+/// What to do whenever assignments or workloads change: drop the
+/// credentials of roles no assignment names any more (at once, not at
+/// expiry), and fetch every role a known workload will ask for.
+fn sync_engine(engine: Option<&Engine>, assignments: &Arc<Assignments>) -> OnChange {
+    let engine = engine.cloned();
+    let assignments = Arc::clone(assignments);
+    Arc::new(move || {
+        if let Some(engine) = &engine {
+            engine.retain(|role| assignments.still_assigned(role));
+            engine.set_wanted(assignments.wanted());
+        }
+    })
+}
+
+async fn rescan_periodically(rescanner: Arc<Rescanner>, sync: OnChange) {
+    let mut every = tokio::time::interval(RESCAN_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        rescanner.request().await;
+        sync();
+    }
+}
+
+fn rule_errors(errors: Vec<crate::config::ConfigError>) -> anyhow::Error {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    anyhow::anyhow!("bad role rules:\n  {}", lines.join("\n  "))
 }
 
 fn sts_engine(config: &Config, sts: &StsConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Engine> {
@@ -146,9 +254,56 @@ fn token_authority() -> anyhow::Result<TokenAuthority> {
     Ok(TokenAuthority::new(key, random_u64()?))
 }
 
-/// Binds every listen address of `config`, calls `on_listening` with the
-/// bound addresses (port 0 resolved), then serves until SIGTERM or SIGINT.
-pub fn run(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> anyhow::Result<()> {
+/// What a clean stop undoes.
+#[derive(Debug)]
+enum OnStop {
+    /// Nothing was added.
+    Nothing,
+    /// The agent may still remove its addresses itself.
+    Direct(Installed),
+    /// The stop helper removes them.
+    Helper(StopHelper),
+}
+
+impl OnStop {
+    fn run(self) {
+        let done = match self {
+            OnStop::Nothing => return,
+            OnStop::Direct(installed) => installed.remove_addresses(),
+            OnStop::Helper(helper) => helper.stop(),
+        };
+        match done {
+            Ok(()) => tracing::info!(
+                "addresses removed from lo; the nftables table stays (imds-agent cleanup removes it)"
+            ),
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "could not remove the agent's addresses"
+            ),
+        }
+    }
+}
+
+/// What the privileged phase hands to the serving phase.
+struct Prepared {
+    listeners: Vec<std::net::TcpListener>,
+    bound: Vec<SocketAddr>,
+    admin: AdminSocket,
+    kernel: Option<Kernel>,
+}
+
+/// Sets the host up, binds, and drops privileges, as `config` says. On
+/// error, whatever was set up is undone through `on_stop`.
+fn privileged_phase(config: &Config, on_stop: &mut OnStop) -> anyhow::Result<Prepared> {
+    // Resolved first: a bad user name fails before anything changes.
+    let mut target = privs::target(&config.privileges)?;
+    let agent_uid = target
+        .as_ref()
+        .map_or_else(|| nix::unistd::Uid::effective().as_raw(), Target::uid);
+    let installed = crate::net::setup(&config.host, agent_uid)?;
+    if let Some(installed) = installed {
+        *on_stop = OnStop::Direct(installed);
+    }
     let listeners = config
         .listen
         .iter()
@@ -159,8 +314,70 @@ pub fn run(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> anyhow::
         .map(|l| l.local_addr())
         .collect::<Result<Vec<_>, _>>()
         .context("reading the bound addresses")?;
-    // The runtime is built only now, after binding: later, privileges are
-    // dropped here, and that must happen before any other thread exists.
+    let admin = AdminSocket::bind(config, &bound)?;
+    let kernel = crate::attribution::open(&config.attribution)?;
+    let Some(target) = &mut target else {
+        return Ok(Prepared {
+            listeners,
+            bound,
+            admin,
+            kernel,
+        });
+    };
+    if let Some(docker) = &config.attribution.docker {
+        // Watching Docker needs its socket's group.
+        use std::os::unix::fs::MetadataExt as _;
+        match std::fs::metadata(&docker.socket) {
+            Ok(meta) => target.add_group(meta.gid()),
+            Err(e) => {
+                tracing::warn!(socket = %docker.socket.display(), error = %e, "cannot see Docker's socket; the watcher retries")
+            }
+        }
+    }
+    // The serving agent will not be able to remove its addresses: the
+    // helper, forked now, will.
+    if !target.keep_net_admin
+        && let OnStop::Direct(installed) = std::mem::replace(on_stop, OnStop::Nothing)
+    {
+        *on_stop = OnStop::Helper(StopHelper::spawn(installed, target)?);
+    }
+    admin.give_to(target.uid(), target.gid())?;
+    privs::drop_to(target)?;
+    tracing::info!(status = privs::status(), "privileges dropped");
+    Ok(Prepared {
+        listeners,
+        bound,
+        admin,
+        kernel,
+    })
+}
+
+/// Sets up, binds every listen address of `config`, calls `on_listening`
+/// with the bound addresses (port 0 resolved), then serves until SIGTERM or
+/// SIGINT, and undoes the address at the end.
+pub fn run(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> anyhow::Result<()> {
+    let mut on_stop = OnStop::Nothing;
+    let served = privileged_phase(&config, &mut on_stop)
+        .and_then(|prepared| serve_phase(&config, prepared, on_listening));
+    on_stop.run();
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn serve_phase(
+    config: &Config,
+    prepared: Prepared,
+    on_listening: impl FnOnce(&[SocketAddr]),
+) -> anyhow::Result<()> {
+    let Prepared {
+        listeners,
+        bound,
+        admin,
+        kernel,
+    } = prepared;
+    // The runtime starts only now: privileges are dropped per thread, so
+    // that had to happen while there was one.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads)
         .thread_name("imds-worker")
@@ -168,15 +385,17 @@ pub fn run(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> anyhow::
         .build()
         .context("starting the async runtime")?;
     let served = runtime.block_on(async {
-        let agent = build(&config, Arc::new(SystemClock::new()))?;
-        let admin = crate::admin::start(&config, &bound, &agent)?;
+        let agent = build(config, Arc::new(SystemClock::new()), kernel)?;
+        let admin = admin.serve(config, &bound, &agent)?;
         let options = ServeOptions {
             max_connections: config.max_connections,
+            original_dst: config.host.mode == HostMode::Dnat,
             ..ServeOptions::default()
         };
         for addr in &bound {
             tracing::info!(
                 %addr,
+                host_mode = config.host.mode.as_str(),
                 http_tokens = config.settings.http_tokens.as_str(),
                 hop_limit = config.settings.hop_limit,
                 "listening"
@@ -188,9 +407,7 @@ pub fn run(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> anyhow::
         served.map_err(anyhow::Error::from)
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
-    served?;
-    tracing::info!("stopped");
-    Ok(())
+    served
 }
 
 /// Completes on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).

@@ -2,9 +2,11 @@
 //! workload its own IAM role.
 //!
 //! The protocol (`imds`) is pure; `http` serves it; `attribution` tells
-//! which workload asks, `assign` which role it gets and `creds` where the
-//! credentials come from; `config` checks the configuration; `app` wires
-//! it all and `cli` is the command line.
+//! which workload asks (with `docker` keeping the container registry), `assign`
+//! which role it gets and `creds` where the credentials come from; `sys`
+//! holds the kernel interfaces (rtnetlink, nftables, sock_diag, pidfd) and
+//! `privs` the privilege drop; `config` checks the configuration; `app`
+//! wires it all and `cli` is the command line.
 
 pub mod admin;
 pub mod app;
@@ -14,8 +16,11 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod creds;
+pub mod docker;
 pub mod http;
 pub mod imds;
 pub mod logging;
+pub mod net;
+pub mod privs;
 pub mod sys;
 pub mod timefmt;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cgroups;
 pub mod netns;
 pub mod sts;
 
@@ -52,15 +53,23 @@ impl Agent {
         let logs = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&logs);
+        let (tx, rx) = mpsc::channel();
+        let listening = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // `run` prints no banner: its "listening addr=…" log line
+                // says it is ready.
+                if let Some(rest) = line.split(" listening addr=").nth(1)
+                    && let Some(addr) = rest.split_whitespace().next()
+                {
+                    let _ = listening.send(addr.to_owned());
+                }
                 let mut logs = sink.lock().unwrap();
                 logs.push_str(&line);
                 logs.push('\n');
             }
         });
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
         let banner = Arc::new(Mutex::new(String::new()));
         let banner_sink = Arc::clone(&banner);
         std::thread::spawn(move || {
@@ -95,6 +104,18 @@ impl Agent {
         }
     }
 
+    /// Its process id (`ip netns exec` execs the agent: the same process).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Kills it with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// The base URL, `http://addr`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -103,6 +124,11 @@ impl Agent {
     /// What it printed on stdout so far.
     pub fn banner(&self) -> String {
         self.banner.lock().unwrap().clone()
+    }
+
+    /// Its log, readable after it is gone.
+    pub fn logs_handle(&self) -> Arc<Mutex<String>> {
+        Arc::clone(&self.logs)
     }
 
     /// Everything it logged so far.

@@ -22,8 +22,22 @@ impl Drop for Helper {
 }
 
 fn start(script: &str, args: &[&str], stderr: Stdio) -> Helper {
+    start_in(&[], script, args, stderr)
+}
+
+/// Starts `script` behind `wrapper` (`ip netns exec NS`), waiting for its
+/// ready line.
+fn start_in(wrapper: &[String], script: &str, args: &[&str], stderr: Stdio) -> Helper {
     let port = free_port();
-    let mut child = Command::new(python())
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(rest).arg(python());
+            cmd
+        }
+        None => Command::new(python()),
+    };
+    let mut child = cmd
         .arg(py_script(script))
         .arg(port.to_string())
         .args(args)
@@ -55,6 +69,12 @@ pub fn moto() -> &'static str {
             (helper, url)
         })
         .1
+}
+
+/// A moto_server of its own inside network namespace `ns` (on its
+/// 127.0.0.1), for an agent that runs there.
+pub fn moto_in(ns: &super::netns::NetNs) -> Helper {
+    start_in(&ns.exec_prefix(), "run_moto.py", &[], Stdio::null())
 }
 
 /// The counting, fault-injecting proxy in front of moto.

@@ -5,6 +5,8 @@
 use std::process::Command;
 
 use crate::python::venv;
+use anyhow::bail;
+
 use crate::util::{is_root, root, run as run_cmd};
 
 #[derive(Debug, clap::Args)]
@@ -16,14 +18,26 @@ pub(crate) struct Options {
 
 pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     let python = venv()?;
-    let features: &[&str] = if is_root() {
-        &["--features", "imds-agent/root-tests"]
+    let mut features = Vec::new();
+    if has_nftables_libraries() {
+        features.push("imds-agent/nftables");
+    } else if is_root() {
+        bail!(
+            "libnftnl and libmnl are missing (pkg-config finds neither): run `bash .ci/run`, or `apt-get install libnftnl-dev libmnl-dev pkg-config`"
+        );
+    } else {
+        eprintln!(
+            "xtask: libnftnl-dev/libmnl-dev missing: building without host modes (nftables)"
+        );
+    }
+    if is_root() {
+        features.push("imds-agent/root-tests");
     } else {
         eprintln!(
             "xtask: not root: the tests that need network namespaces are skipped (CI runs them as root)"
         );
-        &[]
-    };
+    }
+    let features = ["--features".to_owned(), features.join(",")];
     let cargo = || {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(root());
@@ -33,13 +47,13 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     run_cmd(
         cargo()
             .args(["clippy", "--workspace", "--all-targets", "--locked"])
-            .args(features)
+            .args(&features)
             .args(["--", "-D", "warnings"]),
     )?;
     run_cmd(
         cargo()
             .args(["test", "--workspace", "--locked"])
-            .args(features)
+            .args(&features)
             .env("IMDS_TEST_PYTHON", &python),
     )?;
     if !options.no_bench {
@@ -47,4 +61,12 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     }
     eprintln!("xtask: all checks passed");
     Ok(())
+}
+
+/// Whether the libraries the `nftables` feature links are installed.
+pub(crate) fn has_nftables_libraries() -> bool {
+    Command::new("pkg-config")
+        .args(["--exists", "libnftnl", "libmnl"])
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -54,24 +54,77 @@ pub fn socket_path(config: &Config, bound: &[SocketAddr]) -> PathBuf {
     )
 }
 
-/// Binds the socket and serves the admin API on the current runtime.
-pub fn start(config: &Config, bound: &[SocketAddr], agent: &Agent) -> anyhow::Result<AdminServer> {
-    let path = socket_path(config, bound);
-    let listener = bind(&path)?;
-    let app = routes::router(routes::AdminState::new(config, bound, agent));
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the admin socket stopped");
-        }
-    });
-    tracing::info!(socket = %path.display(), "admin socket");
-    Ok(AdminServer { path, task })
+/// The bound admin socket, not yet served. Bound in the privileged phase
+/// (its directory under /run is root's) and then handed to the agent's
+/// user.
+#[derive(Debug)]
+pub struct AdminSocket {
+    path: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+    created_dir: bool,
 }
 
-fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+impl AdminSocket {
+    /// Binds the socket for `config`.
+    pub fn bind(config: &Config, bound: &[SocketAddr]) -> anyhow::Result<Self> {
+        let path = socket_path(config, bound);
+        let (listener, created_dir) = bind(&path)?;
+        Ok(Self {
+            path,
+            listener,
+            created_dir,
+        })
+    }
+
+    /// Makes the socket (and the directory, if the agent made it) the
+    /// user's, so the agent can still remove it at a stop once it serves as
+    /// that user.
+    pub fn give_to(&self, uid: u32, gid: u32) -> anyhow::Result<()> {
+        let (uid, gid) = (Some(uid), Some(gid));
+        std::os::unix::fs::chown(&self.path, uid, gid)
+            .with_context(|| format!("cannot hand {} to the agent's user", self.path.display()))?;
+        if self.created_dir
+            && let Some(dir) = self.path.parent()
+        {
+            std::os::unix::fs::chown(dir, uid, gid)
+                .with_context(|| format!("cannot hand {} to the agent's user", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Serves the admin API on the current runtime.
+    pub fn serve(
+        self,
+        config: &Config,
+        bound: &[SocketAddr],
+        agent: &Agent,
+    ) -> anyhow::Result<AdminServer> {
+        self.listener
+            .set_nonblocking(true)
+            .context("configuring the admin socket")?;
+        let listener = tokio::net::UnixListener::from_std(self.listener)
+            .context("serving the admin socket")?;
+        let app = routes::router(routes::AdminState::new(config, bound, agent));
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the admin socket stopped");
+            }
+        });
+        tracing::info!(socket = %self.path.display(), "admin socket");
+        Ok(AdminServer {
+            path: self.path,
+            task,
+        })
+    }
+}
+
+/// Binds `path`; also says whether its directory had to be made.
+fn bind(path: &Path) -> anyhow::Result<(std::os::unix::net::UnixListener, bool)> {
+    let mut created_dir = false;
     if let Some(dir) = path.parent()
         && !dir.exists()
     {
+        created_dir = true;
         std::fs::create_dir_all(dir).with_context(|| {
             format!(
                 "cannot create the admin socket's directory {}",
@@ -93,9 +146,9 @@ fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove the stale admin socket {}", path.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(path)
+    let listener = std::os::unix::net::UnixListener::bind(path)
         .with_context(|| format!("cannot create the admin socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict the admin socket {}", path.display()))?;
-    Ok(listener)
+    Ok((listener, created_dir))
 }

@@ -95,7 +95,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusBody> {
         credentials_source: state.source,
         roles_assigned: state
             .roles
-            .roles()
+            .wanted()
             .iter()
             .map(|r| r.spec.to_string())
             .collect(),
@@ -208,7 +208,7 @@ async fn use_profile(
     // The new profile may give workloads another role: that is what gets
     // fetched.
     engine
-        .use_profile(&body.name, || state.roles.roles())
+        .use_profile(&body.name, || state.roles.wanted())
         .map_err(|e| match e {
             BaseError::UnknownProfile(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
             _ => ApiError(StatusCode::CONFLICT, e.to_string()),

@@ -1,11 +1,30 @@
 //! Which role a workload gets.
+//!
+//! In order: the most specific matching rule (`rules.rs`, from
+//! `roles.d/*.toml`); for a container, the role its environment asks for
+//! (`IAM_ROLE`, when allowed), then `roles.container_default`; then the
+//! active profile's role or `roles.default`. A workload attribution could
+//! not tell gets nothing.
+//!
+//! Unless a rule names one, a role's session is named after the workload
+//! (its unit or container), so CloudTrail shows who acted.
+
+pub mod files;
+pub mod glob;
+pub mod rules;
+pub mod watch;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
+use self::glob::Glob;
+use self::rules::{RuleSet, Subject};
+use crate::attribution::Containers;
 use crate::attribution::Workload;
-use crate::creds::Role;
+use crate::attribution::cgroup::CgroupIndex;
 use crate::creds::engine::Engine;
+use crate::creds::{Role, session_name};
 
 /// Looks up a workload's role. Called on every request, so it answers from
 /// memory.
@@ -14,43 +33,234 @@ pub trait RoleAssignment: Send + Sync + fmt::Debug {
     /// credential path answers 404).
     fn role_for(&self, workload: &Workload) -> Option<Arc<Role>>;
 
-    /// Every role this assignment can hand out now: what the credentials
-    /// engine fetches ahead of need.
-    fn roles(&self) -> Vec<Role>;
+    /// Changes whenever `role_for` may answer differently for a workload;
+    /// callers may cache answers while it stays the same.
+    fn generation(&self) -> u64;
+
+    /// The roles to fetch ahead of need: every role the assignment names for
+    /// a workload the agent already knows.
+    fn wanted(&self) -> Vec<Role>;
+
+    /// Whether credentials cached for `role` may still be served to
+    /// someone: false once no assignment names the role (with its
+    /// external id and duration) any more.
+    fn still_assigned(&self, role: &Role) -> bool;
 }
 
-/// Every workload gets the same role: the active profile's, if it names
-/// one, else the configured default; or none.
+/// Which container roles from the environment are honoured.
+#[derive(Debug, Clone)]
+pub struct EnvRoles {
+    /// Patterns a role must match, as written (`*` matches anything).
+    pub allowed: Vec<Glob>,
+}
+
+/// The assignment settings that do not change at run time.
 #[derive(Debug, Clone, Default)]
-pub struct DefaultRole {
-    configured: Option<Arc<Role>>,
-    profiles: Option<Engine>,
+pub struct Defaults {
+    /// `roles.default`: every attributed workload no rule matches.
+    pub default: Option<Role>,
+    /// `roles.container_default`: containers no rule matches and whose
+    /// environment names no (allowed) role.
+    pub container_default: Option<Role>,
+    /// Container roles from the environment, if honoured.
+    pub env_roles: Option<EnvRoles>,
+    /// Name sessions after the workload (else the agent's default name).
+    pub session_per_workload: bool,
 }
 
-impl DefaultRole {
-    /// Gives everyone `role`, unless `profiles` (an engine with profiles)
-    /// has an active profile that names a role.
-    pub fn new(role: Option<Role>, profiles: Option<Engine>) -> Self {
+/// The assignments.
+#[derive(Debug)]
+pub struct Assignments {
+    defaults: Defaults,
+    rules: RwLock<Arc<RuleSet>>,
+    generation: AtomicU64,
+    profiles: Option<Engine>,
+    containers: Option<Arc<Containers>>,
+    cgroups: Option<Arc<CgroupIndex>>,
+}
+
+impl Assignments {
+    /// Assignments by `rules` and `defaults`. `profiles` (an engine with
+    /// profiles) lets the active profile's role replace the default;
+    /// `containers` and `cgroups` are what the agent knows of workloads, for
+    /// prefetching.
+    pub fn new(
+        defaults: Defaults,
+        rules: RuleSet,
+        profiles: Option<Engine>,
+        containers: Option<Arc<Containers>>,
+        cgroups: Option<Arc<CgroupIndex>>,
+    ) -> Self {
         Self {
-            configured: role.map(Arc::new),
+            defaults,
+            rules: RwLock::new(Arc::new(rules)),
+            generation: AtomicU64::new(1),
             profiles,
+            containers,
+            cgroups,
         }
     }
 
-    fn current(&self) -> Option<Arc<Role>> {
+    /// Replaces the rules (a reload of `roles.d`).
+    pub fn set_rules(&self, rules: RuleSet) {
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        Arc::clone(&self.rules.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn fallback(&self) -> Option<Arc<Role>> {
         self.profiles
             .as_ref()
             .and_then(Engine::profile_role)
-            .or_else(|| self.configured.clone())
+            .or_else(|| self.defaults.default.clone().map(Arc::new))
+    }
+
+    fn env_role(&self, workload: &Workload) -> Option<Role> {
+        let allowed = &self.defaults.env_roles.as_ref()?.allowed;
+        let role = workload.container()?.env_role.as_ref()?;
+        let written = role.spec.to_string();
+        allowed
+            .iter()
+            .any(|g| g.matches(&written))
+            .then(|| role.clone())
+    }
+
+    /// The role for `workload` before its session is named.
+    fn base_role(&self, workload: &Workload, rules: &RuleSet) -> Option<Arc<Role>> {
+        match workload {
+            Workload::Unknown(_) => None,
+            Workload::Address(_) => self.fallback(),
+            Workload::Process(_) | Workload::Container(_) => {
+                if let Some(rule) = rules.find(&Subject::of(workload)) {
+                    return Some(Arc::new(rule.role.clone()));
+                }
+                if let Some(role) = self.env_role(workload) {
+                    return Some(Arc::new(role));
+                }
+                if workload.container().is_some()
+                    && let Some(role) = &self.defaults.container_default
+                {
+                    return Some(Arc::new(role.clone()));
+                }
+                self.fallback()
+            }
+        }
+    }
+
+    /// Names the session after the workload, unless the role names it.
+    fn with_session(&self, role: Arc<Role>, workload: &Workload) -> Arc<Role> {
+        if role.session.session_name.is_some() || !self.defaults.session_per_workload {
+            return role;
+        }
+        match workload
+            .session_label()
+            .and_then(|l| session_name::sanitize(&l))
+        {
+            Some(name) => {
+                let mut named = (*role).clone();
+                named.session.session_name = Some(name);
+                Arc::new(named)
+            }
+            None => role,
+        }
+    }
+
+    /// The roles every assignment names, ignoring session names: what
+    /// `still_assigned` compares against.
+    fn named_roles(&self) -> Vec<Role> {
+        let mut named: Vec<Role> = self
+            .rules()
+            .rules()
+            .iter()
+            .map(|r| r.role.clone())
+            .collect();
+        named.extend(self.defaults.default.clone());
+        named.extend(self.defaults.container_default.clone());
+        if let Some(profiles) = &self.profiles {
+            named.extend(profiles.profile_role().map(|r| (*r).clone()));
+        }
+        if let Some(containers) = &self.containers {
+            for container in containers.all() {
+                let workload = Workload::Container(container);
+                named.extend(self.env_role(&workload));
+            }
+        }
+        named
     }
 }
 
-impl RoleAssignment for DefaultRole {
-    fn role_for(&self, _workload: &Workload) -> Option<Arc<Role>> {
-        self.current()
+impl RoleAssignment for Assignments {
+    fn role_for(&self, workload: &Workload) -> Option<Arc<Role>> {
+        let rules = self.rules();
+        let role = self.base_role(workload, &rules)?;
+        Some(self.with_session(role, workload))
     }
 
-    fn roles(&self) -> Vec<Role> {
-        self.current().map(|r| (*r).clone()).into_iter().collect()
+    fn generation(&self) -> u64 {
+        // A profile switch may change the fallback role.
+        let profile = self.profiles.as_ref().map_or(0, Engine::base_generation);
+        self.generation.load(Ordering::Relaxed) + profile
+    }
+
+    fn wanted(&self) -> Vec<Role> {
+        let rules = self.rules();
+        let mut wanted = Vec::new();
+        // Roles whose session does not depend on the workload.
+        for rule in rules.rules() {
+            if rule.role.session.session_name.is_some() || !self.defaults.session_per_workload {
+                wanted.push(rule.role.clone());
+            }
+        }
+        if let Some(role) = self.fallback() {
+            wanted.push((*role).clone());
+        }
+        // Containers, and the cgroups a unit or cgroup rule matches.
+        if let Some(containers) = &self.containers {
+            for container in containers.all() {
+                let workload = Workload::Container(container);
+                wanted.extend(self.role_for(&workload).map(|r| (*r).clone()));
+            }
+        }
+        if let Some(cgroups) = &self.cgroups
+            && self.defaults.session_per_workload
+        {
+            for path in cgroups.all() {
+                let facts = crate::attribution::cgroup::facts(&path);
+                let subject = Subject::cgroup(&path, facts.unit.as_deref());
+                let Some(rule) = rules.find(&subject) else {
+                    continue;
+                };
+                if rule.role.session.session_name.is_some() {
+                    continue;
+                }
+                let label = facts
+                    .unit
+                    .clone()
+                    .or_else(|| path.rsplit('/').find(|s| !s.is_empty()).map(str::to_owned));
+                let mut role = rule.role.clone();
+                role.session.session_name = label.and_then(|l| session_name::sanitize(&l));
+                wanted.push(role);
+            }
+        }
+        wanted.sort_by_key(|r| (r.spec.to_string(), r.session.session_name.clone()));
+        wanted.dedup();
+        wanted
+    }
+
+    fn still_assigned(&self, role: &Role) -> bool {
+        self.named_roles().iter().any(|named| {
+            named.spec == role.spec
+                && named.session.external_id == role.session.external_id
+                && named.session.duration == role.session.duration
+                && (named.session.session_name.is_none()
+                    || named.session.session_name == role.session.session_name)
+        })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -78,6 +78,16 @@ impl CgroupIndex {
             .cloned()
     }
 
+    /// Every path the last walk saw.
+    pub fn all(&self) -> Vec<Arc<str>> {
+        self.paths
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Walks the hierarchy and replaces the index. Blocking: run it off the
     /// request path.
     pub fn rescan(&self) -> io::Result<usize> {

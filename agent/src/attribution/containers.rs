@@ -20,8 +20,9 @@ pub struct ContainerInfo {
     pub name: String,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
-    /// The role its environment asks for (`IAM_ROLE=…`), if any.
-    pub env_role: Option<String>,
+    /// The role its environment asks for (`IAM_ROLE=…`), if any (and
+    /// valid).
+    pub env_role: Option<crate::creds::Role>,
     /// Its addresses on bridge networks.
     pub ips: Vec<IpAddr>,
     /// Its main process: once that exits, the container is gone even if

@@ -23,6 +23,41 @@ pub use local::{Local, Rescanner};
 use self::cgroup::CgroupFacts;
 use crate::creds::Changed;
 
+/// What host attribution needs from the kernel, opened before the agent
+/// drops privileges.
+#[derive(Debug)]
+pub struct Kernel {
+    /// The sock_diag socket.
+    pub diag: crate::sys::diag::SockDiag,
+    /// The cgroup index, walked once.
+    pub cgroups: Arc<cgroup::CgroupIndex>,
+}
+
+/// Opens what `config` needs: nothing unless cgroup attribution is on.
+pub fn open(config: &crate::config::AttributionConfig) -> anyhow::Result<Option<Kernel>> {
+    use anyhow::Context as _;
+    if !config.cgroups {
+        return Ok(None);
+    }
+    let root = match &config.cgroup_root {
+        Some(root) => root.clone(),
+        None => {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+                .context("reading /proc/self/mountinfo")?;
+            cgroup::cgroup2_mount(&mountinfo).context(
+                "no cgroup2 file system is mounted; mount one or set attribution.cgroups = false",
+            )?
+        }
+    };
+    let cgroups = Arc::new(cgroup::CgroupIndex::new(root.clone()));
+    let count = cgroups
+        .rescan()
+        .with_context(|| format!("walking the cgroup tree at {}", root.display()))?;
+    let diag = crate::sys::diag::SockDiag::open().context("opening a NETLINK_SOCK_DIAG socket")?;
+    tracing::info!(root = %root.display(), cgroups = count, "cgroup attribution");
+    Ok(Some(Kernel { diag, cgroups }))
+}
+
 /// The two ends of an accepted connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnInfo {

@@ -58,6 +58,14 @@ enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Remove what the agent set up on this host: its nftables table and
+    /// its addresses on `lo`. Nothing else is touched.
+    Cleanup {
+        /// The config file (its `[host]` names the table); a missing file
+        /// means the defaults.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// A running agent's state (exit 0 if ready, 1 if not).
     Status(admin::SocketArg),
     /// Give a running agent its own credentials: reads
@@ -138,16 +146,11 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => {
             match Config::load(&config, &Overrides::default(), &host, &env) {
-                Ok(c) => {
-                    if let Some(warning) = c.permission_warning() {
-                        eprintln!("imds-agent: warning: {warning}");
-                    }
-                    println!("{}: OK ({})", c.origin, summary(&c));
-                    ExitCode::SUCCESS
-                }
+                Ok(c) => check_config(&c),
                 Err(e) => config_error(&e),
             }
         }
+        Command::Cleanup { config } => cleanup(&config, &host, &env),
         Command::Run { config, common } => {
             match Config::load(&config, &common.overrides(), &host, &env) {
                 Ok(c) => serve(c, |_| {}),
@@ -177,6 +180,14 @@ pub fn main() -> ExitCode {
                 ),
             };
             match loaded {
+                Ok(c) if c.host.mode != config::HostMode::Off => {
+                    eprintln!(
+                        "imds-agent: {}: host.mode = \"{}\": dev serves on a loopback port and never takes over the host; use `imds-agent run`",
+                        c.origin,
+                        c.host.mode.as_str()
+                    );
+                    ExitCode::from(1)
+                }
                 Ok(mut c) => {
                     // A dev agent's socket is the user's own, one per port.
                     c.admin_socket.get_or_insert(dev_socket);
@@ -192,6 +203,57 @@ pub fn main() -> ExitCode {
         Command::Refresh(socket) => admin::refresh(&socket),
         Command::Profile { action, socket } => admin::profile(&socket, &action),
         Command::Session { action, socket } => admin::session(&socket, &action),
+    }
+}
+
+fn check_config(c: &Config) -> ExitCode {
+    if let Some(warning) = c.permission_warning() {
+        eprintln!("imds-agent: warning: {warning}");
+    }
+    let rules = match crate::assign::files::load(&c.roles.dir) {
+        Ok(rules) => rules,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("imds-agent: {e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "{}: OK ({}; {} role rules in {})",
+        c.origin,
+        summary(c),
+        rules.len(),
+        c.roles.dir.display()
+    );
+    ExitCode::SUCCESS
+}
+
+fn cleanup(path: &std::path::Path, host: &HostFacts, env: config::Env<'_>) -> ExitCode {
+    let loaded = if path.exists() {
+        Config::load(path, &Overrides::default(), host, env)
+    } else {
+        Config::parse("", Origin::Embedded, &Overrides::default(), host, env)
+    };
+    let c = match loaded {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    match crate::net::cleanup(&c.host) {
+        Ok(cleaned) => {
+            match &cleaned.table {
+                Some(table) => println!("removed nftables table inet {table}"),
+                None => println!("no nftables table inet {}", c.host.table),
+            }
+            for ip in &cleaned.addresses {
+                println!("removed {ip} from lo");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("imds-agent: cleanup: {e:#}");
+            ExitCode::from(3)
+        }
     }
 }
 
@@ -223,7 +285,8 @@ fn config_error(e: &ConfigError) -> ExitCode {
 fn summary(c: &Config) -> String {
     let listen: Vec<String> = c.listen.iter().map(ToString::to_string).collect();
     let role = c
-        .default_role
+        .roles
+        .default
         .as_ref()
         .map_or("none".to_owned(), |r| r.spec.to_string());
     format!(
@@ -240,7 +303,8 @@ fn summary(c: &Config) -> String {
 /// SDKs at it.
 fn dev_banner(c: &Config) -> impl FnOnce(&[SocketAddr]) -> String + use<> {
     let role = c
-        .default_role
+        .roles
+        .default
         .as_ref()
         .map_or("no role".to_owned(), |r| format!("role {}", r.name));
     let tokens = c.settings.http_tokens.as_str();

@@ -107,16 +107,51 @@ impl Source<'_> {
         }
     }
 
-    /// The 1-based line where the dotted `key` is set (`server.listen`,
-    /// `instance.tags.Name`), if the file sets it.
+    /// Parses the text as TOML into `T`; an error names the key (as
+    /// `table.key` or `rule[2].role`), the line and the problem.
+    pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        let syntax_error = |e: toml::de::Error| ConfigError::Invalid {
+            origin: self.origin.clone(),
+            key: "(document)".to_owned(),
+            line: e.span().map(|s| self.line_at(s.start)),
+            message: e.message().to_owned(),
+        };
+        let de = toml::de::Deserializer::parse(self.text).map_err(syntax_error)?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .span()
+                .map(|s| self.line_at(s.start))
+                .or_else(|| self.line_of(&key));
+            ConfigError::Invalid {
+                origin: self.origin.clone(),
+                key,
+                line,
+                message: inner.message().to_owned(),
+            }
+        })
+    }
+
+    /// The 1-based line where `key` is set (`server.listen`,
+    /// `instance.tags.Name`, `rule[2].role`), if the file sets it.
     pub(crate) fn line_of(&self, key: &str) -> Option<usize> {
         let root = DeValue::Table(DeTable::parse(self.text).ok()?.into_inner());
-        let mut parts = key.split('.');
-        let mut value = root.get(parts.next()?)?;
-        for part in parts {
-            value = value.get_ref().get(part)?;
+        let mut value: Option<&toml::Spanned<DeValue<'_>>> = None;
+        for part in key.split('.') {
+            // `rule[2]` is the third element of the array `rule`.
+            let (name, index) = match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+                Some((name, index)) => (name, index.parse::<usize>().ok()),
+                None => (part, None),
+            };
+            let parent = value.map_or(&root, |v| v.get_ref());
+            let mut next = parent.get(name)?;
+            if let Some(index) = index {
+                next = next.get_ref().get(index)?;
+            }
+            value = Some(next);
         }
-        Some(self.line_at(value.span().start))
+        Some(self.line_at(value?.span().start))
     }
 
     /// The 1-based line of byte `offset`.

@@ -15,6 +15,9 @@ use crate::imds::HttpTokens;
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct FileConfig {
     pub(crate) server: Server,
+    pub(crate) host: Host,
+    pub(crate) attribution: Attribution,
+    pub(crate) privileges: Privileges,
     pub(crate) instance: Instance,
     pub(crate) credentials: Credentials,
     pub(crate) profiles: BTreeMap<String, Profile>,
@@ -23,12 +26,91 @@ pub(crate) struct FileConfig {
     pub(crate) log: Log,
 }
 
+/// How workloads reach the agent at 169.254.169.254.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum HostMode {
+    /// The agent only listens; the network is someone else's business.
+    #[default]
+    Off,
+    /// The agent puts 169.254.169.254 on `lo` (`lo:metadata`) and guards it
+    /// with its nftables table. For hosts that are not EC2 instances.
+    Alias,
+    /// The agent's nftables table DNATs 169.254.169.254:80 to the agent,
+    /// except the agent's own traffic, which still reaches the real IMDS.
+    /// For EC2 hosts.
+    Dnat,
+}
+
+/// `[host]`: taking over 169.254.169.254.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Host {
+    pub(crate) mode: HostMode,
+    /// Interfaces besides `lo` whose traffic may reach the IMDS (container
+    /// bridges); `br-*` matches every name starting `br-`.
+    pub(crate) interfaces: Vec<String>,
+    /// Alias mode: also serve IMDS's IPv6 address, `[fd00:ec2::254]:80`.
+    pub(crate) ipv6: bool,
+    /// The agent's nftables table (family inet).
+    pub(crate) table: String,
+    /// DNAT mode: the link-local address the agent serves redirected
+    /// traffic on (added to `lo`).
+    pub(crate) dnat_address: String,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Self {
+            mode: HostMode::Off,
+            interfaces: vec!["docker0".to_owned(), "br-*".to_owned(), "cni*".to_owned()],
+            ipv6: false,
+            table: "imds_agent".to_owned(),
+            dnat_address: "169.254.170.254".to_owned(),
+        }
+    }
+}
+
+/// `[attribution]`: telling workloads apart.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Attribution {
+    /// Identify local clients by their socket's cgroup (default: on in host
+    /// modes, off otherwise).
+    pub(crate) cgroups: Option<bool>,
+    /// The cgroup2 mount (default: found in /proc/self/mountinfo).
+    pub(crate) cgroup_root: Option<std::path::PathBuf>,
+    /// Identify bridged containers through the Docker Engine API.
+    pub(crate) docker: bool,
+    /// Docker's socket.
+    pub(crate) docker_socket: Option<std::path::PathBuf>,
+    /// The environment variable in which a container names its role.
+    pub(crate) env_role_var: Option<String>,
+    /// Roles a container may name for itself (patterns; `*` matches
+    /// anything). Empty: containers may not name their role.
+    pub(crate) allowed_env_roles: Option<Vec<String>>,
+}
+
+/// `[privileges]`: whom the agent becomes once set up.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Privileges {
+    /// The user (name or uid) to drop to when started as root.
+    pub(crate) user: Option<String>,
+    /// Its group (default: the user's primary group).
+    pub(crate) group: Option<String>,
+    /// Supplementary groups to keep (`docker` for the Docker watcher).
+    pub(crate) supplementary_groups: Vec<String>,
+    /// Keep CAP_NET_ADMIN after the drop.
+    pub(crate) keep_net_admin: bool,
+}
+
 /// `[server]`: where and how the IMDS is served.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Server {
-    /// Addresses to listen on.
-    pub(crate) listen: Vec<String>,
+    /// Addresses to listen on (default: where `[host]` puts the IMDS).
+    pub(crate) listen: Option<Vec<String>>,
     /// `optional` (IMDSv1 and v2) or `required` (v2 only), as EC2's
     /// `HttpTokens`.
     pub(crate) http_tokens: HttpTokens,
@@ -50,7 +132,7 @@ pub(crate) struct Server {
 impl Default for Server {
     fn default() -> Self {
         Self {
-            listen: vec!["169.254.169.254:80".to_owned()],
+            listen: None,
             http_tokens: HttpTokens::Optional,
             hop_limit: 1,
             max_connections: 1024,
@@ -220,9 +302,16 @@ pub(crate) struct Admin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Roles {
-    /// The role of every caller (`name`, `name@account` or an ARN). Without
-    /// it no caller has a role and every credential path is a 404.
+    /// The role of every workload no rule matches (`name`, `name@account`
+    /// or an ARN). Without it such workloads get no role.
     pub(crate) default: Option<String>,
+    /// The role of containers no rule matches and whose environment names
+    /// none.
+    pub(crate) container_default: Option<String>,
+    /// The rule files' directory.
+    pub(crate) dir: Option<std::path::PathBuf>,
+    /// Name each role session after its workload (unit, container).
+    pub(crate) session_per_workload: Option<bool>,
 }
 
 /// `[log]`.

@@ -7,6 +7,7 @@ mod credentials;
 mod error;
 mod file;
 mod host;
+mod network;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -14,11 +15,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(crate) use error::Source;
 pub use error::{ConfigError, Origin};
 pub use host::HostFacts;
+pub use network::{
+    AttributionConfig, DEFAULT_ROLES_DIR, DEFAULT_USER, DockerConfig, HostConfig, HostMode,
+    IMDS_V4, IMDS_V6, PrivilegesConfig, RolesConfig,
+};
 
+use crate::creds::Keys;
 use crate::creds::engine::{Identity, Profile};
-use crate::creds::{Keys, Role};
 use crate::imds::{HttpTokens, InstanceData, Settings};
 
 /// The configuration `imds-agent dev` runs with when given no file.
@@ -44,8 +50,14 @@ pub struct Config {
     pub instance: InstanceData,
     /// Where credentials come from.
     pub credentials: CredentialsConfig,
-    /// The role every caller gets, if any.
-    pub default_role: Option<Role>,
+    /// Which workload gets which role.
+    pub roles: RolesConfig,
+    /// How the agent takes over 169.254.169.254.
+    pub host: HostConfig,
+    /// How workloads are told apart.
+    pub attribution: AttributionConfig,
+    /// Whom the agent becomes once set up.
+    pub privileges: PrivilegesConfig,
     /// `instance.account_id` when the file sets it: the account of roles
     /// named without one. Otherwise the STS engine asks STS whose its own
     /// credentials are.

@@ -57,7 +57,7 @@ fn minimal_file_gets_plausible_defaults() {
         Some(vec![("Name".to_owned(), "build-7".to_owned())])
     );
     assert!(i.public_keys.is_empty());
-    assert!(c.default_role.is_none());
+    assert!(c.roles.default.is_none());
     // Stable: the same host gives the same values.
     let again = parse(KEYS).unwrap();
     assert_eq!(again.instance, c.instance);
@@ -101,7 +101,7 @@ default = "app"
     );
     assert_eq!(i.tags.as_ref().unwrap()[0], ("Name".into(), "web".into()));
     assert_eq!(i.user_data.as_deref(), Some(&b"#!/bin/sh"[..]));
-    let role = c.default_role.unwrap();
+    let role = c.roles.default.unwrap();
     assert_eq!(
         role.spec
             .arn(c.configured_account.as_deref(), &c.instance.partition)
@@ -354,7 +354,7 @@ fn the_built_in_dev_config_is_valid() {
     )
     .unwrap();
     assert!(c.listen.iter().all(|a| a.ip().is_loopback()));
-    assert_eq!(c.default_role.unwrap().name, "imds-agent-demo");
+    assert_eq!(c.roles.default.unwrap().name, "imds-agent-demo");
 }
 
 fn sts(text: &str) -> StsConfig {

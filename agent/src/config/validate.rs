@@ -13,7 +13,6 @@ use super::{Config, CredentialsConfig, Env, Overrides, StsBase};
 
 /// The IMDS address.
 const IMDS_V4: std::net::IpAddr = std::net::IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254));
-use crate::creds::Role;
 use crate::imds::{DEFAULT_HOST_NAMES, InstanceData, NetworkInterface, Settings};
 
 /// EC2 refuses user data over 16 KiB (before base64).
@@ -34,9 +33,14 @@ impl Config {
         };
         let file = deserialize(src)?;
         let settings = settings(&file.server, overrides, src)?;
-        let listen = match &overrides.listen {
-            Some(listen) => listen.clone(),
-            None => listen(&file.server.listen, src)?,
+        let host_config = super::network::host(&file, src)?;
+        let attribution = super::network::attribution(&file, &host_config, src)?;
+        let privileges = super::network::privileges(&file, &host_config, src)?;
+        let roles = super::network::roles(&file, src)?;
+        let listen = match (&overrides.listen, &file.server.listen) {
+            (Some(listen), _) => listen.clone(),
+            (None, Some(addrs)) => listen(addrs, src)?,
+            (None, None) => host_config.default_listen(),
         };
         let max_connections = match file.server.max_connections {
             n @ 1..=65_536 => n as usize,
@@ -47,12 +51,6 @@ impl Config {
             _ => return Err(src.invalid("server.worker_threads", "must be from 1 to 64")),
         };
         let instance = instance(&file.instance, src, host)?;
-        let default_role = match &file.roles.default {
-            None => None,
-            Some(spec) => {
-                Some(Role::parse(spec).map_err(|e| src.invalid("roles.default", e.to_string()))?)
-            }
-        };
         let credentials = super::credentials::credentials(
             &file,
             overrides.credentials_from_env,
@@ -93,7 +91,10 @@ impl Config {
             worker_threads,
             instance,
             credentials,
-            default_role,
+            roles,
+            host: host_config,
+            attribution,
+            privileges,
             configured_account: file.instance.account_id.clone(),
             log_level,
             admin_socket: overrides
@@ -107,27 +108,7 @@ impl Config {
 }
 
 fn deserialize(src: Source<'_>) -> Result<FileConfig, ConfigError> {
-    let syntax_error = |e: toml::de::Error| ConfigError::Invalid {
-        origin: src.origin.clone(),
-        key: "(document)".to_owned(),
-        line: e.span().map(|s| src.line_at(s.start)),
-        message: e.message().to_owned(),
-    };
-    let de = toml::de::Deserializer::parse(src.text).map_err(syntax_error)?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner();
-        let line = inner
-            .span()
-            .map(|s| src.line_at(s.start))
-            .or_else(|| src.line_of(&key));
-        ConfigError::Invalid {
-            origin: src.origin.clone(),
-            key,
-            line,
-            message: inner.message().to_owned(),
-        }
-    })
+    src.deserialize()
 }
 
 fn settings(

@@ -110,9 +110,8 @@ pub struct Policy {
 const IMDS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 const HTTP: u16 = 80;
 
-/// An open nftables socket. Opened while the agent has CAP_NET_ADMIN: the
-/// kernel checks the opener's capabilities, so batches sent later, after the
-/// agent dropped them, still work.
+/// An open nftables socket. Batches need CAP_NET_ADMIN, held by the
+/// socket's opener and by the sender.
 pub struct Nft {
     socket: mnl::Socket,
 }
@@ -137,6 +136,35 @@ impl Nft {
     pub fn apply(&self, policy: &Policy) -> Result<(), NftError> {
         let batch = apply_batch(policy)?;
         self.send(&batch, "install the agent's nftables table")
+    }
+
+    /// Whether a table called `name` exists (in any family).
+    pub fn exists(&self, name: &str) -> Result<bool, NftError> {
+        let sequence = 1;
+        self.socket
+            .send(&nftnl::table::get_tables_nlmsg(sequence))
+            .map_err(|e| NftError::Socket("send", e))?;
+        let portid = self.socket.portid();
+        let mut tables = std::collections::HashSet::new();
+        let mut buf = vec![0; nftnl::nft_nlmsg_maxsize() as usize];
+        loop {
+            let n = self
+                .socket
+                .recv_raw(&mut buf)
+                .map_err(|e| NftError::Socket("receive", e))?;
+            let result = mnl::cb_run2(
+                &buf[..n],
+                sequence,
+                portid,
+                nftnl::table::get_tables_cb,
+                &mut tables,
+            )
+            .map_err(|e| NftError::Refused("list tables", e))?;
+            if matches!(result, mnl::CbResult::Stop) {
+                break;
+            }
+        }
+        Ok(tables.contains(cstring(name)?.as_c_str()))
     }
 
     /// Removes table `name` if it exists, and nothing else.

@@ -1,9 +1,10 @@
 //! Addresses on interfaces, over rtnetlink: what `ip addr add/del` does.
 //!
-//! A synchronous client over one NETLINK_ROUTE socket. The socket is opened
-//! while the agent still has CAP_NET_ADMIN and kept: the kernel checks the
-//! capabilities of the socket's opener, so the agent can remove its
-//! address at a clean stop after it dropped every capability.
+//! A synchronous client over one NETLINK_ROUTE socket. Changes need
+//! CAP_NET_ADMIN both when the socket is opened and when a request is sent
+//! (the kernel checks the opener and the sender), so the agent makes them
+//! in its privileged phase; the address is removed at a clean stop by the
+//! stop helper (`net::stop_helper`), which kept CAP_NET_ADMIN for that.
 
 use std::io;
 use std::net::IpAddr;
@@ -91,8 +92,8 @@ pub struct Rtnl {
 }
 
 impl Rtnl {
-    /// Opens the socket. Needs CAP_NET_ADMIN for changes made through it
-    /// later, whatever the process holds then.
+    /// Opens the socket. Changes made through it need CAP_NET_ADMIN, held
+    /// by the opener and by the sender.
     pub fn open() -> Result<Self, RtnlError> {
         let socket_err = |op| move |source| RtnlError::Socket { op, source };
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(socket_err("open"))?;
@@ -105,6 +106,12 @@ impl Rtnl {
             sequence: 0,
             buf: vec![0; 64 * 1024],
         })
+    }
+
+    /// The socket's descriptor (the stop helper keeps it open).
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd as _;
+        self.socket.as_raw_fd()
     }
 
     /// The index of interface `name`.

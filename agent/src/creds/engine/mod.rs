@@ -309,15 +309,19 @@ impl Engine {
         next
     }
 
-    /// Makes `roles` the roles assignments name: each is fetched now if it
-    /// is not cached, and entries for any other role are dropped at once,
-    /// credentials and all.
+    /// Makes `roles` the roles to keep fresh ahead of need: each is fetched
+    /// now if it is not cached. Any other role stays cached while workloads
+    /// use it and is dropped once idle; `retain` drops roles at once.
     pub fn set_wanted(&self, roles: impl IntoIterator<Item = Role>) {
         let wanted: std::collections::HashSet<Role> = roles.into_iter().collect();
         let mut start = Vec::new();
         {
             let mut entries = self.inner.lock_entries();
-            entries.retain(|role, _| wanted.contains(role));
+            for (role, entry) in entries.iter() {
+                if !wanted.contains(role) {
+                    entry.lock().wanted = false;
+                }
+            }
             for role in wanted {
                 let entry = entries
                     .entry(role.clone())
@@ -333,6 +337,29 @@ impl Engine {
         for entry in start {
             self.inner.spawn_fetch(entry);
         }
+    }
+
+    /// Drops at once, credentials and all, every role for which `keep` is
+    /// false: an assignment that was removed stops being served now, not
+    /// when its credentials expire.
+    pub fn retain(&self, keep: impl Fn(&Role) -> bool) {
+        let mut dropped = Vec::new();
+        self.inner.lock_entries().retain(|role, _| {
+            let kept = keep(role);
+            if !kept {
+                dropped.push((role.spec.to_string(), role.session.session_name.clone()));
+            }
+            kept
+        });
+        for (role, session_name) in dropped {
+            tracing::info!(%role, ?session_name, "role no longer assigned: credentials dropped");
+        }
+    }
+
+    /// Changes whenever the agent's own identity does (bootstrap, profile
+    /// switch).
+    pub fn base_generation(&self) -> u64 {
+        self.inner.read_base().generation
     }
 
     /// The role the active profile gives every workload, if it names one.
@@ -380,6 +407,9 @@ impl Engine {
         }
         tracing::info!(profile = name, "switched profile");
         let wanted = wanted();
+        // Everything cached was fetched as the old profile: drop what the
+        // new one does not want, and fetch the rest anew (a fetch under way
+        // notices the switch and fetches again).
         {
             let keep: std::collections::HashSet<&Role> = wanted.iter().collect();
             self.inner

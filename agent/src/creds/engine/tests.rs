@@ -726,7 +726,11 @@ async fn unwanted_roles_leave_the_cache() {
     engine.set_wanted([a.clone(), b.clone()]);
     ready(settled(&engine, &a).await);
     ready(settled(&engine, &b).await);
+    // No longer wanted: b stays while it may be in use...
     engine.set_wanted([a.clone()]);
+    assert_eq!(engine.status().await.roles.len(), 2);
+    // ...and leaves at once when its assignment is removed.
+    engine.retain(|r| *r != b);
     assert_eq!(engine.status().await.roles.len(), 1, "b left at once");
     // A role nobody assigns, looked up anyway, is dropped when idle.
     let stray = role("stray");

@@ -1,0 +1,503 @@
+//! Role assignment rules: which workload gets which role.
+//!
+//! A rule file (`/etc/imds-agent/roles.d/*.toml`) holds `[[rule]]` tables:
+//!
+//! ```toml
+//! [[rule]]
+//! unit = "nginx.service"              # systemd unit: exact, or a glob (`app-*.scope`)
+//! cgroup = "/system.slice/web/**"     # cgroup path: `*` within a segment, `**` across
+//! uid = 33                            # the socket owner's uid
+//! container_name = "api-*"            # container name, glob
+//! container_label = { team = "blue" } # every label, exact values
+//! role = "arn:aws:iam::123456789012:role/web"   # name, name@account or ARN
+//! external_id = "shared-secret"       # optional
+//! session_name = "web"                # optional (default: the workload's name)
+//! duration_seconds = 3600             # optional
+//! ```
+//!
+//! A rule needs at least one condition; all its conditions must hold. When
+//! several rules match, the most specific wins:
+//! 1. the strongest kind of condition it has: container (name or label),
+//!    then unit, then cgroup, then uid;
+//! 2. then more conditions;
+//! 3. then more exact patterns (an exact name beats a glob);
+//! 4. then more literal characters in its patterns (`web-*` beats `w*`);
+//! 5. then the first in file order (files sorted by name).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::glob::Glob;
+use crate::attribution::{ContainerInfo, Workload};
+use crate::config::{ConfigError, Origin, Source};
+use crate::creds::{Role, SessionParams, session_name};
+
+/// A rule file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(default)]
+    rule: Vec<RuleEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    unit: Option<String>,
+    cgroup: Option<String>,
+    uid: Option<u32>,
+    container_name: Option<String>,
+    container_label: Option<BTreeMap<String, String>>,
+    role: String,
+    external_id: Option<String>,
+    session_name: Option<String>,
+    duration_seconds: Option<u64>,
+}
+
+/// One checked rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    unit: Option<Glob>,
+    cgroup: Option<Glob>,
+    uid: Option<u32>,
+    container_name: Option<Glob>,
+    container_label: BTreeMap<String, String>,
+    /// The role it gives (its session name is the rule's, if set).
+    pub role: Role,
+    /// Where it was written, for logs: `file:line`.
+    pub origin: String,
+    rank: (u8, usize, usize, usize),
+}
+
+/// What a rule can be asked about a workload.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subject<'a> {
+    cgroup: Option<&'a str>,
+    unit: Option<&'a str>,
+    uid: Option<u32>,
+    container: Option<&'a ContainerInfo>,
+}
+
+impl<'a> Subject<'a> {
+    /// A cgroup whose owner is not known yet (prefetching).
+    pub fn cgroup(path: &'a str, unit: Option<&'a str>) -> Self {
+        Self {
+            cgroup: Some(path),
+            unit,
+            ..Self::default()
+        }
+    }
+
+    /// What is known of `workload`.
+    pub fn of(workload: &'a Workload) -> Self {
+        match workload {
+            Workload::Process(p) => Self {
+                cgroup: Some(&p.cgroup),
+                unit: p.facts.unit.as_deref(),
+                uid: Some(p.uid),
+                container: p.container.as_deref(),
+            },
+            Workload::Container(c) => Self {
+                container: Some(c),
+                ..Self::default()
+            },
+            Workload::Address(_) | Workload::Unknown(_) => Self::default(),
+        }
+    }
+}
+
+impl Rule {
+    /// Whether every condition holds for `subject`.
+    pub fn matches(&self, subject: &Subject<'_>) -> bool {
+        let glob = |pattern: &Option<Glob>, value: Option<&str>| match pattern {
+            None => true,
+            Some(p) => value.is_some_and(|v| p.matches(v)),
+        };
+        glob(&self.unit, subject.unit)
+            && glob(&self.cgroup, subject.cgroup)
+            && self.uid.is_none_or(|uid| subject.uid == Some(uid))
+            && glob(
+                &self.container_name,
+                subject.container.map(|c| c.name.as_str()),
+            )
+            && (self.container_label.is_empty()
+                || subject.container.is_some_and(|c| {
+                    self.container_label
+                        .iter()
+                        .all(|(k, v)| c.labels.get(k) == Some(v))
+                }))
+    }
+}
+
+/// Every rule of every file, most specific first.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    rules: Vec<Arc<Rule>>,
+}
+
+impl RuleSet {
+    /// The rules of several files, in file order.
+    pub fn from_files(files: Vec<Vec<Rule>>) -> Self {
+        let mut rules: Vec<(usize, Rule)> = files.into_iter().flatten().enumerate().collect();
+        // Stable sort: equal ranks keep file order.
+        rules.sort_by(|(ia, a), (ib, b)| b.rank.cmp(&a.rank).then(ia.cmp(ib)));
+        Self {
+            rules: rules.into_iter().map(|(_, r)| Arc::new(r)).collect(),
+        }
+    }
+
+    /// The most specific rule matching `subject`.
+    pub fn find(&self, subject: &Subject<'_>) -> Option<&Arc<Rule>> {
+        self.rules.iter().find(|r| r.matches(subject))
+    }
+
+    /// Every rule, most specific first.
+    pub fn rules(&self) -> &[Arc<Rule>] {
+        &self.rules
+    }
+
+    /// How many rules there are.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// Parses one rule file's `text`; every error names the file, the line,
+/// the key and the problem.
+pub fn parse_file(text: &str, origin: &Origin) -> Result<Vec<Rule>, ConfigError> {
+    let src = Source { origin, text };
+    let file: RuleFile = src.deserialize()?;
+    file.rule
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| check(entry, i, src))
+        .collect()
+}
+
+fn check(entry: RuleEntry, index: usize, src: Source<'_>) -> Result<Rule, ConfigError> {
+    let key = |k: &str| format!("rule[{index}].{k}");
+    let conditions = [
+        entry.unit.is_some(),
+        entry.cgroup.is_some(),
+        entry.uid.is_some(),
+        entry.container_name.is_some(),
+        entry
+            .container_label
+            .as_ref()
+            .is_some_and(|l| !l.is_empty()),
+    ];
+    let count = conditions.iter().filter(|c| **c).count();
+    if count == 0 {
+        return Err(src.invalid(
+            &key("role"),
+            "the rule has no condition (unit, cgroup, uid, container_name or container_label); use roles.default for everyone",
+        ));
+    }
+    let pattern = |name: &str, value: &Option<String>| -> Result<(), ConfigError> {
+        match value {
+            Some(v) if v.is_empty() || v.contains('\n') => {
+                Err(src.invalid(&key(name), "must be one non-empty line"))
+            }
+            _ => Ok(()),
+        }
+    };
+    pattern("unit", &entry.unit)?;
+    pattern("cgroup", &entry.cgroup)?;
+    pattern("container_name", &entry.container_name)?;
+    if let Some(cgroup) = &entry.cgroup
+        && !cgroup.starts_with('/')
+    {
+        return Err(src.invalid(
+            &key("cgroup"),
+            format!("{cgroup:?} must start with '/' (a path under the cgroup2 mount)"),
+        ));
+    }
+    let mut role =
+        Role::parse(&entry.role).map_err(|e| src.invalid(&key("role"), e.to_string()))?;
+    role.session = session(&entry, src, &key)?;
+    let unit = entry.unit.as_deref().map(Glob::name);
+    let cgroup = entry.cgroup.as_deref().map(Glob::path);
+    let container_name = entry.container_name.as_deref().map(Glob::name);
+    let container_label = entry.container_label.unwrap_or_default();
+    let patterns: Vec<&Glob> = [&unit, &cgroup, &container_name]
+        .into_iter()
+        .flatten()
+        .collect();
+    let kind = if container_name.is_some() || !container_label.is_empty() {
+        4
+    } else if unit.is_some() {
+        3
+    } else if cgroup.is_some() {
+        2
+    } else {
+        1
+    };
+    let exact = patterns.iter().filter(|p| p.is_exact()).count()
+        + container_label.len()
+        + usize::from(entry.uid.is_some());
+    let literal = patterns.iter().map(|p| p.literal_len()).sum::<usize>()
+        + container_label
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    let line = src
+        .line_of(&format!("rule[{index}]"))
+        .map_or_else(String::new, |l| format!(":{l}"));
+    Ok(Rule {
+        unit,
+        cgroup,
+        uid: entry.uid,
+        container_name,
+        container_label,
+        role,
+        origin: format!("{}{line}", src.origin),
+        rank: (kind, count, exact, literal),
+    })
+}
+
+fn session(
+    entry: &RuleEntry,
+    src: Source<'_>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<SessionParams, ConfigError> {
+    let session_name = match &entry.session_name {
+        Some(name) if !session_name::is_valid(name) => {
+            return Err(src.invalid(
+                &key("session_name"),
+                "must be 2 to 64 characters of letters, digits and +=,.@_-",
+            ));
+        }
+        other => other.clone(),
+    };
+    let duration = match entry.duration_seconds {
+        Some(d) if !(900..=43_200).contains(&d) => {
+            return Err(src.invalid(&key("duration_seconds"), "must be from 900 to 43200"));
+        }
+        d => d.map(Duration::from_secs),
+    };
+    let external_id = match &entry.external_id {
+        Some(id) if !(2..=1224).contains(&id.len()) || id.contains(char::is_whitespace) => {
+            return Err(src.invalid(
+                &key("external_id"),
+                "must be 2 to 1224 characters without spaces",
+            ));
+        }
+        other => other.clone(),
+    };
+    Ok(SessionParams {
+        external_id,
+        session_name,
+        duration,
+        ..SessionParams::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::attribution::Process;
+    use crate::attribution::cgroup::facts;
+
+    fn rules(text: &str) -> RuleSet {
+        let origin = Origin::File("/etc/imds-agent/roles.d/test.toml".into());
+        RuleSet::from_files(vec![
+            parse_file(text, &origin).unwrap_or_else(|e| panic!("{e}")),
+        ])
+    }
+
+    fn error(text: &str) -> String {
+        let origin = Origin::File("/etc/imds-agent/roles.d/bad.toml".into());
+        parse_file(text, &origin).unwrap_err().to_string()
+    }
+
+    fn process(cgroup: &str, uid: u32) -> Workload {
+        Workload::Process(Arc::new(Process {
+            cgroup_id: 1,
+            cgroup: cgroup.into(),
+            uid,
+            facts: facts(cgroup),
+            container: None,
+        }))
+    }
+
+    fn container(name: &str, labels: &[(&str, &str)]) -> Workload {
+        let mut c = ContainerInfo::for_tests(&"a".repeat(64), name);
+        c.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>();
+        Workload::Container(Arc::new(c))
+    }
+
+    fn role_of(set: &RuleSet, w: &Workload) -> Option<String> {
+        set.find(&Subject::of(w)).map(|r| r.role.name.clone())
+    }
+
+    const RULES: &str = r#"
+[[rule]]
+uid = 1000
+role = "by-uid"
+
+[[rule]]
+cgroup = "/system.slice/**"
+role = "by-cgroup"
+
+[[rule]]
+unit = "web*.service"
+role = "by-unit-glob"
+
+[[rule]]
+unit = "web.service"
+role = "by-unit"
+
+[[rule]]
+unit = "web.service"
+uid = 33
+role = "by-unit-and-uid"
+
+[[rule]]
+container_name = "api-*"
+role = "by-container"
+
+[[rule]]
+container_label = { team = "blue" }
+role = "by-label"
+
+[[rule]]
+container_name = "api-*"
+container_label = { team = "blue" }
+role = "by-container-and-label"
+"#;
+
+    #[test]
+    fn the_most_specific_rule_wins() {
+        let set = rules(RULES);
+        let cases = [
+            (process("/system.slice/web.service", 0), Some("by-unit")),
+            (
+                process("/system.slice/web.service", 33),
+                Some("by-unit-and-uid"),
+            ),
+            (
+                process("/system.slice/web2.service", 0),
+                Some("by-unit-glob"),
+            ),
+            (process("/system.slice/db.service", 0), Some("by-cgroup")),
+            (process("/system.slice/db.service", 1000), Some("by-cgroup")),
+            (
+                process("/user.slice/user-1000.slice/session-1.scope", 1000),
+                Some("by-uid"),
+            ),
+            (
+                process("/user.slice/user-1001.slice/session-1.scope", 1001),
+                None,
+            ),
+            (container("api-1", &[]), Some("by-container")),
+            (
+                container("api-1", &[("team", "blue")]),
+                Some("by-container-and-label"),
+            ),
+            (container("web", &[("team", "blue")]), Some("by-label")),
+            (container("web", &[("team", "red")]), None),
+            (Workload::Unknown("10.0.0.1".parse().unwrap()), None),
+            (Workload::Address("10.0.0.1".parse().unwrap()), None),
+        ];
+        for (workload, want) in cases {
+            assert_eq!(role_of(&set, &workload).as_deref(), want, "{workload}");
+        }
+    }
+
+    #[test]
+    fn equal_rules_keep_file_order() {
+        let set =
+            rules("[[rule]]\nuid = 5\nrole = \"first\"\n[[rule]]\nuid = 5\nrole = \"second\"\n");
+        assert_eq!(role_of(&set, &process("/x", 5)).as_deref(), Some("first"));
+        let origin = Origin::File("a.toml".into());
+        let a = parse_file("[[rule]]\nuid = 5\nrole = \"from-a\"\n", &origin).unwrap();
+        let b = parse_file("[[rule]]\nuid = 5\nrole = \"from-b\"\n", &origin).unwrap();
+        let set = RuleSet::from_files(vec![a, b]);
+        assert_eq!(role_of(&set, &process("/x", 5)).as_deref(), Some("from-a"));
+    }
+
+    #[test]
+    fn session_parameters_come_from_the_rule() {
+        let set = rules(
+            "[[rule]]\nunit = \"web.service\"\nrole = \"web@111111111111\"\nexternal_id = \"ext-1\"\nsession_name = \"web-frontend\"\nduration_seconds = 7200\n",
+        );
+        let rule = set
+            .find(&Subject::of(&process("/system.slice/web.service", 0)))
+            .unwrap();
+        assert_eq!(rule.role.spec.account_id(), Some("111111111111"));
+        assert_eq!(rule.role.session.external_id.as_deref(), Some("ext-1"));
+        assert_eq!(
+            rule.role.session.session_name.as_deref(),
+            Some("web-frontend")
+        );
+        assert_eq!(rule.role.session.duration, Some(Duration::from_secs(7200)));
+        assert_eq!(rule.origin, "/etc/imds-agent/roles.d/test.toml:1");
+    }
+
+    #[test]
+    fn bad_rules_name_file_line_key_and_reason() {
+        let cases = [
+            (
+                "[[rule]]\nrole = \"x\"\n",
+                "bad.toml:2: rule[0].role: the rule has no condition",
+            ),
+            (
+                "[[rule]]\nuid = 1\nrole = \"bad name!\"\n",
+                "bad.toml:3: rule[0].role: \"bad name!\" is not a valid role name",
+            ),
+            (
+                "[[rule]]\nuid = 1\nrole = \"arn:aws:iam::1:role/x\"\n",
+                "rule[0].role: \"arn:aws:iam::1:role/x\" is not an IAM role ARN",
+            ),
+            (
+                "[[rule]]\nuid = -1\nrole = \"x\"\n",
+                "bad.toml:2: rule[0].uid: invalid value: integer `-1`",
+            ),
+            ("[[rule]]\nuid = 1\n", "rule[0]: missing field `role`"),
+            (
+                "[[rule]]\nuid = 1\nrole = \"x\"\nrolee = \"y\"\n",
+                "unknown field `rolee`",
+            ),
+            (
+                "[[rule]]\nuid = 1\nrole = \"x\"\n[[rule]]\ncgroup = \"system.slice\"\nrole = \"y\"\n",
+                "bad.toml:5: rule[1].cgroup: \"system.slice\" must start with '/'",
+            ),
+            (
+                "[[rule]]\nuid = 1\nrole = \"x\"\nsession_name = \"a b\"\n",
+                "rule[0].session_name: must be 2 to 64 characters",
+            ),
+            (
+                "[[rule]]\nuid = 1\nrole = \"x\"\nduration_seconds = 60\n",
+                "rule[0].duration_seconds: must be from 900 to 43200",
+            ),
+            ("[[rule]\n", "bad.toml:1: (document)"),
+            ("rules = []\n", "unknown field `rules`"),
+        ];
+        for (text, want) in cases {
+            let got = error(text);
+            assert!(
+                got.contains(want),
+                "for {text:?}\n got: {got}\nwant: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_file_has_no_rules() {
+        assert!(rules("").is_empty());
+        assert!(rules("# nothing yet\n").is_empty());
+    }
+}

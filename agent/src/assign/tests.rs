@@ -1,0 +1,203 @@
+//! Assignments: rules, container roles, defaults and session names together.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::attribution::cgroup::facts;
+use crate::attribution::{ContainerInfo, Process};
+use crate::config::Origin;
+
+fn process(cgroup: &str, uid: u32) -> Workload {
+    Workload::Process(Arc::new(Process {
+        cgroup_id: 7,
+        cgroup: cgroup.into(),
+        uid,
+        facts: facts(cgroup),
+        container: None,
+    }))
+}
+
+fn container(name: &str, env_role: Option<&str>) -> Workload {
+    let mut c = ContainerInfo::for_tests(&format!("{name:0>64}"), name);
+    c.env_role = env_role.map(|r| Role::parse(r).unwrap());
+    Workload::Container(Arc::new(c))
+}
+
+fn assignments(rules: &str, defaults: Defaults) -> Assignments {
+    let origin = Origin::File("test.toml".into());
+    let set = RuleSet::from_files(vec![rules::parse_file(rules, &origin).unwrap()]);
+    Assignments::new(defaults, set, None, None, None)
+}
+
+fn role(a: &Assignments, w: &Workload) -> Option<(String, Option<String>)> {
+    a.role_for(w)
+        .map(|r| (r.spec.to_string(), r.session.session_name.clone()))
+}
+
+fn named(spec: &str, session: &str) -> Option<(String, Option<String>)> {
+    Some((spec.to_owned(), Some(session.to_owned())))
+}
+
+const RULES: &str = "[[rule]]\nunit = \"web.service\"\nrole = \"web\"\n[[rule]]\ncontainer_name = \"api\"\nrole = \"api-rule\"\n";
+
+#[test]
+fn rules_then_environment_then_defaults() {
+    let defaults = Defaults {
+        default: Some(Role::parse("fallback").unwrap()),
+        container_default: Some(Role::parse("container-fallback").unwrap()),
+        env_roles: Some(EnvRoles {
+            allowed: vec![Glob::name("*")],
+        }),
+        session_per_workload: true,
+    };
+    let a = assignments(RULES, defaults);
+    assert_eq!(
+        role(&a, &process("/system.slice/web.service", 0)),
+        named("web", "web.service")
+    );
+    assert_eq!(
+        role(&a, &process("/system.slice/db.service", 0)),
+        named("fallback", "db.service")
+    );
+    assert_eq!(
+        role(&a, &container("api", Some("ignored-env"))),
+        named("api-rule", "api"),
+        "a rule beats the environment"
+    );
+    assert_eq!(
+        role(&a, &container("worker", Some("from-env@222222222222"))),
+        named("from-env@222222222222", "worker")
+    );
+    assert_eq!(
+        role(&a, &container("plain", None)),
+        named("container-fallback", "plain")
+    );
+    assert_eq!(
+        role(&a, &Workload::Unknown("10.0.0.1".parse().unwrap())),
+        None,
+        "unknown gets nothing"
+    );
+    assert_eq!(
+        role(&a, &Workload::Address("10.0.0.1".parse().unwrap())),
+        Some(("fallback".to_owned(), None)),
+        "attribution off: the default, with the agent's session name"
+    );
+}
+
+#[test]
+fn environment_roles_are_limited_to_allowed_patterns() {
+    let defaults = Defaults {
+        env_roles: Some(EnvRoles {
+            allowed: vec![
+                Glob::name("app-*"),
+                Glob::name("arn:aws:iam::111111111111:role/ci/*"),
+            ],
+        }),
+        session_per_workload: true,
+        ..Defaults::default()
+    };
+    let a = assignments("", defaults);
+    assert_eq!(
+        role(&a, &container("c1", Some("app-web"))),
+        named("app-web", "c1")
+    );
+    assert_eq!(
+        role(&a, &container("c2", Some("admin"))),
+        None,
+        "not an allowed role: nothing"
+    );
+    assert_eq!(
+        role(
+            &a,
+            &container("c3", Some("arn:aws:iam::111111111111:role/ci/build"))
+        ),
+        named("arn:aws:iam::111111111111:role/ci/build", "c3")
+    );
+    let without = assignments(
+        "",
+        Defaults {
+            session_per_workload: true,
+            ..Defaults::default()
+        },
+    );
+    assert_eq!(
+        role(&without, &container("c1", Some("app-web"))),
+        None,
+        "environment roles off"
+    );
+}
+
+#[test]
+fn a_rules_session_name_wins_and_naming_per_workload_can_be_off() {
+    let a = assignments(
+        "[[rule]]\nuid = 0\nrole = \"ops\"\nsession_name = \"ops-session\"\n",
+        Defaults {
+            session_per_workload: true,
+            ..Defaults::default()
+        },
+    );
+    assert_eq!(role(&a, &process("/x", 0)), named("ops", "ops-session"));
+    let b = assignments(RULES, Defaults::default());
+    assert_eq!(
+        role(&b, &process("/system.slice/web.service", 0)),
+        Some(("web".to_owned(), None))
+    );
+}
+
+#[test]
+fn reloading_rules_changes_answers_and_what_is_still_assigned() {
+    let a = assignments(
+        RULES,
+        Defaults {
+            session_per_workload: true,
+            ..Defaults::default()
+        },
+    );
+    let web = process("/system.slice/web.service", 0);
+    let served = a.role_for(&web).unwrap();
+    assert!(a.still_assigned(&served));
+    let generation = a.generation();
+    let origin = Origin::File("test.toml".into());
+    a.set_rules(RuleSet::from_files(vec![
+        rules::parse_file(
+            "[[rule]]\nunit = \"other.service\"\nrole = \"other\"\n",
+            &origin,
+        )
+        .unwrap(),
+    ]));
+    assert_ne!(a.generation(), generation);
+    assert_eq!(a.role_for(&web), None, "a removed assignment stops at once");
+    assert!(!a.still_assigned(&served), "and its credentials may go");
+}
+
+#[test]
+fn wanted_covers_known_containers_and_matching_cgroups() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("system.slice/web.service")).unwrap();
+    std::fs::create_dir_all(dir.path().join("system.slice/db.service")).unwrap();
+    let index = Arc::new(CgroupIndex::new(dir.path().to_owned()));
+    index.rescan().unwrap();
+    let registry = Arc::new(Containers::default());
+    let origin = Origin::File("test.toml".into());
+    let set = RuleSet::from_files(vec![rules::parse_file(RULES, &origin).unwrap()]);
+    let defaults = Defaults {
+        default: Some(Role::parse("fallback").unwrap()),
+        session_per_workload: true,
+        ..Defaults::default()
+    };
+    let a = Assignments::new(defaults, set, None, Some(registry), Some(index));
+    let wanted: Vec<(String, Option<String>)> = a
+        .wanted()
+        .iter()
+        .map(|r| (r.spec.to_string(), r.session.session_name.clone()))
+        .collect();
+    // The unit a rule names is prefetched under its own session; the
+    // default is prefetched once, not for every cgroup on the host.
+    assert_eq!(
+        wanted,
+        vec![
+            ("fallback".to_owned(), None),
+            ("web".to_owned(), Some("web.service".to_owned()))
+        ]
+    );
+}

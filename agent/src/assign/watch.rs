@@ -1,0 +1,164 @@
+//! Live reload of `roles.d`: inotify on the directory and on its parent (so
+//! a directory created, replaced or removed after the start is noticed),
+//! and SIGHUP. A change is read as a whole set; a set with a bad file is
+//! refused, reported with file, line and reason, and the last good set stays
+//! in force.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use inotify::{Inotify, WatchMask};
+
+use super::Assignments;
+use super::files::Snapshot;
+
+/// What to do after the rules changed (drop credentials no rule names any
+/// more, prefetch the new ones).
+pub type OnChange = Arc<dyn Fn() + Send + Sync>;
+
+/// Editors and `cp` make several events per save: wait this long for the
+/// burst to end before reading.
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// Watches `dir` forever, starting from `current` (the set loaded at start).
+pub async fn watch(
+    dir: PathBuf,
+    current: Snapshot,
+    assignments: Arc<Assignments>,
+    on_change: OnChange,
+) {
+    let mut last = current;
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot catch SIGHUP; role rules reload on file changes only");
+            None
+        }
+    };
+    let inotify = Inotify::init().and_then(|inotify| {
+        let mut watches = inotify.watches();
+        // The parent says when the directory itself appears or goes.
+        if let Some(parent) = dir.parent() {
+            watches.add(
+                parent,
+                WatchMask::CREATE | WatchMask::DELETE | WatchMask::MOVED_TO | WatchMask::MOVED_FROM,
+            )?;
+        }
+        Ok(inotify)
+    });
+    let mut events = match inotify.and_then(|i| i.into_event_stream([0u8; 4096])) {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the role rules; they reload on SIGHUP only");
+            None
+        }
+    };
+    loop {
+        if let Some(stream) = &events {
+            watch_dir(stream.watches(), &dir);
+        }
+        let woke = tokio::select! {
+            event = next_event(&mut events) => event,
+            signal = next_signal(&mut hangup) => signal,
+        };
+        if !woke {
+            // Neither inotify nor SIGHUP works any more.
+            return;
+        }
+        tokio::time::sleep(SETTLE).await;
+        if let Some(stream) = &mut events {
+            // Drain the rest of the burst.
+            while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, stream.next()).await {}
+        }
+        reload(&dir, &mut last, &assignments, &on_change);
+    }
+}
+
+fn watch_dir(mut watches: inotify::Watches, dir: &Path) {
+    let mask = WatchMask::CLOSE_WRITE
+        | WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MOVED_TO
+        | WatchMask::MOVED_FROM
+        | WatchMask::MODIFY
+        | WatchMask::ATTRIB;
+    // Adding a watch that exists is a no-op; a missing directory is
+    // watched once its parent says it appeared.
+    let _ = watches.add(dir, mask);
+}
+
+async fn next_event(events: &mut Option<inotify::EventStream<[u8; 4096]>>) -> bool {
+    match events {
+        Some(stream) => match stream.next().await {
+            Some(Ok(_)) => true,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "inotify failed; role rules reload on SIGHUP only");
+                *events = None;
+                true
+            }
+            None => {
+                *events = None;
+                true
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_signal(hangup: &mut Option<tokio::signal::unix::Signal>) -> bool {
+    match hangup {
+        Some(signal) => {
+            let got = signal.recv().await.is_some();
+            if got {
+                tracing::info!("SIGHUP: reloading role rules");
+            }
+            got
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads `dir` again and, if it changed and parses, puts the new rules in
+/// force. Returns whether they changed.
+pub fn reload(
+    dir: &Path,
+    last: &mut Snapshot,
+    assignments: &Assignments,
+    on_change: &OnChange,
+) -> bool {
+    let snapshot = match Snapshot::read(dir) {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the role rules; the last good set stays in force");
+            return false;
+        }
+    };
+    if snapshot == *last {
+        return false;
+    }
+    match snapshot.parse() {
+        Ok(rules) => {
+            tracing::info!(
+                dir = %dir.display(),
+                files = snapshot.len(),
+                rules = rules.len(),
+                "role rules reloaded"
+            );
+            assignments.set_rules(rules);
+            *last = snapshot;
+            on_change();
+            true
+        }
+        Err(errors) => {
+            for error in &errors {
+                tracing::error!(error = %error, "role rules refused; the last good set stays in force");
+            }
+            // Remember the bad set, so it is reported once, not at every
+            // unrelated event; a fix changes the snapshot again.
+            *last = snapshot;
+            false
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Taking over 169.254.169.254 on the host, from `[host]`.
+//!
+//! Order matters: the agent's nftables table goes in first, then the
+//! address, so the address is never reachable unguarded. At a clean stop
+//! the address goes (the stop helper removes it when the agent itself no
+//! longer may); the table stays, so a stopped or dead agent fails closed.
+//! `imds-agent cleanup` removes both, and nothing that is not the agent's.
+
+pub mod stop_helper;
+
+use std::net::IpAddr;
+
+use anyhow::Context as _;
+
+use crate::config::{HostConfig, HostMode, IMDS_V4};
+use crate::sys::rtnl::{Address, Rtnl};
+
+/// The label of the agent's IPv4 addresses on `lo`: what `cleanup` knows
+/// them by.
+pub const LABEL: &str = "lo:metadata";
+
+/// What `setup` changed and a clean stop undoes.
+#[derive(Debug)]
+pub struct Installed {
+    rtnl: Rtnl,
+    addresses: Vec<Address>,
+}
+
+impl Installed {
+    /// Removes the addresses.
+    pub fn remove_addresses(mut self) -> anyhow::Result<()> {
+        for address in &self.addresses {
+            self.rtnl
+                .delete(address)
+                .with_context(|| format!("removing {} from lo", address.ip))?;
+        }
+        Ok(())
+    }
+
+    /// The socket, for the stop helper to keep.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.rtnl.as_raw_fd()
+    }
+}
+
+/// The addresses `host` puts on `lo`.
+fn addresses(host: &HostConfig) -> anyhow::Result<Vec<Address>> {
+    if host.mode == HostMode::Off {
+        return Ok(Vec::new());
+    }
+    let lo = Rtnl::link_index("lo")?;
+    Ok(host
+        .addresses()
+        .into_iter()
+        .map(|ip| Address {
+            index: lo,
+            ip,
+            prefix_len: if ip.is_ipv4() { 32 } else { 128 },
+            label: ip.is_ipv4().then(|| LABEL.to_owned()),
+        })
+        .collect())
+}
+
+/// The firewall for `host`; `agent_uid` is the uid the agent serves as
+/// (DNAT mode leaves its traffic alone, so it reaches the real IMDS).
+#[cfg(feature = "nftables")]
+pub fn policy(host: &HostConfig, agent_uid: u32) -> crate::sys::nft::Policy {
+    use crate::sys::nft::{Dnat, Interface, Policy};
+    Policy {
+        table: host.table.clone(),
+        guarded: host.addresses(),
+        interfaces: host
+            .interfaces
+            .iter()
+            .filter_map(|i| Interface::parse(i))
+            .collect(),
+        dnat: (host.mode == HostMode::Dnat).then_some(Dnat {
+            to: host.dnat_address,
+            port: 80,
+            exempt_uid: agent_uid,
+        }),
+    }
+}
+
+/// Installs the firewall and the addresses. Needs CAP_NET_ADMIN.
+pub fn setup(host: &HostConfig, agent_uid: u32) -> anyhow::Result<Option<Installed>> {
+    if host.mode == HostMode::Off {
+        return Ok(None);
+    }
+    install_table(host, agent_uid)?;
+    let mut rtnl = Rtnl::open().context("opening rtnetlink")?;
+    let addresses = addresses(host)?;
+    for address in &addresses {
+        rtnl.add(address)
+            .with_context(|| format!("adding {}/{} to lo", address.ip, address.prefix_len))?;
+        tracing::info!(address = %address.ip, interface = "lo", "address added");
+    }
+    Ok(Some(Installed { rtnl, addresses }))
+}
+
+#[cfg(feature = "nftables")]
+fn install_table(host: &HostConfig, agent_uid: u32) -> anyhow::Result<()> {
+    let policy = policy(host, agent_uid);
+    let nft = crate::sys::nft::Nft::open().context("opening nftables")?;
+    nft.apply(&policy)
+        .with_context(|| format!("installing nftables table inet {}", policy.table))?;
+    tracing::info!(
+        table = %policy.table,
+        mode = host.mode.as_str(),
+        interfaces = ?host.interfaces,
+        "nftables table installed"
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "nftables"))]
+fn install_table(_host: &HostConfig, _agent_uid: u32) -> anyhow::Result<()> {
+    // The config refuses host modes in a build without nftables.
+    anyhow::bail!("this imds-agent was built without nftables support")
+}
+
+/// What `cleanup` removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    /// The table, if it was there.
+    pub table: Option<String>,
+    /// The addresses removed from `lo`.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Removes the agent's table and its addresses on `lo`: the IPv4 ones
+/// carrying its label, and the IPv6 endpoint. Other tables and addresses
+/// are never touched, whatever `host.mode` says now (the agent may have run
+/// in another mode before).
+pub fn cleanup(host: &HostConfig) -> anyhow::Result<Cleaned> {
+    let mut cleaned = Cleaned::default();
+    if remove_table(&host.table)? {
+        cleaned.table = Some(host.table.clone());
+    }
+    let mut rtnl = Rtnl::open().context("opening rtnetlink")?;
+    let lo = Rtnl::link_index("lo")?;
+    let ours = |a: &Address| match a.ip {
+        IpAddr::V4(ip) => {
+            a.label.as_deref() == Some(LABEL)
+                && (ip == IMDS_V4 || ip == host.dnat_address || ip.is_link_local())
+        }
+        IpAddr::V6(ip) => ip == crate::config::IMDS_V6,
+    };
+    for address in rtnl.addresses(lo).context("listing lo's addresses")? {
+        if ours(&address) {
+            rtnl.delete(&address)
+                .with_context(|| format!("removing {} from lo", address.ip))?;
+            cleaned.addresses.push(address.ip);
+        }
+    }
+    Ok(cleaned)
+}
+
+#[cfg(feature = "nftables")]
+fn remove_table(name: &str) -> anyhow::Result<bool> {
+    let nft = crate::sys::nft::Nft::open().context("opening nftables")?;
+    let existed = nft.exists(name).context("listing nftables tables")?;
+    if existed {
+        nft.remove(name)
+            .with_context(|| format!("removing nftables table inet {name}"))?;
+    }
+    Ok(existed)
+}
+
+#[cfg(not(feature = "nftables"))]
+fn remove_table(_name: &str) -> anyhow::Result<bool> {
+    Ok(false)
+}

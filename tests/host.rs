@@ -1,0 +1,697 @@
+//! The agent taking over 169.254.169.254 (`host.mode = "alias"`) in a
+//! network namespace of the test's own, with a cgroup2 tree of its own and
+//! a real STS (moto) inside that namespace: workloads in three cgroups get
+//! three roles and nothing else, foreign interfaces are dropped, the drop
+//! outlives the agent, `cleanup` restores the namespace, privileges are
+//! gone, and rule files reload live.
+//!
+//! Needs root. Every request to 169.254.169.254 is made inside the test's
+//! own namespace, where the agent owns that address.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::cgroups::Cgroups;
+use support::netns::{NetNs, unique};
+use support::sts::{Helper, moto_in};
+use support::{Agent, agent_bin, botocore_with, py_script, python};
+
+const IMDS: &str = "http://169.254.169.254";
+const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
+
+/// A namespace, cgroups, moto and a config for the agent.
+struct Host {
+    ns: NetNs,
+    cgroups: Cgroups,
+    moto: Helper,
+    dir: tempfile::TempDir,
+}
+
+const RULES: &str = "
+[[rule]]
+cgroup = \"BASE/a\"
+role = \"role-a\"
+
+[[rule]]
+cgroup = \"BASE/b\"
+role = \"role-b@210987654321\"
+
+[[rule]]
+cgroup = \"BASE/c\"
+role = \"arn:aws:iam::123456789012:role/team/role-c\"
+session_name = \"job-c\"
+";
+
+impl Host {
+    fn new() -> Host {
+        let ns = NetNs::new("hx");
+        let cgroups = Cgroups::new(&["a", "b", "c", "none"]);
+        let moto = moto_in(&ns);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("roles.d")).unwrap();
+        let host = Host {
+            ns,
+            cgroups,
+            moto,
+            dir,
+        };
+        host.write_rules("10-test.toml", RULES);
+        let config = format!(
+            "[host]\nmode = \"alias\"\n\
+             [attribution]\ncgroup_root = \"{root}\"\n\
+             [instance]\naccount_id = \"123456789012\"\n\
+             [credentials]\nsource = \"sts\"\nendpoint = \"{sts}\"\nduration_seconds = 900\nfirst_fetch_wait_ms = 5000\n\
+             [roles]\ndir = \"{roles}\"\n",
+            root = host.cgroups.root().display(),
+            sts = host.moto.url,
+            roles = host.dir.path().join("roles.d").display(),
+        );
+        std::fs::write(host.config(), config).unwrap();
+        host
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    fn write_rules(&self, file: &str, text: &str) {
+        let text = text.replace("BASE", &self.cgroups.base);
+        std::fs::write(self.dir.path().join("roles.d").join(file), text).unwrap();
+    }
+
+    /// `imds-agent run` in the namespace, with its own credentials (for
+    /// moto) in the environment.
+    fn start(&self) -> Agent {
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.ns.name,
+            agent_bin(),
+            "run",
+            "--config",
+        ])
+        .arg(self.config())
+        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        )
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL_STS")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+        Agent::start(cmd)
+    }
+
+    /// The command prefix for a client in cgroup `name`.
+    fn in_cgroup(&self, name: &str) -> Vec<String> {
+        self.cgroups.exec_prefix(&self.ns.name, name)
+    }
+
+    /// botocore in cgroup `name`, also calling sts:GetCallerIdentity.
+    fn botocore(&self, name: &str) -> serde_json::Value {
+        let prefix = self.in_cgroup(name);
+        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        botocore_with(&format!("{IMDS}/"), &prefix, &[], &[&self.moto.url])
+    }
+
+    /// A GET of `path` from cgroup `name`.
+    fn get(&self, name: &str, path: &str) -> serde_json::Value {
+        run_json(
+            &self.in_cgroup(name),
+            &[
+                python().display().to_string(),
+                py_script("get.py").display().to_string(),
+                format!("{IMDS}{path}"),
+            ],
+        )
+    }
+
+    /// `imds-agent cleanup` in the namespace.
+    fn cleanup(&self) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns.name,
+                agent_bin(),
+                "cleanup",
+                "--config",
+            ])
+            .arg(self.config())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cleanup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What the namespace's network looks like: its addresses and its
+    /// whole ruleset.
+    fn network_state(&self) -> String {
+        // One line per address, without what changes on its own (IPv6
+        // duplicate address detection, link state).
+        let addrs: Vec<String> = output("ip", &["-n", &self.ns.name, "-o", "addr", "show"])
+            .lines()
+            .map(|l| {
+                l.split('\\')
+                    .next()
+                    .unwrap_or(l)
+                    .replace(" tentative", "")
+                    .trim_end()
+                    .to_owned()
+            })
+            .collect();
+        let addrs = addrs.join("\n");
+        let rules = output(
+            "ip",
+            &["netns", "exec", &self.ns.name, "nft", "list", "ruleset"],
+        );
+        format!("{addrs}\n--- ruleset ---\n{rules}")
+    }
+}
+
+fn output(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `prefix + args` and parses the last line of its stdout as JSON.
+fn run_json(prefix: &[String], args: &[String]) -> serde_json::Value {
+    let out = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {stdout:?}: {e}"))
+}
+
+/// The Rust SDK (aws-config's IMDS credentials provider) in cgroup `name`:
+/// this test binary again, running only `rust_sdk_client_process`.
+fn rust_sdk(host: &Host, name: &str) -> serde_json::Value {
+    let out = Command::new(&host.in_cgroup(name)[0])
+        .args(&host.in_cgroup(name)[1..])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "rust_sdk_client_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("IMDS_CLIENT_ENDPOINT", IMDS)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = stdout
+        .lines()
+        .find_map(|l| l.split("REPORT ").nth(1))
+        .unwrap_or_else(|| {
+            panic!(
+                "no report: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(report).unwrap()
+}
+
+/// Not a test of its own: the Rust SDK client that `rust_sdk` starts in a
+/// cgroup, which prints what it got.
+#[test]
+#[ignore = "a client process that the host tests start"]
+fn rust_sdk_client_process() {
+    use aws_config::imds::client::Client;
+    use aws_config::imds::credentials::ImdsCredentialsProvider;
+    use aws_config::provider_config::ProviderConfig;
+    use aws_credential_types::provider::ProvideCredentials;
+    let Ok(endpoint) = std::env::var("IMDS_CLIENT_ENDPOINT") else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime.block_on(async {
+        let http = aws_smithy_http_client::Builder::new().build_http();
+        let config = ProviderConfig::without_region().with_http_client(http);
+        let client = Client::builder()
+            .configure(&config)
+            .endpoint(endpoint)
+            .unwrap()
+            .build();
+        let provider = ImdsCredentialsProvider::builder()
+            .configure(&config)
+            .imds_client(client)
+            .build();
+        match provider.provide_credentials().await {
+            Ok(creds) => serde_json::json!({ "access_key": creds.access_key_id() }),
+            Err(e) => serde_json::json!({ "error": format!("{e:?}") }),
+        }
+    });
+    println!("REPORT {report}");
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn three_cgroups_get_three_roles_and_nothing_else() {
+    let host = Host::new();
+    let agent = host.start();
+    // The serving agent holds nothing: nobody, no capability, no way back.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{status}");
+    for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(caps), "0000000000000000", "{caps} {status}");
+    }
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert!(agent.logs().contains("privileges dropped"));
+
+    let expected = [
+        ("a", "assumed-role/role-a/", "123456789012"),
+        ("b", "assumed-role/role-b/", "210987654321"),
+        ("c", "assumed-role/role-c/job-c", "123456789012"),
+    ];
+    let mut keys = Vec::new();
+    for (cgroup, arn_part, account) in expected {
+        let report = host.botocore(cgroup);
+        assert_eq!(report["method"], "iam-role", "{cgroup}: {report}");
+        let arn = report["caller_arn"].as_str().unwrap_or_default();
+        assert!(
+            arn.contains(arn_part) && arn.contains(account),
+            "{cgroup}: {arn}"
+        );
+        let key = report["access_key"].as_str().unwrap().to_owned();
+        let sdk = rust_sdk(&host, cgroup);
+        assert_eq!(
+            sdk["access_key"].as_str(),
+            Some(key.as_str()),
+            "{cgroup}: the Rust SDK got {sdk}"
+        );
+        keys.push(key);
+    }
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 3, "three roles, three sets of credentials");
+    // Session names come from the workload: the cgroup's name ("a",
+    // padded to STS's two-character minimum).
+    let a = host.botocore("a");
+    assert!(a["caller_arn"].as_str().unwrap().ends_with("/a_"), "{a}");
+
+    // No rule: no role, and no one else's.
+    let listing = host.get("none", ROLES);
+    assert_eq!(listing["status"], 404, "{listing}");
+    assert_eq!(host.get("none", &format!("{ROLES}role-a"))["status"], 404);
+    assert_eq!(
+        host.get("none", "/latest/meta-data/instance-id")["status"],
+        200
+    );
+    let report = host.botocore("none");
+    assert_eq!(report["method"], serde_json::Value::Null, "{report}");
+    // Another role's name: 404 even for a workload that has a role.
+    assert_eq!(host.get("a", &format!("{ROLES}role-b"))["status"], 404);
+    let logs = agent.logs();
+    assert!(
+        !logs.contains("SecretAccessKey") && !logs.contains("wJalrXUtnFEMI"),
+        "no secret in the logs"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn ten_thousand_mixed_requests_never_cross_roles() {
+    let host = Host::new();
+    let _agent = host.start();
+    let roles = [("a", "role-a"), ("b", "role-b"), ("c", "role-c")];
+    let clients: Vec<_> = roles
+        .iter()
+        .map(|(cgroup, role)| {
+            let others: Vec<&str> = roles
+                .iter()
+                .map(|(_, r)| *r)
+                .filter(|r| r != role)
+                .collect();
+            let prefix = host.in_cgroup(cgroup);
+            let count = if *cgroup == "a" { "3334" } else { "3333" };
+            Command::new(&prefix[0])
+                .args(&prefix[1..])
+                .arg(python())
+                .arg(py_script("hammer.py"))
+                .args(["169.254.169.254", "80", role, &others.join(","), count])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut all_keys = Vec::new();
+    let mut total = 0;
+    for (client, (cgroup, _)) in clients.into_iter().zip(roles) {
+        let out = client.wait_with_output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["wrong"], 0, "{cgroup}: {report}");
+        assert_eq!(report["errors"], 0, "{cgroup}: {report}");
+        let keys = report["keys"].as_array().unwrap().clone();
+        assert_eq!(
+            keys.len(),
+            1,
+            "{cgroup} saw one set of credentials: {report}"
+        );
+        all_keys.extend(keys);
+        total += report["requests"].as_u64().unwrap();
+    }
+    assert_eq!(total, 10_000);
+    all_keys.sort_by_key(ToString::to_string);
+    all_keys.dedup();
+    assert_eq!(all_keys.len(), 3, "no key served to two workloads");
+}
+
+/// A client namespace behind a veth whose agent-side end is `agent_if`,
+/// which is enslaved to `bridge` if given. Returns the client namespace.
+fn client_behind(host: &Host, subnet: u8, bridge: Option<&str>) -> NetNs {
+    let client = NetNs::new("hk");
+    let agent_if = unique("vh");
+    let client_if = unique("vk");
+    support::netns::ip(&[
+        "link",
+        "add",
+        &agent_if,
+        "netns",
+        &host.ns.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &client_if,
+        "netns",
+        &client.name,
+    ]);
+    let gateway = format!("10.{subnet}.0.1");
+    match bridge {
+        Some(bridge) => {
+            host.ns.ip(&["link", "add", bridge, "type", "bridge"]);
+            host.ns
+                .ip(&["addr", "add", &format!("{gateway}/24"), "dev", bridge]);
+            host.ns.ip(&["link", "set", bridge, "up"]);
+            host.ns.ip(&["link", "set", &agent_if, "master", bridge]);
+        }
+        None => host
+            .ns
+            .ip(&["addr", "add", &format!("{gateway}/24"), "dev", &agent_if]),
+    }
+    host.ns.ip(&["link", "set", &agent_if, "up"]);
+    client.ip(&[
+        "addr",
+        "add",
+        &format!("10.{subnet}.0.2/24"),
+        "dev",
+        &client_if,
+    ]);
+    client.ip(&["link", "set", &client_if, "up"]);
+    client.ip(&["route", "add", "169.254.169.254/32", "via", &gateway]);
+    client
+}
+
+fn get_from(ns: &NetNs, path: &str, timeout: &str) -> serde_json::Value {
+    run_json(
+        &ns.exec_prefix(),
+        &[
+            python().display().to_string(),
+            py_script("get.py").display().to_string(),
+            format!("{IMDS}{path}"),
+            timeout.to_owned(),
+        ],
+    )
+}
+
+/// The drop counter of the agent's table.
+fn dropped_packets(host: &Host) -> u64 {
+    let table = output(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &host.ns.name,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "imds_agent",
+        ],
+    );
+    table
+        .lines()
+        .filter(|l| l.contains("drop"))
+        .filter_map(|l| {
+            l.split("packets ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn foreign_interfaces_are_dropped_even_after_the_agent_dies() {
+    let host = Host::new();
+    let bridged = client_behind(&host, 91, Some("br-e2e"));
+    let foreign = client_behind(&host, 92, None);
+    let before = host.network_state();
+    let agent = host.start();
+    let helper = stop_helper_of(agent.pid()).expect("a stop helper");
+    let helper_status = std::fs::read_to_string(format!("/proc/{helper}/status")).unwrap();
+    assert!(
+        helper_status.contains("CapEff:\t0000000000001000"),
+        "the helper keeps CAP_NET_ADMIN alone: {helper_status}"
+    );
+
+    // The bridge is a container interface (`br-*`): served. Not a process
+    // of this namespace and not a known container: no role.
+    let served = get_from(&bridged, "/latest/meta-data/instance-id", "5");
+    assert_eq!(served["status"], 200, "{served}");
+    assert_eq!(get_from(&bridged, ROLES, "5")["status"], 404);
+    // A foreign veth: dropped before it reaches anything.
+    let dropped = get_from(&foreign, "/latest/meta-data/instance-id", "1");
+    assert!(
+        dropped["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out")),
+        "{dropped}"
+    );
+    assert!(dropped_packets(&host) > 0);
+
+    // A crash: the helper leaves everything as it is, the drop holds.
+    agent.kill();
+    eventually("the stop helper to exit", || {
+        !std::path::Path::new(&format!("/proc/{helper}")).exists()
+    });
+    let counted = dropped_packets(&host);
+    let dropped = get_from(&foreign, "/latest/meta-data/instance-id", "1");
+    assert!(
+        dropped["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out")),
+        "{dropped}"
+    );
+    assert!(
+        dropped_packets(&host) > counted,
+        "still dropped by the table"
+    );
+    // The address stays too: nothing answers on it now.
+    let refused = get_from(&bridged, "/latest/meta-data/instance-id", "2");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Connection refused")),
+        "{refused}"
+    );
+
+    // cleanup removes exactly what the agent made.
+    let cleaned = host.cleanup();
+    assert!(
+        cleaned.contains("removed nftables table inet imds_agent"),
+        "{cleaned}"
+    );
+    assert!(
+        cleaned.contains("removed 169.254.169.254 from lo"),
+        "{cleaned}"
+    );
+    assert_eq!(host.network_state(), before);
+    assert!(
+        host.cleanup().contains("no nftables table"),
+        "a second cleanup finds nothing"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn a_clean_stop_removes_the_address_and_keeps_the_table() {
+    let host = Host::new();
+    let before = host.network_state();
+    let agent = host.start();
+    let during = host.network_state();
+    assert!(
+        during.contains("169.254.169.254/32 scope global lo:metadata"),
+        "{during}"
+    );
+    assert!(during.contains("table inet imds_agent"), "{during}");
+    let logs = agent_logs_after_stop(agent);
+    let after = host.network_state();
+    assert!(
+        !after.contains("lo:metadata"),
+        "the address is gone: {after}\n{logs}"
+    );
+    assert!(
+        after.contains("table inet imds_agent"),
+        "the table stays: {after}"
+    );
+    // A second agent starts over the first one's table.
+    let again = host.start();
+    assert_eq!(
+        host.get("a", "/latest/meta-data/instance-id")["status"],
+        200
+    );
+    again.kill();
+    host.cleanup();
+    assert_eq!(host.network_state(), before);
+}
+
+/// Stops `agent` with SIGTERM, checks it exited cleanly, and returns its
+/// log.
+fn agent_logs_after_stop(agent: Agent) -> String {
+    let logs = agent.logs_handle();
+    let status = agent.stop();
+    let logs = logs.lock().unwrap().clone();
+    assert!(status.success(), "{status:?}\n{logs}");
+    logs
+}
+
+/// The stop helper: the agent's child process.
+fn stop_helper_of(agent: u32) -> Option<u32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid …
+            let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+                continue;
+            };
+            let ppid = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(agent) && stat.contains("(imds-stop)") {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn rule_files_reload_live_and_a_bad_file_changes_nothing() {
+    let host = Host::new();
+    let agent = host.start();
+    assert_eq!(host.get("c", ROLES)["body"], "role-c");
+    // A bad file: refused with file, line and reason; the rules stand.
+    host.write_rules(
+        "20-bad.toml",
+        "[[rule]]\ncgroup = \"BASE/c\"\nrole = \"not a role!\"\n",
+    );
+    agent.wait_for_log("role rules refused");
+    let logs = agent.logs();
+    assert!(logs.contains("20-bad.toml:3: rule[0].role"), "{logs}");
+    assert_eq!(host.get("c", ROLES)["body"], "role-c");
+    // The bad file is fixed to give c another role: in force at once.
+    host.write_rules(
+        "20-bad.toml",
+        "[[rule]]\ncgroup = \"BASE/c\"\nuid = 0\nrole = \"role-c2\"\n",
+    );
+    eventually("role-c2", || host.get("c", ROLES)["body"] == "role-c2");
+    // A removed assignment stops being served at once, and its credentials
+    // leave the cache.
+    std::fs::remove_file(host.dir.path().join("roles.d/20-bad.toml")).unwrap();
+    host.write_rules("10-test.toml", &RULES.replace("role-a", "role-a2"));
+    eventually("role-a2", || host.get("a", ROLES)["body"] == "role-a2");
+    assert_eq!(host.get("a", &format!("{ROLES}role-a"))["status"], 404);
+    let status = Command::new(agent_bin())
+        .args(["status", "--socket"])
+        .arg(&agent.socket)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        !status.contains("role/role-a\"") && status.contains("role-a2"),
+        "{status}"
+    );
+    assert!(
+        agent
+            .logs()
+            .contains("role no longer assigned: credentials dropped")
+    );
+}
