@@ -26,9 +26,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
             "libnftnl and libmnl are missing (pkg-config finds neither): run `bash .ci/run`, or `apt-get install libnftnl-dev libmnl-dev pkg-config`"
         );
     } else {
-        eprintln!(
-            "xtask: libnftnl-dev/libmnl-dev missing: building without host modes (nftables)"
-        );
+        eprintln!("xtask: libnftnl-dev/libmnl-dev missing: building without host modes (nftables)");
     }
     if is_root() {
         features.push("imds-agent/root-tests");

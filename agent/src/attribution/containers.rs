@@ -66,9 +66,20 @@ impl Hash for ContainerInfo {
 }
 
 /// The registry.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Containers {
     inner: RwLock<Registry>,
+    /// Counts changes, so a lookup that missed can wait for the next one.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Containers {
+    fn default() -> Self {
+        Self {
+            inner: RwLock::default(),
+            changes: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -91,10 +102,22 @@ impl Containers {
         registry.by_id.get(id).filter(|c| c.alive()).cloned()
     }
 
+    /// A future that completes at the next change of the registry: a
+    /// container that just started may be registered a moment after its
+    /// first request arrives.
+    pub fn next_change(&self) -> crate::creds::Changed {
+        let mut changes = self.changes.subscribe();
+        changes.borrow_and_update();
+        Box::pin(async move {
+            let _ = changes.changed().await;
+        })
+    }
+
     /// Adds or replaces a container. The newest registration of an address
     /// wins: an address is only reused after its previous owner stopped.
     pub fn upsert(&self, container: ContainerInfo) {
         let container = Arc::new(container);
+        let _changed = Changed(&self.changes);
         let mut registry = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = registry.by_id.remove(&container.id) {
             for ip in &old.ips {
@@ -111,6 +134,7 @@ impl Containers {
 
     /// Forgets a container.
     pub fn remove(&self, id: &str) -> Option<Arc<ContainerInfo>> {
+        let _changed = Changed(&self.changes);
         let mut registry = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let old = registry.by_id.remove(id)?;
         for ip in &old.ips {
@@ -141,6 +165,16 @@ impl Containers {
     pub fn all(&self) -> Vec<Arc<ContainerInfo>> {
         let registry = self.inner.read().unwrap_or_else(|e| e.into_inner());
         registry.by_id.values().cloned().collect()
+    }
+}
+
+/// Counts a change when dropped: after the registry's lock is released, so
+/// a waiter that wakes finds the change in place.
+struct Changed<'a>(&'a tokio::sync::watch::Sender<u64>);
+
+impl Drop for Changed<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n += 1);
     }
 }
 

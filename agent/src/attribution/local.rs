@@ -114,9 +114,13 @@ impl Attribution for Local {
         let Some(info) = info else {
             // Not a socket of this network namespace: a bridged container,
             // or nobody the agent knows.
-            return match self.containers.as_ref().and_then(|c| c.by_ip(peer.ip())) {
+            let Some(containers) = &self.containers else {
+                return unknown();
+            };
+            return match containers.by_ip(peer.ip()) {
                 Some(container) => Identified::Known(Workload::Container(container)),
-                None => unknown(),
+                // A container that just started may not be registered yet.
+                None => Identified::Retry(containers.next_change()),
             };
         };
         let Some(cgroup_id) = info.cgroup_id else {
@@ -126,10 +130,15 @@ impl Attribution for Local {
             return Identified::Retry(self.rescanner.request());
         };
         let facts = cgroup::facts(&path);
-        let container = facts
-            .container_id
-            .as_deref()
-            .and_then(|id| self.containers.as_ref()?.by_id(id));
+        let mut container = None;
+        if let (Some(id), Some(containers)) = (facts.container_id.as_deref(), &self.containers) {
+            container = containers.by_id(id);
+            if container.is_none() {
+                // A host-network container not registered yet: it must not
+                // be served as a plain process.
+                return Identified::Retry(containers.next_change());
+            }
+        }
         Identified::Known(Workload::Process(Arc::new(Process {
             cgroup_id,
             cgroup: path,
