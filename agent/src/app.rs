@@ -24,7 +24,7 @@ use crate::config::{Config, CredentialsConfig, HostMode, StsBase, StsConfig};
 use crate::creds::engine::{self, BaseConfig, Engine};
 use crate::creds::sts::{AwsSts, default_chain, endpoint_from_env};
 use crate::creds::{CredentialSource, StaticSource, session_name};
-use crate::http::{AppState, ServeOptions, bind, router, serve};
+use crate::http::{AppState, ServeOptions, Upstream, bind, router, serve};
 use crate::imds::{Imds, TokenAuthority};
 use crate::net::Installed;
 use crate::net::stop_helper::StopHelper;
@@ -140,6 +140,16 @@ pub fn build(
         token_authority()?,
         Arc::clone(&credentials),
     );
+    let (imds, upstream) = match &config.proxy {
+        Some(proxy) => {
+            tracing::info!(upstream = %proxy.upstream, "proxy mode: allowed paths come from the real IMDS");
+            (
+                imds.with_upstream(proxy.allow.clone()),
+                Some(Arc::new(Upstream::new(proxy.upstream, proxy.timeout))),
+            )
+        }
+        None => (imds, None),
+    };
     let last_modified = HeaderValue::from_str(&http_date(config.instance.last_modified))
         .context("formatting Last-Modified")?;
     let roles: Arc<dyn RoleAssignment> = assignments;
@@ -151,6 +161,7 @@ pub fn build(
         first_fetch_wait,
         clock,
         last_modified,
+        upstream,
     };
     Ok(Agent {
         state,

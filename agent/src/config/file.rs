@@ -16,6 +16,7 @@ use crate::imds::HttpTokens;
 pub(crate) struct FileConfig {
     pub(crate) server: Server,
     pub(crate) host: Host,
+    pub(crate) proxy: Proxy,
     pub(crate) attribution: Attribution,
     pub(crate) privileges: Privileges,
     pub(crate) instance: Instance,
@@ -69,6 +70,22 @@ impl Default for Host {
             dnat_address: "169.254.170.254".to_owned(),
         }
     }
+}
+
+/// `[proxy]`: on EC2 hosts (DNAT mode), what the agent passes through from
+/// the real IMDS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Proxy {
+    /// Forward allowed paths to the real IMDS (default: on in DNAT mode).
+    pub(crate) enabled: Option<bool>,
+    /// The real IMDS (default `169.254.169.254:80`).
+    pub(crate) upstream: Option<String>,
+    /// The paths forwarded (default: instance facts, never credentials or
+    /// user data).
+    pub(crate) allow: Option<Vec<String>>,
+    /// How long a forwarded request may take.
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 /// `[attribution]`: telling workloads apart.

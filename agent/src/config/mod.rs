@@ -20,7 +20,7 @@ pub use error::{ConfigError, Origin};
 pub use host::HostFacts;
 pub use network::{
     AttributionConfig, DEFAULT_ROLES_DIR, DEFAULT_USER, DockerConfig, HostConfig, HostMode,
-    IMDS_V4, IMDS_V6, PrivilegesConfig, RolesConfig,
+    IMDS_V4, IMDS_V6, PrivilegesConfig, ProxyConfig, RolesConfig,
 };
 
 use crate::creds::Keys;
@@ -54,6 +54,8 @@ pub struct Config {
     pub roles: RolesConfig,
     /// How the agent takes over 169.254.169.254.
     pub host: HostConfig,
+    /// Proxy mode: the real IMDS and what is forwarded to it.
+    pub proxy: Option<ProxyConfig>,
     /// How workloads are told apart.
     pub attribution: AttributionConfig,
     /// Whom the agent becomes once set up.

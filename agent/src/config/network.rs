@@ -75,6 +75,17 @@ impl HostConfig {
     }
 }
 
+/// `[proxy]`, checked: present when the agent forwards.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The real IMDS.
+    pub upstream: SocketAddr,
+    /// What is forwarded.
+    pub allow: crate::imds::upstream::Allowlist,
+    /// How long a forwarded request may take.
+    pub timeout: std::time::Duration,
+}
+
 /// `[attribution]`, checked.
 #[derive(Debug, Clone)]
 pub struct AttributionConfig {
@@ -332,4 +343,58 @@ pub(super) fn roles(file: &FileConfig, src: Source<'_>) -> Result<RolesConfig, C
             .unwrap_or_else(|| PathBuf::from(DEFAULT_ROLES_DIR)),
         session_per_workload: r.session_per_workload.unwrap_or(true),
     })
+}
+
+pub(super) fn proxy(
+    file: &FileConfig,
+    host: &HostConfig,
+    listen: &[SocketAddr],
+    src: Source<'_>,
+) -> Result<Option<ProxyConfig>, ConfigError> {
+    use crate::imds::upstream::{Allowlist, DEFAULT_ALLOW};
+    let p = &file.proxy;
+    let enabled = p.enabled.unwrap_or(host.mode == HostMode::Dnat);
+    if !enabled {
+        let set = [
+            ("upstream", p.upstream.is_some()),
+            ("allow", p.allow.is_some()),
+            ("timeout_ms", p.timeout_ms.is_some()),
+        ];
+        if let Some((key, _)) = set.iter().find(|(_, set)| *set) {
+            return Err(src.invalid(&format!("proxy.{key}"), "is only read when the proxy is enabled (host.mode = \"dnat\", or proxy.enabled = true)"));
+        }
+        return Ok(None);
+    }
+    let text = p.upstream.as_deref().unwrap_or("169.254.169.254:80");
+    let upstream: SocketAddr = text.parse().map_err(|_| {
+        src.invalid(
+            "proxy.upstream",
+            format!("{text:?} is not an address and port"),
+        )
+    })?;
+    let loops = listen.contains(&upstream)
+        || (host.mode == HostMode::Alias && upstream.ip() == IpAddr::V4(IMDS_V4));
+    if loops {
+        return Err(src.invalid(
+            "proxy.upstream",
+            "is the agent itself: on EC2, use host.mode = \"dnat\", which leaves the agent's own requests to 169.254.169.254 alone",
+        ));
+    }
+    let allow = match &p.allow {
+        Some(entries) => {
+            Allowlist::new(entries).map_err(|e| src.invalid("proxy.allow", e.to_string()))?
+        }
+        None => {
+            Allowlist::new(DEFAULT_ALLOW).map_err(|e| src.invalid("proxy.allow", e.to_string()))?
+        }
+    };
+    let timeout_ms = p.timeout_ms.unwrap_or(2000);
+    if !(100..=30_000).contains(&timeout_ms) {
+        return Err(src.invalid("proxy.timeout_ms", "must be from 100 to 30000"));
+    }
+    Ok(Some(ProxyConfig {
+        upstream,
+        allow,
+        timeout: std::time::Duration::from_millis(timeout_ms),
+    }))
 }

@@ -42,6 +42,7 @@ impl Config {
             (None, Some(addrs)) => listen(addrs, src)?,
             (None, None) => host_config.default_listen(),
         };
+        let proxy = super::network::proxy(&file, &host_config, &listen, src)?;
         let max_connections = match file.server.max_connections {
             n @ 1..=65_536 => n as usize,
             _ => return Err(src.invalid("server.max_connections", "must be from 1 to 65536")),
@@ -93,6 +94,7 @@ impl Config {
             credentials,
             roles,
             host: host_config,
+            proxy,
             attribution,
             privileges,
             configured_account: file.instance.account_id.clone(),

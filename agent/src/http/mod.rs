@@ -4,6 +4,7 @@
 mod conn;
 mod convert;
 mod server;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use http::HeaderValue;
 
 pub use conn::{Connection, Identity};
 pub use server::{ServeOptions, bind, serve};
+pub use upstream::{Upstream, UpstreamError};
 
 use crate::assign::RoleAssignment;
 use crate::attribution::{Attribution, ConnInfo, Identified, Workload};
@@ -42,6 +44,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// `Last-Modified` of metadata answers.
     pub last_modified: HeaderValue,
+    /// Proxy mode: the real IMDS.
+    pub upstream: Option<Arc<Upstream>>,
 }
 
 /// The IMDS router. Requests must carry a `Arc<Connection>` extension; the
@@ -95,6 +99,19 @@ async fn handle(
         started,
     );
     let close = convert::has_body(&parts.headers);
+    if let Some(forward) = &response.forward {
+        if let Some(upstream) = &state.upstream {
+            return upstream
+                .respond(&parts.method, forward, response.token_ttl, close)
+                .await;
+        }
+        // An Imds with an allowlist always comes with its upstream.
+        return convert::http_response(
+            crate::imds::Response::not_found(response.class),
+            &state.last_modified,
+            close,
+        );
+    }
     convert::http_response(response, &state.last_modified, close)
 }
 

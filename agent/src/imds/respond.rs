@@ -15,8 +15,9 @@ use super::catalog::{self, Catalog, Node};
 use super::iam;
 use super::instance::InstanceData;
 use super::request::{HeaderField, Method, Path, Request};
-use super::response::{Class, ContentType, Response};
+use super::response::{Class, ContentType, Forward, Response};
 use super::token::{TokenAuthority, parse_ttl};
+use super::upstream::{Allowlist, Route};
 use crate::clock::Now;
 use crate::creds::{CredentialSource, Role};
 
@@ -110,6 +111,7 @@ pub struct Imds {
     tokens: TokenAuthority,
     settings: Settings,
     credentials: Arc<dyn CredentialSource>,
+    upstream: Option<Allowlist>,
 }
 
 impl Imds {
@@ -128,7 +130,16 @@ impl Imds {
             tokens,
             settings,
             credentials,
+            upstream: None,
         }
+    }
+
+    /// Proxy mode: instance metadata comes from the real IMDS, for the
+    /// paths `allow` lets through; the agent still answers tokens and
+    /// `iam/` itself.
+    pub fn with_upstream(mut self, allow: Allowlist) -> Self {
+        self.upstream = Some(allow);
+        self
     }
 
     /// The settings in force.
@@ -229,6 +240,9 @@ impl Imds {
             [version, rest @ ..] if catalog::is_version(version) => (*version, rest),
             _ => return Response::not_found(Class::Metadata),
         };
+        if let Some(allow) = &self.upstream {
+            return self.proxied(allow, path, version, rest, caller, now);
+        }
         match rest {
             [] => listing(&self.catalog.version_root),
             ["meta-data", tail @ ..] => self.meta_data(version, tail, caller, now),
@@ -260,6 +274,57 @@ impl Imds {
             }
             _ => node(self.catalog.meta_data.find(tail), Class::Metadata),
         }
+    }
+}
+
+impl Imds {
+    /// Proxy mode's lookup: `iam/` is the agent's, the rest is the real
+    /// IMDS's if the allowlist lets it through.
+    fn proxied(
+        &self,
+        allow: &Allowlist,
+        path: &Path<'_>,
+        version: &str,
+        rest: &[&str],
+        caller: &Caller<'_>,
+        now: Now,
+    ) -> Response {
+        let with_iam = catalog::has_iam(version);
+        if with_iam && let ["meta-data", "iam", ..] = rest {
+            return self.meta_data(version, &rest[1..], caller, now);
+        }
+        let class = match rest {
+            ["user-data"] => Class::UserData,
+            _ => Class::Metadata,
+        };
+        let mut normalised = format!("/{version}");
+        for segment in rest {
+            normalised.push('/');
+            normalised.push_str(segment);
+        }
+        if path.trailing_slash || rest.is_empty() {
+            normalised.push('/');
+        }
+        let (keep, extra) = match allow.route(rest) {
+            Route::Deny => return Response::not_found(class),
+            Route::Forward => (None, Vec::new()),
+            Route::ForwardListing(keep) => {
+                let extra = if rest == ["meta-data"] && with_iam && caller.role.is_some() {
+                    vec!["iam/"]
+                } else {
+                    Vec::new()
+                };
+                (Some(keep), extra)
+            }
+        };
+        Response::forward(
+            Forward {
+                path: normalised,
+                keep,
+                extra,
+            },
+            class,
+        )
     }
 }
 

@@ -50,6 +50,20 @@ pub struct Response {
     /// The last four characters of the access key id served, if this answer
     /// served credentials: the most a log may show of them.
     pub key_suffix: Option<crate::creds::KeySuffix>,
+    /// Proxy mode: the answer is the real IMDS's, which the HTTP layer
+    /// fetches; status, type and body here are placeholders.
+    pub forward: Option<Box<Forward>>,
+}
+
+/// A request to pass to the real IMDS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The normalised path, with its version (`/latest/meta-data/`).
+    pub path: String,
+    /// For a listing only partly allowed: the children to keep.
+    pub keep: Option<Vec<String>>,
+    /// Entries the agent adds to that listing (`iam/`).
+    pub extra: Vec<&'static str>,
 }
 
 /// A coarse name for what a request asked for, for logs and metrics.
@@ -97,6 +111,15 @@ impl Response {
             hop_limit: None,
             class,
             key_suffix: None,
+            forward: None,
+        }
+    }
+
+    /// An answer to be fetched from the real IMDS.
+    pub(crate) fn forward(forward: Forward, class: Class) -> Self {
+        Self {
+            forward: Some(Box::new(forward)),
+            ..Self::ok(ContentType::TextPlain, Bytes::new(), class)
         }
     }
 
@@ -128,6 +151,7 @@ impl Response {
             hop_limit: None,
             class: Class::Token,
             key_suffix: None,
+            forward: None,
         }
     }
 
@@ -155,6 +179,7 @@ impl Response {
             hop_limit: None,
             class,
             key_suffix: None,
+            forward: None,
         }
     }
 }

@@ -1251,3 +1251,77 @@ fn host_must_name_the_imds() {
         assert!(String::from_utf8_lossy(&resp.body).contains("403 - Forbidden"));
     }
 }
+
+/// Proxy mode: the agent keeps tokens and `iam/`, forwards what the
+/// allowlist lets through, and 404s the rest.
+#[test]
+fn proxy_mode_forwards_only_allowed_paths() {
+    let imds = imds(HttpTokens::Required).with_upstream(upstream::Allowlist::default_list());
+    let forwarded = |case: Case| {
+        let response = send(&imds, &case);
+        assert_eq!(response.status.as_u16(), case.status, "{}", case.name);
+        response.forward.map(|f| *f)
+    };
+    let valid = |mut case: Case| {
+        case.token = Tok::Valid;
+        case
+    };
+    // The token check comes first, as without an upstream.
+    assert_eq!(
+        forwarded(get("no token", "/latest/meta-data/instance-id", 401, None)),
+        None
+    );
+    let f = forwarded(valid(get(
+        "leaf",
+        "/latest/meta-data/instance-id",
+        200,
+        None,
+    )))
+    .unwrap();
+    assert_eq!(f.path, "/latest/meta-data/instance-id");
+    assert_eq!(f.keep, None);
+    let f = forwarded(valid(get(
+        "subtree",
+        "//2021-07-15/meta-data//placement/",
+        200,
+        None,
+    )))
+    .unwrap();
+    assert_eq!(f.path, "/2021-07-15/meta-data/placement/");
+    let f = forwarded(valid(get("listing", "/latest/meta-data/", 200, None))).unwrap();
+    assert_eq!(f.extra, vec!["iam/"], "the caller's role is listed");
+    let keep = f.keep.unwrap();
+    assert!(keep.contains(&"instance-id".to_owned()) && !keep.contains(&"iam".to_owned()));
+    let mut no_role = valid(get("listing, no role", "/latest/meta-data/", 200, None));
+    no_role.has_role = false;
+    assert!(forwarded(no_role).unwrap().extra.is_empty());
+    let f = forwarded(valid(get("version", "/latest", 200, None))).unwrap();
+    assert_eq!(f.path, "/latest/");
+    // Never forwarded: the agent's own iam/, the instance's credentials,
+    // user data (opt-in), unknown paths.
+    let own = send(
+        &imds,
+        &valid(get(
+            "iam",
+            "/latest/meta-data/iam/security-credentials/",
+            200,
+            Some(ROLE),
+        )),
+    );
+    assert!(own.forward.is_none());
+    for path in [
+        "/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance",
+        "/latest/meta-data/identity-credentials/",
+        "/latest/user-data",
+        "/latest/meta-data/no-such-thing",
+        "/latest/meta-data/iam/security-credentials/instance-role",
+    ] {
+        assert_eq!(
+            forwarded(valid(get("denied", path, 404, None))),
+            None,
+            "{path}"
+        );
+    }
+    // The versions are the agent's own answer.
+    assert_eq!(forwarded(valid(get("root", "/", 200, None))), None);
+}

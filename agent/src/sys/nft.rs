@@ -21,8 +21,14 @@
 //!   chain output {         # nat, DNAT mode only
 //!     ip daddr 169.254.169.254 tcp dport 80 meta skuid != AGENT dnat to 169.254.170.254:80
 //!   }
+//!   chain forward {        # filter, DNAT mode only
+//!     ip daddr 169.254.169.254 counter drop
+//!   }
 //! }
 //! ```
+//!
+//! In DNAT mode the input chain guards the agent's own address
+//! (169.254.170.254) instead of 169.254.169.254.
 
 use std::ffi::CString;
 use std::io;
@@ -260,6 +266,18 @@ pub(crate) fn apply_batch(policy: &Policy) -> Result<FinalizedBatch, NftError> {
         rule.add_expr(&nft_expr!(cmp != dnat.exempt_uid));
         add_dnat(&mut rule, dnat);
         batch.add(&rule, MsgType::Add);
+        // Nothing reaches the real IMDS through this host: container
+        // traffic was redirected before routing, anything else forwarded
+        // there is dropped.
+        let mut forward = Chain::new(c"forward", &table);
+        forward.set_hook(Hook::Forward, 0);
+        forward.set_policy(nftnl::Policy::Accept);
+        batch.add(&forward, MsgType::Add);
+        let mut drop = Rule::new(&forward);
+        match_daddr(&mut drop, IpAddr::V4(IMDS));
+        drop.add_expr(&nft_expr!(counter));
+        drop.add_expr(&nft_expr!(verdict drop));
+        batch.add(&drop, MsgType::Add);
     }
     Ok(batch.finalize())
 }

@@ -1,0 +1,317 @@
+//! DNAT mode, for EC2 hosts, where 169.254.169.254 is EC2's own IMDS: the
+//! agent's table redirects workloads' requests to the agent, while the
+//! agent's own requests reach the real IMDS, to which it forwards what the
+//! allowlist lets through (proxy mode).
+//!
+//! Two namespaces of the test's own: "host" runs the agent and the
+//! workloads; "upstream" stands in for EC2's IMDS (tests/py/fake_ec2_imds.py
+//! on 169.254.169.254:80, IMDSv2 only, with instance credentials, identity
+//! credentials and user data that must never be passed on). Needs root.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use support::cgroups::Cgroups;
+use support::netns::{NetNs, link, unique};
+use support::{Agent, agent_bin, botocore, py_script, python};
+
+const IMDS: &str = "http://169.254.169.254";
+const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
+/// The agent's user: a uid of its own, exempt from the redirect.
+const AGENT_UID: &str = "61000";
+
+struct Ec2 {
+    host: NetNs,
+    upstream: NetNs,
+    cgroups: Cgroups,
+    fake: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Ec2 {
+    fn drop(&mut self) {
+        let _ = self.fake.kill();
+        let _ = self.fake.wait();
+    }
+}
+
+fn ec2() -> Ec2 {
+    let host = NetNs::new("eh");
+    let upstream = NetNs::new("eu");
+    link(&host, "10.99.0.1/30", &upstream, "10.99.0.2/30");
+    host.ip(&["route", "add", "169.254.169.254/32", "via", "10.99.0.2"]);
+    upstream.ip(&["addr", "add", "169.254.169.254/32", "dev", "lo"]);
+    // Answers could find their way back to any client of the host.
+    upstream.ip(&["route", "add", "default", "via", "10.99.0.1"]);
+    // The host forwards, as an EC2 host running containers does: what it
+    // forwards to 169.254.169.254 must still not get there.
+    host.sysctl("net.ipv4.ip_forward=1");
+    let mut fake = Command::new("ip")
+        .args(["netns", "exec", &upstream.name])
+        .arg(python())
+        .arg(py_script("fake_ec2_imds.py"))
+        .args(["169.254.169.254", "80"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(fake.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let cgroups = Cgroups::new(&["a", "none"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("roles.d")).unwrap();
+    std::fs::write(
+        dir.path().join("roles.d/10-test.toml"),
+        format!(
+            "[[rule]]\ncgroup = \"{}\"\nrole = \"role-a\"\n",
+            cgroups.path("a")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[host]\nmode = \"dnat\"\n\
+             [privileges]\nuser = \"{AGENT_UID}\"\n\
+             [attribution]\ncgroup_root = \"{root}\"\n\
+             [instance]\naccount_id = \"123456789012\"\n\
+             [credentials]\nsource = \"static\"\naccess_key_id = \"ASIAIMDSAGENTDEMO000\"\n\
+             secret_access_key = \"imdsAgentDemoSecretKeyNotValidAnywhere00\"\n\
+             session_token = \"IQoJaW1kcy1hZ2VudC1kZW1vLXNlc3Npb24tdG9rZW4tbm90LXZhbGlkLWFueXdoZXJl\"\n\
+             [roles]\ndir = \"{roles}\"\n",
+            root = cgroups.root().display(),
+            roles = dir.path().join("roles.d").display(),
+        ),
+    )
+    .unwrap();
+    Ec2 {
+        host,
+        upstream,
+        cgroups,
+        fake,
+        dir,
+    }
+}
+
+impl Ec2 {
+    fn start(&self) -> Agent {
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.host.name,
+            agent_bin(),
+            "run",
+            "--config",
+        ])
+        .arg(self.dir.path().join("config.toml"));
+        Agent::start(cmd)
+    }
+
+    fn get(&self, cgroup: &str, path: &str) -> serde_json::Value {
+        get_with(
+            &self.cgroups.exec_prefix(&self.host.name, cgroup),
+            path,
+            "5",
+        )
+    }
+
+    /// Every request the stand-in for EC2's IMDS got.
+    fn upstream_requests(&self) -> Vec<String> {
+        let seen = get_with(&self.upstream.exec_prefix(), "/__requests", "5");
+        let list: Vec<(String, String)> =
+            serde_json::from_str(seen["body"].as_str().unwrap()).unwrap();
+        list.into_iter().map(|(m, p)| format!("{m} {p}")).collect()
+    }
+}
+
+fn get_with(prefix: &[String], path: &str, timeout: &str) -> serde_json::Value {
+    let out = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .arg(python())
+        .arg(py_script("get.py"))
+        .arg(format!("{IMDS}{path}"))
+        .arg(timeout)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{stdout}: {e}"))
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn workloads_are_redirected_and_the_agent_proxies_only_what_is_allowed() {
+    let ec2 = ec2();
+    let agent = ec2.start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    assert!(status.contains(&format!("Uid:\t{AGENT_UID}\t")), "{status}");
+
+    // A workload with a rule: its own role from the agent, instance facts
+    // from EC2's IMDS.
+    assert_eq!(ec2.get("a", ROLES)["body"], "role-a");
+    let id = ec2.get("a", "/latest/meta-data/instance-id");
+    assert_eq!(id["status"], 200, "{id}");
+    assert_eq!(id["body"], "i-0fakeec2upstream1");
+    let listing = ec2.get("a", "/latest/meta-data/");
+    let listing = listing["body"].as_str().unwrap().to_owned();
+    assert_eq!(
+        listing,
+        "ami-id\nhostname\niam/\ninstance-id\ninstance-type\nplacement/"
+    );
+    // botocore: credentials from the agent, the region from EC2's
+    // placement, all through the redirect.
+    let prefix = ec2.cgroups.exec_prefix(&ec2.host.name, "a");
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let report = botocore(&format!("{IMDS}/"), &prefix, &[]);
+    assert_eq!(report["access_key"], "ASIAIMDSAGENTDEMO000", "{report}");
+    assert_eq!(report["region"], "us-west-2", "{report}");
+
+    // What is never passed on: the instance's role and identity
+    // credentials, its user data; and EC2 never even sees the request.
+    for path in [
+        "/latest/meta-data/iam/security-credentials/instance-role",
+        "/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance",
+        "/latest/user-data",
+    ] {
+        assert_eq!(ec2.get("a", path)["status"], 404, "{path}");
+    }
+    // No rule: no role, EC2's or anyone's.
+    assert_eq!(ec2.get("none", ROLES)["status"], 404);
+    let none_listing = ec2.get("none", "/latest/meta-data/");
+    assert!(!none_listing["body"].as_str().unwrap().contains("iam/"));
+
+    // A container on a bridge is redirected too (prerouting).
+    let bridged = bridged_client(&ec2);
+    let id = get_with(&bridged.exec_prefix(), "/latest/meta-data/instance-id", "5");
+    assert_eq!(id["body"], "i-0fakeec2upstream1", "{id}");
+    // A client behind an interface that is not a container's: forwarded
+    // toward EC2's IMDS by the host, and dropped on the way.
+    let foreign = foreign_client(&ec2);
+    let dropped = get_with(&foreign.exec_prefix(), "/latest/meta-data/instance-id", "1");
+    assert!(
+        dropped["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out")),
+        "{dropped}"
+    );
+    let table = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ec2.host.name,
+                "nft",
+                "list",
+                "chain",
+                "inet",
+                "imds_agent",
+                "forward",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        table.contains("drop") && !table.contains("packets 0 "),
+        "{table}"
+    );
+
+    let seen = ec2.upstream_requests();
+    assert!(
+        seen.contains(&"PUT /latest/api/token".to_owned()),
+        "{seen:?}"
+    );
+    for request in &seen {
+        assert!(
+            !request.contains("iam")
+                && !request.contains("identity-credentials")
+                && !request.contains("user-data"),
+            "EC2's IMDS was asked {request}: {seen:?}"
+        );
+    }
+    let forwarded_before = seen.len();
+
+    // The agent dies: workloads are still redirected, to nothing. They
+    // never reach EC2's IMDS (fail closed).
+    agent.kill();
+    let after = ec2.get("a", "/latest/meta-data/instance-id");
+    assert!(
+        after["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused")),
+        "{after}"
+    );
+    assert_eq!(ec2.upstream_requests().len(), forwarded_before);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ec2.host.name,
+            agent_bin(),
+            "cleanup",
+            "--config",
+        ])
+        .arg(ec2.dir.path().join("config.toml"))
+        .output()
+        .unwrap();
+    let cleaned = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        cleaned.contains("removed 169.254.170.254 from lo"),
+        "{cleaned}"
+    );
+    // Without the agent's table, the host reaches EC2's IMDS directly
+    // again: cleanup restored it.
+    let direct = ec2.get("a", "/latest/meta-data/instance-id");
+    assert_eq!(
+        direct["status"], 401,
+        "EC2's own IMDS answers (IMDSv2 only): {direct}"
+    );
+}
+
+/// A client namespace behind a bridge called `br-…` (a container
+/// interface) in the host namespace.
+fn bridged_client(ec2: &Ec2) -> NetNs {
+    let client = NetNs::new("eb");
+    let bridge = format!("br-{}", unique("e"));
+    ec2.host.ip(&["link", "add", &bridge, "type", "bridge"]);
+    ec2.host
+        .ip(&["addr", "add", "10.98.0.1/24", "dev", &bridge]);
+    ec2.host.ip(&["link", "set", &bridge, "up"]);
+    let (host_if, client_if) = (unique("vh"), unique("vc"));
+    support::netns::ip(&[
+        "link",
+        "add",
+        &host_if,
+        "netns",
+        &ec2.host.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &client_if,
+        "netns",
+        &client.name,
+    ]);
+    ec2.host.ip(&["link", "set", &host_if, "master", &bridge]);
+    ec2.host.ip(&["link", "set", &host_if, "up"]);
+    client.ip(&["addr", "add", "10.98.0.2/24", "dev", &client_if]);
+    client.ip(&["link", "set", &client_if, "up"]);
+    client.ip(&["route", "add", "default", "via", "10.98.0.1"]);
+    client
+}
+
+/// A client namespace behind a plain veth (not a container interface).
+fn foreign_client(ec2: &Ec2) -> NetNs {
+    let client = NetNs::new("ef");
+    link(&ec2.host, "10.97.0.1/24", &client, "10.97.0.2/24");
+    client.ip(&["route", "add", "default", "via", "10.97.0.1"]);
+    client
+}
