@@ -76,6 +76,7 @@ impl Options {
 
 const ROLE: &str = "imds-agent-demo";
 const ECTOU: &str = "ectou-metadata";
+const ATTRIBUTED: &str = "imds-agent, attributed";
 const CONNECTIONS: [usize; 3] = [1, 16, 64];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -130,6 +131,15 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         token: fetch_token(agent.addr)?,
         token_status: 200,
     }];
+    let attributed = targets::attributed_agent(&bin, &options.agent_log_level)?;
+    list.push(Target {
+        name: ATTRIBUTED,
+        credentials_only: true,
+        addr: attributed.addr,
+        credentials_path: format!("/latest/meta-data/iam/security-credentials/{ROLE}"),
+        token: fetch_token(attributed.addr)?,
+        token_status: 200,
+    });
     let _helpers = if options.no_ectou {
         None
     } else {
@@ -375,6 +385,20 @@ fn report(rows: &[Row], options: &Options) -> String {
                     ratio >= 20.0,
                 );
             }
+        }
+    }
+    for keep in [true, false] {
+        let mode = if keep { "keep-alive" } else { "close" };
+        let attributed = rows.iter().find(|r| {
+            r.target == ATTRIBUTED && r.op == Op::Credentials && r.connections == 64 && r.keep_alive == keep
+        });
+        if let (Some(a), Some(u)) = (attributed, agent(Op::Credentials, 64, keep)) {
+            let share = a.outcome.per_second / u.outcome.per_second.max(f64::MIN_POSITIVE);
+            verdict(
+                format!("attributed ≥ 90 % of unattributed req/s at 64 connections, {mode}"),
+                format!("{:.0} %", share * 100.0),
+                share >= 0.9,
+            );
         }
     }
     let errors: u64 = rows

@@ -67,6 +67,47 @@ pub(crate) fn sts_agent(bin: &Path, log_level: &str, sts: SocketAddr) -> anyhow:
     start_agent(cmd, "sts-agent")
 }
 
+/// The agent in dev mode with attribution on: every connection is looked
+/// up with sock_diag and the cgroup index, and its role found by a rule
+/// (matching this process's uid), as on a host.
+pub(crate) fn attributed_agent(bin: &Path, log_level: &str) -> anyhow::Result<Server> {
+    let dir = work_dir().join("bench-roles.d");
+    std::fs::create_dir_all(&dir)?;
+    let uid = nix_uid()?;
+    std::fs::write(
+        dir.join("bench.toml"),
+        format!("[[rule]]\nuid = {uid}\nrole = \"imds-agent-demo\"\n"),
+    )?;
+    let config = work_dir().join("bench-attributed.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[attribution]\ncgroups = true\n[roles]\ndir = \"{}\"\n\
+             [credentials]\nsource = \"static\"\naccess_key_id = \"ASIAIMDSAGENTDEMO000\"\n\
+             secret_access_key = \"imdsAgentDemoSecretKeyNotValidAnywhere00\"\n\
+             session_token = \"IQoJaW1kcy1hZ2VudC1kZW1vLXNlc3Npb24tdG9rZW4tbm90LXZhbGlkLWFueXdoZXJl\"\n",
+            dir.display()
+        ),
+    )?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["dev", "--port", "0", "--log-level", log_level, "--config"])
+        .arg(&config)
+        .arg("--admin-socket")
+        .arg(work_dir().join("bench-attributed-{port}.sock"));
+    start_agent(cmd, "attributed-agent")
+}
+
+/// This process's uid (from /proc: xtask has no libc binding).
+fn nix_uid() -> anyhow::Result<u32> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .context("reading the uid from /proc/self/status")
+}
+
 fn start_agent(mut cmd: Command, name: &str) -> anyhow::Result<Server> {
     let mut child = cmd
         .stdout(Stdio::piped())
