@@ -186,11 +186,50 @@ fn the_sample_config_is_valid() {
         .args(["check-config", "--config", sample])
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A build without nftables refuses host modes, and says so.
+    let without_nftables =
+        cfg!(not(feature = "nftables")) && stderr.contains("built without nftables support");
+    assert!(out.status.success() || without_nftables, "{stderr}");
+}
+
+#[test]
+fn the_sample_rules_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/roles.d/example.toml"
+    );
+    // Uncommented, the example's rules are all valid.
+    let text: String = std::fs::read_to_string(example)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("# ") && !l.starts_with("# imds") && l.contains(['=', '[']))
+        .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+        .collect();
+    std::fs::create_dir(dir.path().join("roles.d")).unwrap();
+    std::fs::write(dir.path().join("roles.d/example.toml"), &text).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[roles]\ndir = \"{}\"\n[credentials]\naccess_key_id = \"ASIAEXAMPLE123456789\"\nsecret_access_key = \"s\"\nsession_token = \"t\"\n",
+            dir.path().join("roles.d").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(agent_bin())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{}",
+        "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(stdout.contains("4 role rules"), "{stdout}");
 }
 
 #[test]

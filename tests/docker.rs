@@ -284,18 +284,6 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
-fn parse_http(text: &str) -> (u16, String) {
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return (0, text.to_owned());
-    };
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
-}
-
 /// The agent in Docker's namespace, watching it, with moto for STS.
 struct Setup {
     docker: Docker,

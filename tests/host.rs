@@ -695,3 +695,38 @@ fn rule_files_reload_live_and_a_bad_file_changes_nothing() {
             .contains("role no longer assigned: credentials dropped")
     );
 }
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn the_ipv6_endpoint_is_served_and_attributed() {
+    let host = Host::new();
+    let config = std::fs::read_to_string(host.config()).unwrap();
+    std::fs::write(
+        host.config(),
+        config.replace("mode = \"alias\"\n", "mode = \"alias\"\nipv6 = true\n"),
+    )
+    .unwrap();
+    let agent = host.start();
+    let state = host.network_state();
+    assert!(state.contains("inet6 fd00:ec2::254/128"), "{state}");
+    assert!(state.contains("ip6 daddr fd00:ec2::254"), "{state}");
+    let v6 = |cgroup: &str, path: &str| {
+        run_json(
+            &host.in_cgroup(cgroup),
+            &[
+                python().display().to_string(),
+                py_script("get.py").display().to_string(),
+                format!("http://[fd00:ec2::254]{path}"),
+            ],
+        )
+    };
+    assert_eq!(v6("b", ROLES)["body"], "role-b", "attributed over IPv6 too");
+    assert_eq!(v6("none", ROLES)["status"], 404);
+    let logs = agent_logs_after_stop(agent);
+    assert!(logs.contains("address=fd00:ec2::254"), "{logs}");
+    assert!(!host.network_state().contains("fd00:ec2::254/128"));
+    host.cleanup();
+}

@@ -347,9 +347,7 @@ fn privileged_phase(config: &Config, on_stop: &mut OnStop) -> anyhow::Result<Pre
     }
     // The serving agent will not be able to remove its addresses: the
     // helper, forked now, will.
-    if !target.keep_net_admin
-        && let OnStop::Direct(installed) = std::mem::replace(on_stop, OnStop::Nothing)
-    {
+    if let OnStop::Direct(installed) = std::mem::replace(on_stop, OnStop::Nothing) {
         *on_stop = OnStop::Helper(StopHelper::spawn(installed, target)?);
     }
     admin.give_to(target.uid(), target.gid())?;

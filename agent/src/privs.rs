@@ -1,7 +1,8 @@
 //! Dropping privileges once the privileged setup is done: the listeners are
 //! bound, the address added, the firewall installed, the netlink sockets
-//! opened. The agent becomes an unprivileged user with no capability (or
-//! only CAP_NET_ADMIN, if asked), and can't regain any (`no_new_privs`).
+//! opened. The agent becomes an unprivileged user with no capability, and
+//! can't regain any (`no_new_privs`). The stop helper
+//! (`net::stop_helper`) becomes the same user with CAP_NET_ADMIN alone.
 //!
 //! Capabilities are per thread, so this must run while the process has one
 //! thread: before the async runtime starts. `drop_to` checks that.
@@ -48,7 +49,8 @@ fn step<E: std::error::Error + Send + Sync + 'static>(
 pub struct Target {
     /// The user to switch to, when started as root.
     pub user: Option<Account>,
-    /// Capabilities kept.
+    /// Keep CAP_NET_ADMIN (the stop helper only: the serving agent keeps
+    /// no capability).
     pub keep_net_admin: bool,
 }
 
@@ -114,7 +116,7 @@ pub fn target(config: &PrivilegesConfig) -> Result<Option<Target>, PrivError> {
     }
     Ok(Some(Target {
         user,
-        keep_net_admin: config.keep_net_admin,
+        keep_net_admin: false,
     }))
 }
 

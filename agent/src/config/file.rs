@@ -118,8 +118,6 @@ pub(crate) struct Privileges {
     pub(crate) group: Option<String>,
     /// Supplementary groups to keep (`docker` for the Docker watcher).
     pub(crate) supplementary_groups: Vec<String>,
-    /// Keep CAP_NET_ADMIN after the drop.
-    pub(crate) keep_net_admin: bool,
 }
 
 /// `[server]`: where and how the IMDS is served.

@@ -118,8 +118,6 @@ pub struct PrivilegesConfig {
     pub group: Option<String>,
     /// Keeping these supplementary groups.
     pub supplementary_groups: Vec<String>,
-    /// Keep CAP_NET_ADMIN.
-    pub keep_net_admin: bool,
 }
 
 /// `[roles]`, checked.
@@ -321,7 +319,6 @@ pub(super) fn privileges(
         user,
         group: p.group.clone(),
         supplementary_groups: p.supplementary_groups.clone(),
-        keep_net_admin: p.keep_net_admin,
     })
 }
 

@@ -574,11 +574,18 @@ fn host_modes_and_their_defaults() {
     assert_eq!(alias.host.mode, HostMode::Alias);
     assert_eq!(alias.listen, vec!["169.254.169.254:80".parse().unwrap()]);
     assert!(alias.attribution.cgroups, "host modes attribute by cgroup");
-    assert_eq!(alias.privileges.user.as_deref(), Some(DEFAULT_USER), "a root agent never serves as root");
+    assert_eq!(
+        alias.privileges.user.as_deref(),
+        Some(DEFAULT_USER),
+        "a root agent never serves as root"
+    );
     assert!(alias.proxy.is_none());
     let v6 = parse(&format!("[host]\nmode = \"alias\"\nipv6 = true\n{KEYS}")).unwrap();
     assert_eq!(v6.listen.len(), 2);
-    let dnat = parse(&format!("[host]\nmode = \"dnat\"\n[privileges]\nuser = \"imds-agent\"\n{KEYS}")).unwrap();
+    let dnat = parse(&format!(
+        "[host]\nmode = \"dnat\"\n[privileges]\nuser = \"imds-agent\"\n{KEYS}"
+    ))
+    .unwrap();
     assert_eq!(dnat.listen, vec!["169.254.170.254:80".parse().unwrap()]);
     let proxy = dnat.proxy.expect("proxy mode is on in DNAT mode");
     assert_eq!(proxy.upstream, "169.254.169.254:80".parse().unwrap());
@@ -591,29 +598,89 @@ fn host_modes_and_their_defaults() {
 #[test]
 fn host_sections_are_checked() {
     let cases = [
-        ("[host]\nmode = \"nat\"\n", "host.mode: unknown variant `nat`"),
-        ("[host]\ninterfaces = [\"br-*\", \"a*b\"]\n", "host.interfaces[1]: \"a*b\" is not an interface name"),
-        ("[host]\ntable = \"my-table\"\n", "host.table: must be 1 to 64 letters"),
-        ("[host]\ndnat_address = \"10.0.0.1\"\n", "host.dnat_address: must be a link-local address"),
-        ("[host]\nmode = \"dnat\"\n", "privileges.user: DNAT mode needs a user of the agent's own"),
-        ("[host]\nmode = \"dnat\"\n[privileges]\nuser = \"nobody\"\n", "privileges.user: DNAT mode needs a user of the agent's own"),
-        ("[host]\nmode = \"dnat\"\nipv6 = true\n[privileges]\nuser = \"x\"\n", "host.ipv6: the IPv6 endpoint is served in alias mode only"),
-        ("[attribution]\ndocker = true\ncgroups = false\n", "attribution.cgroups: docker = true needs cgroups = true"),
-        ("[attribution]\nenv_role_var = \"X\"\n", "attribution.env_role_var: is only read with docker = true"),
-        ("[attribution]\ncgroup_root = \"sys/fs/cgroup\"\ncgroups = true\n", "attribution.cgroup_root: must be an absolute path"),
-        ("[attribution]\ncgroup_root = \"/sys/fs/cgroup\"\n", "attribution.cgroup_root: is only read with cgroups = true"),
-        ("[privileges]\ngroup = \"x\"\n", "privileges.user: groups are only changed together with the user"),
-        ("[privileges]\nuser = \"a:b\"\n", "privileges.user: \"a:b\" is not a user name"),
-        ("[proxy]\nallow = [\"meta-data/instance-id\"]\n", "proxy.allow: is only read when the proxy is enabled"),
-        ("[host]\nmode = \"alias\"\n[proxy]\nenabled = true\n", "proxy.upstream: is the agent itself"),
-        ("[host]\nmode = \"dnat\"\n[privileges]\nuser = \"x\"\n[proxy]\nallow = [\"meta-data/iam/\"]\n", "proxy.allow: \"meta-data/iam/\" is never forwarded"),
-        ("[host]\nmode = \"dnat\"\n[privileges]\nuser = \"x\"\n[proxy]\nupstream = \"imds\"\n", "proxy.upstream: \"imds\" is not an address and port"),
-        ("[host]\nmode = \"dnat\"\n[privileges]\nuser = \"x\"\n[proxy]\ntimeout_ms = 5\n", "proxy.timeout_ms: must be from 100 to 30000"),
-        ("[roles]\ncontainer_default = \"x y\"\n", "roles.container_default: \"x y\" is not a valid role name"),
+        (
+            "[host]\nmode = \"nat\"\n",
+            "host.mode: unknown variant `nat`",
+        ),
+        (
+            "[host]\ninterfaces = [\"br-*\", \"a*b\"]\n",
+            "host.interfaces[1]: \"a*b\" is not an interface name",
+        ),
+        (
+            "[host]\ntable = \"my-table\"\n",
+            "host.table: must be 1 to 64 letters",
+        ),
+        (
+            "[host]\ndnat_address = \"10.0.0.1\"\n",
+            "host.dnat_address: must be a link-local address",
+        ),
+        (
+            "[host]\nmode = \"dnat\"\n",
+            "privileges.user: DNAT mode needs a user of the agent's own",
+        ),
+        (
+            "[host]\nmode = \"dnat\"\n[privileges]\nuser = \"nobody\"\n",
+            "privileges.user: DNAT mode needs a user of the agent's own",
+        ),
+        (
+            "[host]\nmode = \"dnat\"\nipv6 = true\n[privileges]\nuser = \"x\"\n",
+            "host.ipv6: the IPv6 endpoint is served in alias mode only",
+        ),
+        (
+            "[attribution]\ndocker = true\ncgroups = false\n",
+            "attribution.cgroups: docker = true needs cgroups = true",
+        ),
+        (
+            "[attribution]\nenv_role_var = \"X\"\n",
+            "attribution.env_role_var: is only read with docker = true",
+        ),
+        (
+            "[attribution]\ncgroup_root = \"sys/fs/cgroup\"\ncgroups = true\n",
+            "attribution.cgroup_root: must be an absolute path",
+        ),
+        (
+            "[attribution]\ncgroup_root = \"/sys/fs/cgroup\"\n",
+            "attribution.cgroup_root: is only read with cgroups = true",
+        ),
+        (
+            "[privileges]\ngroup = \"x\"\n",
+            "privileges.user: groups are only changed together with the user",
+        ),
+        (
+            "[privileges]\nuser = \"a:b\"\n",
+            "privileges.user: \"a:b\" is not a user name",
+        ),
+        (
+            "[proxy]\nallow = [\"meta-data/instance-id\"]\n",
+            "proxy.allow: is only read when the proxy is enabled",
+        ),
+        (
+            "[host]\nmode = \"alias\"\n[proxy]\nenabled = true\n",
+            "proxy.upstream: is the agent itself",
+        ),
+        (
+            "[host]\nmode = \"dnat\"\n[privileges]\nuser = \"x\"\n[proxy]\nallow = [\"meta-data/iam/\"]\n",
+            "proxy.allow: \"meta-data/iam/\" is never forwarded",
+        ),
+        (
+            "[host]\nmode = \"dnat\"\n[privileges]\nuser = \"x\"\n[proxy]\nupstream = \"imds\"\n",
+            "proxy.upstream: \"imds\" is not an address and port",
+        ),
+        (
+            "[host]\nmode = \"dnat\"\n[privileges]\nuser = \"x\"\n[proxy]\ntimeout_ms = 5\n",
+            "proxy.timeout_ms: must be from 100 to 30000",
+        ),
+        (
+            "[roles]\ncontainer_default = \"x y\"\n",
+            "roles.container_default: \"x y\" is not a valid role name",
+        ),
     ];
     for (body, want) in cases {
         let got = error(&format!("{body}{KEYS}"));
-        assert!(got.contains(want), "for {body:?}\n got: {got}\nwant: {want}");
+        assert!(
+            got.contains(want),
+            "for {body:?}\n got: {got}\nwant: {want}"
+        );
     }
 }
 
@@ -621,5 +688,8 @@ fn host_sections_are_checked() {
 #[test]
 fn host_modes_need_the_nftables_build() {
     let got = error(&format!("[host]\nmode = \"alias\"\n{KEYS}"));
-    assert!(got.contains("host.mode: this imds-agent was built without nftables support"), "{got}");
+    assert!(
+        got.contains("host.mode: this imds-agent was built without nftables support"),
+        "{got}"
+    );
 }

@@ -390,7 +390,10 @@ fn report(rows: &[Row], options: &Options) -> String {
     for keep in [true, false] {
         let mode = if keep { "keep-alive" } else { "close" };
         let attributed = rows.iter().find(|r| {
-            r.target == ATTRIBUTED && r.op == Op::Credentials && r.connections == 64 && r.keep_alive == keep
+            r.target == ATTRIBUTED
+                && r.op == Op::Credentials
+                && r.connections == 64
+                && r.keep_alive == keep
         });
         if let (Some(a), Some(u)) = (attributed, agent(Op::Credentials, 64, keep)) {
             let share = a.outcome.per_second / u.outcome.per_second.max(f64::MIN_POSITIVE);
