@@ -109,7 +109,7 @@ impl Ec2 {
             "--config",
         ])
         .arg(self.dir.path().join("config.toml"));
-        Agent::start(cmd)
+        Agent::start_run(cmd)
     }
 
     fn get(&self, cgroup: &str, path: &str) -> serde_json::Value {

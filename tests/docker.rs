@@ -327,7 +327,7 @@ fn setup(rules: &str) -> Setup {
         .env_remove("AWS_ENDPOINT_URL_STS")
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
-    let agent = Agent::start(cmd);
+    let agent = Agent::start_run(cmd);
     agent.wait_for_log("watching Docker");
     Setup {
         docker,

@@ -106,7 +106,7 @@ impl Host {
         .env_remove("AWS_ENDPOINT_URL")
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
-        Agent::start(cmd)
+        Agent::start_run(cmd)
     }
 
     /// The command prefix for a client in cgroup `name`.

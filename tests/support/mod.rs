@@ -39,10 +39,20 @@ impl Agent {
         Agent::start(cmd)
     }
 
-    /// Starts `cmd` (an `imds-agent dev …` or `run` command, possibly
-    /// wrapped in `ip netns exec`), with an admin socket of its own, and
-    /// waits for the banner that names its address.
-    pub fn start(mut cmd: Command) -> Agent {
+    /// Starts `cmd` (an `imds-agent dev …` command, possibly wrapped in
+    /// `ip netns exec`), with an admin socket of its own, and waits for the
+    /// banner that names its address.
+    pub fn start(cmd: Command) -> Agent {
+        Agent::start_waiting(cmd, false)
+    }
+
+    /// Starts `cmd` (an `imds-agent run …` command, which prints no
+    /// banner) and waits for its "listening" log line.
+    pub fn start_run(cmd: Command) -> Agent {
+        Agent::start_waiting(cmd, true)
+    }
+
+    fn start_waiting(mut cmd: Command, by_log: bool) -> Agent {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let socket = dir.path().join("admin.sock");
         cmd.arg("--admin-socket").arg(&socket);
@@ -59,7 +69,8 @@ impl Agent {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 // `run` prints no banner: its "listening addr=…" log line
                 // says it is ready.
-                if let Some(rest) = line.split(" listening addr=").nth(1)
+                if by_log
+                    && let Some(rest) = line.split(" listening addr=").nth(1)
                     && let Some(addr) = rest.split_whitespace().next()
                 {
                     let _ = listening.send(addr.to_owned());
@@ -75,8 +86,9 @@ impl Agent {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 banner_sink.lock().unwrap().push_str(&format!("{line}\n"));
-                if let Some(url) =
-                    line.strip_prefix("export AWS_EC2_METADATA_SERVICE_ENDPOINT=http://")
+                if !by_log
+                    && let Some(url) =
+                        line.strip_prefix("export AWS_EC2_METADATA_SERVICE_ENDPOINT=http://")
                 {
                     let _ = tx.send(url.trim_end_matches('/').to_owned());
                 }
