@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use support::netns::{NetNs, unique};
-use support::sts::{Helper, moto_in};
+use support::sts::{Helper, agent_credentials, moto_in};
 use support::{Agent, agent_bin, py_script, python};
 
 const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
@@ -316,17 +316,8 @@ fn setup(rules: &str) -> Setup {
     let mut cmd = nsenter(&docker.ns);
     cmd.arg(agent_bin())
         .args(["run", "--log-level", "imds_agent=debug,info", "--config"])
-        .arg(&config)
-        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        )
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL_STS")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+        .arg(&config);
+    agent_credentials(&mut cmd);
     let agent = Agent::start_run(cmd);
     agent.wait_for_log("watching Docker");
     Setup {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use support::cgroups::Cgroups;
 use support::netns::{NetNs, unique};
-use support::sts::{Helper, moto_in};
+use support::sts::{Helper, agent_credentials, moto_in};
 use support::{Agent, agent_bin, botocore_with, py_script, python};
 
 const IMDS: &str = "http://169.254.169.254";
@@ -94,18 +94,8 @@ impl Host {
             "run",
             "--config",
         ])
-        .arg(self.config())
-        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        )
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL_STS")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+        .arg(self.config());
+        agent_credentials(&mut cmd);
         Agent::start_run(cmd)
     }
 

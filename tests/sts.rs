@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::sts::{StsProxy, moto};
+use support::sts::{StsProxy, agent_credentials, moto};
 use support::{Agent, agent_bin, botocore, botocore_with, config_file, get};
 
 const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/";
@@ -19,19 +19,8 @@ const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/";
 fn agent_with(config: &str) -> (Agent, tempfile::TempDir) {
     let (dir, path) = config_file(config);
     let mut cmd = Command::new(agent_bin());
-    cmd.args(["dev", "--port", "0", "--config"])
-        .arg(&path)
-        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        )
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL_STS")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    cmd.args(["dev", "--port", "0", "--config"]).arg(&path);
+    agent_credentials(&mut cmd);
     (Agent::start(cmd), dir)
 }
 

@@ -71,6 +71,23 @@ pub fn moto() -> &'static str {
         .1
 }
 
+/// Gives an agent's command its own credentials for STS (fixed keys that
+/// moto accepts) through the environment, the standard chain's first
+/// source, and nothing else to read.
+pub fn agent_credentials(cmd: &mut Command) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        )
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL_STS")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+}
+
 /// A moto_server of its own inside network namespace `ns` (on its
 /// 127.0.0.1), for an agent that runs there.
 pub fn moto_in(ns: &super::netns::NetNs) -> Helper {

@@ -13,7 +13,9 @@ use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
     NetlinkMessage, NetlinkPayload,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -70,6 +72,11 @@ impl Address {
         msg.header.prefix_len = self.prefix_len;
         msg.header.scope = AddressScope::Universe;
         msg.header.index = self.index;
+        if self.ip.is_ipv6() {
+            // `nodad`: without it the address stays "tentative" for a moment
+            // and can't be bound; duplicate detection means nothing on `lo`.
+            msg.header.flags = AddressHeaderFlags::Nodad;
+        }
         if self.ip.is_ipv4() {
             // IPv4 keeps the local address apart from the peer address;
             // `ip addr add` sets both, in this order.
