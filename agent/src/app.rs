@@ -16,18 +16,19 @@ use http::HeaderValue;
 use crate::admin::AdminSocket;
 use crate::assign::files::Snapshot;
 use crate::assign::glob::Glob;
-use crate::assign::watch::OnChange;
+use crate::assign::watch::{OnChange, RulesStatus, SharedStatus};
 use crate::assign::{Assignments, Defaults, EnvRoles, RoleAssignment};
 use crate::attribution::{Attribution, ByPeerAddress, Containers, Kernel, Local, Rescanner};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, CredentialsConfig, HostMode, StsBase, StsConfig};
 use crate::creds::engine::{self, BaseConfig, Engine};
-use crate::creds::sts::{AwsSts, default_chain, endpoint_from_env};
+use crate::creds::sts::{AwsSts, Metered, default_chain, endpoint_from_env};
 use crate::creds::{CredentialSource, StaticSource, session_name};
-use crate::http::{AppState, ServeOptions, Upstream, bind, router, serve};
+use crate::http::{AppState, Seen, ServeOptions, Upstream, bind, router, serve};
 use crate::imds::{Imds, TokenAuthority};
 use crate::net::Installed;
 use crate::net::stop_helper::StopHelper;
+use crate::notify::Notifier;
 use crate::privs::{self, Target};
 use crate::timefmt::http_date;
 
@@ -40,6 +41,12 @@ pub struct Agent {
     pub engine: Option<Engine>,
     /// Which role workloads get.
     pub roles: Arc<dyn RoleAssignment>,
+    /// The same, with the rules it holds (for the admin socket).
+    pub assignments: Arc<Assignments>,
+    /// The workloads seen recently.
+    pub seen: Arc<Seen>,
+    /// The state of the rule files.
+    pub rules_status: SharedStatus,
 }
 
 /// How often the cgroup tree is walked even when no lookup missed, so new
@@ -78,6 +85,13 @@ pub fn build(
         .map(|_| Arc::new(Containers::default()));
     let snapshot = Snapshot::read(&config.roles.dir).map_err(anyhow::Error::from)?;
     let rules = snapshot.parse().map_err(rule_errors)?;
+    let rules_status: SharedStatus = Arc::new(std::sync::Mutex::new(RulesStatus {
+        dir: config.roles.dir.clone(),
+        present: !snapshot.missing(),
+        files: snapshot.len(),
+        rules: rules.len(),
+        refused: None,
+    }));
     if !snapshot.missing() {
         tracing::info!(dir = %config.roles.dir.display(), files = snapshot.len(), rules = rules.len(), "role rules loaded");
     }
@@ -132,6 +146,7 @@ pub fn build(
         config.roles.dir.clone(),
         snapshot,
         Arc::clone(&assignments),
+        Arc::clone(&rules_status),
         sync,
     ));
     let imds = Imds::new(
@@ -152,7 +167,8 @@ pub fn build(
     };
     let last_modified = HeaderValue::from_str(&http_date(config.instance.last_modified))
         .context("formatting Last-Modified")?;
-    let roles: Arc<dyn RoleAssignment> = assignments;
+    let roles: Arc<dyn RoleAssignment> = Arc::clone(&assignments) as Arc<dyn RoleAssignment>;
+    let seen = Arc::new(Seen::default());
     let state = AppState {
         imds: Arc::new(imds),
         attribution,
@@ -162,11 +178,15 @@ pub fn build(
         clock,
         last_modified,
         upstream,
+        seen: Arc::clone(&seen),
     };
     Ok(Agent {
         state,
         engine,
         roles,
+        assignments,
+        seen,
+        rules_status,
     })
 }
 
@@ -237,7 +257,7 @@ fn sts_engine(config: &Config, sts: &StsConfig, clock: Arc<dyn Clock>) -> anyhow
         jitter_seed: random_u64()?,
     };
     Ok(Engine::new(
-        Arc::new(AwsSts::new(endpoint)),
+        Arc::new(Metered::new(AwsSts::new(endpoint))),
         clock,
         base,
         settings,
@@ -350,7 +370,9 @@ fn privileged_phase(config: &Config, on_stop: &mut OnStop) -> anyhow::Result<Pre
     if let OnStop::Direct(installed) = std::mem::replace(on_stop, OnStop::Nothing) {
         *on_stop = OnStop::Helper(StopHelper::spawn(installed, target)?);
     }
-    admin.give_to(target.uid(), target.gid())?;
+    if target.user.is_some() {
+        admin.give_to(target.uid(), target.gid())?;
+    }
     privs::drop_to(target)?;
     tracing::info!(status = privs::status(), "privileges dropped");
     Ok(Prepared {
@@ -366,8 +388,9 @@ fn privileged_phase(config: &Config, on_stop: &mut OnStop) -> anyhow::Result<Pre
 /// SIGINT, and undoes the address at the end.
 pub fn run(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> anyhow::Result<()> {
     let mut on_stop = OnStop::Nothing;
+    let notifier = Notifier::from_env();
     let served = privileged_phase(&config, &mut on_stop)
-        .and_then(|prepared| serve_phase(&config, prepared, on_listening));
+        .and_then(|prepared| serve_phase(&config, prepared, notifier, on_listening));
     on_stop.run();
     served?;
     tracing::info!("stopped");
@@ -377,6 +400,7 @@ pub fn run(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> anyhow::
 fn serve_phase(
     config: &Config,
     prepared: Prepared,
+    notifier: Option<Notifier>,
     on_listening: impl FnOnce(&[SocketAddr]),
 ) -> anyhow::Result<()> {
     let Prepared {
@@ -411,12 +435,69 @@ fn serve_phase(
             );
         }
         on_listening(&bound);
-        let served = serve(listeners, router(agent.state), options, shutdown_signal()).await;
+        let notifier = notifier.map(Arc::new);
+        if let Some(notifier) = &notifier {
+            notifier.ready(&status_line(config, &bound, &agent));
+            tokio::spawn(tell_systemd(
+                Arc::clone(notifier),
+                config.clone(),
+                bound.clone(),
+                agent.clone(),
+            ));
+        }
+        let stop = async {
+            shutdown_signal().await;
+            if let Some(notifier) = &notifier {
+                notifier.stopping();
+            }
+        };
+        let served = serve(listeners, router(agent.state), options, stop).await;
         drop(admin);
         served.map_err(anyhow::Error::from)
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     served
+}
+
+/// What `systemctl status` shows.
+fn status_line(config: &Config, bound: &[SocketAddr], agent: &Agent) -> String {
+    let addrs: Vec<String> = bound.iter().map(ToString::to_string).collect();
+    let ready = agent.engine.as_ref().is_none_or(|engine| engine.is_ready());
+    format!(
+        "serving {} ({} mode); {} role rules; {} workloads seen; {} requests; credentials {}",
+        addrs.join(", "),
+        config.host.mode.as_str(),
+        agent.assignments.rules().len(),
+        agent.seen.len(),
+        crate::metrics::global().requests_total(),
+        if ready { "ready" } else { "not ready" },
+    )
+}
+
+/// Keeps systemd informed: watchdog pings (proof the runtime runs) at the
+/// rate `WatchdogSec=` asks, and a fresh status line every 30 s.
+async fn tell_systemd(
+    notifier: Arc<Notifier>,
+    config: Config,
+    bound: Vec<SocketAddr>,
+    agent: Agent,
+) {
+    let watchdog = crate::notify::watchdog_interval();
+    let tick = watchdog
+        .unwrap_or(Duration::from_secs(30))
+        .min(Duration::from_secs(30));
+    let mut every = tokio::time::interval(tick);
+    let mut last_status = tokio::time::Instant::now();
+    loop {
+        every.tick().await;
+        if watchdog.is_some() {
+            notifier.watchdog();
+        }
+        if last_status.elapsed() >= Duration::from_secs(30) {
+            notifier.status(&status_line(&config, &bound, &agent));
+            last_status = tokio::time::Instant::now();
+        }
+    }
 }
 
 /// Completes on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).

@@ -388,3 +388,15 @@ pub fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&path, text).expect("writing the config");
     (dir, path)
 }
+
+/// One request to an agent's admin socket: (status, body).
+pub fn admin_request(
+    socket: &std::path::Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let reply = imds_agent::admin::client::request(socket, method, path, body)
+        .expect("the admin socket answers");
+    (reply.status, reply.body)
+}

@@ -48,12 +48,15 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
             .args(&features)
             .args(["--", "-D", "warnings"]),
     )?;
-    run_cmd(
-        cargo()
-            .args(["test", "--workspace", "--locked"])
-            .args(&features)
-            .env("IMDS_TEST_PYTHON", &python),
-    )?;
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--locked"])
+        .args(&features)
+        .env("IMDS_TEST_PYTHON", &python);
+    if is_root() {
+        // For the test that runs the agent under a real systemd.
+        test.env("IMDS_TEST_ROOTFS", crate::rootfs::debian_with_systemd()?);
+    }
+    run_cmd(&mut test)?;
     if !options.no_bench {
         crate::bench::run(&crate::bench::Options::quick())?;
     }

@@ -1,7 +1,9 @@
-//! The admin interface: HTTP over a unix socket that only the agent's own
-//! user may open (mode 0600), never on the IMDS address. What it serves:
-//! status, bootstrap credentials (write-only), MFA codes, profiles and the
-//! session. `client.rs` is the CLI's side.
+//! The admin interface: HTTP over a unix socket that only root, the agent's
+//! own user and (with `admin.group`) that group's members may open, never
+//! on the IMDS address. What it serves: status, metrics, the workloads seen
+//! and the assignments, bootstrap credentials (write-only), MFA codes,
+//! profiles and the session. `client.rs` is the CLI's side. Metrics alone
+//! may also be served over TCP (`admin.metrics_listen`).
 
 pub mod client;
 mod routes;
@@ -22,7 +24,7 @@ pub const DEFAULT_SOCKET: &str = "/run/imds-agent/admin.sock";
 #[derive(Debug)]
 pub struct AdminServer {
     path: PathBuf,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl AdminServer {
@@ -34,7 +36,9 @@ impl AdminServer {
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -62,25 +66,42 @@ pub struct AdminSocket {
     path: PathBuf,
     listener: std::os::unix::net::UnixListener,
     created_dir: bool,
+    group: Option<u32>,
+    metrics: Option<std::net::TcpListener>,
 }
 
 impl AdminSocket {
-    /// Binds the socket for `config`.
+    /// Binds the socket for `config`: mode 0600, or 0660 with
+    /// `admin.group`; and the metrics listener, if configured.
     pub fn bind(config: &Config, bound: &[SocketAddr]) -> anyhow::Result<Self> {
         let path = socket_path(config, bound);
-        let (listener, created_dir) = bind(&path)?;
+        let group = config.admin_group.as_deref().map(group_id).transpose()?;
+        let (listener, created_dir) = bind(&path, group)?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+                listener
+                    .set_nonblocking(true)
+                    .context("configuring the metrics listener")?;
+                Some(listener)
+            }
+            None => None,
+        };
         Ok(Self {
             path,
             listener,
             created_dir,
+            group,
+            metrics,
         })
     }
 
     /// Makes the socket (and the directory, if the agent made it) the
     /// user's, so the agent can still remove it at a stop once it serves as
-    /// that user.
+    /// that user. With `admin.group` the group stays that group.
     pub fn give_to(&self, uid: u32, gid: u32) -> anyhow::Result<()> {
-        let (uid, gid) = (Some(uid), Some(gid));
+        let (uid, gid) = (Some(uid), Some(self.group.unwrap_or(gid)));
         std::os::unix::fs::chown(&self.path, uid, gid)
             .with_context(|| format!("cannot hand {} to the agent's user", self.path.display()))?;
         if self.created_dir
@@ -92,7 +113,8 @@ impl AdminSocket {
         Ok(())
     }
 
-    /// Serves the admin API on the current runtime.
+    /// Serves the admin API (and the metrics listener) on the current
+    /// runtime.
     pub fn serve(
         self,
         config: &Config,
@@ -104,22 +126,50 @@ impl AdminSocket {
             .context("configuring the admin socket")?;
         let listener = tokio::net::UnixListener::from_std(self.listener)
             .context("serving the admin socket")?;
-        let app = routes::router(routes::AdminState::new(config, bound, agent));
-        let task = tokio::spawn(async move {
+        let state = routes::AdminState::new(config, bound, agent);
+        let app = routes::router(state.clone());
+        let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "the admin socket stopped");
             }
-        });
+        })];
         tracing::info!(socket = %self.path.display(), "admin socket");
+        if let Some(metrics) = self.metrics {
+            let addr = metrics
+                .local_addr()
+                .context("reading the metrics address")?;
+            let listener = tokio::net::TcpListener::from_std(metrics)
+                .context("serving the metrics listener")?;
+            let app = routes::metrics_router(state);
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            }));
+            tracing::info!(%addr, "metrics");
+        }
         Ok(AdminServer {
             path: self.path,
-            task,
+            tasks,
         })
     }
 }
 
-/// Binds `path`; also says whether its directory had to be made.
-fn bind(path: &Path) -> anyhow::Result<(std::os::unix::net::UnixListener, bool)> {
+fn group_id(name: &str) -> anyhow::Result<u32> {
+    match nix::unistd::Group::from_name(name).ok().flatten() {
+        Some(group) => Ok(group.gid.as_raw()),
+        None => name
+            .parse()
+            .map_err(|_| anyhow::anyhow!("no group {name:?} (admin.group)")),
+    }
+}
+
+/// Binds `path`, for the agent's user and `group`'s members only; also
+/// says whether its directory had to be made.
+fn bind(
+    path: &Path,
+    group: Option<u32>,
+) -> anyhow::Result<(std::os::unix::net::UnixListener, bool)> {
     let mut created_dir = false;
     if let Some(dir) = path.parent()
         && !dir.exists()
@@ -131,8 +181,14 @@ fn bind(path: &Path) -> anyhow::Result<(std::os::unix::net::UnixListener, bool)>
                 dir.display()
             )
         })?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        // The group may pass through, not list.
+        let mode = if group.is_some() { 0o710 } else { 0o700 };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
             .with_context(|| format!("cannot restrict {}", dir.display()))?;
+        if group.is_some() {
+            std::os::unix::fs::chown(dir, None, group)
+                .with_context(|| format!("cannot give {} to admin.group", dir.display()))?;
+        }
     }
     if path.exists() {
         // A socket nobody answers on is left over from an agent that died;
@@ -148,7 +204,16 @@ fn bind(path: &Path) -> anyhow::Result<(std::os::unix::net::UnixListener, bool)>
     }
     let listener = std::os::unix::net::UnixListener::bind(path)
         .with_context(|| format!("cannot create the admin socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot restrict the admin socket {}", path.display()))?;
+    if group.is_some() {
+        std::os::unix::fs::chown(path, None, group).with_context(|| {
+            format!(
+                "cannot give the admin socket {} to admin.group (is the agent a member?)",
+                path.display()
+            )
+        })?;
+    }
     Ok((listener, created_dir))
 }

@@ -1,9 +1,10 @@
 //! The admin API's routes.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -11,18 +12,25 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::app::Agent;
-use crate::assign::RoleAssignment;
+use crate::assign::watch::{RulesStatus, SharedStatus};
+use crate::assign::{Assignments, RoleAssignment};
 use crate::config::{Config, CredentialsConfig};
-use crate::creds::engine::{BaseError, Engine, Status};
+use crate::creds::engine::{BaseError, Engine, ProfileInfo, Status};
 use crate::creds::mfa::MfaCode;
 use crate::creds::{Keys, Secret};
+use crate::http::{Seen, SeenWorkload};
+use crate::metrics;
 
 #[derive(Debug, Clone)]
 pub(super) struct AdminState {
     engine: Option<Engine>,
     roles: Arc<dyn RoleAssignment>,
+    assignments: Arc<Assignments>,
+    rules: SharedStatus,
+    seen: Arc<Seen>,
     listen: Vec<SocketAddr>,
     http_tokens: &'static str,
+    host_mode: &'static str,
     source: &'static str,
 }
 
@@ -31,8 +39,12 @@ impl AdminState {
         Self {
             engine: agent.engine.clone(),
             roles: Arc::clone(&agent.roles),
+            assignments: Arc::clone(&agent.assignments),
+            rules: Arc::clone(&agent.rules_status),
+            seen: Arc::clone(&agent.seen),
             listen: bound.to_vec(),
             http_tokens: config.settings.http_tokens.as_str(),
+            host_mode: config.host.mode.as_str(),
             source: match config.credentials {
                 CredentialsConfig::Static { .. } => "static",
                 CredentialsConfig::Sts(_) => "sts",
@@ -46,17 +58,33 @@ impl AdminState {
             "the agent serves fixed keys (credentials.source = \"static\"); there is no STS session".to_owned(),
         ))
     }
+
+    fn rules_status(&self) -> RulesStatus {
+        self.rules.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 pub(super) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/status", get(status))
+        .route("/metrics", get(metrics_text))
+        .route("/workloads", get(workloads))
+        .route("/assignments", get(assignments))
         .route("/bootstrap/creds", post(bootstrap))
         .route("/mfa", post(mfa))
         .route("/profiles", get(profiles))
         .route("/profiles/active", put(use_profile))
-        .route("/session", axum::routing::delete(clear_session))
+        .route("/profiles/{name}", get(profile))
+        .route("/session", get(session).post(mfa).delete(clear_session))
         .route("/refresh", post(refresh))
+        .with_state(state)
+}
+
+/// The metrics alone, for the optional TCP listener: nothing else of the
+/// admin API is reachable there.
+pub(super) fn metrics_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
         .with_state(state)
 }
 
@@ -72,12 +100,22 @@ impl IntoResponse for ApiError {
 
 #[derive(Debug, Serialize)]
 struct StatusBody {
+    /// Every role a known workload will ask for has valid credentials.
     ready: bool,
     version: &'static str,
     listen: Vec<String>,
+    host_mode: &'static str,
     http_tokens: &'static str,
     credentials_source: &'static str,
+    /// Valid credentials are cached for every wanted role (static keys
+    /// always are).
+    credentials_valid: bool,
+    /// The last STS call reached STS (`null`: no call yet, or static keys).
+    sts_reachable: Option<bool>,
+    /// The rule files.
+    rules: RulesStatus,
     roles_assigned: Vec<String>,
+    workloads_seen: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     sts: Option<Status>,
 }
@@ -87,20 +125,146 @@ async fn status(State(state): State<AdminState>) -> Json<StatusBody> {
         Some(engine) => Some(engine.status().await),
         None => None,
     };
+    let rules = state.rules_status();
+    let credentials_valid = sts.as_ref().is_none_or(|s| s.ready);
     Json(StatusBody {
-        ready: sts.as_ref().is_none_or(|s| s.ready),
+        ready: credentials_valid && rules.refused.is_none(),
         version: env!("CARGO_PKG_VERSION"),
         listen: state.listen.iter().map(ToString::to_string).collect(),
+        host_mode: state.host_mode,
         http_tokens: state.http_tokens,
         credentials_source: state.source,
+        credentials_valid,
+        sts_reachable: sts.as_ref().and_then(|s| s.sts_reachable),
+        rules,
         roles_assigned: state
             .roles
             .wanted()
             .iter()
             .map(|r| r.spec.to_string())
             .collect(),
+        workloads_seen: state.seen.len(),
         sts,
     })
+}
+
+/// The workloads seen recently, most recent first.
+async fn workloads(State(state): State<AdminState>) -> Json<Vec<SeenWorkload>> {
+    Json(state.seen.list())
+}
+
+#[derive(Debug, Serialize)]
+struct RuleBody {
+    origin: String,
+    conditions: Vec<String>,
+    role: String,
+    external_id: bool,
+    session_name: Option<String>,
+    duration_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct AssignmentsBody {
+    /// Most specific first: the order in which they are tried.
+    rules: Vec<RuleBody>,
+    default: Option<String>,
+    container_default: Option<String>,
+    profile_role: Option<String>,
+}
+
+/// The rules in force and the defaults. An external id is a shared secret
+/// of sorts: only whether one is set is shown.
+async fn assignments(State(state): State<AdminState>) -> Json<AssignmentsBody> {
+    let rules = state.assignments.rules();
+    let defaults = state.assignments.defaults();
+    Json(AssignmentsBody {
+        rules: rules
+            .rules()
+            .iter()
+            .map(|r| RuleBody {
+                origin: r.origin.clone(),
+                conditions: r.conditions(),
+                role: r.role.spec.to_string(),
+                external_id: r.role.session.external_id.is_some(),
+                session_name: r.role.session.session_name.clone(),
+                duration_seconds: r.role.session.duration.map(|d| d.as_secs()),
+            })
+            .collect(),
+        default: defaults.default.as_ref().map(|r| r.spec.to_string()),
+        container_default: defaults
+            .container_default
+            .as_ref()
+            .map(|r| r.spec.to_string()),
+        profile_role: state
+            .engine
+            .as_ref()
+            .and_then(Engine::profile_role)
+            .map(|r| r.spec.to_string()),
+    })
+}
+
+/// Prometheus' text format: the counters, then gauges of the state.
+async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
+    let mut out = String::new();
+    metrics::global().render(&mut out);
+    let status = match &state.engine {
+        Some(engine) => Some(engine.status().await),
+        None => None,
+    };
+    metrics::help(
+        &mut out,
+        "imds_ready",
+        "gauge",
+        "1 when every wanted role has valid credentials.",
+    );
+    let ready = status.as_ref().is_none_or(|s| s.ready);
+    let _ = writeln!(out, "imds_ready {}", u8::from(ready));
+    let rules = state.rules_status();
+    metrics::help(&mut out, "imds_role_rules", "gauge", "Role rules in force.");
+    let _ = writeln!(out, "imds_role_rules {}", rules.rules);
+    metrics::help(
+        &mut out,
+        "imds_role_rules_refused",
+        "gauge",
+        "1 when the last change to the rule files was refused.",
+    );
+    let _ = writeln!(
+        out,
+        "imds_role_rules_refused {}",
+        u8::from(rules.refused.is_some())
+    );
+    metrics::help(
+        &mut out,
+        "imds_workloads_seen",
+        "gauge",
+        "Workloads seen recently.",
+    );
+    let _ = writeln!(out, "imds_workloads_seen {}", state.seen.len());
+    if let Some(status) = &status {
+        metrics::help(
+            &mut out,
+            "imds_credentials_remaining_seconds",
+            "gauge",
+            "Seconds the cached credentials of each role have left.",
+        );
+        for role in &status.roles {
+            if let Some(left) = role.remaining_seconds {
+                let _ = writeln!(
+                    out,
+                    "imds_credentials_remaining_seconds{{role=\"{}\",session=\"{}\"}} {left}",
+                    metrics::label(&role.role),
+                    metrics::label(&role.session_name)
+                );
+            }
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
 }
 
 /// The bootstrap body, in IMDS's own field names.
@@ -186,6 +350,43 @@ struct ProfilesBody {
 async fn profiles(State(state): State<AdminState>) -> Result<Json<ProfilesBody>, ApiError> {
     let (profiles, active) = state.engine()?.profiles();
     Ok(Json(ProfilesBody { profiles, active }))
+}
+
+/// One profile, without its secret key.
+async fn profile(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<ProfileInfo>, ApiError> {
+    let engine = state.engine()?;
+    engine.profile(&name).map(Json).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            BaseError::UnknownProfile(name).to_string(),
+        )
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct SessionBody {
+    base: String,
+    profile: Option<String>,
+    mode: String,
+    mfa_serial: Option<String>,
+    /// When the MFA session (or session token) expires; `null`: none open.
+    mfa_session_expiration: Option<String>,
+}
+
+/// The agent's own session: where its credentials come from and, with MFA,
+/// until when its session lasts.
+async fn session(State(state): State<AdminState>) -> Result<Json<SessionBody>, ApiError> {
+    let status = state.engine()?.status().await;
+    Ok(Json(SessionBody {
+        base: status.base,
+        profile: status.profile,
+        mode: status.mode,
+        mfa_serial: status.mfa_serial,
+        mfa_session_expiration: status.mfa_session_expiration,
+    }))
 }
 
 #[derive(Deserialize)]

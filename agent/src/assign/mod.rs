@@ -107,6 +107,11 @@ impl Assignments {
         self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The settings that do not change at run time.
+    pub fn defaults(&self) -> &Defaults {
+        &self.defaults
+    }
+
     /// The rules in force.
     pub fn rules(&self) -> Arc<RuleSet> {
         Arc::clone(&self.rules.read().unwrap_or_else(|e| e.into_inner()))

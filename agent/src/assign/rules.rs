@@ -110,6 +110,27 @@ impl<'a> Subject<'a> {
 }
 
 impl Rule {
+    /// The conditions as written (`unit = "nginx.service"`), for the admin
+    /// socket.
+    pub fn conditions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut glob = |key: &str, pattern: &Option<Glob>| {
+            if let Some(p) = pattern {
+                out.push(format!("{key} = {:?}", p.as_str()));
+            }
+        };
+        glob("unit", &self.unit);
+        glob("cgroup", &self.cgroup);
+        glob("container_name", &self.container_name);
+        if let Some(uid) = self.uid {
+            out.push(format!("uid = {uid}"));
+        }
+        for (key, value) in &self.container_label {
+            out.push(format!("container_label.{key} = {value:?}"));
+        }
+        out
+    }
+
     /// Whether every condition holds for `subject`.
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
         let glob = |pattern: &Option<Glob>, value: Option<&str>| match pattern {

@@ -18,6 +18,25 @@ use super::files::Snapshot;
 /// more, prefetch the new ones).
 pub type OnChange = Arc<dyn Fn() + Send + Sync>;
 
+/// The state of the rule files, for `imds-agent status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RulesStatus {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Whether it exists.
+    pub present: bool,
+    /// Rule files in force.
+    pub files: usize,
+    /// Rules in force.
+    pub rules: usize,
+    /// Why the last change was refused, if it was (the rules in force are
+    /// then the last good set).
+    pub refused: Option<String>,
+}
+
+/// Shared between the watcher and the admin socket.
+pub type SharedStatus = Arc<std::sync::Mutex<RulesStatus>>;
+
 /// Editors and `cp` make several events per save: wait this long for the
 /// burst to end before reading.
 const SETTLE: Duration = Duration::from_millis(150);
@@ -27,6 +46,7 @@ pub async fn watch(
     dir: PathBuf,
     current: Snapshot,
     assignments: Arc<Assignments>,
+    status: SharedStatus,
     on_change: OnChange,
 ) {
     let mut last = current;
@@ -72,7 +92,7 @@ pub async fn watch(
             // Drain the rest of the burst.
             while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, stream.next()).await {}
         }
-        reload(&dir, &mut last, &assignments, &on_change);
+        reload(&dir, &mut last, &assignments, &status, &on_change);
     }
 }
 
@@ -126,12 +146,14 @@ pub fn reload(
     dir: &Path,
     last: &mut Snapshot,
     assignments: &Assignments,
+    status: &SharedStatus,
     on_change: &OnChange,
 ) -> bool {
     let snapshot = match Snapshot::read(dir) {
         Ok(snapshot) => snapshot,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the role rules; the last good set stays in force");
+            lock(status).refused = Some(e.to_string());
             return false;
         }
     };
@@ -146,6 +168,13 @@ pub fn reload(
                 rules = rules.len(),
                 "role rules reloaded"
             );
+            *lock(status) = RulesStatus {
+                dir: dir.to_owned(),
+                present: !snapshot.missing(),
+                files: snapshot.len(),
+                rules: rules.len(),
+                refused: None,
+            };
             assignments.set_rules(rules);
             *last = snapshot;
             on_change();
@@ -155,10 +184,16 @@ pub fn reload(
             for error in &errors {
                 tracing::error!(error = %error, "role rules refused; the last good set stays in force");
             }
+            let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            lock(status).refused = Some(reasons.join("; "));
             // Remember the bad set, so it is reported once, not at every
             // unrelated event; a fix changes the snapshot again.
             *last = snapshot;
             false
         }
     }
+}
+
+fn lock(status: &SharedStatus) -> std::sync::MutexGuard<'_, RulesStatus> {
+    status.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -3,6 +3,7 @@
 //! address in the container registry, anything else `Unknown`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
@@ -20,6 +21,8 @@ use crate::sys::diag::SockDiag;
 pub struct Rescanner {
     index: Arc<CgroupIndex>,
     wake: Notify,
+    /// Walks begun and walks finished: a walk is under way when they differ.
+    started: AtomicU64,
     done: watch::Sender<u64>,
 }
 
@@ -29,6 +32,7 @@ impl Rescanner {
         Arc::new(Self {
             index,
             wake: Notify::new(),
+            started: AtomicU64::new(0),
             done: watch::channel(0).0,
         })
     }
@@ -37,6 +41,7 @@ impl Rescanner {
     pub async fn run(self: Arc<Self>) {
         loop {
             self.wake.notified().await;
+            self.started.fetch_add(1, Ordering::SeqCst);
             let index = Arc::clone(&self.index);
             match tokio::task::spawn_blocking(move || index.rescan()).await {
                 Ok(Ok(count)) => tracing::debug!(cgroups = count, "cgroup index refreshed"),
@@ -51,9 +56,11 @@ impl Rescanner {
     /// is done.
     pub fn request(&self) -> Changed {
         let mut done = self.done.subscribe();
-        // A walk under way may have started before the new cgroup existed,
-        // and a pending wake-up runs one more walk after it: wait for two.
-        let target = *done.borrow_and_update() + 2;
+        let finished = *done.borrow_and_update();
+        let started = self.started.load(Ordering::SeqCst);
+        // A walk under way may have started before the new cgroup existed:
+        // wait for the one after it (the wake-up below runs it).
+        let target = if started > finished { started + 1 } else { finished + 1 };
         self.wake.notify_one();
         Box::pin(async move {
             let _ = done.wait_for(|n| *n >= target).await;
@@ -146,5 +153,35 @@ impl Attribution for Local {
             facts,
             container,
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A cgroup created after the last walk is found by the next one,
+    /// which a request starts at once: a workload's first request waits
+    /// for one walk, not for a timeout.
+    #[tokio::test]
+    async fn a_request_is_answered_by_the_next_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(CgroupIndex::new(dir.path().to_owned()));
+        index.rescan().unwrap();
+        let rescanner = Rescanner::new(Arc::clone(&index));
+        tokio::spawn(Arc::clone(&rescanner).run());
+        for round in 0..3 {
+            let new = dir.path().join(format!("new-{round}"));
+            std::fs::create_dir(&new).unwrap();
+            let id = std::fs::metadata(&new).unwrap().ino();
+            assert!(index.path(id).is_none());
+            tokio::time::timeout(Duration::from_millis(400), rescanner.request())
+                .await
+                .expect("the walk finishes well before the attribution wait");
+            assert_eq!(index.path(id).as_deref(), Some(&*format!("/new-{round}")));
+        }
     }
 }

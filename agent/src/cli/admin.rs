@@ -27,10 +27,22 @@ pub(super) enum ProfileAction {
         /// The profile.
         name: String,
     },
+    /// What profile NAME is (never its secret key).
+    Show {
+        /// The profile.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub(super) enum SessionAction {
+    /// The agent's own session: its base credentials, MFA device, expiry.
+    Show,
+    /// Open an MFA session with CODE (six digits).
+    Start {
+        /// The code.
+        code: String,
+    },
     /// Discard the MFA session or session token.
     Clear,
 }
@@ -61,6 +73,76 @@ pub(super) fn status(arg: &SocketArg) -> ExitCode {
             ExitCode::from(1)
         }
     })
+}
+
+/// The workloads seen recently and their roles, as a table (or the JSON).
+pub(super) fn who(arg: &SocketArg, json: bool) -> ExitCode {
+    ask(&arg.socket, "GET", "/workloads", None, |reply| {
+        if json {
+            println!("{}", pretty(&reply.body));
+            return ExitCode::SUCCESS;
+        }
+        let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(&reply.body) else {
+            eprintln!("imds-agent: the agent's answer is not a list of workloads");
+            return ExitCode::from(3);
+        };
+        let rows: Vec<[String; 4]> = list
+            .iter()
+            .map(|w| {
+                let text = |k: &str| w[k].as_str().unwrap_or("-").to_owned();
+                [
+                    text("workload"),
+                    text("role"),
+                    w["requests"].to_string(),
+                    text("last_seen"),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(["WORKLOAD", "ROLE", "REQUESTS", "LAST SEEN"], &rows)
+        );
+        ExitCode::SUCCESS
+    })
+}
+
+/// The metrics, as Prometheus reads them.
+pub(super) fn metrics(arg: &SocketArg) -> ExitCode {
+    ask(&arg.socket, "GET", "/metrics", None, |reply| {
+        print!("{}", reply.body);
+        ExitCode::SUCCESS
+    })
+}
+
+/// The rules in force, most specific first, and the defaults.
+pub(super) fn assignments(arg: &SocketArg) -> ExitCode {
+    ask(&arg.socket, "GET", "/assignments", None, |reply| {
+        println!("{}", pretty(&reply.body));
+        ExitCode::SUCCESS
+    })
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table<const N: usize>(head: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = head.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(head);
+    for row in rows {
+        out.push_str(&line(row.each_ref().map(String::as_str)));
+    }
+    out
 }
 
 pub(super) fn bootstrap(arg: &SocketArg) -> ExitCode {
@@ -100,6 +182,16 @@ pub(super) fn profile(arg: &SocketArg, action: &ProfileAction) -> ExitCode {
             println!("{}", pretty(&reply.body));
             ExitCode::SUCCESS
         }),
+        ProfileAction::Show { name } => ask(
+            &arg.socket,
+            "GET",
+            &format!("/profiles/{name}"),
+            None,
+            |reply| {
+                println!("{}", pretty(&reply.body));
+                ExitCode::SUCCESS
+            },
+        ),
         ProfileAction::Use { name } => {
             let body = serde_json::json!({ "name": name }).to_string();
             ask(&arg.socket, "PUT", "/profiles/active", Some(&body), |_| {
@@ -112,6 +204,11 @@ pub(super) fn profile(arg: &SocketArg, action: &ProfileAction) -> ExitCode {
 
 pub(super) fn session(arg: &SocketArg, action: &SessionAction) -> ExitCode {
     match action {
+        SessionAction::Show => ask(&arg.socket, "GET", "/session", None, |reply| {
+            println!("{}", pretty(&reply.body));
+            ExitCode::SUCCESS
+        }),
+        SessionAction::Start { code } => mfa(arg, code),
         SessionAction::Clear => ask(&arg.socket, "DELETE", "/session", None, |_| {
             println!("session cleared");
             ExitCode::SUCCESS

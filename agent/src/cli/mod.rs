@@ -1,6 +1,7 @@
 //! The command line: `run`, `dev` and `check-config` start or check an
-//! agent; `status`, `bootstrap`, `mfa`, `profile` and `session` talk to a
-//! running one over its admin socket (`admin.rs`).
+//! agent, `cleanup` undoes what it set up on the host; `status`, `who`,
+//! `assignments`, `metrics`, `bootstrap`, `mfa`, `profile`, `refresh` and
+//! `session` talk to a running one over its admin socket (`admin.rs`).
 //!
 //! Exit codes: 0 success, 1 a configuration error or a refusal from the
 //! agent (or, for `status`, an agent that is not ready), 2 a usage error
@@ -68,6 +69,18 @@ enum Command {
     },
     /// A running agent's state (exit 0 if ready, 1 if not).
     Status(admin::SocketArg),
+    /// The workloads a running agent saw recently, and their roles.
+    Who {
+        /// Print the JSON the agent sent.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: admin::SocketArg,
+    },
+    /// A running agent's role rules (most specific first) and defaults.
+    Assignments(admin::SocketArg),
+    /// A running agent's metrics, in Prometheus' text format.
+    Metrics(admin::SocketArg),
     /// Give a running agent its own credentials: reads
     /// {"AccessKeyId", "SecretAccessKey", "Token"} from stdin.
     Bootstrap(admin::SocketArg),
@@ -198,6 +211,9 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Status(socket) => admin::status(&socket),
+        Command::Who { json, socket } => admin::who(&socket, json),
+        Command::Assignments(socket) => admin::assignments(&socket),
+        Command::Metrics(socket) => admin::metrics(&socket),
         Command::Bootstrap(socket) => admin::bootstrap(&socket),
         Command::Mfa { code, socket } => admin::mfa(&socket, &code),
         Command::Refresh(socket) => admin::refresh(&socket),
@@ -258,7 +274,7 @@ fn cleanup(path: &std::path::Path, host: &HostFacts, env: config::Env<'_>) -> Ex
 }
 
 fn serve(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> ExitCode {
-    crate::logging::init(&config.log_level);
+    crate::logging::init(&config.log_level, config.log_target);
     if let Some(warning) = config.permission_warning() {
         tracing::warn!("{warning}");
     }

@@ -311,6 +311,10 @@ pub(crate) struct Profile {
 pub(crate) struct Admin {
     /// The socket's path.
     pub(crate) socket: Option<std::path::PathBuf>,
+    /// A group whose members may use the socket too (mode 0660).
+    pub(crate) group: Option<String>,
+    /// Also serve `GET /metrics` (and nothing else) on this TCP address.
+    pub(crate) metrics_listen: Option<String>,
 }
 
 /// `[roles]`: which workload gets which role.
@@ -335,12 +339,29 @@ pub(crate) struct Roles {
 pub(crate) struct Log {
     /// A `tracing` filter: `info`, `debug`, `imds_agent=debug,warn`, …
     pub(crate) level: String,
+    /// Where logs go: `auto` (the journal when systemd connected stderr to
+    /// it, else stderr), `journald` or `stderr`.
+    pub(crate) target: LogTarget,
+}
+
+/// `log.target`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// The journal under systemd, stderr otherwise.
+    #[default]
+    Auto,
+    /// The journal, with structured fields.
+    Journald,
+    /// stderr, as text.
+    Stderr,
 }
 
 impl Default for Log {
     fn default() -> Self {
         Self {
             level: "info".to_owned(),
+            target: LogTarget::Auto,
         }
     }
 }

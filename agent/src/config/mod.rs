@@ -17,6 +17,7 @@ use std::time::Duration;
 
 pub(crate) use error::Source;
 pub use error::{ConfigError, Origin};
+pub use file::LogTarget;
 pub use host::HostFacts;
 pub use network::{
     AttributionConfig, DEFAULT_ROLES_DIR, DEFAULT_USER, DockerConfig, HostConfig, HostMode,
@@ -66,8 +67,14 @@ pub struct Config {
     pub configured_account: Option<String>,
     /// The `tracing` filter.
     pub log_level: String,
+    /// Where logs go.
+    pub log_target: LogTarget,
     /// The admin socket, when the file sets one.
     pub admin_socket: Option<PathBuf>,
+    /// A group whose members may use the admin socket.
+    pub admin_group: Option<String>,
+    /// Where `GET /metrics` is also served over TCP.
+    pub metrics_listen: Option<SocketAddr>,
     /// The host's name (session tags, default session names).
     pub hostname: String,
     /// Whether the file itself holds secrets (keys, a TOTP secret), so it

@@ -43,6 +43,8 @@ impl Config {
             (None, None) => host_config.default_listen(),
         };
         let proxy = super::network::proxy(&file, &host_config, &listen, src)?;
+        let admin_group = admin_group(&file, src)?;
+        let metrics_listen = metrics_listen(&file, &listen, src)?;
         let max_connections = match file.server.max_connections {
             n @ 1..=65_536 => n as usize,
             _ => return Err(src.invalid("server.max_connections", "must be from 1 to 65536")),
@@ -99,6 +101,9 @@ impl Config {
             privileges,
             configured_account: file.instance.account_id.clone(),
             log_level,
+            log_target: file.log.target,
+            admin_group,
+            metrics_listen,
             admin_socket: overrides
                 .admin_socket
                 .clone()
@@ -484,4 +489,41 @@ fn is_mac(v: &str) -> bool {
 
 fn is_single_line(v: &str) -> bool {
     !v.trim().is_empty() && !v.contains(['\n', '\r'])
+}
+
+fn admin_group(file: &FileConfig, src: Source<'_>) -> Result<Option<String>, ConfigError> {
+    match &file.admin.group {
+        Some(group) if group.is_empty() || group.len() > 32 || group.contains([':', '/', ' ']) => {
+            Err(src.invalid(
+                "admin.group",
+                format!("{group:?} is not a group name or gid"),
+            ))
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+fn metrics_listen(
+    file: &FileConfig,
+    listen: &[SocketAddr],
+    src: Source<'_>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(text) = &file.admin.metrics_listen else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        src.invalid(
+            "admin.metrics_listen",
+            format!("{text:?} is not an address and port"),
+        )
+    })?;
+    // Workloads reach the IMDS addresses: metrics never live there.
+    let imds = [IMDS_V4, std::net::IpAddr::V6(crate::config::IMDS_V6)];
+    if listen.contains(&addr) || imds.contains(&addr.ip()) {
+        return Err(src.invalid(
+            "admin.metrics_listen",
+            "must not be an address the IMDS is served on",
+        ));
+    }
+    Ok(Some(addr))
 }

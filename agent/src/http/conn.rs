@@ -2,9 +2,10 @@
 //! handler as a request extension.
 
 use std::os::fd::RawFd;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::attribution::{ConnInfo, Workload};
+use crate::creds::Role;
 
 /// One accepted connection.
 #[derive(Debug)]
@@ -15,6 +16,10 @@ pub struct Connection {
     /// that are not sockets (tests that call the router directly).
     fd: Option<RawFd>,
     identity: OnceLock<Identity>,
+    /// The role found for the identity, and the assignments' generation
+    /// it was found in: requests on one connection come one at a time, and
+    /// rarely does a role change between them.
+    role: Mutex<Option<(u64, Option<Arc<Role>>)>>,
 }
 
 /// Who is behind a connection, worked out on its first request. A socket's
@@ -34,6 +39,7 @@ impl Connection {
             info,
             fd,
             identity: OnceLock::new(),
+            role: Mutex::new(None),
         }
     }
 
@@ -48,6 +54,24 @@ impl Connection {
             let binding = workload.token_binding().into_boxed_slice();
             Identity { workload, binding }
         })
+    }
+
+    /// The caller's role: found with `find` unless found before in the
+    /// same `generation` of the assignments.
+    pub fn role(
+        &self,
+        generation: u64,
+        find: impl FnOnce() -> Option<Arc<Role>>,
+    ) -> Option<Arc<Role>> {
+        let mut cached = self.role.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((found_in, role)) = &*cached
+            && *found_in == generation
+        {
+            return role.clone();
+        }
+        let role = find();
+        *cached = Some((generation, role.clone()));
+        role
     }
 
     /// Sets the IP hop limit of the rest of this connection's packets.

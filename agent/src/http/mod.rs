@@ -3,6 +3,7 @@
 
 mod conn;
 mod convert;
+mod seen;
 mod server;
 mod upstream;
 
@@ -16,6 +17,7 @@ use axum::extract::{Request, State};
 use http::HeaderValue;
 
 pub use conn::{Connection, Identity};
+pub use seen::{Seen, SeenWorkload};
 pub use server::{ServeOptions, bind, serve};
 pub use upstream::{Upstream, UpstreamError};
 
@@ -46,6 +48,8 @@ pub struct AppState {
     pub last_modified: HeaderValue,
     /// Proxy mode: the real IMDS.
     pub upstream: Option<Arc<Upstream>>,
+    /// The workloads seen recently.
+    pub seen: Arc<Seen>,
 }
 
 /// The IMDS router. Requests must carry a `Arc<Connection>` extension; the
@@ -65,7 +69,10 @@ async fn handle(
         Some(identity) => identity,
         None => conn.set_identity(identify(&*state.attribution, &conn.info).await),
     };
-    let role = state.roles.role_for(&identity.workload);
+    let role = conn.role(state.roles.generation(), || {
+        state.roles.role_for(&identity.workload)
+    });
+    let mut waited = false;
     if let Some(role) = &role
         && crate::imds::reads_credentials(parts.uri.path())
         && let Some(first_fetch) = state.credentials.first_fetch(role)
@@ -74,45 +81,69 @@ async fn handle(
         // wait (below every SDK's timeout) beats failing a workload's first
         // call.
         let _ = tokio::time::timeout(state.first_fetch_wait, first_fetch).await;
+        waited = true;
     }
     let request = convert::imds_request(&parts.method, &parts.uri, &parts.headers);
     let caller = Caller {
         binding: &identity.binding,
         role: role.as_deref(),
     };
-    let response = state.imds.respond(&request, &caller, state.clock.now());
+    let now = state.clock.now();
+    let response = state.imds.respond(&request, &caller, now);
     if let Some(hops) = response.hop_limit
         && let Err(e) = conn.set_hop_limit(hops)
     {
         tracing::warn!(error = %e, peer = %conn.info.peer, "could not set the hop limit");
     }
+    let class = response.class;
+    let key_suffix = response.key_suffix.clone();
+    let close = convert::has_body(&parts.headers);
+    let out = match (&response.forward, &state.upstream) {
+        (Some(forward), Some(upstream)) => {
+            upstream
+                .respond(&parts.method, forward, response.token_ttl, close)
+                .await
+        }
+        // An Imds with an allowlist always comes with its upstream.
+        (Some(_), None) => convert::http_response(
+            crate::imds::Response::not_found(class),
+            &state.last_modified,
+            close,
+        ),
+        (None, _) => convert::http_response(response, &state.last_modified, close),
+    };
+    let status = out.status().as_u16();
+    let latency = started.elapsed();
+    let metrics = crate::metrics::global();
+    metrics.request(class, status, latency);
+    if class == Class::Credentials && status == 200 {
+        metrics.credentials_served(if waited {
+            crate::metrics::Served::AfterFirstFetch
+        } else {
+            crate::metrics::Served::Cached
+        });
+    }
+    state.seen.record(
+        &identity.binding,
+        &identity.workload,
+        role.as_deref(),
+        now.wall,
+    );
     let version = match request.token {
         HeaderField::Absent => "v1",
         _ => "v2",
     };
-    log_request(
-        &parts,
+    log_request(&Logged {
+        parts: &parts,
         identity,
-        role.as_deref(),
-        &response,
+        role: role.as_deref(),
+        class,
+        status,
+        key_suffix: key_suffix.as_ref().map_or("", |k| k.as_str()),
         version,
-        started,
-    );
-    let close = convert::has_body(&parts.headers);
-    if let Some(forward) = &response.forward {
-        if let Some(upstream) = &state.upstream {
-            return upstream
-                .respond(&parts.method, forward, response.token_ttl, close)
-                .await;
-        }
-        // An Imds with an allowlist always comes with its upstream.
-        return convert::http_response(
-            crate::imds::Response::not_found(response.class),
-            &state.last_modified,
-            close,
-        );
-    }
-    convert::http_response(response, &state.last_modified, close)
+        latency,
+    });
+    out
 }
 
 /// How long a first request may wait for attribution to catch up (a cgroup
@@ -133,37 +164,62 @@ async fn identify(attribution: &dyn Attribution, info: &ConnInfo) -> Workload {
     Workload::Unknown(info.peer.ip())
 }
 
-fn log_request(
-    parts: &http::request::Parts,
-    identity: &Identity,
-    role: Option<&crate::creds::Role>,
-    response: &crate::imds::Response,
-    version: &str,
-    started: Instant,
-) {
-    let latency_us = started.elapsed().as_micros() as u64;
-    let role = role.map(|r| r.spec.to_string()).unwrap_or_default();
-    let key = response.key_suffix.as_ref().map_or("", |k| k.as_str());
-    if response.class == Class::Credentials {
+/// What a request's log line says.
+struct Logged<'a> {
+    parts: &'a http::request::Parts,
+    identity: &'a Identity,
+    role: Option<&'a crate::creds::Role>,
+    class: Class,
+    status: u16,
+    key_suffix: &'a str,
+    version: &'a str,
+    latency: Duration,
+}
+
+/// One structured line per request: credentials requests at `info`, the
+/// rest at `debug`. The fields are the journal's (`F_ROLE=…`, `F_UNIT=…`):
+/// what a workload is, its role, what it got, never a secret.
+fn log_request(l: &Logged<'_>) {
+    let workload = &l.identity.workload;
+    let (unit, cgroup, uid) = match workload {
+        Workload::Process(p) => (
+            p.facts.unit.as_deref().unwrap_or(""),
+            &*p.cgroup,
+            p.uid.to_string(),
+        ),
+        _ => ("", "", String::new()),
+    };
+    let container = workload.container().map_or("", |c| c.name.as_str());
+    let role = l.role.map(|r| r.spec.to_string()).unwrap_or_default();
+    let latency_us = u64::try_from(l.latency.as_micros()).unwrap_or(u64::MAX);
+    if l.class == Class::Credentials {
         tracing::info!(
-            workload = %identity.workload,
-            role = %role,
-            status = response.status.as_u16(),
-            access_key_suffix = key,
-            imds_version = version,
+            workload = %workload,
+            unit,
+            cgroup,
+            container,
+            uid,
+            role,
+            status = l.status,
+            access_key_suffix = l.key_suffix,
+            imds_version = l.version,
             latency_us,
-            path = parts.uri.path(),
+            path = l.parts.uri.path(),
             "credentials request"
         );
     } else {
         tracing::debug!(
-            workload = %identity.workload,
-            role = %role,
-            method = %parts.method,
-            path = parts.uri.path(),
-            status = response.status.as_u16(),
-            class = response.class.as_str(),
-            imds_version = version,
+            workload = %workload,
+            unit,
+            cgroup,
+            container,
+            uid,
+            role,
+            method = %l.parts.method,
+            path = l.parts.uri.path(),
+            status = l.status,
+            class = l.class.as_str(),
+            imds_version = l.version,
             latency_us,
             "request"
         );

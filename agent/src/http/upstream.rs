@@ -76,7 +76,9 @@ impl Upstream {
         } else {
             Method::GET
         };
-        let answer = match self.get(&method, &forward.path).await {
+        let answer = self.get(&method, &forward.path).await;
+        crate::metrics::global().forwarded(answer.is_ok());
+        let answer = match answer {
             Ok(answer) => answer,
             Err(e) => {
                 tracing::warn!(error = %e, path = %forward.path, "proxy: no answer from the real IMDS");

@@ -114,13 +114,16 @@ struct Row {
 }
 
 pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
-    run_cmd(Command::new(env!("CARGO")).current_dir(root()).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "imds-agent",
-    ]))?;
+    // The same features as `cargo xtask install`, so the two share one
+    // release build.
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .current_dir(root())
+        .args(["build", "--release", "--locked", "-p", "imds-agent"]);
+    if crate::test::has_nftables_libraries() {
+        build.args(["--features", "nftables"]);
+    }
+    run_cmd(&mut build)?;
     let bin = root().join("target/release/imds-agent");
     let agent = targets::agent(&bin, &options.agent_log_level)?;
     let mut list = vec![Target {

@@ -191,6 +191,27 @@ pub struct RoleStatus {
     pub error: Option<String>,
 }
 
+/// One profile, as the admin socket shows it: never its secret key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProfileInfo {
+    /// Its name.
+    pub name: String,
+    /// Whether it is the active one.
+    pub active: bool,
+    /// Its access key id's last four characters.
+    pub access_key_suffix: String,
+    /// STS's region.
+    pub region: String,
+    /// `assume-role` or `session-token`.
+    pub mode: String,
+    /// Session duration.
+    pub duration_seconds: u64,
+    /// The role its workloads get, if it names one.
+    pub role: Option<String>,
+    /// Its MFA device.
+    pub mfa_serial: Option<String>,
+}
+
 /// What `status` reports.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Status {
@@ -421,6 +442,26 @@ impl Engine {
         Ok(())
     }
 
+    /// What profile `name` is, without its secrets: `None` if there is no
+    /// such profile.
+    pub fn profile(&self, name: &str) -> Option<ProfileInfo> {
+        let base = self.inner.read_base();
+        let BaseConfig::Profiles { profiles, .. } = &base.config else {
+            return None;
+        };
+        let profile = profiles.get(name)?;
+        Some(ProfileInfo {
+            name: name.to_owned(),
+            active: base.profile.as_deref() == Some(name),
+            access_key_suffix: profile.keys.key_suffix().to_owned(),
+            region: profile.identity.region.clone(),
+            mode: profile.identity.mode.as_str().to_owned(),
+            duration_seconds: profile.identity.duration.as_secs(),
+            role: profile.role.as_ref().map(|r| r.spec.to_string()),
+            mfa_serial: profile.identity.mfa.as_ref().map(|m| m.serial.clone()),
+        })
+    }
+
     /// The configured profiles and the active one (empty without profiles).
     pub fn profiles(&self) -> (Vec<String>, Option<String>) {
         let base = self.inner.read_base();
@@ -467,6 +508,16 @@ impl Engine {
         self.inner.flush();
     }
 
+    /// Whether every wanted role has valid credentials (what `status`
+    /// reports as `ready`), without the rest of the status.
+    pub fn is_ready(&self) -> bool {
+        let now = self.inner.clock.now().wall;
+        self.inner.lock_entries().values().all(|e| {
+            let st = e.lock();
+            !st.wanted || st.creds.as_ref().is_some_and(|c| c.expiration > now)
+        })
+    }
+
     /// The engine's state, for the admin socket.
     pub async fn status(&self) -> Status {
         let now = self.inner.clock.now().wall;
@@ -495,10 +546,7 @@ impl Engine {
             .map(|e| e.status(&self.inner.settings, profile.as_deref(), now))
             .collect();
         roles.sort_by(|a, b| (&a.role, &a.session_name).cmp(&(&b.role, &b.session_name)));
-        let ready = entries.iter().all(|e| {
-            let st = e.lock();
-            !st.wanted || st.creds.as_ref().is_some_and(|c| c.expiration > now)
-        });
+        let ready = self.is_ready();
         let sts_reachable = entries
             .iter()
             .filter_map(|e| {

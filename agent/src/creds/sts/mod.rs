@@ -3,6 +3,7 @@
 //! one (`client.rs`, aws-sdk-sts) against moto.
 
 mod client;
+mod metered;
 
 use std::fmt;
 use std::future::Future;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use client::{AwsSts, default_chain, endpoint_from_env};
+pub use metered::Metered;
 
 use super::Keys;
 use super::mfa::MfaCode;

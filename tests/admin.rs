@@ -1,0 +1,256 @@
+//! The admin interface: metrics that a Prometheus parser reads, also over
+//! TCP (and nothing else there), the workloads seen, bootstrap credentials
+//! that never come back out, and a socket only its users may open.
+
+mod support;
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+use support::{Agent, agent_bin, config_file, free_port, get, py_script, python, token};
+
+fn cli(agent: &Agent, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(agent_bin())
+        .args(args)
+        .arg("--socket")
+        .arg(&agent.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `text` parsed by prometheus_client.
+fn parse_metrics(text: &str) -> serde_json::Value {
+    let mut child = Command::new(python())
+        .arg(py_script("parse_metrics.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The value of sample `name` with `labels`, in whichever family holds it
+/// (the parser names a counter's family without `_total`).
+fn sample(families: &serde_json::Value, name: &str, labels: &[(&str, &str)]) -> f64 {
+    families
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|f| f["samples"].as_array().unwrap().iter())
+        .find(|s| s[0] == name && labels.iter().all(|(k, v)| s[1][*k].as_str() == Some(*v)))
+        .and_then(|s| s[2].as_f64())
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+}
+
+#[test]
+fn metrics_parse_and_count_what_happened() {
+    let port = free_port();
+    let (_dir, path) = config_file(&format!(
+        "[admin]\nmetrics_listen = \"127.0.0.1:{port}\"\n\
+         [credentials]\naccess_key_id = \"ASIAIMDSAGENTDEMO000\"\n\
+         secret_access_key = \"imdsAgentDemoSecretKeyNotValidAnywhere00\"\n\
+         session_token = \"IQoJaW1kcy1hZ2VudC1kZW1vLXNlc3Npb24tdG9rZW4tbm90LXZhbGlkLWFueXdoZXJl\"\n\
+         [roles]\ndefault = \"app\"\n"
+    ));
+    let agent = Agent::dev(&["--config", path.to_str().unwrap()]);
+    let t = token(agent.addr, 60);
+    let creds = "/latest/meta-data/iam/security-credentials/app";
+    assert_eq!(
+        get(agent.addr, creds, &[("X-aws-ec2-metadata-token", &t)]).status,
+        200
+    );
+    assert_eq!(get(agent.addr, creds, &[]).status, 200);
+    assert_eq!(get(agent.addr, "/latest/meta-data/nope", &[]).status, 404);
+    assert_eq!(
+        get(agent.addr, creds, &[("X-aws-ec2-metadata-token", "forged")]).status,
+        401
+    );
+
+    let out = cli(&agent, &["metrics"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let families = parse_metrics(&stdout(&out));
+    assert_eq!(families["imds_requests"]["type"], "counter");
+    let count = |class: &str, status: &str| {
+        sample(
+            &families,
+            "imds_requests_total",
+            &[("class", class), ("status", status)],
+        )
+    };
+    assert_eq!(count("credentials", "200"), 2.0);
+    assert_eq!(count("token", "200"), 1.0);
+    assert_eq!(count("metadata", "404"), 1.0);
+    assert_eq!(count("refused", "401"), 1.0);
+    assert_eq!(
+        families["imds_request_duration_seconds"]["type"],
+        "histogram"
+    );
+    assert_eq!(
+        sample(&families, "imds_request_duration_seconds_count", &[]),
+        5.0
+    );
+    assert_eq!(
+        sample(
+            &families,
+            "imds_request_duration_seconds_bucket",
+            &[("le", "+Inf")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        sample(
+            &families,
+            "imds_credentials_served_total",
+            &[("from", "cached")]
+        ),
+        2.0
+    );
+    assert_eq!(sample(&families, "imds_ready", &[]), 1.0);
+    assert_eq!(sample(&families, "imds_workloads_seen", &[]), 1.0);
+
+    // Over TCP: the metrics, and nothing else of the admin API.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let over_tcp = get(addr, "/metrics", &[]);
+    assert_eq!(over_tcp.status, 200);
+    assert!(
+        over_tcp
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain; version=0.0.4"))
+    );
+    parse_metrics(&over_tcp.text());
+    for path in ["/status", "/workloads", "/profiles", "/bootstrap/creds"] {
+        assert_eq!(get(addr, path, &[]).status, 404, "{path} over TCP");
+    }
+
+    // Who asked, and what they got.
+    let who = cli(&agent, &["who"], "");
+    let table = stdout(&who);
+    assert!(table.starts_with("WORKLOAD"), "{table}");
+    assert!(
+        table.contains("address 127.0.0.1") && table.contains(" app "),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&cli(&agent, &["who", "--json"], "").stdout).unwrap();
+    assert_eq!(json[0]["requests"], 5, "{json}");
+}
+
+#[test]
+fn bootstrap_credentials_never_come_back_out() {
+    const SECRET: &str = "bootstrapSecretThatMustNeverBeReadBack00";
+    let (_dir, path) = config_file(&format!(
+        "[instance]\naccount_id = \"123456789012\"\n\
+         [credentials]\nsource = \"sts\"\nbase = \"bootstrap\"\nendpoint = \"http://127.0.0.1:{}\"\n\
+         [roles]\ndefault = \"app\"\n",
+        free_port()
+    ));
+    let agent = Agent::dev(&["--config", path.to_str().unwrap()]);
+    let body = format!(
+        "{{\"AccessKeyId\": \"AKIABOOTSTRAP0000001\", \"SecretAccessKey\": \"{SECRET}\", \"Token\": \"bootstrapTokenNeverReadBack\"}}"
+    );
+    let taken = cli(&agent, &["bootstrap"], &body);
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    let mut seen = String::new();
+    for args in [
+        &["status"][..],
+        &["who", "--json"],
+        &["assignments"],
+        &["metrics"],
+        &["session", "show"],
+        &["profile", "list"],
+    ] {
+        let out = cli(&agent, args, "");
+        seen.push_str(&stdout(&out));
+        seen.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    seen.push_str(&agent.logs());
+    assert!(
+        !seen.contains(SECRET) && !seen.contains("bootstrapTokenNeverReadBack"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("0001"),
+        "the key id's suffix is shown: {seen}"
+    );
+    // The route takes credentials; nothing reads them.
+    let reply = support::admin_request(&agent.socket, "GET", "/bootstrap/creds", None);
+    assert_eq!(reply.0, 405, "{reply:?}");
+    assert!(!reply.1.contains(SECRET));
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn the_admin_socket_refuses_callers_without_permission() {
+    let as_user = |agent: &Agent, uid: &str, gid: &str| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+            ])
+            .arg(agent_bin())
+            .args(["status", "--socket"])
+            .arg(&agent.socket)
+            .output()
+            .unwrap()
+    };
+    // Mode 0600: root and the agent's user only.
+    let agent = Agent::dev(&[]);
+    let refused = as_user(&agent, "4321", "4321");
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Permission denied"),
+        "{refused:?}"
+    );
+    assert!(cli(&agent, &["status"], "").status.success(), "root may");
+    drop(agent);
+    // With admin.group, its members may too; others still may not.
+    let (_dir, path) = config_file(
+        "[admin]\ngroup = \"4322\"\n\
+         [credentials]\naccess_key_id = \"ASIAIMDSAGENTDEMO000\"\n\
+         secret_access_key = \"imdsAgentDemoSecretKeyNotValidAnywhere00\"\n\
+         session_token = \"IQoJaW1kcy1hZ2VudC1kZW1vLXNlc3Npb24tdG9rZW4tbm90LXZhbGlkLWFueXdoZXJl\"\n",
+    );
+    let agent = Agent::dev(&["--config", path.to_str().unwrap()]);
+    let member = as_user(&agent, "4321", "4322");
+    assert!(member.status.success(), "{member:?}");
+    assert_eq!(as_user(&agent, "4321", "4321").status.code(), Some(3));
+}

@@ -1,0 +1,455 @@
+//! The agent as operators meet it: a systemd service.
+//!
+//! - On the host: `systemd-analyze verify` finds nothing to say about the
+//!   unit, and `systemd-analyze security` scores it 2.0 or better.
+//! - Under a real systemd: a minimal Debian booted with systemd-nspawn in a
+//!   network namespace of its own (`--private-network`), `cargo xtask
+//!   install` into it, `systemctl start imds-agent` (Type=notify: it
+//!   returns once the agent is READY), a client in a unit of its own gets
+//!   its unit's role, the request's fields are in `journalctl -o json`, and
+//!   a killed agent is restarted by systemd.
+//!
+//! The Debian root comes from `cargo xtask test` (`IMDS_TEST_ROOTFS`, a
+//! tarball it builds once with debootstrap). Needs root.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::netns::unique;
+
+const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/imds-agent.service");
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn the_unit_verifies_and_scores_2_or_better() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("systemd-analyze is missing: run `bash .ci/run` (apt-get install systemd)");
+    }
+    // verify needs the binary at ExecStart's path and the system's units:
+    // a root of its own holds both.
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("usr/local/bin")).unwrap();
+    std::fs::copy(support::agent_bin(), r.join("usr/local/bin/imds-agent")).unwrap();
+    std::fs::create_dir_all(r.join("etc/systemd/system")).unwrap();
+    std::fs::copy(UNIT, r.join("etc/systemd/system/imds-agent.service")).unwrap();
+    std::fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
+    let copied = output(
+        Command::new("cp")
+            .args(["-a", "/lib/systemd/system"])
+            .arg(r.join("usr/lib/systemd/")),
+    );
+    assert!(copied.status.success(), "{}", text(&copied));
+    let verify = output(
+        Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", r.display()))
+            .args(["--man=no", "imds-agent.service"]),
+    );
+    // Unknown keys and bad values are only warnings: nothing may be said.
+    assert!(
+        verify.status.success() && text(&verify).trim().is_empty(),
+        "systemd-analyze verify: {}",
+        text(&verify)
+    );
+    let security = output(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--no-pager", "--threshold=20"])
+            .arg(UNIT),
+    );
+    let report = text(&security);
+    assert!(security.status.success(), "exposure above 2.0:\n{report}");
+    assert!(
+        report.contains("Overall exposure level for imds-agent.service"),
+        "{report}"
+    );
+}
+
+/// A booted machine, powered off and removed on drop.
+struct Machine {
+    dir: PathBuf,
+    root: PathBuf,
+    nspawn: Option<Child>,
+    leader: u32,
+}
+
+impl Machine {
+    /// Extracts `tarball` to a tmpfs, lets `prepare` fill the root, and
+    /// boots it.
+    fn boot(tarball: &Path, prepare: impl FnOnce(&Path)) -> Machine {
+        let dir = std::env::temp_dir().join(unique("imds-machine-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = output(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=2g,mode=0755", "imds-e2e"])
+                .arg(&dir),
+        );
+        assert!(mounted.status.success(), "{}", text(&mounted));
+        let root = dir.join("root");
+        std::fs::create_dir(&root).unwrap();
+        let mut machine = Machine {
+            dir,
+            root,
+            nspawn: None,
+            leader: 0,
+        };
+        let extracted = output(Command::new("sh").args([
+            "-c",
+            &format!(
+                "zstd -dc '{}' | tar -C '{}' --numeric-owner --xattrs --acls -xf -",
+                tarball.display(),
+                machine.root.display()
+            ),
+        ]));
+        assert!(extracted.status.success(), "{}", text(&extracted));
+        prepare(&machine.root);
+        let console = std::fs::File::create(machine.dir.join("console.log")).unwrap();
+        // --register=no --keep-unit: no systemd on the host;
+        // --private-network: the agent changes addresses and nftables in
+        // the machine's own namespace, never the host's.
+        let nspawn = Command::new("systemd-nspawn")
+            .args(["-q", "-D"])
+            .arg(&machine.root)
+            .args([
+                "-M",
+                &unique("imds"),
+                "--boot",
+                "--register=no",
+                "--keep-unit",
+                "--private-network",
+            ])
+            .stdin(Stdio::null())
+            .stdout(console.try_clone().unwrap())
+            .stderr(console)
+            .spawn()
+            .expect("systemd-nspawn (apt-get install systemd-container)");
+        let pid = nspawn.id();
+        machine.nspawn = Some(nspawn);
+        machine.leader = wait_for("the machine's systemd", Duration::from_secs(30), || {
+            // The first child may be nspawn's short-lived outer child: the
+            // machine's PID 1 is the one called systemd.
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            let mut found = None;
+            for child in children.split_whitespace() {
+                let mut frontier = vec![child.to_owned()];
+                while let Some(p) = frontier.pop() {
+                    if std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "systemd")
+                    {
+                        found = p.parse().ok();
+                    }
+                    let more = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children"))
+                        .unwrap_or_default();
+                    frontier.extend(more.split_whitespace().map(str::to_owned));
+                }
+            }
+            found
+        });
+        wait_for("systemd's private socket", Duration::from_secs(30), || {
+            machine
+                .run(&["test", "-S", "/run/systemd/private"])
+                .status
+                .success()
+                .then_some(())
+        });
+        let state = machine.run(&["timeout", "60", "systemctl", "is-system-running", "--wait"]);
+        assert!(
+            text(&state).contains("running") || text(&state).contains("degraded"),
+            "the machine did not boot: {}\n{}",
+            text(&state),
+            machine.console()
+        );
+        machine
+    }
+
+    /// Runs a command inside the machine.
+    fn run(&self, args: &[&str]) -> Output {
+        output(
+            Command::new("nsenter")
+                .args(["-t", &self.leader.to_string(), "-a", "--"])
+                .args(args)
+                .env("SYSTEMD_PAGER", "")
+                .env("SYSTEMD_COLORS", "0"),
+        )
+    }
+
+    fn console(&self) -> String {
+        std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default()
+    }
+
+    fn main_pid(&self) -> u32 {
+        let out = self.run(&[
+            "systemctl",
+            "show",
+            "-p",
+            "MainPID",
+            "--value",
+            "imds-agent",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if let Some(mut nspawn) = self.nspawn.take() {
+            // nspawn turns SIGTERM into a clean poweroff.
+            let _ = Command::new("kill")
+                .args(["-TERM", &nspawn.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && nspawn.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = nspawn.kill();
+            let _ = nspawn.wait();
+        }
+        // nspawn without a systemd on the host leaves its cgroups behind.
+        for hierarchy in [
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup/systemd",
+            "/sys/fs/cgroup",
+        ] {
+            let payload = Path::new(hierarchy).join("payload");
+            if payload.is_dir() {
+                let _ = Command::new("find")
+                    .arg(&payload)
+                    .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", "+"])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        for dir in ["/run/systemd/nspawn/locks", "/run/systemd/nspawn/propagate", "/run/systemd/nspawn"] {
+            // Only empty: a host with machines of its own keeps theirs.
+            let _ = std::fs::remove_dir(dir);
+        }
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_for<T>(what: &str, limit: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const CONFIG: &str = r#"
+[host]
+mode = "alias"
+
+[instance]
+account_id = "123456789012"
+
+[credentials]
+source = "static"
+access_key_id = "ASIAIMDSAGENTDEMO000"
+secret_access_key = "imdsAgentDemoSecretKeyNotValidAnywhere00"
+session_token = "IQoJaW1kcy1hZ2VudC1kZW1vLXNlc3Npb24tdG9rZW4tbm90LXZhbGlkLWFueXdoZXJl"
+"#;
+
+const RULES: &str = "[[rule]]\nunit = \"imds-client.service\"\nrole = \"client-role\"\n";
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn installed_started_attributed_journaled_and_restarted_under_systemd() {
+    let tarball = PathBuf::from(std::env::var_os("IMDS_TEST_ROOTFS").expect(
+        "IMDS_TEST_ROOTFS is not set: run the tests with `cargo xtask test`, which builds the Debian root",
+    ));
+    let machine = Machine::boot(&tarball, |root| {
+        let install = output(
+            Command::new(env!("CARGO"))
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .args(["xtask", "install", "--destdir"])
+                .arg(root),
+        );
+        assert!(
+            install.status.success(),
+            "cargo xtask install: {}",
+            text(&install)
+        );
+        // The operator's part: a config and a rule.
+        std::fs::write(root.join("etc/imds-agent/config.toml"), CONFIG).unwrap();
+        std::fs::write(root.join("etc/imds-agent/roles.d/10-client.toml"), RULES).unwrap();
+        std::fs::create_dir_all(root.join("usr/local/share/imds-test")).unwrap();
+        std::fs::copy(
+            support::py_script("get.py"),
+            root.join("usr/local/share/imds-test/get.py"),
+        )
+        .unwrap();
+    });
+    let started = machine.run(&["timeout", "60", "systemctl", "start", "imds-agent"]);
+    let journal = || text(&machine.run(&["journalctl", "-u", "imds-agent", "--no-pager"]));
+    assert!(
+        started.status.success(),
+        "systemctl start: {}\n{}",
+        text(&started),
+        journal()
+    );
+    let active = machine.run(&["systemctl", "is-active", "imds-agent"]);
+    assert_eq!(
+        String::from_utf8_lossy(&active.stdout).trim(),
+        "active",
+        "{}",
+        journal()
+    );
+    let status = text(&machine.run(&[
+        "systemctl",
+        "show",
+        "-p",
+        "StatusText",
+        "--value",
+        "imds-agent",
+    ]));
+    assert!(
+        status.contains("serving 169.254.169.254:80 (alias mode)"),
+        "{status}"
+    );
+
+    // A client in a unit of its own gets that unit's role.
+    let client = |path: &str| {
+        let out = machine.run(&[
+            "systemd-run",
+            "--unit=imds-client",
+            "--wait",
+            "--pipe",
+            "--quiet",
+            "-p",
+            "DynamicUser=yes",
+            "python3",
+            "/usr/local/share/imds-test/get.py",
+            &format!("http://169.254.169.254{path}"),
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        serde_json::from_str::<serde_json::Value>(stdout.trim())
+            .unwrap_or_else(|e| panic!("{}: {e}", text(&out)))
+    };
+    let listing = client("/latest/meta-data/iam/security-credentials/");
+    assert_eq!(listing["body"], "client-role", "{listing}\n{}", journal());
+    let creds = client("/latest/meta-data/iam/security-credentials/client-role");
+    assert_eq!(creds["status"], 200, "{creds}");
+
+    // The request's fields, as journalctl shows them.
+    let _ = machine.run(&["journalctl", "--sync"]);
+    let entries = machine.run(&[
+        "journalctl",
+        "-u",
+        "imds-agent",
+        "-o",
+        "json",
+        "--no-pager",
+        "F_ROLE=client-role",
+    ]);
+    let entries = String::from_utf8_lossy(&entries.stdout).into_owned();
+    let entry: serde_json::Value = entries
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["MESSAGE"] == "credentials request")
+        .unwrap_or_else(|| {
+            panic!(
+                "no credentials request with F_ROLE=client-role in:\n{entries}\n{}",
+                journal()
+            )
+        });
+    println!("the request's journal entry: {entry}");
+    assert_eq!(entry["F_UNIT"], "imds-client.service", "{entry}");
+    assert_eq!(entry["F_STATUS"], "200", "{entry}");
+    assert_eq!(entry["F_ACCESS_KEY_SUFFIX"], "O000", "{entry}");
+    assert_eq!(entry["SYSLOG_IDENTIFIER"], "imds-agent", "{entry}");
+    assert!(
+        entry["F_LATENCY_US"]
+            .as_str()
+            .is_some_and(|l| l.parse::<u64>().is_ok()),
+        "{entry}"
+    );
+    assert!(
+        !entries.contains("imdsAgentDemoSecretKey"),
+        "no secret in the journal"
+    );
+
+    // The agent holds no capability while it serves.
+    let pid = machine.main_pid();
+    let proc_status = text(&machine.run(&["cat", &format!("/proc/{pid}/status")]));
+    assert!(
+        proc_status.contains("CapEff:\t0000000000000000"),
+        "{proc_status}"
+    );
+
+    // Killed, it is restarted (Restart=on-failure), and serves again.
+    let killed = machine.run(&[
+        "systemctl",
+        "kill",
+        "-s",
+        "KILL",
+        "--kill-who=main",
+        "imds-agent",
+    ]);
+    assert!(killed.status.success(), "{}", text(&killed));
+    let restarted = wait_for(
+        "systemd to restart the agent",
+        Duration::from_secs(30),
+        || {
+            let now = machine.main_pid();
+            let active = machine.run(&["systemctl", "is-active", "imds-agent"]);
+            (now != 0 && now != pid && String::from_utf8_lossy(&active.stdout).trim() == "active")
+                .then_some(now)
+        },
+    );
+    assert_ne!(restarted, pid);
+    let again = client("/latest/meta-data/iam/security-credentials/");
+    assert_eq!(again["body"], "client-role", "{again}\n{}", journal());
+
+    // A clean stop takes the address off; the table stays.
+    let stopped = machine.run(&["systemctl", "stop", "imds-agent"]);
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    let addresses = text(&machine.run(&["ip", "addr", "show", "dev", "lo"]));
+    assert!(
+        !addresses.contains("169.254.169.254"),
+        "{addresses}\n{}",
+        journal()
+    );
+    let tables = text(&machine.run(&["nft", "list", "tables"]));
+    assert!(tables.contains("imds_agent"), "{tables}");
+    let errors = text(&machine.run(&[
+        "journalctl",
+        "-u",
+        "imds-agent",
+        "-p",
+        "err",
+        "--no-pager",
+        "-q",
+        "SYSLOG_IDENTIFIER=imds-agent",
+    ]));
+    assert!(errors.trim().is_empty(), "errors in the journal:\n{errors}");
+}
