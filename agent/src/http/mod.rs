@@ -96,7 +96,7 @@ async fn handle(
         tracing::warn!(error = %e, peer = %conn.info.peer, "could not set the hop limit");
     }
     let class = response.class;
-    let key_suffix = response.key_suffix.clone();
+    let key_suffix = response.key_suffix;
     let close = convert::has_body(&parts.headers);
     let out = match (&response.forward, &state.upstream) {
         (Some(forward), Some(upstream)) => {
