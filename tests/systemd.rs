@@ -242,7 +242,11 @@ impl Drop for Machine {
                     .status();
             }
         }
-        for dir in ["/run/systemd/nspawn/locks", "/run/systemd/nspawn/propagate", "/run/systemd/nspawn"] {
+        for dir in [
+            "/run/systemd/nspawn/locks",
+            "/run/systemd/nspawn/propagate",
+            "/run/systemd/nspawn",
+        ] {
             // Only empty: a host with machines of its own keeps theirs.
             let _ = std::fs::remove_dir(dir);
         }

@@ -60,7 +60,11 @@ impl Rescanner {
         let started = self.started.load(Ordering::SeqCst);
         // A walk under way may have started before the new cgroup existed:
         // wait for the one after it (the wake-up below runs it).
-        let target = if started > finished { started + 1 } else { finished + 1 };
+        let target = if started > finished {
+            started + 1
+        } else {
+            finished + 1
+        };
         self.wake.notify_one();
         Box::pin(async move {
             let _ = done.wait_for(|n| *n >= target).await;
