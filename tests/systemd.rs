@@ -457,3 +457,55 @@ fn installed_started_attributed_journaled_and_restarted_under_systemd() {
     ]));
     assert!(errors.trim().is_empty(), "errors in the journal:\n{errors}");
 }
+
+#[test]
+#[cfg_attr(
+    not(feature = "nftables"),
+    ignore = "installs the nftables build: needs libnftnl-dev, libmnl-dev"
+)]
+fn install_keeps_an_operators_files_and_uninstall_reverses_it() {
+    let dest = tempfile::tempdir().unwrap();
+    let xtask = |task: &str| {
+        let out = output(
+            Command::new(env!("CARGO"))
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .args(["xtask", task, "--prefix", "/usr", "--destdir"])
+                .arg(dest.path()),
+        );
+        assert!(out.status.success(), "cargo xtask {task}: {}", text(&out));
+        text(&out)
+    };
+    let d = dest.path();
+    xtask("install");
+    let unit =
+        std::fs::read_to_string(d.join("usr/lib/systemd/system/imds-agent.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/imds-agent run"), "{unit}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &str| std::fs::metadata(d.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("usr/bin/imds-agent"), 0o755);
+    assert_eq!(mode("etc/imds-agent/config.toml"), 0o600);
+    assert!(d.join("etc/imds-agent/roles.d/example.toml").exists());
+    // The operator edits the config and adds a rule: a second install
+    // keeps both.
+    std::fs::write(d.join("etc/imds-agent/config.toml"), "# mine\n").unwrap();
+    std::fs::write(d.join("etc/imds-agent/roles.d/10-mine.toml"), "").unwrap();
+    let again = xtask("install");
+    assert!(again.contains("kept"), "{again}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("etc/imds-agent/config.toml")).unwrap(),
+        "# mine\n"
+    );
+    // Uninstall removes what is still the shipped files and keeps the rest.
+    xtask("uninstall");
+    assert!(!d.join("usr/bin/imds-agent").exists());
+    assert!(!d.join("usr/lib/systemd/system/imds-agent.service").exists());
+    assert!(!d.join("etc/imds-agent/roles.d/example.toml").exists());
+    assert!(
+        d.join("etc/imds-agent/config.toml").exists(),
+        "the operator's config stays"
+    );
+    assert!(
+        d.join("etc/imds-agent/roles.d/10-mine.toml").exists(),
+        "the operator's rule stays"
+    );
+}
