@@ -10,12 +10,12 @@
 
 mod support;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use support::cgroups::Cgroups;
-use support::netns::{NetNs, link, unique};
-use support::{Agent, agent_bin, botocore, py_script, python};
+use support::ec2::{FakeEc2, bridged_client, get};
+use support::netns::{NetNs, link};
+use support::{Agent, agent_bin, botocore};
 
 const IMDS: &str = "http://169.254.169.254";
 const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
@@ -24,43 +24,17 @@ const AGENT_UID: &str = "61000";
 
 struct Ec2 {
     host: NetNs,
-    upstream: NetNs,
+    fake: FakeEc2,
     cgroups: Cgroups,
-    fake: Child,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Ec2 {
-    fn drop(&mut self) {
-        let _ = self.fake.kill();
-        let _ = self.fake.wait();
-    }
 }
 
 fn ec2() -> Ec2 {
     let host = NetNs::new("eh");
-    let upstream = NetNs::new("eu");
-    link(&host, "10.99.0.1/30", &upstream, "10.99.0.2/30");
-    host.ip(&["route", "add", "169.254.169.254/32", "via", "10.99.0.2"]);
-    upstream.ip(&["addr", "add", "169.254.169.254/32", "dev", "lo"]);
-    // Answers could find their way back to any client of the host.
-    upstream.ip(&["route", "add", "default", "via", "10.99.0.1"]);
+    let fake = FakeEc2::beside(&host);
     // The host forwards, as an EC2 host running containers does: what it
     // forwards to 169.254.169.254 must still not get there.
     host.sysctl("net.ipv4.ip_forward=1");
-    let mut fake = Command::new("ip")
-        .args(["netns", "exec", &upstream.name])
-        .arg(python())
-        .arg(py_script("fake_ec2_imds.py"))
-        .args(["169.254.169.254", "80"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(fake.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
     let cgroups = Cgroups::new(&["a", "none"]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("roles.d")).unwrap();
@@ -90,9 +64,8 @@ fn ec2() -> Ec2 {
     .unwrap();
     Ec2 {
         host,
-        upstream,
-        cgroups,
         fake,
+        cgroups,
         dir,
     }
 }
@@ -119,27 +92,10 @@ impl Ec2 {
             "5",
         )
     }
-
-    /// Every request the stand-in for EC2's IMDS got.
-    fn upstream_requests(&self) -> Vec<String> {
-        let seen = get_with(&self.upstream.exec_prefix(), "/__requests", "5");
-        let list: Vec<(String, String)> =
-            serde_json::from_str(seen["body"].as_str().unwrap()).unwrap();
-        list.into_iter().map(|(m, p)| format!("{m} {p}")).collect()
-    }
 }
 
 fn get_with(prefix: &[String], path: &str, timeout: &str) -> serde_json::Value {
-    let out = Command::new(&prefix[0])
-        .args(&prefix[1..])
-        .arg(python())
-        .arg(py_script("get.py"))
-        .arg(format!("{IMDS}{path}"))
-        .arg(timeout)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{stdout}: {e}"))
+    get(prefix, &format!("{IMDS}{path}"), timeout)
 }
 
 #[test]
@@ -188,7 +144,7 @@ fn workloads_are_redirected_and_the_agent_proxies_only_what_is_allowed() {
     assert!(!none_listing["body"].as_str().unwrap().contains("iam/"));
 
     // A container on a bridge is redirected too (prerouting).
-    let bridged = bridged_client(&ec2);
+    let bridged = bridged_client(&ec2.host);
     let id = get_with(&bridged.exec_prefix(), "/latest/meta-data/instance-id", "5");
     assert_eq!(id["body"], "i-0fakeec2upstream1", "{id}");
     // A client behind an interface that is not a container's: forwarded
@@ -224,7 +180,7 @@ fn workloads_are_redirected_and_the_agent_proxies_only_what_is_allowed() {
         "{table}"
     );
 
-    let seen = ec2.upstream_requests();
+    let seen = ec2.fake.requests();
     assert!(
         seen.contains(&"PUT /latest/api/token".to_owned()),
         "{seen:?}"
@@ -249,7 +205,7 @@ fn workloads_are_redirected_and_the_agent_proxies_only_what_is_allowed() {
             .is_some_and(|e| e.contains("refused")),
         "{after}"
     );
-    assert_eq!(ec2.upstream_requests().len(), forwarded_before);
+    assert_eq!(ec2.fake.requests().len(), forwarded_before);
     let out = Command::new("ip")
         .args([
             "netns",
@@ -274,38 +230,6 @@ fn workloads_are_redirected_and_the_agent_proxies_only_what_is_allowed() {
         direct["status"], 401,
         "EC2's own IMDS answers (IMDSv2 only): {direct}"
     );
-}
-
-/// A client namespace behind a bridge called `br-…` (a container
-/// interface) in the host namespace.
-fn bridged_client(ec2: &Ec2) -> NetNs {
-    let client = NetNs::new("eb");
-    let bridge = format!("br-{}", unique("e"));
-    ec2.host.ip(&["link", "add", &bridge, "type", "bridge"]);
-    ec2.host
-        .ip(&["addr", "add", "10.98.0.1/24", "dev", &bridge]);
-    ec2.host.ip(&["link", "set", &bridge, "up"]);
-    let (host_if, client_if) = (unique("vh"), unique("vc"));
-    support::netns::ip(&[
-        "link",
-        "add",
-        &host_if,
-        "netns",
-        &ec2.host.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &client_if,
-        "netns",
-        &client.name,
-    ]);
-    ec2.host.ip(&["link", "set", &host_if, "master", &bridge]);
-    ec2.host.ip(&["link", "set", &host_if, "up"]);
-    client.ip(&["addr", "add", "10.98.0.2/24", "dev", &client_if]);
-    client.ip(&["link", "set", &client_if, "up"]);
-    client.ip(&["route", "add", "default", "via", "10.98.0.1"]);
-    client
 }
 
 /// A client namespace behind a plain veth (not a container interface).

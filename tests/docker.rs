@@ -528,7 +528,7 @@ fn host_network_containers_are_told_apart_by_cgroup() {
     );
     let logs = s.agent.logs();
     assert!(
-        logs.contains("container host-one") && logs.contains("host network"),
+        logs.contains("container host-one") && logs.contains("by cgroup"),
         "{logs}"
     );
     // A container that stops takes its role with it.

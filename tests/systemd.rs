@@ -52,6 +52,13 @@ fn the_unit_verifies_and_scores_2_or_better() {
     std::fs::copy(support::agent_bin(), r.join("usr/local/bin/imds-agent")).unwrap();
     std::fs::create_dir_all(r.join("etc/systemd/system")).unwrap();
     std::fs::copy(UNIT, r.join("etc/systemd/system/imds-agent.service")).unwrap();
+    // With every shipped drop-in: they must parse too.
+    let drop_ins = r.join("etc/systemd/system/imds-agent.service.d");
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    for drop_in in ["docker.conf", "ebpf.conf"] {
+        let shipped = std::path::Path::new(UNIT).with_file_name(drop_in);
+        std::fs::copy(shipped, drop_ins.join(drop_in)).unwrap();
+    }
     std::fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
     let copied = output(
         Command::new("cp")

@@ -123,12 +123,11 @@ pub fn build(
                 Arc::clone(&rescanner),
                 Arc::clone(&sync),
             ));
-            Arc::new(Local::new(
-                kernel.diag,
-                kernel.cgroups,
-                rescanner,
-                containers.clone(),
-            ))
+            let local = Local::new(kernel.diag, kernel.cgroups, rescanner, containers.clone());
+            Arc::new(match kernel.redirect {
+                Some(redirect) => local.with_redirect(redirect),
+                None => local,
+            })
         }
         None => Arc::new(ByPeerAddress),
     };
@@ -346,7 +345,10 @@ fn privileged_phase(config: &Config, on_stop: &mut OnStop) -> anyhow::Result<Pre
         .collect::<Result<Vec<_>, _>>()
         .context("reading the bound addresses")?;
     let admin = AdminSocket::bind(config, &bound)?;
-    let kernel = crate::attribution::open(&config.attribution)?;
+    let mut kernel = crate::attribution::open(&config.attribution)?;
+    if config.host.mode == HostMode::Ebpf {
+        attach_redirect(config, kernel.as_mut(), &bound, &listeners)?;
+    }
     let Some(target) = &mut target else {
         return Ok(Prepared {
             listeners,
@@ -381,6 +383,34 @@ fn privileged_phase(config: &Config, on_stop: &mut OnStop) -> anyhow::Result<Pre
         admin,
         kernel,
     })
+}
+
+/// eBPF mode: attaches the programs (in the privileged phase) and hands
+/// their records to attribution. They detach when the agent exits.
+#[cfg(feature = "ebpf")]
+fn attach_redirect(
+    config: &Config,
+    kernel: Option<&mut Kernel>,
+    bound: &[SocketAddr],
+    listeners: &[std::net::TcpListener],
+) -> anyhow::Result<()> {
+    // The config makes eBPF mode imply cgroup attribution and a listener.
+    let kernel = kernel.context("eBPF mode needs attribution.cgroups = true")?;
+    let listener = listeners.first().context("eBPF mode needs a listener")?;
+    let redirect = crate::net::redirect(&config.host, &kernel.root, bound, listener)?;
+    kernel.redirect = Some(redirect);
+    Ok(())
+}
+
+#[cfg(not(feature = "ebpf"))]
+fn attach_redirect(
+    _config: &Config,
+    _kernel: Option<&mut Kernel>,
+    _bound: &[SocketAddr],
+    _listeners: &[std::net::TcpListener],
+) -> anyhow::Result<()> {
+    // The config refuses eBPF mode in a build without it.
+    anyhow::bail!("this imds-agent was built without eBPF support")
 }
 
 /// Sets up, binds every listen address of `config`, calls `on_listening`

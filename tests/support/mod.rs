@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cgroups;
+pub mod ec2;
 pub mod netns;
 pub mod sts;
 

@@ -98,7 +98,7 @@ pub(crate) fn install(options: &Options) -> anyhow::Result<()> {
         "-p",
         "imds-agent",
         "--features",
-        "nftables",
+        &crate::util::release_features(),
     ]))?;
     let built = root().join("target/release/imds-agent");
     put(

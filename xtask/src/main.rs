@@ -1,8 +1,10 @@
 //! Project tasks: `cargo xtask test` runs every check CI runs, `cargo xtask
-//! bench` measures the agent against ectou-metadata, `cargo xtask install`
+//! bench` measures the agent against ectou-metadata, `cargo xtask
+//! build-ebpf` builds the eBPF programs, `cargo xtask install`
 //! and `uninstall` put it in place as a systemd service.
 
 mod bench;
+mod ebpf;
 mod install;
 mod python;
 mod rootfs;
@@ -24,6 +26,15 @@ enum Command {
     Test(test::Options),
     /// The request benchmark, against the agent and ectou-metadata.
     Bench(bench::Options),
+    /// The credentials GET through alias mode and eBPF mode, side by side,
+    /// in a network namespace of its own (root).
+    BenchRedirect(bench::redirect::Options),
+    /// One measurement from where it runs (`bench-redirect` starts it).
+    #[command(hide = true)]
+    BenchClient(bench::redirect::ClientOptions),
+    /// Build the eBPF programs (installing their toolchain on a fresh
+    /// Debian machine when root) for the agent's `ebpf` feature.
+    BuildEbpf(ebpf::Options),
     /// Install the agent as a systemd service: binary, unit, sample config
     /// and role rules (never overwriting an operator's files).
     Install(install::Options),
@@ -36,6 +47,9 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Test(options) => test::run(&options),
         Command::Bench(options) => bench::run(&options),
+        Command::BenchRedirect(options) => bench::redirect::run(&options),
+        Command::BenchClient(options) => bench::redirect::client(&options),
+        Command::BuildEbpf(options) => ebpf::build(&options).map(drop),
         Command::Install(options) => install::install(&options),
         Command::Uninstall(options) => install::uninstall(&options),
     }

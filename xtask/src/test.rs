@@ -29,6 +29,18 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         eprintln!("xtask: libnftnl-dev/libmnl-dev missing: building without host modes (nftables)");
     }
     if is_root() {
+        // As root (CI) the eBPF mode is always built and tested; the first
+        // run installs its toolchain.
+        crate::ebpf::build(&crate::ebpf::Options::default())?;
+        features.push("imds-agent/ebpf");
+    } else if crate::ebpf::object().is_file() {
+        features.push("imds-agent/ebpf");
+    } else {
+        eprintln!(
+            "xtask: no eBPF programs built (`cargo xtask build-ebpf` as root): building without eBPF mode"
+        );
+    }
+    if is_root() {
         features.push("imds-agent/root-tests");
     } else {
         eprintln!(
@@ -42,6 +54,13 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         cmd
     };
     run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // agent-ebpf is a workspace of its own: `cargo fmt --all` skips it.
+    run_cmd(
+        Command::new("rustfmt")
+            .current_dir(root())
+            .args(["--edition", "2024", "--check"])
+            .args(["agent-ebpf/src/main.rs", "agent-ebpf/common/src/lib.rs"]),
+    )?;
     run_cmd(
         cargo()
             .args(["clippy", "--workspace", "--all-targets", "--locked"])

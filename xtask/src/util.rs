@@ -49,3 +49,17 @@ pub(crate) fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// The features of the release build `install`, `bench` and
+/// `bench-redirect` share (one build for all three): host modes when their
+/// libraries are there, eBPF mode when its programs are built.
+pub(crate) fn release_features() -> String {
+    let mut features = Vec::new();
+    if crate::test::has_nftables_libraries() {
+        features.push("nftables");
+    }
+    if crate::ebpf::object().is_file() {
+        features.push("ebpf");
+    }
+    features.join(",")
+}

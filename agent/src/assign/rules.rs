@@ -9,6 +9,7 @@
 //! uid = 33                            # the socket owner's uid
 //! container_name = "api-*"            # container name, glob
 //! container_label = { team = "blue" } # every label, exact values
+//! exe = "/usr/bin/python3*"           # the executable (eBPF mode: the redirect knows the process)
 //! role = "arn:aws:iam::123456789012:role/web"   # name, name@account or ARN
 //! external_id = "shared-secret"       # optional
 //! session_name = "web"                # optional (default: the workload's name)
@@ -18,7 +19,7 @@
 //! A rule needs at least one condition; all its conditions must hold. When
 //! several rules match, the most specific wins:
 //! 1. the strongest kind of condition it has: container (name or label),
-//!    then unit, then cgroup, then uid;
+//!    then executable, then unit, then cgroup, then uid;
 //! 2. then more conditions;
 //! 3. then more exact patterns (an exact name beats a glob);
 //! 4. then more literal characters in its patterns (`web-*` beats `w*`);
@@ -51,6 +52,7 @@ struct RuleEntry {
     uid: Option<u32>,
     container_name: Option<String>,
     container_label: Option<BTreeMap<String, String>>,
+    exe: Option<String>,
     role: String,
     external_id: Option<String>,
     session_name: Option<String>,
@@ -65,6 +67,7 @@ pub struct Rule {
     uid: Option<u32>,
     container_name: Option<Glob>,
     container_label: BTreeMap<String, String>,
+    exe: Option<Glob>,
     /// The role it gives (its session name is the rule's, if set).
     pub role: Role,
     /// Where it was written, for logs: `file:line`.
@@ -79,6 +82,7 @@ pub struct Subject<'a> {
     unit: Option<&'a str>,
     uid: Option<u32>,
     container: Option<&'a ContainerInfo>,
+    program: Option<&'a crate::attribution::Program>,
 }
 
 impl<'a> Subject<'a> {
@@ -99,6 +103,7 @@ impl<'a> Subject<'a> {
                 unit: p.facts.unit.as_deref(),
                 uid: Some(p.uid),
                 container: p.container.as_deref(),
+                program: p.program.as_ref(),
             },
             Workload::Container(c) => Self {
                 container: Some(c),
@@ -122,6 +127,7 @@ impl Rule {
         glob("unit", &self.unit);
         glob("cgroup", &self.cgroup);
         glob("container_name", &self.container_name);
+        glob("exe", &self.exe);
         if let Some(uid) = self.uid {
             out.push(format!("uid = {uid}"));
         }
@@ -139,6 +145,7 @@ impl Rule {
         };
         glob(&self.unit, subject.unit)
             && glob(&self.cgroup, subject.cgroup)
+            && glob(&self.exe, subject.program.and_then(|p| p.exe()))
             && self.uid.is_none_or(|uid| subject.uid == Some(uid))
             && glob(
                 &self.container_name,
@@ -214,12 +221,13 @@ fn check(entry: RuleEntry, index: usize, src: Source<'_>) -> Result<Rule, Config
             .container_label
             .as_ref()
             .is_some_and(|l| !l.is_empty()),
+        entry.exe.is_some(),
     ];
     let count = conditions.iter().filter(|c| **c).count();
     if count == 0 {
         return Err(src.invalid(
             &key("role"),
-            "the rule has no condition (unit, cgroup, uid, container_name or container_label); use roles.default for everyone",
+            "the rule has no condition (unit, cgroup, uid, exe, container_name or container_label); use roles.default for everyone",
         ));
     }
     let pattern = |name: &str, value: &Option<String>| -> Result<(), ConfigError> {
@@ -233,6 +241,15 @@ fn check(entry: RuleEntry, index: usize, src: Source<'_>) -> Result<Rule, Config
     pattern("unit", &entry.unit)?;
     pattern("cgroup", &entry.cgroup)?;
     pattern("container_name", &entry.container_name)?;
+    pattern("exe", &entry.exe)?;
+    if let Some(exe) = &entry.exe
+        && !exe.starts_with('/')
+    {
+        return Err(src.invalid(
+            &key("exe"),
+            format!("{exe:?} must be an absolute path (globs allowed: \"/usr/bin/python3*\")"),
+        ));
+    }
     if let Some(cgroup) = &entry.cgroup
         && !cgroup.starts_with('/')
     {
@@ -248,11 +265,14 @@ fn check(entry: RuleEntry, index: usize, src: Source<'_>) -> Result<Rule, Config
     let cgroup = entry.cgroup.as_deref().map(Glob::path);
     let container_name = entry.container_name.as_deref().map(Glob::name);
     let container_label = entry.container_label.unwrap_or_default();
-    let patterns: Vec<&Glob> = [&unit, &cgroup, &container_name]
+    let exe = entry.exe.as_deref().map(Glob::path);
+    let patterns: Vec<&Glob> = [&unit, &cgroup, &container_name, &exe]
         .into_iter()
         .flatten()
         .collect();
     let kind = if container_name.is_some() || !container_label.is_empty() {
+        5
+    } else if exe.is_some() {
         4
     } else if unit.is_some() {
         3
@@ -278,6 +298,7 @@ fn check(entry: RuleEntry, index: usize, src: Source<'_>) -> Result<Rule, Config
         uid: entry.uid,
         container_name,
         container_label,
+        exe,
         role,
         origin: format!("{}{line}", src.origin),
         rank: (kind, count, exact, literal),
@@ -348,6 +369,7 @@ mod tests {
             uid,
             facts: facts(cgroup),
             container: None,
+            program: None,
         }))
     }
 
@@ -514,6 +536,44 @@ role = "by-container-and-label"
                 "for {text:?}\n got: {got}\nwant: {want}"
             );
         }
+    }
+
+    #[test]
+    fn an_executable_beats_its_unit() {
+        let set = rules(&format!(
+            "{RULES}\n[[rule]]\nexe = \"/usr/bin/python3*\"\nrole = \"by-exe\"\n"
+        ));
+        let python = |exe: &str| {
+            Workload::Process(Arc::new(Process {
+                cgroup_id: 1,
+                cgroup: "/system.slice/web.service".into(),
+                uid: 0,
+                facts: facts("/system.slice/web.service"),
+                container: None,
+                program: Some(crate::attribution::Program {
+                    pid: 42,
+                    comm: "python3".into(),
+                    exe: crate::attribution::Exe::known(Some(exe)),
+                }),
+            }))
+        };
+        assert_eq!(
+            role_of(&set, &python("/usr/bin/python3.11")).as_deref(),
+            Some("by-exe")
+        );
+        assert_eq!(
+            role_of(&set, &python("/usr/bin/perl")).as_deref(),
+            Some("by-unit")
+        );
+        // Without the redirect the executable is unknown: the unit decides.
+        assert_eq!(
+            role_of(&set, &process("/system.slice/web.service", 0)).as_deref(),
+            Some("by-unit")
+        );
+        assert!(
+            error("[[rule]]\nexe = \"python3\"\nrole = \"x\"\n")
+                .contains("rule[0].exe: \"python3\" must be an absolute path")
+        );
     }
 
     #[test]

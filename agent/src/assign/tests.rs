@@ -14,6 +14,7 @@ fn process(cgroup: &str, uid: u32) -> Workload {
         uid,
         facts: facts(cgroup),
         container: None,
+        program: None,
     }))
 }
 

@@ -2,14 +2,14 @@
 //! socket's cgroup and uid (NETLINK_SOCK_DIAG), a bridged container by its
 //! address in the container registry, anything else `Unknown`.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
 
 use super::cgroup::{self, CgroupIndex};
-use super::{Attribution, ConnInfo, Containers, Identified, Process, Workload};
+use super::{Attribution, ConnInfo, Containers, Identified, Process, Program, Workload};
 use crate::creds::Changed;
 use crate::sys::diag::SockDiag;
 
@@ -72,6 +72,30 @@ impl Rescanner {
     }
 }
 
+/// What the eBPF redirect recorded about a connection's client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its cgroup v2 id.
+    pub cgroup_id: u64,
+    /// Its process id.
+    pub pid: u32,
+    /// Its uid.
+    pub uid: u32,
+    /// Its command name.
+    pub comm: String,
+}
+
+/// The eBPF redirect's records (`sys::ebpf::Redirect`), as attribution
+/// reads them.
+pub trait Recorded: Send + Sync + std::fmt::Debug {
+    /// The record of the connection whose client socket has `cookie` (a
+    /// client in the agent's network namespace).
+    fn by_socket(&self, cookie: u64) -> Option<Record>;
+    /// The record of the connection from `client` (a client in another
+    /// network namespace, by its own address).
+    fn by_address(&self, client: SocketAddrV4) -> Option<Record>;
+}
+
 /// Attribution by kernel lookups and the container registry.
 #[derive(Debug)]
 pub struct Local {
@@ -79,6 +103,7 @@ pub struct Local {
     index: Arc<CgroupIndex>,
     rescanner: Arc<Rescanner>,
     containers: Option<Arc<Containers>>,
+    redirect: Option<Arc<dyn Recorded>>,
 }
 
 impl Local {
@@ -95,18 +120,36 @@ impl Local {
             index,
             rescanner,
             containers,
+            redirect: None,
         }
     }
 
+    /// Also reads the eBPF redirect's records: the exact process behind a
+    /// redirected connection, and the cgroup of a client in another
+    /// network namespace.
+    pub fn with_redirect(mut self, redirect: Arc<dyn Recorded>) -> Self {
+        self.redirect = Some(redirect);
+        self
+    }
+
+    /// The client socket of a connection from `peer` to `target`. An IPv6
+    /// client sent to the agent's IPv4 listener by the redirect is an
+    /// IPv6 socket with IPv4-mapped addresses.
     fn lookup(
         &self,
         peer: SocketAddr,
         target: SocketAddr,
     ) -> std::io::Result<Option<crate::sys::diag::SockInfo>> {
-        self.diag
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lookup(peer, target)
+        let mut diag = self.diag.lock().unwrap_or_else(|e| e.into_inner());
+        let found = diag.lookup(peer, target)?;
+        match (found, peer, target, &self.redirect) {
+            (None, SocketAddr::V4(p), SocketAddr::V4(t), Some(_)) => {
+                let mapped =
+                    |a: SocketAddrV4| SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port());
+                diag.lookup(mapped(p), mapped(t))
+            }
+            (found, ..) => Ok(found),
+        }
     }
 }
 
@@ -115,26 +158,37 @@ impl Attribution for Local {
         let peer = SocketAddr::new(conn.peer.ip().to_canonical(), conn.peer.port());
         let target = SocketAddr::new(conn.target.ip().to_canonical(), conn.target.port());
         let unknown = || Identified::Known(Workload::Unknown(peer.ip()));
-        let info = match self.lookup(peer, target) {
-            Ok(info) => info,
+        let socket = match self.lookup(peer, target) {
+            Ok(socket) => socket,
             Err(e) => {
                 tracing::warn!(error = %e, %peer, "sock_diag lookup failed");
                 return unknown();
             }
         };
-        let Some(info) = info else {
-            // Not a socket of this network namespace: a bridged container,
-            // or nobody the agent knows.
-            let Some(containers) = &self.containers else {
-                return unknown();
-            };
-            return match containers.by_ip(peer.ip()) {
-                Some(container) => Identified::Known(Workload::Container(container)),
-                // A container that just started may not be registered yet.
-                None => Identified::Retry(containers.next_change()),
-            };
+        let record = self.redirect.as_ref().and_then(|r| match (&socket, peer) {
+            (Some(socket), _) => r.by_socket(socket.cookie),
+            (None, SocketAddr::V4(client)) => r.by_address(client),
+            (None, SocketAddr::V6(_)) => None,
+        });
+        let (cgroup_id, uid) = match (&socket, &record) {
+            (Some(socket), _) => (socket.cgroup_id, socket.uid),
+            // Another network namespace, redirected: the record knows.
+            (None, Some(record)) => (Some(record.cgroup_id), record.uid),
+            // Another network namespace: a bridged container, or nobody
+            // the agent knows.
+            (None, None) => {
+                let Some(containers) = &self.containers else {
+                    return unknown();
+                };
+                return match containers.by_ip(peer.ip()) {
+                    Some(container) => Identified::Known(Workload::Container(container)),
+                    // A container that just started may not be registered
+                    // yet.
+                    None => Identified::Retry(containers.next_change()),
+                };
+            }
         };
-        let Some(cgroup_id) = info.cgroup_id else {
+        let Some(cgroup_id) = cgroup_id else {
             return unknown();
         };
         let Some(path) = self.index.path(cgroup_id) else {
@@ -145,17 +199,23 @@ impl Attribution for Local {
         if let (Some(id), Some(containers)) = (facts.container_id.as_deref(), &self.containers) {
             container = containers.by_id(id);
             if container.is_none() {
-                // A host-network container not registered yet: it must not
-                // be served as a plain process.
+                // A container not registered yet: it must not be served as
+                // a plain process.
                 return Identified::Retry(containers.next_change());
             }
         }
+        let program = record.map(|r| Program {
+            pid: r.pid,
+            exe: super::Exe::default(),
+            comm: r.comm,
+        });
         Identified::Known(Workload::Process(Arc::new(Process {
             cgroup_id,
             cgroup: path,
-            uid: info.uid,
+            uid,
             facts,
             container,
+            program,
         })))
     }
 }

@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 pub use containers::{ContainerInfo, Containers};
-pub use local::{Local, Rescanner};
+pub use local::{Local, Record, Recorded, Rescanner};
 
 use self::cgroup::CgroupFacts;
 use crate::creds::Changed;
@@ -31,6 +31,10 @@ pub struct Kernel {
     pub diag: crate::sys::diag::SockDiag,
     /// The cgroup index, walked once.
     pub cgroups: Arc<cgroup::CgroupIndex>,
+    /// The cgroup2 mount.
+    pub root: std::path::PathBuf,
+    /// The eBPF redirect's records, in eBPF mode.
+    pub redirect: Option<Arc<dyn Recorded>>,
 }
 
 /// Opens what `config` needs: nothing unless cgroup attribution is on.
@@ -55,7 +59,12 @@ pub fn open(config: &crate::config::AttributionConfig) -> anyhow::Result<Option<
         .with_context(|| format!("walking the cgroup tree at {}", root.display()))?;
     let diag = crate::sys::diag::SockDiag::open().context("opening a NETLINK_SOCK_DIAG socket")?;
     tracing::info!(root = %root.display(), cgroups = count, "cgroup attribution");
-    Ok(Some(Kernel { diag, cgroups }))
+    Ok(Some(Kernel {
+        diag,
+        cgroups,
+        root,
+        redirect: None,
+    }))
 }
 
 /// The two ends of an accepted connection.
@@ -81,8 +90,69 @@ pub struct Process {
     pub uid: u32,
     /// What the path says (unit, user slice, container id).
     pub facts: CgroupFacts,
-    /// The container whose cgroup it is (a `--network host` container).
+    /// The container whose cgroup it is (a `--network host` container, or
+    /// one the eBPF redirect attributed).
     pub container: Option<Arc<ContainerInfo>>,
+    /// The exact process, when the eBPF redirect recorded it.
+    pub program: Option<Program>,
+}
+
+/// The process behind a redirected connection, as the eBPF programs
+/// recorded it at `connect()`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Program {
+    /// Its process id.
+    pub pid: u32,
+    /// Its command name.
+    pub comm: String,
+    /// Its executable, read from /proc when a rule first asks.
+    pub exe: Exe,
+}
+
+impl Program {
+    /// The process's executable: `/proc/<pid>/exe`, read once, and only
+    /// when a rule names an executable (most connections never pay for
+    /// it). `None` when the process is gone or the agent may not see it
+    /// (another user's process, unless the agent runs as root).
+    pub fn exe(&self) -> Option<&str> {
+        self.exe
+            .0
+            .get_or_init(|| {
+                std::fs::read_link(format!("/proc/{}/exe", self.pid))
+                    .ok()
+                    .map(|p| Arc::from(p.to_string_lossy().as_ref()))
+            })
+            .as_deref()
+    }
+}
+
+/// A process's executable, resolved on first use. It follows from the pid,
+/// so it takes no part in comparisons.
+#[derive(Debug, Clone, Default)]
+pub struct Exe(Arc<std::sync::OnceLock<Option<Arc<str>>>>);
+
+impl Exe {
+    /// Already known: `path`.
+    pub fn known(path: Option<&str>) -> Self {
+        Self(Arc::new(std::sync::OnceLock::from(path.map(Arc::from))))
+    }
+
+    /// What was read, if it was.
+    pub fn if_read(&self) -> Option<&str> {
+        self.0.get().and_then(|e| e.as_deref())
+    }
+}
+
+impl PartialEq for Exe {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Exe {}
+
+impl std::hash::Hash for Exe {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 /// A workload, as far as attribution could tell.
@@ -147,11 +217,17 @@ impl fmt::Display for Workload {
             Workload::Address(ip) => write!(f, "address {ip}"),
             Workload::Unknown(ip) => write!(f, "unknown workload at {ip}"),
             Workload::Container(c) => write!(f, "container {} ({})", c.name, short(&c.id)),
-            Workload::Process(p) => match (&p.container, &p.facts.unit) {
-                (Some(c), _) => write!(f, "container {} ({}, host network)", c.name, short(&c.id)),
-                (None, Some(unit)) => write!(f, "unit {unit} (uid {})", p.uid),
-                (None, None) => write!(f, "cgroup {} (uid {})", p.cgroup, p.uid),
-            },
+            Workload::Process(p) => {
+                match (&p.container, &p.facts.unit) {
+                    (Some(c), _) => write!(f, "container {} ({}, by cgroup", c.name, short(&c.id))?,
+                    (None, Some(unit)) => write!(f, "unit {unit} (uid {}", p.uid)?,
+                    (None, None) => write!(f, "cgroup {} (uid {}", p.cgroup, p.uid)?,
+                }
+                match &p.program {
+                    Some(program) => write!(f, ", pid {} {})", program.pid, program.comm),
+                    None => f.write_str(")"),
+                }
+            }
         }
     }
 }
@@ -231,6 +307,7 @@ mod tests {
                 uid,
                 facts: CgroupFacts::default(),
                 container: None,
+                program: None,
             }))
         };
         let container = Workload::Container(Arc::new(ContainerInfo::for_tests("abc", "api")));
@@ -263,6 +340,7 @@ mod tests {
             uid: 0,
             facts: cgroup::facts("/system.slice/web.service"),
             container: None,
+            program: None,
         }));
         assert_eq!(unit.session_label().as_deref(), Some("web.service"));
         let bare = Workload::Process(Arc::new(Process {
@@ -271,6 +349,7 @@ mod tests {
             uid: 0,
             facts: CgroupFacts::default(),
             container: None,
+            program: None,
         }));
         assert_eq!(bare.session_label().as_deref(), Some("job-7"));
         assert_eq!(

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Config, ConfigError, HostFacts, Origin, Overrides};
+use crate::config::{self, Config, ConfigError, HostFacts, HostMode, Origin, Overrides};
 use crate::imds::HttpTokens;
 
 /// A local EC2 Instance Metadata Service that gives each workload its own
@@ -128,6 +128,10 @@ struct Common {
     /// The admin socket ({port} is replaced by the first listening port).
     #[arg(long, value_name = "PATH")]
     admin_socket: Option<PathBuf>,
+    /// How workloads reach the agent (the file's host.mode): off, alias
+    /// (169.254.169.254 on lo), dnat (nftables) or ebpf (cgroup programs).
+    #[arg(long, value_name = "off|alias|dnat|ebpf", value_parser = parse_host_mode)]
+    host_mode: Option<HostMode>,
 }
 
 impl Common {
@@ -139,8 +143,13 @@ impl Common {
             log_level: self.log_level.clone(),
             credentials_from_env: false,
             admin_socket: self.admin_socket.clone(),
+            host_mode: self.host_mode,
         }
     }
+}
+
+fn parse_host_mode(value: &str) -> Result<HostMode, String> {
+    HostMode::parse(value).ok_or_else(|| format!("{value:?}: expected off, alias, dnat or ebpf"))
 }
 
 fn parse_http_tokens(value: &str) -> Result<HttpTokens, String> {

@@ -41,6 +41,10 @@ pub(crate) enum HostMode {
     /// except the agent's own traffic, which still reaches the real IMDS.
     /// For EC2 hosts.
     Dnat,
+    /// eBPF programs attached to a cgroup send connections to
+    /// 169.254.169.254:80 to the agent and record who made them; no
+    /// address, no firewall. Needs the `ebpf` build.
+    Ebpf,
 }
 
 /// `[host]`: taking over 169.254.169.254.
@@ -58,6 +62,15 @@ pub(crate) struct Host {
     /// DNAT mode: the link-local address the agent serves redirected
     /// traffic on (added to `lo`).
     pub(crate) dnat_address: String,
+    /// eBPF mode: the cgroup (below the cgroup2 mount) whose processes are
+    /// redirected; `/`: every process.
+    pub(crate) ebpf_cgroup: String,
+    /// eBPF mode: the agent's loopback port.
+    pub(crate) ebpf_port: u16,
+    /// eBPF mode: a host address that containers on bridges reach (docker0's
+    /// `172.17.0.1`); their connections go there. Unset: they are not
+    /// redirected.
+    pub(crate) ebpf_bridge_address: Option<String>,
 }
 
 impl Default for Host {
@@ -68,6 +81,9 @@ impl Default for Host {
             ipv6: false,
             table: "imds_agent".to_owned(),
             dnat_address: "169.254.170.254".to_owned(),
+            ebpf_cgroup: "/".to_owned(),
+            ebpf_port: 8169,
+            ebpf_bridge_address: None,
         }
     }
 }
@@ -362,6 +378,17 @@ impl Default for Log {
         Self {
             level: "info".to_owned(),
             target: LogTarget::Auto,
+        }
+    }
+}
+
+impl From<super::HostMode> for HostMode {
+    fn from(mode: super::HostMode) -> Self {
+        match mode {
+            super::HostMode::Off => HostMode::Off,
+            super::HostMode::Alias => HostMode::Alias,
+            super::HostMode::Dnat => HostMode::Dnat,
+            super::HostMode::Ebpf => HostMode::Ebpf,
         }
     }
 }

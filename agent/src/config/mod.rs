@@ -20,8 +20,8 @@ pub use error::{ConfigError, Origin};
 pub use file::LogTarget;
 pub use host::HostFacts;
 pub use network::{
-    AttributionConfig, DEFAULT_ROLES_DIR, DEFAULT_USER, DockerConfig, HostConfig, HostMode,
-    IMDS_V4, IMDS_V6, PrivilegesConfig, ProxyConfig, RolesConfig,
+    AttributionConfig, DEFAULT_ROLES_DIR, DEFAULT_USER, DockerConfig, EbpfConfig, HostConfig,
+    HostMode, IMDS_V4, IMDS_V6, PrivilegesConfig, ProxyConfig, RolesConfig,
 };
 
 use crate::creds::Keys;
@@ -180,6 +180,8 @@ pub struct Overrides {
     pub credentials_from_env: bool,
     /// `--admin-socket`.
     pub admin_socket: Option<PathBuf>,
+    /// `--host-mode`.
+    pub host_mode: Option<HostMode>,
 }
 
 /// Reads environment variables; a parameter so tests control it.

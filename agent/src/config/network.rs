@@ -18,15 +18,25 @@ pub enum HostMode {
     Alias,
     /// The agent's nftables table DNATs 169.254.169.254:80 to it.
     Dnat,
+    /// eBPF programs redirect 169.254.169.254:80 to it.
+    Ebpf,
 }
 
 impl HostMode {
+    /// Parses the config spelling (`--host-mode`).
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Off, Self::Alias, Self::Dnat, Self::Ebpf]
+            .into_iter()
+            .find(|mode| mode.as_str() == text)
+    }
+
     /// The config spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             HostMode::Off => "off",
             HostMode::Alias => "alias",
             HostMode::Dnat => "dnat",
+            HostMode::Ebpf => "ebpf",
         }
     }
 }
@@ -44,6 +54,19 @@ pub struct HostConfig {
     pub table: String,
     /// DNAT mode: the agent's own address for redirected traffic.
     pub dnat_address: Ipv4Addr,
+    /// eBPF mode's settings.
+    pub ebpf: EbpfConfig,
+}
+
+/// eBPF mode's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EbpfConfig {
+    /// The cgroup below the cgroup2 mount the programs attach to.
+    pub cgroup: String,
+    /// The agent's loopback port (and bridge port).
+    pub port: u16,
+    /// Where containers on bridges are sent.
+    pub bridge: Option<Ipv4Addr>,
 }
 
 /// The IMDS addresses.
@@ -55,17 +78,35 @@ impl HostConfig {
     /// The addresses the agent puts on `lo` (and removes at a clean stop).
     pub fn addresses(&self) -> Vec<IpAddr> {
         match self.mode {
-            HostMode::Off => Vec::new(),
+            HostMode::Off | HostMode::Ebpf => Vec::new(),
             HostMode::Alias if self.ipv6 => vec![IpAddr::V4(IMDS_V4), IpAddr::V6(IMDS_V6)],
             HostMode::Alias => vec![IpAddr::V4(IMDS_V4)],
             HostMode::Dnat => vec![IpAddr::V4(self.dnat_address)],
         }
     }
 
+    /// eBPF mode: the listener redirected connections from the agent's own
+    /// network namespace go to (the first loopback IPv4 one).
+    pub fn ebpf_target(&self, listen: &[SocketAddr]) -> Option<std::net::SocketAddrV4> {
+        listen.iter().find_map(|addr| match addr {
+            SocketAddr::V4(v4) if v4.ip().is_loopback() && v4.port() != 0 => Some(*v4),
+            _ => None,
+        })
+    }
+
     /// Where the agent listens unless `server.listen` says otherwise.
     pub fn default_listen(&self) -> Vec<SocketAddr> {
         match self.mode {
             HostMode::Off => vec![SocketAddr::from((IMDS_V4, 80))],
+            HostMode::Ebpf => {
+                let mut listen = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, self.ebpf.port))];
+                listen.extend(
+                    self.ebpf
+                        .bridge
+                        .map(|ip| SocketAddr::from((ip, self.ebpf.port))),
+                );
+                listen
+            }
             HostMode::Alias | HostMode::Dnat => self
                 .addresses()
                 .into_iter()
@@ -142,8 +183,15 @@ pub(super) fn host(file: &FileConfig, src: Source<'_>) -> Result<HostConfig, Con
         file::HostMode::Off => HostMode::Off,
         file::HostMode::Alias => HostMode::Alias,
         file::HostMode::Dnat => HostMode::Dnat,
+        file::HostMode::Ebpf => HostMode::Ebpf,
     };
-    if mode != HostMode::Off && !cfg!(feature = "nftables") {
+    if mode == HostMode::Ebpf && !cfg!(feature = "ebpf") {
+        return Err(src.invalid(
+            "host.mode",
+            "this imds-agent was built without eBPF support; run `cargo xtask build-ebpf`, then build with `--features ebpf`",
+        ));
+    }
+    if matches!(mode, HostMode::Alias | HostMode::Dnat) && !cfg!(feature = "nftables") {
         return Err(src.invalid(
             "host.mode",
             "this imds-agent was built without nftables support; build it with `--features nftables` (needs libnftnl-dev and libmnl-dev)",
@@ -203,12 +251,46 @@ pub(super) fn host(file: &FileConfig, src: Source<'_>) -> Result<HostConfig, Con
             "DNAT mode needs a user of the agent's own (not root, not nobody): that user's requests are exempt from the redirect and reach the real IMDS",
         ));
     }
+    let cgroup_ok =
+        h.ebpf_cgroup.starts_with('/') && !h.ebpf_cgroup.split('/').any(|s| s == "." || s == "..");
+    if !cgroup_ok {
+        return Err(src.invalid(
+            "host.ebpf_cgroup",
+            format!(
+                "{:?} must be a path below the cgroup2 mount, starting with '/'",
+                h.ebpf_cgroup
+            ),
+        ));
+    }
+    if h.ebpf_port == 0 {
+        return Err(src.invalid("host.ebpf_port", "must be from 1 to 65535"));
+    }
+    let bridge = match &h.ebpf_bridge_address {
+        Some(text) => Some(text.parse::<Ipv4Addr>().ok().filter(|ip| !ip.is_unspecified() && !ip.is_loopback()).ok_or_else(|| {
+            src.invalid(
+                "host.ebpf_bridge_address",
+                format!("{text:?} is not a host address containers can reach (an IPv4 address, not 0.0.0.0 or loopback)"),
+            )
+        })?),
+        None => None,
+    };
+    if mode == HostMode::Ebpf && h.ipv6 {
+        return Err(src.invalid(
+            "host.ipv6",
+            "eBPF mode always redirects [fd00:ec2::254]:80 too; remove host.ipv6",
+        ));
+    }
     Ok(HostConfig {
         mode,
         interfaces: h.interfaces.clone(),
         ipv6: h.ipv6,
         table: h.table.clone(),
         dnat_address,
+        ebpf: EbpfConfig {
+            cgroup: h.ebpf_cgroup.clone(),
+            port: h.ebpf_port,
+            bridge,
+        },
     })
 }
 
@@ -225,6 +307,12 @@ pub(super) fn attribution(
         return Err(src.invalid(
             "attribution.cgroups",
             "docker = true needs cgroups = true: local processes are told apart from containers by their sockets",
+        ));
+    }
+    if host.mode == HostMode::Ebpf && !cgroups {
+        return Err(src.invalid(
+            "attribution.cgroups",
+            "eBPF mode attaches to the cgroup2 tree and attributes by cgroup: it needs cgroups = true",
         ));
     }
     let docker = a.docker.then(|| DockerConfig {
@@ -311,10 +399,9 @@ pub(super) fn privileges(
     }
     // A system service that takes over 169.254.169.254 never serves as
     // root, even when nobody said whom to become.
-    let user = p
-        .user
-        .clone()
-        .or_else(|| (host.mode == HostMode::Alias).then(|| DEFAULT_USER.to_owned()));
+    let user = p.user.clone().or_else(|| {
+        matches!(host.mode, HostMode::Alias | HostMode::Ebpf).then(|| DEFAULT_USER.to_owned())
+    });
     Ok(PrivilegesConfig {
         user,
         group: p.group.clone(),
@@ -394,4 +481,33 @@ pub(super) fn proxy(
         allow,
         timeout: std::time::Duration::from_millis(timeout_ms),
     }))
+}
+
+/// eBPF mode sends connections to one port: on a loopback address for
+/// this network namespace, on the bridge address for others. Both must be
+/// among the listen addresses.
+pub(super) fn check_ebpf_listen(
+    host: &HostConfig,
+    listen: &[SocketAddr],
+    src: Source<'_>,
+) -> Result<(), ConfigError> {
+    if host.mode != HostMode::Ebpf {
+        return Ok(());
+    }
+    let Some(local) = host.ebpf_target(listen) else {
+        return Err(src.invalid(
+            "server.listen",
+            "eBPF mode redirects to a loopback IPv4 listener (127.0.0.1:PORT): add one, or leave server.listen unset",
+        ));
+    };
+    if let Some(bridge) = host.ebpf.bridge {
+        let wanted = SocketAddr::from((bridge, local.port()));
+        if !listen.contains(&wanted) {
+            return Err(src.invalid(
+                "server.listen",
+                format!("host.ebpf_bridge_address is set: the agent must also listen on {wanted} (the loopback listener's port)"),
+            ));
+        }
+    }
+    Ok(())
 }

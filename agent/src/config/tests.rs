@@ -298,8 +298,11 @@ fn overrides_win() {
         log_level: Some("debug".to_owned()),
         credentials_from_env: false,
         admin_socket: None,
+        host_mode: Some(HostMode::Off),
     };
-    let text = format!("[server]\nhop_limit = 2\nhttp_tokens = \"optional\"\n{KEYS}");
+    let text = format!(
+        "[host]\nmode = \"dnat\"\n[server]\nhop_limit = 2\nhttp_tokens = \"optional\"\n{KEYS}"
+    );
     let c = Config::parse(&text, Origin::Embedded, &overrides, &host(), &no_env).unwrap();
     assert_eq!(c.listen, vec!["127.0.0.1:9999".parse().unwrap()]);
     assert_eq!(c.settings.http_tokens, HttpTokens::Required);
@@ -692,4 +695,71 @@ fn host_modes_need_the_nftables_build() {
         got.contains("host.mode: this imds-agent was built without nftables support"),
         "{got}"
     );
+}
+
+#[cfg(not(feature = "ebpf"))]
+#[test]
+fn ebpf_mode_needs_the_ebpf_build() {
+    let got = error(&format!("[host]\nmode = \"ebpf\"\n{KEYS}"));
+    assert!(
+        got.contains("host.mode: this imds-agent was built without eBPF support; run `cargo xtask build-ebpf`"),
+        "{got}"
+    );
+}
+
+#[cfg(feature = "ebpf")]
+#[test]
+fn ebpf_mode_listens_on_loopback_and_the_bridge() {
+    let c = parse(&format!("[host]\nmode = \"ebpf\"\n{KEYS}")).unwrap();
+    assert_eq!(c.listen, vec!["127.0.0.1:8169".parse().unwrap()]);
+    assert_eq!(c.host.ebpf.cgroup, "/");
+    assert!(c.attribution.cgroups);
+    assert_eq!(c.privileges.user.as_deref(), Some(DEFAULT_USER));
+    let c = parse(&format!(
+        "[host]\nmode = \"ebpf\"\nebpf_port = 9000\nebpf_bridge_address = \"172.17.0.1\"\nebpf_cgroup = \"/system.slice\"\n{KEYS}"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.listen,
+        vec![
+            "127.0.0.1:9000".parse().unwrap(),
+            "172.17.0.1:9000".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.host.ebpf.cgroup, "/system.slice");
+    let cases = [
+        (
+            "ebpf_cgroup = \"system.slice\"",
+            "host.ebpf_cgroup: \"system.slice\" must be a path below the cgroup2 mount",
+        ),
+        ("ebpf_cgroup = \"/a/../b\"", "host.ebpf_cgroup"),
+        ("ebpf_port = 0", "host.ebpf_port: must be from 1 to 65535"),
+        (
+            "ebpf_bridge_address = \"127.0.0.1\"",
+            "host.ebpf_bridge_address: \"127.0.0.1\" is not a host address",
+        ),
+        (
+            "ipv6 = true",
+            "host.ipv6: eBPF mode always redirects [fd00:ec2::254]:80 too",
+        ),
+        (
+            "[attribution]\ncgroups = false",
+            "attribution.cgroups: eBPF mode attaches to the cgroup2 tree",
+        ),
+        (
+            "[server]\nlisten = [\"10.0.0.1:80\"]",
+            "server.listen: eBPF mode redirects to a loopback IPv4 listener",
+        ),
+        (
+            "ebpf_bridge_address = \"172.17.0.1\"\n[server]\nlisten = [\"127.0.0.1:8169\"]",
+            "the agent must also listen on 172.17.0.1:8169",
+        ),
+    ];
+    for (extra, want) in cases {
+        let got = error(&format!("[host]\nmode = \"ebpf\"\n{extra}\n{KEYS}"));
+        assert!(
+            got.contains(want),
+            "for {extra:?}\n got: {got}\nwant: {want}"
+        );
+    }
 }

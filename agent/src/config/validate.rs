@@ -31,7 +31,10 @@ impl Config {
             origin: &origin,
             text,
         };
-        let file = deserialize(src)?;
+        let mut file = deserialize(src)?;
+        if let Some(mode) = overrides.host_mode {
+            file.host.mode = super::file::HostMode::from(mode);
+        }
         let settings = settings(&file.server, overrides, src)?;
         let host_config = super::network::host(&file, src)?;
         let attribution = super::network::attribution(&file, &host_config, src)?;
@@ -42,6 +45,7 @@ impl Config {
             (None, Some(addrs)) => listen(addrs, src)?,
             (None, None) => host_config.default_listen(),
         };
+        super::network::check_ebpf_listen(&host_config, &listen, src)?;
         let proxy = super::network::proxy(&file, &host_config, &listen, src)?;
         let admin_group = admin_group(&file, src)?;
         let metrics_listen = metrics_listen(&file, &listen, src)?;

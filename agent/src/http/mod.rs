@@ -189,6 +189,14 @@ fn log_request(l: &Logged<'_>) {
         ),
         _ => ("", "", String::new()),
     };
+    // The exact process, when the eBPF redirect recorded it.
+    let program = match workload {
+        Workload::Process(p) => p.program.as_ref(),
+        _ => None,
+    };
+    let pid = program.map(|p| p.pid.to_string()).unwrap_or_default();
+    // Only when a rule already read it: logging never reads /proc.
+    let exe = program.and_then(|p| p.exe.if_read()).unwrap_or("");
     let container = workload.container().map_or("", |c| c.name.as_str());
     let role = l.role.map(|r| r.spec.to_string()).unwrap_or_default();
     let latency_us = u64::try_from(l.latency.as_micros()).unwrap_or(u64::MAX);
@@ -199,6 +207,8 @@ fn log_request(l: &Logged<'_>) {
             cgroup,
             container,
             uid,
+            pid,
+            exe,
             role,
             status = l.status,
             access_key_suffix = l.key_suffix,
@@ -214,6 +224,8 @@ fn log_request(l: &Logged<'_>) {
             cgroup,
             container,
             uid,
+            pid,
+            exe,
             role,
             method = %l.parts.method,
             path = l.parts.uri.path(),

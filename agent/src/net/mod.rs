@@ -45,7 +45,7 @@ impl Installed {
 
 /// The addresses `host` puts on `lo`.
 fn addresses(host: &HostConfig) -> anyhow::Result<Vec<Address>> {
-    if host.mode == HostMode::Off {
+    if host.addresses().is_empty() {
         return Ok(Vec::new());
     }
     let lo = Rtnl::link_index("lo")?;
@@ -84,7 +84,8 @@ pub fn policy(host: &HostConfig, agent_uid: u32) -> crate::sys::nft::Policy {
 
 /// Installs the firewall and the addresses. Needs CAP_NET_ADMIN.
 pub fn setup(host: &HostConfig, agent_uid: u32) -> anyhow::Result<Option<Installed>> {
-    if host.mode == HostMode::Off {
+    // eBPF mode needs neither: `app` attaches the programs.
+    if matches!(host.mode, HostMode::Off | HostMode::Ebpf) {
         return Ok(None);
     }
     install_table(host, agent_uid)?;
@@ -170,4 +171,51 @@ fn remove_table(name: &str) -> anyhow::Result<bool> {
 #[cfg(not(feature = "nftables"))]
 fn remove_table(_name: &str) -> anyhow::Result<bool> {
     Ok(false)
+}
+
+/// eBPF mode: attaches the redirect to `host.ebpf.cgroup` below the
+/// cgroup2 mount `cgroup_root`, sending connections to the loopback
+/// listener in `listen` (and the bridge address, same port). `listener` is
+/// one of the agent's sockets: its network namespace is the one whose
+/// clients go to loopback. Needs CAP_BPF and CAP_NET_ADMIN (or root).
+#[cfg(feature = "ebpf")]
+pub fn redirect(
+    host: &HostConfig,
+    cgroup_root: &std::path::Path,
+    listen: &[std::net::SocketAddr],
+    listener: &impl std::os::fd::AsRawFd,
+) -> anyhow::Result<std::sync::Arc<crate::sys::ebpf::Redirect>> {
+    use crate::sys::ebpf::{Redirect, Settings};
+    let local = host
+        .ebpf_target(listen)
+        .context("eBPF mode needs a loopback IPv4 listener")?;
+    let cgroup = cgroup_root.join(host.ebpf.cgroup.trim_start_matches('/'));
+    if !crate::sys::ebpf::is_cgroup2_dir(&cgroup) {
+        anyhow::bail!(
+            "host.ebpf_cgroup: {} is not a cgroup2 directory",
+            cgroup.display()
+        );
+    }
+    let settings = Settings {
+        cgroup,
+        local,
+        bridge: host.ebpf.bridge,
+        agent_tgid: std::process::id(),
+        agent_netns: crate::sys::socket::netns_cookie(listener).context(
+            "reading the agent's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14)",
+        )?,
+    };
+    let redirect = Redirect::attach(&settings).with_context(|| {
+        format!(
+            "attaching the eBPF redirect to {} (needs root or CAP_BPF + CAP_NET_ADMIN, and Linux 5.14 or later)",
+            settings.cgroup.display()
+        )
+    })?;
+    tracing::info!(
+        cgroup = %settings.cgroup.display(),
+        to = %settings.local,
+        bridge = ?settings.bridge,
+        "eBPF redirect attached: 169.254.169.254:80 and [fd00:ec2::254]:80 go to the agent"
+    );
+    Ok(std::sync::Arc::new(redirect))
 }

@@ -2,6 +2,8 @@
 //! module with `unsafe`.
 
 pub mod diag;
+#[cfg(feature = "ebpf")]
+pub mod ebpf;
 #[cfg(feature = "nftables")]
 pub mod nft;
 pub mod pidfd;

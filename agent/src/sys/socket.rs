@@ -26,3 +26,26 @@ pub unsafe fn set_hop_limit(fd: RawFd, local: SocketAddr, hops: u8) -> io::Resul
         SocketAddr::V6(_) => socket.set_unicast_hops_v6(u32::from(hops)),
     }
 }
+
+/// The cookie of the network namespace `socket` lives in (`SO_NETNS_COOKIE`,
+/// Linux 5.14): what eBPF programs see as `bpf_get_netns_cookie`.
+#[allow(unsafe_code)]
+pub fn netns_cookie(socket: &impl std::os::fd::AsRawFd) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `socket` is open for the call; the kernel writes at most
+    // `len` bytes into `cookie`, which is that large.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}

@@ -4,6 +4,7 @@
 //! noisy machine.
 
 mod load;
+pub(crate) mod redirect;
 mod targets;
 
 use std::fmt::Write as _;
@@ -119,10 +120,8 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     let mut build = Command::new(env!("CARGO"));
     build
         .current_dir(root())
-        .args(["build", "--release", "--locked", "-p", "imds-agent"]);
-    if crate::test::has_nftables_libraries() {
-        build.args(["--features", "nftables"]);
-    }
+        .args(["build", "--release", "--locked", "-p", "imds-agent"])
+        .args(["--features", &crate::util::release_features()]);
     run_cmd(&mut build)?;
     let bin = root().join("target/release/imds-agent");
     let agent = targets::agent(&bin, &options.agent_log_level)?;

@@ -1,0 +1,196 @@
+//! The eBPF redirect (`host.mode = "ebpf"`): loads imds-agent's programs
+//! (built by `cargo xtask build-ebpf` from `agent-ebpf/`, embedded in the
+//! binary), attaches them to a cgroup, tells them where the agent listens,
+//! and reads who made each redirected connection.
+//!
+//! The programs stay attached while this value lives: dropping it (a clean
+//! stop, or the process's exit, whatever the cause) detaches them.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsFd as _;
+use std::path::{Path, PathBuf};
+
+use agent_ebpf_common::{AddrKey, Config, Origin};
+use aya::Ebpf;
+use aya::maps::{Array, HashMap, MapData};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SockOps};
+
+/// The programs, as `cargo xtask build-ebpf` built them.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("IMDS_EBPF_OBJECT"));
+
+/// The cgroup programs and their names in the object.
+const SOCK_ADDR_PROGRAMS: [&str; 4] = [
+    "imds_connect4",
+    "imds_connect6",
+    "imds_getpeername4",
+    "imds_getpeername6",
+];
+const SOCK_OPS_PROGRAM: &str = "imds_sockops";
+
+/// aya attaches through BPF links (Linux 5.7+), which sit beside other
+/// programs on the same cgroup whatever the mode; the kernel refuses
+/// `BPF_F_ALLOW_MULTI` on a link, so the mode must be the plain one.
+const ATTACH_MODE: CgroupAttachMode = CgroupAttachMode::Single;
+
+/// Why the redirect could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    /// The kernel refused the object (no BPF support, no CAP_BPF, …).
+    #[error("cannot load the eBPF programs")]
+    Load(#[source] aya::EbpfError),
+    /// A program is missing from the object.
+    #[error("the eBPF object has no program {0}; rebuild it with `cargo xtask build-ebpf`")]
+    Missing(&'static str),
+    /// The verifier or the kernel refused a program.
+    #[error("cannot load or attach the eBPF program {0}")]
+    Program(&'static str, #[source] aya::programs::ProgramError),
+    /// The cgroup can't be opened.
+    #[error("cannot open the cgroup {0}")]
+    Cgroup(PathBuf, #[source] std::io::Error),
+    /// A map is missing or can't be used.
+    #[error("the eBPF map {0} can't be used")]
+    Map(&'static str, #[source] aya::maps::MapError),
+}
+
+/// Where redirected connections go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The cgroup v2 directory the programs attach to: every process in it
+    /// and below is redirected.
+    pub cgroup: PathBuf,
+    /// The agent's loopback listener.
+    pub local: SocketAddrV4,
+    /// The host address containers in other network namespaces reach the
+    /// agent at (same port), if they are redirected.
+    pub bridge: Option<Ipv4Addr>,
+    /// The agent's process id: its own connections are left alone.
+    pub agent_tgid: u32,
+    /// The agent's network namespace cookie.
+    pub agent_netns: u64,
+}
+
+/// The attached programs and the maps the agent reads.
+pub struct Redirect {
+    /// Holds the programs; dropping it detaches them.
+    _ebpf: Ebpf,
+    by_cookie: HashMap<MapData, u64, Origin>,
+    by_addr: HashMap<MapData, AddrKey, Origin>,
+}
+
+impl std::fmt::Debug for Redirect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redirect").finish_non_exhaustive()
+    }
+}
+
+impl Redirect {
+    /// Loads the programs, attaches them to `settings.cgroup` and sets
+    /// them up. Needs CAP_BPF and CAP_NET_ADMIN (or root).
+    pub fn attach(settings: &Settings) -> Result<Self, EbpfError> {
+        let mut ebpf = Ebpf::load(OBJECT).map_err(EbpfError::Load)?;
+        let mut config: Array<MapData, Config> = take_map(&mut ebpf, "CONFIG")?;
+        config
+            .set(0, config_of(settings), 0)
+            .map_err(|e| EbpfError::Map("CONFIG", e))?;
+        let cgroup = std::fs::File::open(&settings.cgroup)
+            .map_err(|e| EbpfError::Cgroup(settings.cgroup.clone(), e))?;
+        for name in SOCK_ADDR_PROGRAMS {
+            let program: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(EbpfError::Missing(name))?
+                .try_into()
+                .map_err(|e| EbpfError::Program(name, e))?;
+            program.load().map_err(|e| EbpfError::Program(name, e))?;
+            program
+                .attach(cgroup.as_fd(), ATTACH_MODE)
+                .map_err(|e| EbpfError::Program(name, e))?;
+        }
+        let sock_ops: &mut SockOps = ebpf
+            .program_mut(SOCK_OPS_PROGRAM)
+            .ok_or(EbpfError::Missing(SOCK_OPS_PROGRAM))?
+            .try_into()
+            .map_err(|e| EbpfError::Program(SOCK_OPS_PROGRAM, e))?;
+        sock_ops
+            .load()
+            .map_err(|e| EbpfError::Program(SOCK_OPS_PROGRAM, e))?;
+        sock_ops
+            .attach(cgroup.as_fd(), ATTACH_MODE)
+            .map_err(|e| EbpfError::Program(SOCK_OPS_PROGRAM, e))?;
+        Ok(Self {
+            by_cookie: take_map(&mut ebpf, "BY_COOKIE")?,
+            by_addr: take_map(&mut ebpf, "BY_ADDR")?,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Who made the redirected connection whose client socket has `cookie`
+    /// (a client in the agent's network namespace).
+    pub fn origin_of_socket(&self, cookie: u64) -> Option<Origin> {
+        self.by_cookie.get(&cookie, 0).ok()
+    }
+
+    /// Who made the redirected connection from `client` (a client in
+    /// another network namespace, by its own address).
+    pub fn origin_of_address(&self, client: SocketAddrV4) -> Option<Origin> {
+        let key = AddrKey {
+            ip4: u32::from_ne_bytes(client.ip().octets()),
+            port: u32::from(client.port()),
+        };
+        self.by_addr.get(&key, 0).ok()
+    }
+}
+
+fn config_of(settings: &Settings) -> Config {
+    Config {
+        agent_tgid: settings.agent_tgid,
+        local_ip4: u32::from_ne_bytes(settings.local.ip().octets()),
+        bridge_ip4: settings
+            .bridge
+            .map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
+        port: settings.local.port(),
+        enabled: 1,
+        agent_netns: settings.agent_netns,
+    }
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(EbpfError::Missing(name))?;
+    T::try_from(map).map_err(|e| EbpfError::Map(name, e))
+}
+
+/// A process's command name, from `Origin::comm`.
+pub fn comm(origin: &Origin) -> String {
+    let end = origin
+        .comm
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(origin.comm.len());
+    String::from_utf8_lossy(&origin.comm[..end]).into_owned()
+}
+
+/// Whether `path` is a cgroup v2 directory (what the programs attach to).
+pub fn is_cgroup2_dir(path: &Path) -> bool {
+    path.join("cgroup.procs").is_file()
+}
+
+impl crate::attribution::Recorded for Redirect {
+    fn by_socket(&self, cookie: u64) -> Option<crate::attribution::Record> {
+        self.origin_of_socket(cookie).map(|o| record(&o))
+    }
+
+    fn by_address(&self, client: SocketAddrV4) -> Option<crate::attribution::Record> {
+        self.origin_of_address(client).map(|o| record(&o))
+    }
+}
+
+fn record(origin: &Origin) -> crate::attribution::Record {
+    crate::attribution::Record {
+        cgroup_id: origin.cgroup_id,
+        pid: origin.tgid,
+        uid: origin.uid,
+        comm: comm(origin),
+    }
+}
