@@ -7,7 +7,9 @@ mod support;
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
-use support::{Agent, agent_bin, config_file, free_port, get, py_script, python, token};
+use support::{
+    Agent, STATIC_CREDENTIALS, agent_bin, config_file, free_port, get, py_script, python, token,
+};
 
 fn cli(agent: &Agent, args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(agent_bin())
@@ -74,10 +76,7 @@ fn metrics_parse_and_count_what_happened() {
     let port = free_port();
     let (_dir, path) = config_file(&format!(
         "[admin]\nmetrics_listen = \"127.0.0.1:{port}\"\n\
-         [credentials]\naccess_key_id = \"ASIAIMDSAGENTDEMO000\"\n\
-         secret_access_key = \"imdsAgentDemoSecretKeyNotValidAnywhere00\"\n\
-         session_token = \"IQoJaW1kcy1hZ2VudC1kZW1vLXNlc3Npb24tdG9rZW4tbm90LXZhbGlkLWFueXdoZXJl\"\n\
-         [roles]\ndefault = \"app\"\n"
+         {STATIC_CREDENTIALS}[roles]\ndefault = \"app\"\n"
     ));
     let agent = Agent::dev(&["--config", path.to_str().unwrap()]);
     let t = token(agent.addr, 60);
@@ -243,12 +242,7 @@ fn the_admin_socket_refuses_callers_without_permission() {
     assert!(cli(&agent, &["status"], "").status.success(), "root may");
     drop(agent);
     // With admin.group, its members may too; others still may not.
-    let (_dir, path) = config_file(
-        "[admin]\ngroup = \"4322\"\n\
-         [credentials]\naccess_key_id = \"ASIAIMDSAGENTDEMO000\"\n\
-         secret_access_key = \"imdsAgentDemoSecretKeyNotValidAnywhere00\"\n\
-         session_token = \"IQoJaW1kcy1hZ2VudC1kZW1vLXNlc3Npb24tdG9rZW4tbm90LXZhbGlkLWFueXdoZXJl\"\n",
-    );
+    let (_dir, path) = config_file(&format!("[admin]\ngroup = \"4322\"\n{STATIC_CREDENTIALS}"));
     let agent = Agent::dev(&["--config", path.to_str().unwrap()]);
     let member = as_user(&agent, "4321", "4322");
     assert!(member.status.success(), "{member:?}");

@@ -15,7 +15,7 @@ use std::process::Command;
 use support::cgroups::Cgroups;
 use support::ec2::{FakeEc2, bridged_client, get};
 use support::netns::{NetNs, link};
-use support::{Agent, agent_bin, botocore};
+use support::{Agent, STATIC_CREDENTIALS, agent_bin, botocore};
 
 const IMDS: &str = "http://169.254.169.254";
 const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
@@ -53,9 +53,7 @@ fn ec2() -> Ec2 {
              [privileges]\nuser = \"{AGENT_UID}\"\n\
              [attribution]\ncgroup_root = \"{root}\"\n\
              [instance]\naccount_id = \"123456789012\"\n\
-             [credentials]\nsource = \"static\"\naccess_key_id = \"ASIAIMDSAGENTDEMO000\"\n\
-             secret_access_key = \"imdsAgentDemoSecretKeyNotValidAnywhere00\"\n\
-             session_token = \"IQoJaW1kcy1hZ2VudC1kZW1vLXNlc3Npb24tdG9rZW4tbm90LXZhbGlkLWFueXdoZXJl\"\n\
+             {STATIC_CREDENTIALS}\
              [roles]\ndir = \"{roles}\"\n",
             root = cgroups.root().display(),
             roles = dir.path().join("roles.d").display(),

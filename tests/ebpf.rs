@@ -16,7 +16,7 @@ use std::process::Command;
 use support::cgroups::Cgroups;
 use support::ec2::{FakeEc2, bridged_client, get};
 use support::netns::NetNs;
-use support::{Agent, agent_bin, python};
+use support::{Agent, STATIC_CREDENTIALS, agent_bin, python};
 
 const IMDS: &str = "http://169.254.169.254";
 const IMDS_V6: &str = "http://[fd00:ec2::254]";
@@ -68,9 +68,7 @@ fn setup() -> Setup {
              [proxy]\nenabled = true\n\
              [attribution]\ncgroup_root = \"{root}\"\n\
              [instance]\naccount_id = \"123456789012\"\n\
-             [credentials]\nsource = \"static\"\naccess_key_id = \"ASIAIMDSAGENTDEMO000\"\n\
-             secret_access_key = \"imdsAgentDemoSecretKeyNotValidAnywhere00\"\n\
-             session_token = \"IQoJaW1kcy1hZ2VudC1kZW1vLXNlc3Npb24tdG9rZW4tbm90LXZhbGlkLWFueXdoZXJl\"\n\
+             {STATIC_CREDENTIALS}\
              [roles]\ndir = \"{roles}\"\n",
             base = cgroups.base,
             root = cgroups.root().display(),

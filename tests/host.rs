@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::cgroups::Cgroups;
-use support::netns::{NetNs, unique};
+use support::netns::NetNs;
 use support::sts::{Helper, agent_credentials, moto_in};
 use support::{Agent, agent_bin, botocore_with, py_script, python};
 
@@ -404,50 +404,8 @@ fn ten_thousand_mixed_requests_never_cross_roles() {
     assert_eq!(all_keys.len(), 3, "no key served to two workloads");
 }
 
-/// A client namespace behind a veth whose agent-side end is `agent_if`,
-/// which is enslaved to `bridge` if given. Returns the client namespace.
 fn client_behind(host: &Host, subnet: u8, bridge: Option<&str>) -> NetNs {
-    let client = NetNs::new("hk");
-    let agent_if = unique("vh");
-    let client_if = unique("vk");
-    support::netns::ip(&[
-        "link",
-        "add",
-        &agent_if,
-        "netns",
-        &host.ns.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &client_if,
-        "netns",
-        &client.name,
-    ]);
-    let gateway = format!("10.{subnet}.0.1");
-    match bridge {
-        Some(bridge) => {
-            host.ns.ip(&["link", "add", bridge, "type", "bridge"]);
-            host.ns
-                .ip(&["addr", "add", &format!("{gateway}/24"), "dev", bridge]);
-            host.ns.ip(&["link", "set", bridge, "up"]);
-            host.ns.ip(&["link", "set", &agent_if, "master", bridge]);
-        }
-        None => host
-            .ns
-            .ip(&["addr", "add", &format!("{gateway}/24"), "dev", &agent_if]),
-    }
-    host.ns.ip(&["link", "set", &agent_if, "up"]);
-    client.ip(&[
-        "addr",
-        "add",
-        &format!("10.{subnet}.0.2/24"),
-        "dev",
-        &client_if,
-    ]);
-    client.ip(&["link", "set", &client_if, "up"]);
-    client.ip(&["route", "add", "169.254.169.254/32", "via", &gateway]);
-    client
+    support::netns::client_behind(&host.ns, subnet, bridge, "169.254.169.254/32")
 }
 
 fn get_from(ns: &NetNs, path: &str, timeout: &str) -> serde_json::Value {

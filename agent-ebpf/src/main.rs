@@ -50,6 +50,20 @@ fn config_for_caller() -> Option<&'static Config> {
     (config.enabled != 0 && tgid != config.agent_tgid).then_some(config)
 }
 
+/// For a connection the agent should get: its settings, the socket's
+/// cookie and its network namespace's cookie.
+fn connecting(ctx: &SockAddrContext) -> Option<(&'static Config, u64, u64)> {
+    let config = config_for_caller()?;
+    // SAFETY: the context is a socket-address context these helpers take.
+    let (cookie, netns) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_get_netns_cookie(ctx.as_ptr()),
+        )
+    };
+    Some((config, cookie, netns))
+}
+
 /// Who is connecting.
 fn origin(family: u16, orig_ip4: u32, orig_ip6: [u32; 4]) -> Origin {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -77,15 +91,8 @@ pub fn imds_connect4(ctx: SockAddrContext) -> i32 {
     if sa.protocol != IPPROTO_TCP || sa.user_ip4 != IMDS_IP4 || sa.user_port != HTTP_PORT_BE {
         return PROCEED;
     }
-    let Some(config) = config_for_caller() else {
+    let Some((config, cookie, netns)) = connecting(&ctx) else {
         return PROCEED;
-    };
-    // SAFETY: the context is a socket-address context these helpers take.
-    let (netns, cookie) = unsafe {
-        (
-            bpf_get_netns_cookie(ctx.as_ptr()),
-            bpf_get_socket_cookie(ctx.as_ptr()),
-        )
     };
     let to = if netns == config.agent_netns {
         config.local_ip4
@@ -107,15 +114,8 @@ pub fn imds_connect6(ctx: SockAddrContext) -> i32 {
     if sa.protocol != IPPROTO_TCP || sa.user_ip6 != IMDS_IP6 || sa.user_port != HTTP_PORT_BE {
         return PROCEED;
     }
-    let Some(config) = config_for_caller() else {
+    let Some((config, cookie, netns)) = connecting(&ctx) else {
         return PROCEED;
-    };
-    // SAFETY: as in `imds_connect4`.
-    let (netns, cookie) = unsafe {
-        (
-            bpf_get_netns_cookie(ctx.as_ptr()),
-            bpf_get_socket_cookie(ctx.as_ptr()),
-        )
     };
     // The agent listens on IPv4: an IPv6 socket reaches it through the
     // IPv4-mapped address. Other namespaces are not redirected over IPv6.

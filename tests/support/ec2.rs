@@ -84,30 +84,6 @@ pub fn get(prefix: &[String], url: &str, timeout: &str) -> serde_json::Value {
 /// interface) in `host`, which has 10.98.0.1/24 on the bridge; the client
 /// is 10.98.0.2/24 with its default route via the bridge.
 pub fn bridged_client(host: &NetNs) -> NetNs {
-    let client = NetNs::new("eb");
     let bridge = format!("br-{}", unique("e"));
-    host.ip(&["link", "add", &bridge, "type", "bridge"]);
-    host.ip(&["addr", "add", "10.98.0.1/24", "dev", &bridge]);
-    host.ip(&["link", "set", &bridge, "up"]);
-    let (host_if, client_if) = (unique("vh"), unique("vc"));
-    super::netns::ip(&[
-        "link",
-        "add",
-        &host_if,
-        "netns",
-        &host.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &client_if,
-        "netns",
-        &client.name,
-    ]);
-    host.ip(&["link", "set", &host_if, "master", &bridge]);
-    host.ip(&["link", "set", &host_if, "up"]);
-    client.ip(&["addr", "add", "10.98.0.2/24", "dev", &client_if]);
-    client.ip(&["link", "set", &client_if, "up"]);
-    client.ip(&["route", "add", "default", "via", "10.98.0.1"]);
-    client
+    super::netns::client_behind(host, 98, Some(&bridge), "default")
 }

@@ -15,6 +15,13 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+/// A `[credentials]` section with the demo keys (static source), for
+/// config files the tests write.
+pub const STATIC_CREDENTIALS: &str = "[credentials]\nsource = \"static\"\n\
+    access_key_id = \"ASIAIMDSAGENTDEMO000\"\n\
+    secret_access_key = \"imdsAgentDemoSecretKeyNotValidAnywhere00\"\n\
+    session_token = \"IQoJaW1kcy1hZ2VudC1kZW1vLXNlc3Npb24tdG9rZW4tbm90LXZhbGlkLWFueXdoZXJl\"\n";
+
 /// The agent binary under test.
 pub fn agent_bin() -> &'static str {
     env!("CARGO_BIN_EXE_imds-agent")

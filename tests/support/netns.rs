@@ -96,3 +96,48 @@ pub fn link(a: &NetNs, a_addr: &str, b: &NetNs, b_addr: &str) {
     a.ip(&["link", "set", &a_if, "up"]);
     b.ip(&["link", "set", &b_if, "up"]);
 }
+
+/// A client namespace behind a veth from `host`, the host's end holding
+/// `10.<subnet>.0.1/24` (or enslaved to a new `bridge` that holds it), the
+/// client `10.<subnet>.0.2/24` with a route to `route` through the host.
+pub fn client_behind(host: &NetNs, subnet: u8, bridge: Option<&str>, route: &str) -> NetNs {
+    let client = NetNs::new("hk");
+    let host_if = unique("vh");
+    let client_if = unique("vk");
+    ip(&[
+        "link",
+        "add",
+        &host_if,
+        "netns",
+        &host.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &client_if,
+        "netns",
+        &client.name,
+    ]);
+    let gateway = format!("10.{subnet}.0.1");
+    let on = match bridge {
+        Some(bridge) => {
+            host.ip(&["link", "add", bridge, "type", "bridge"]);
+            host.ip(&["link", "set", bridge, "up"]);
+            host.ip(&["link", "set", &host_if, "master", bridge]);
+            bridge
+        }
+        None => host_if.as_str(),
+    };
+    host.ip(&["addr", "add", &format!("{gateway}/24"), "dev", on]);
+    host.ip(&["link", "set", &host_if, "up"]);
+    client.ip(&[
+        "addr",
+        "add",
+        &format!("10.{subnet}.0.2/24"),
+        "dev",
+        &client_if,
+    ]);
+    client.ip(&["link", "set", &client_if, "up"]);
+    client.ip(&["route", "add", route, "via", &gateway]);
+    client
+}

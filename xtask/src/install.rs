@@ -91,16 +91,7 @@ pub(crate) fn install(options: &Options) -> anyhow::Result<()> {
             "the service runs in a host mode, which needs the nftables build: install libnftnl-dev, libmnl-dev and pkg-config (Debian), or run `bash .ci/run`"
         );
     }
-    run(Command::new(env!("CARGO")).current_dir(root()).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "imds-agent",
-        "--features",
-        &crate::util::release_features(),
-    ]))?;
-    let built = root().join("target/release/imds-agent");
+    let built = crate::util::build_release()?;
     put(
         &layout.at(&layout.binary),
         &std::fs::read(&built)?,

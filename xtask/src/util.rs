@@ -50,10 +50,24 @@ pub(crate) fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// The features of the release build `install`, `bench` and
-/// `bench-redirect` share (one build for all three): host modes when their
-/// libraries are there, eBPF mode when its programs are built.
-pub(crate) fn release_features() -> String {
+/// Builds the release agent that `install`, `bench` and `bench-redirect`
+/// share, and returns its path.
+pub(crate) fn build_release() -> anyhow::Result<PathBuf> {
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "imds-agent",
+        "--features",
+        &release_features(),
+    ]))?;
+    Ok(root().join("target/release/imds-agent"))
+}
+
+/// The features of that build: host modes when their libraries are there,
+/// eBPF mode when its programs are built.
+fn release_features() -> String {
     let mut features = Vec::new();
     if crate::test::has_nftables_libraries() {
         features.push("nftables");

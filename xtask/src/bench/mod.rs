@@ -11,22 +11,37 @@ use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::util::{root, run as run_cmd};
 use load::{Outcome, Scenario, measure};
 
+/// How long each scenario runs.
 #[derive(Debug, Clone, clap::Args)]
-pub(crate) struct Options {
+pub(crate) struct Timing {
     /// Measured time of each scenario, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     duration_ms: u64,
     /// Unmeasured time before each scenario, in milliseconds.
     #[arg(long, default_value_t = 300)]
     warmup_ms: u64,
+}
+
+impl Timing {
+    fn warmup(&self) -> Duration {
+        Duration::from_millis(self.warmup_ms)
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_millis(self.duration_ms)
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Options {
+    #[command(flatten)]
+    timing: Timing,
     /// Measure the agent only (no Python, no ectou-metadata).
     #[arg(long)]
     no_ectou: bool,
@@ -62,8 +77,10 @@ impl Options {
     /// little.
     pub(crate) fn quick() -> Self {
         Self {
-            duration_ms: 200,
-            warmup_ms: 50,
+            timing: Timing {
+                duration_ms: 200,
+                warmup_ms: 50,
+            },
             no_ectou: false,
             agent_log_level: "warn".to_owned(),
             markdown: None,
@@ -115,15 +132,8 @@ struct Row {
 }
 
 pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
-    // The same features as `cargo xtask install`, so the two share one
-    // release build.
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .current_dir(root())
-        .args(["build", "--release", "--locked", "-p", "imds-agent"])
-        .args(["--features", &crate::util::release_features()]);
-    run_cmd(&mut build)?;
-    let bin = root().join("target/release/imds-agent");
+    // The same build as `cargo xtask install`.
+    let bin = crate::util::build_release()?;
     let agent = targets::agent(&bin, &options.agent_log_level)?;
     let mut list = vec![Target {
         name: "imds-agent",
@@ -258,8 +268,8 @@ fn scenario(
         connections,
         keep_alive,
         expect_status,
-        warmup: Duration::from_millis(o.warmup_ms),
-        duration: Duration::from_millis(o.duration_ms),
+        warmup: o.timing.warmup(),
+        duration: o.timing.duration(),
     }
 }
 
@@ -301,7 +311,7 @@ fn report(rows: &[Row], options: &Options) -> String {
     let _ = writeln!(
         out,
         "Each scenario: {} ms measured after {} ms warm-up; one load-generator thread on the same machine; agent log level `{}`.\n",
-        options.duration_ms, options.warmup_ms, options.agent_log_level
+        options.timing.duration_ms, options.timing.warmup_ms, options.agent_log_level
     );
     let _ = writeln!(
         out,

@@ -18,8 +18,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use super::load::{Outcome, Scenario, measure};
-use super::{fetch_token, ms};
-use crate::util::{is_root, root, run as run_cmd, work_dir};
+use super::{Timing, fetch_token, ms};
+use crate::util::{is_root, run as run_cmd, work_dir};
 
 /// The role the bench rule gives.
 const ROLE: &str = "imds-agent-demo";
@@ -27,12 +27,8 @@ const CONNECTIONS: [usize; 3] = [1, 16, 64];
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Options {
-    /// Measured time of each scenario, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    duration_ms: u64,
-    /// Unmeasured time before each scenario, in milliseconds.
-    #[arg(long, default_value_t = 300)]
-    warmup_ms: u64,
+    #[command(flatten)]
+    timing: Timing,
     /// Also write the results as Markdown to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -48,10 +44,8 @@ pub(crate) struct ClientOptions {
     connections: usize,
     #[arg(long)]
     close: bool,
-    #[arg(long)]
-    warmup_ms: u64,
-    #[arg(long)]
-    duration_ms: u64,
+    #[command(flatten)]
+    timing: Timing,
 }
 
 pub(crate) fn client(o: &ClientOptions) -> anyhow::Result<()> {
@@ -65,8 +59,8 @@ pub(crate) fn client(o: &ClientOptions) -> anyhow::Result<()> {
         connections: o.connections,
         keep_alive: !o.close,
         expect_status: 200,
-        warmup: Duration::from_millis(o.warmup_ms),
-        duration: Duration::from_millis(o.duration_ms),
+        warmup: o.timing.warmup(),
+        duration: o.timing.duration(),
     })?;
     println!(
         "{} {} {} {} {}",
@@ -245,16 +239,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
             "bench-redirect compares with alias mode, which needs libnftnl-dev, libmnl-dev and pkg-config"
         );
     }
-    run_cmd(Command::new(env!("CARGO")).current_dir(root()).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "imds-agent",
-        "--features",
-        &crate::util::release_features(),
-    ]))?;
-    let bin = root().join("target/release/imds-agent");
+    let bin = crate::util::build_release()?;
     let xtask = std::env::current_exe().context("finding the xtask binary")?;
     let sandbox = Sandbox::new()?;
     let mut rows = Vec::new();
@@ -266,8 +251,8 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
                     .command("client", &xtask)
                     .args(["bench-client", "--addr", "169.254.169.254:80"])
                     .args(["--connections", &connections.to_string()])
-                    .args(["--warmup-ms", &options.warmup_ms.to_string()])
-                    .args(["--duration-ms", &options.duration_ms.to_string()])
+                    .args(["--warmup-ms", &options.timing.warmup_ms.to_string()])
+                    .args(["--duration-ms", &options.timing.duration_ms.to_string()])
                     .args(close.then_some("--close"))
                     .output()
                     .context("running the bench client")?;
@@ -293,7 +278,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     }
     let mut report = format!(
         "Credentials GET to 169.254.169.254:80 from a client in its own cgroup, attributed by cgroup; each scenario {} ms after {} ms warm-up.\n\n| conns | connection | alias req/s | ebpf req/s | alias p50 / p99 ms | ebpf p50 / p99 ms | errors |\n|---:|---|---:|---:|---:|---:|---:|\n",
-        options.duration_ms, options.warmup_ms
+        options.timing.duration_ms, options.timing.warmup_ms
     );
     for (_, connections, connection, alias) in rows.iter().filter(|r| r.0 == "alias") {
         let Some((.., ebpf)) = rows
