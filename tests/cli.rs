@@ -76,10 +76,19 @@ fn usage_errors_are_exit_2() {
         &["dev", "--hop-limit", "0"][..],
         &["dev", "--http-tokens", "sometimes"],
         &["bogus"],
+        &["run", "--host-mode", "tunnel"],
     ] {
         let out = Command::new(agent_bin()).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
     }
+    let out = Command::new(agent_bin())
+        .args(["run", "--host-mode", "tunnel"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expected off, alias, dnat or ebpf"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -229,7 +238,7 @@ fn the_sample_rules_parse() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("4 role rules"), "{stdout}");
+    assert!(stdout.contains("5 role rules"), "{stdout}");
 }
 
 #[test]

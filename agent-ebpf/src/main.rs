@@ -21,7 +21,7 @@ use agent_ebpf_common::{AddrKey, Config, HTTP_PORT_BE, IMDS_IP4, IMDS_IP6, Origi
 use aya_ebpf::EbpfContext as _;
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_get_netns_cookie, bpf_get_socket_cookie,
+    bpf_get_current_uid_gid, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns,
 };
 use aya_ebpf::macros::{cgroup_sock_addr, map, sock_ops};
 use aya_ebpf::maps::{Array, LruHashMap};
@@ -80,6 +80,8 @@ fn origin(family: u16, orig_ip4: u32, orig_ip6: [u32; 4]) -> Origin {
         orig_port: 80,
         family,
         comm: bpf_get_current_comm().unwrap_or_default(),
+        // SAFETY: a helper with no arguments, allowed in these programs.
+        connected_ns: unsafe { bpf_ktime_get_ns() },
     }
 }
 

@@ -54,6 +54,10 @@ pub struct Origin {
     pub family: u16,
     /// Its command name (`comm`), NUL-padded.
     pub comm: [u8; 16],
+    /// When it connected (`CLOCK_MONOTONIC`, ns): a record found by
+    /// address is only believed while fresh, since an address and port
+    /// can later be someone else's.
+    pub connected_ns: u64,
 }
 
 /// The key of a connection from another network namespace: the client's

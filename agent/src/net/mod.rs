@@ -217,5 +217,10 @@ pub fn redirect(
         bridge = ?settings.bridge,
         "eBPF redirect attached: 169.254.169.254:80 and [fd00:ec2::254]:80 go to the agent"
     );
+    if settings.bridge.is_none() {
+        tracing::warn!(
+            "host.ebpf_bridge_address is unset: processes in other network namespaces (containers on bridges) are not redirected and reach whatever answers at 169.254.169.254"
+        );
+    }
     Ok(std::sync::Arc::new(redirect))
 }

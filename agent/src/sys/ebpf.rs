@@ -130,14 +130,34 @@ impl Redirect {
     }
 
     /// Who made the redirected connection from `client` (a client in
-    /// another network namespace, by its own address).
+    /// another network namespace, by its own address), if it connected
+    /// within `MAX_AGE`: an older record may be of a container that has
+    /// gone, whose address and port another now uses.
     pub fn origin_of_address(&self, client: SocketAddrV4) -> Option<Origin> {
         let key = AddrKey {
             ip4: u32::from_ne_bytes(client.ip().octets()),
             port: u32::from(client.port()),
         };
-        self.by_addr.get(&key, 0).ok()
+        let origin = self.by_addr.get(&key, 0).ok()?;
+        let age = monotonic_ns()?.checked_sub(origin.connected_ns)?;
+        (age <= MAX_AGE.as_nanos() as u64).then_some(origin)
     }
+}
+
+/// How long after its `connect()` a bridged client's record is believed
+/// (it is read when the connection's first request arrives).
+const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
+#[allow(unsafe_code)]
+fn monotonic_ns() -> Option<u64> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+    (rc == 0).then(|| now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64)
 }
 
 fn config_of(settings: &Settings) -> Config {
