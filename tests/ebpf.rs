@@ -225,6 +225,14 @@ fn clients_are_redirected_attributed_to_their_process_and_let_go_at_exit() {
     assert_eq!(got["peer"], "169.254.169.254:80", "{got}");
     let line = logged_workload(&agent, &got["pid"]);
     assert!(line.contains("role=\"role-ctr\""), "{line}");
+    // Its record by address is dropped once read: the address and port may
+    // be another container's next.
+    let by_addr = Command::new("bpftool")
+        .args(["-j", "map", "dump", "name", "BY_ADDR"])
+        .output()
+        .expect("bpftool");
+    let dump = String::from_utf8_lossy(&by_addr.stdout);
+    assert!(by_addr.status.success() && !dump.contains("\"key\""), "{dump}");
 
     // A clean stop detaches the programs: the same client now reaches the
     // real IMDS.

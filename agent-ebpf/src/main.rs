@@ -9,8 +9,9 @@
 //!   host address it can reach; record the connecting process under the
 //!   socket's cookie. The agent's own process is left alone.
 //! - `imds_sockops` (`sockops`, at `TCP_CONNECT_CB`): for a connection
-//!   from another namespace, files the record under the client's address
-//!   too, since the agent can't look up a socket in another namespace.
+//!   sent to the bridge address (from another namespace), files the record
+//!   under the client's address too, since the agent can't look up a socket
+//!   in another namespace; the agent drops it once it has read it.
 //! - `imds_getpeername4`, `imds_getpeername6`: a redirected socket's peer
 //!   reads as 169.254.169.254:80, as the client connected to.
 
@@ -140,6 +141,12 @@ pub fn imds_connect6(ctx: SockAddrContext) -> i32 {
 pub fn imds_sockops(ctx: SockOpsContext) -> u32 {
     if ctx.op() != BPF_SOCK_OPS_TCP_CONNECT_CB || ctx.family() != u32::from(AF_INET) {
         return 1;
+    }
+    // Only connections sent to the bridge address: the agent finds the
+    // others by their socket.
+    match CONFIG.get(0) {
+        Some(config) if config.bridge_ip4 != 0 && ctx.remote_ip4() == config.bridge_ip4 => {}
+        _ => return 1,
     }
     // SAFETY: a sock_ops context, which this helper takes.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };

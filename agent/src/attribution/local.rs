@@ -94,6 +94,9 @@ pub trait Recorded: Send + Sync + std::fmt::Debug {
     /// The record of the connection from `client` (a client in another
     /// network namespace, by its own address).
     fn by_address(&self, client: SocketAddrV4) -> Option<Record>;
+    /// Drops that record once its connection is attributed: the address
+    /// and port may be someone else's next.
+    fn forget_address(&self, client: SocketAddrV4);
 }
 
 /// Attribution by kernel lookups and the container registry.
@@ -203,6 +206,9 @@ impl Attribution for Local {
                 // a plain process.
                 return Identified::Retry(containers.next_change());
             }
+        }
+        if let (None, Some(redirect), SocketAddr::V4(client)) = (&socket, &self.redirect, peer) {
+            redirect.forget_address(client);
         }
         let program = record.map(|r| Program {
             pid: r.pid,

@@ -74,7 +74,9 @@ pub struct Redirect {
     /// Holds the programs; dropping it detaches them.
     _ebpf: Ebpf,
     by_cookie: HashMap<MapData, u64, Origin>,
-    by_addr: HashMap<MapData, AddrKey, Origin>,
+    /// Behind a lock: removing an entry takes `&mut` (aya's API), though
+    /// the kernel needs none.
+    by_addr: std::sync::Mutex<HashMap<MapData, AddrKey, Origin>>,
 }
 
 impl std::fmt::Debug for Redirect {
@@ -118,7 +120,7 @@ impl Redirect {
             .map_err(|e| EbpfError::Program(SOCK_OPS_PROGRAM, e))?;
         Ok(Self {
             by_cookie: take_map(&mut ebpf, "BY_COOKIE")?,
-            by_addr: take_map(&mut ebpf, "BY_ADDR")?,
+            by_addr: std::sync::Mutex::new(take_map(&mut ebpf, "BY_ADDR")?),
             _ebpf: ebpf,
         })
     }
@@ -134,11 +136,12 @@ impl Redirect {
     /// within `MAX_AGE`: an older record may be of a container that has
     /// gone, whose address and port another now uses.
     pub fn origin_of_address(&self, client: SocketAddrV4) -> Option<Origin> {
-        let key = AddrKey {
-            ip4: u32::from_ne_bytes(client.ip().octets()),
-            port: u32::from(client.port()),
-        };
-        let origin = self.by_addr.get(&key, 0).ok()?;
+        let origin = self
+            .by_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr_key(client), 0)
+            .ok()?;
         let age = monotonic_ns()?.checked_sub(origin.connected_ns)?;
         (age <= MAX_AGE.as_nanos() as u64).then_some(origin)
     }
@@ -158,6 +161,13 @@ fn monotonic_ns() -> Option<u64> {
     // SAFETY: `now` is a valid timespec for the call to fill.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
     (rc == 0).then(|| now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64)
+}
+
+fn addr_key(client: SocketAddrV4) -> AddrKey {
+    AddrKey {
+        ip4: u32::from_ne_bytes(client.ip().octets()),
+        port: u32::from(client.port()),
+    }
 }
 
 fn config_of(settings: &Settings) -> Config {
@@ -203,6 +213,15 @@ impl crate::attribution::Recorded for Redirect {
 
     fn by_address(&self, client: SocketAddrV4) -> Option<crate::attribution::Record> {
         self.origin_of_address(client).map(|o| record(&o))
+    }
+
+    fn forget_address(&self, client: SocketAddrV4) {
+        // Gone already (the LRU evicted it) is fine.
+        let _ = self
+            .by_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&addr_key(client));
     }
 }
 
