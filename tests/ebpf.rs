@@ -135,6 +135,16 @@ impl Setup {
     }
 }
 
+/// `/proc/<pid>/status` of the agent's child process named `name`.
+fn helper_status(agent: u32, name: &str) -> String {
+    let children = std::fs::read_to_string(format!("/proc/{agent}/task/{agent}/children")).unwrap();
+    children
+        .split_whitespace()
+        .map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default())
+        .find(|status| status.starts_with(&format!("Name:\t{name}\n")))
+        .unwrap_or_else(|| panic!("no child {name} among {children:?}"))
+}
+
 /// The agent's log line for a request by `pid` (its `workload` field).
 fn logged_workload(agent: &Agent, pid: &serde_json::Value) -> String {
     let needle = format!(", pid {pid} ");
@@ -177,9 +187,10 @@ fn clients_are_redirected_attributed_to_their_process_and_let_go_at_exit() {
     // Root in the same cgroup is not that uid.
     assert_eq!(setup.get("users", ROLES)["status"], 404);
 
-    // A rule naming the executable beats the cgroup's rule. The agent
-    // reads /proc/PID/exe: it can for a process of its own user (nobody).
-    let got = setup.get_as(&setup.host, "exe", Some("65534"), &url);
+    // A rule naming the executable beats the cgroup's rule, for a root
+    // process too: the agent (nobody) asks its executable helper, which
+    // keeps CAP_SYS_PTRACE and nothing else.
+    let got = setup.get("exe", ROLES);
     assert_eq!(got["body"], "role-exe", "{got}");
     let line = logged_workload(&agent, &got["pid"]);
     let interpreter = std::fs::canonicalize(python()).unwrap();
@@ -187,6 +198,14 @@ fn clients_are_redirected_attributed_to_their_process_and_let_go_at_exit() {
         line.contains(&format!("exe=\"{}\"", interpreter.display())),
         "{line}"
     );
+    let helper = helper_status(agent.pid(), "imds-exe");
+    assert!(helper.contains("Uid:\t65534\t"), "{helper}");
+    // CAP_SYS_PTRACE is bit 19.
+    assert!(helper.contains("CapEff:\t0000000000080000"), "{helper}");
+    assert!(helper.contains("CapBnd:\t0000000000080000"), "{helper}");
+    assert!(helper.contains("NoNewPrivs:\t1"), "{helper}");
+    let own = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    assert!(own.contains("CapEff:\t0000000000000000"), "{own}");
 
     // IPv6: [fd00:ec2::254]:80 reaches the agent too.
     let got = setup.get_as(&setup.host, "a", None, &format!("{IMDS_V6}{ROLES}"));
@@ -232,7 +251,10 @@ fn clients_are_redirected_attributed_to_their_process_and_let_go_at_exit() {
         .output()
         .expect("bpftool");
     let dump = String::from_utf8_lossy(&by_addr.stdout);
-    assert!(by_addr.status.success() && !dump.contains("\"key\""), "{dump}");
+    assert!(
+        by_addr.status.success() && !dump.contains("\"key\""),
+        "{dump}"
+    );
 
     // A clean stop detaches the programs: the same client now reaches the
     // real IMDS.
@@ -252,6 +274,12 @@ fn a_killed_agent_leaves_nothing_attached() {
     let setup = setup();
     let agent = setup.start();
     assert_eq!(setup.get("a", ROLES)["body"], "role-a");
+    let helper = helper_status(agent.pid(), "imds-exe");
+    let helper_pid = helper
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:\t"))
+        .unwrap()
+        .to_owned();
     agent.kill();
     // The kernel detaches the programs with the agent's last descriptor.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -261,4 +289,11 @@ fn a_killed_agent_leaves_nothing_attached() {
     assert!(!setup.attached());
     let after = setup.get("a", "/latest/meta-data/instance-id");
     assert_eq!(after["status"], 401, "{after}");
+    // The executable helper went with the agent.
+    let helper = std::path::Path::new("/proc").join(&helper_pid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while helper.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!helper.exists(), "the executable helper outlived the agent");
 }

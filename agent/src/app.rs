@@ -125,7 +125,7 @@ pub fn build(
             ));
             let local = Local::new(kernel.diag, kernel.cgroups, rescanner, containers.clone());
             Arc::new(match kernel.redirect {
-                Some(redirect) => local.with_redirect(redirect),
+                Some(redirect) => local.with_redirect(redirect, kernel.exe),
                 None => local,
             })
         }
@@ -357,6 +357,9 @@ fn privileged_phase(config: &Config, on_stop: &mut OnStop) -> anyhow::Result<Pre
             kernel,
         });
     };
+    if let Some(kernel) = kernel.as_mut().filter(|k| k.redirect.is_some()) {
+        kernel.exe = exe_source(target)?;
+    }
     if let Some(docker) = &config.attribution.docker {
         // Watching Docker needs its socket's group.
         use std::os::unix::fs::MetadataExt as _;
@@ -411,6 +414,27 @@ fn attach_redirect(
 ) -> anyhow::Result<()> {
     // The config refuses eBPF mode in a build without it.
     anyhow::bail!("this imds-agent was built without eBPF support")
+}
+
+/// eBPF mode: who reads the executables `exe =` rules ask for. With
+/// CAP_SYS_PTRACE at hand, a helper that keeps it (and nothing else) can
+/// read any process's; otherwise the agent reads them itself, once it is
+/// `target`, and sees only its own user's processes.
+fn exe_source(target: &Target) -> anyhow::Result<Arc<crate::attribution::exe::ExeSource>> {
+    use crate::attribution::exe::{ExeHelper, ExeSource};
+    let may_trace = caps::has_cap(
+        None,
+        caps::CapSet::Permitted,
+        caps::Capability::CAP_SYS_PTRACE,
+    )
+    .unwrap_or(false);
+    if !may_trace {
+        tracing::warn!(
+            "no CAP_SYS_PTRACE: `exe` rules match only the agent's own user's processes"
+        );
+        return Ok(Arc::default());
+    }
+    Ok(Arc::new(ExeSource::Helper(ExeHelper::spawn(target)?)))
 }
 
 /// Sets up, binds every listen address of `config`, calls `on_listening`

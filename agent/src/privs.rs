@@ -49,9 +49,9 @@ fn step<E: std::error::Error + Send + Sync + 'static>(
 pub struct Target {
     /// The user to switch to, when started as root.
     pub user: Option<Account>,
-    /// Keep CAP_NET_ADMIN (the stop helper only: the serving agent keeps
-    /// no capability).
-    pub keep_net_admin: bool,
+    /// The one capability a helper keeps (the stop helper CAP_NET_ADMIN,
+    /// the executable helper CAP_SYS_PTRACE); the serving agent keeps none.
+    pub keep: Option<Capability>,
 }
 
 /// A user to switch to.
@@ -82,10 +82,10 @@ impl Target {
             .map_or_else(|| Gid::current().as_raw(), |u| u.gid)
     }
 
-    /// The same target, keeping CAP_NET_ADMIN (the stop helper).
-    pub fn with_net_admin(&self) -> Self {
+    /// The same target, keeping `capability` (a helper).
+    pub fn keeping(&self, capability: Capability) -> Self {
         Self {
-            keep_net_admin: true,
+            keep: Some(capability),
             ..self.clone()
         }
     }
@@ -114,10 +114,7 @@ pub fn target(config: &PrivilegesConfig) -> Result<Option<Target>, PrivError> {
     if user.is_none() && !holds_capabilities() {
         return Ok(None);
     }
-    Ok(Some(Target {
-        user,
-        keep_net_admin: false,
-    }))
+    Ok(Some(Target { user, keep: None }))
 }
 
 fn resolve(user: &str, config: &PrivilegesConfig) -> Result<Account, PrivError> {
@@ -171,11 +168,7 @@ pub fn drop_to(target: &Target) -> Result<(), PrivError> {
     if threads != 1 {
         return Err(PrivError::Threads(threads));
     }
-    let keep: CapsHashSet = if target.keep_net_admin {
-        [Capability::CAP_NET_ADMIN].into_iter().collect()
-    } else {
-        CapsHashSet::new()
-    };
+    let keep: CapsHashSet = target.keep.into_iter().collect();
     // Without CAP_SETPCAP (a non-root service) the bounding set stays; with
     // nothing permitted and no_new_privs, nothing in it can be regained.
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
@@ -205,6 +198,24 @@ pub fn drop_to(target: &Target) -> Result<(), PrivError> {
     }
     nix::sys::prctl::set_no_new_privs().map_err(step("set no_new_privs"))?;
     Ok(())
+}
+
+/// Closes every descriptor but stdin/out/err and `keep`: a helper forked
+/// from the agent must not hold its listeners or sockets.
+pub fn close_all_but(keep: &[std::os::fd::RawFd]) {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<std::os::fd::RawFd> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2 && !keep.contains(fd))
+        .collect();
+    for fd in fds {
+        // Closing the directory's own descriptor (already dropped) fails
+        // harmlessly.
+        let _ = nix::unistd::close(fd);
+    }
 }
 
 /// The lines of `/proc/self/status` that say what the process may do.
@@ -281,7 +292,7 @@ mod tests {
         // The test harness itself runs threads.
         let target = Target {
             user: None,
-            keep_net_admin: false,
+            keep: None,
         };
         assert!(matches!(drop_to(&target), Err(PrivError::Threads(_))));
         assert!(status().contains("Uid:"));

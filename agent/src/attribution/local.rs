@@ -107,6 +107,7 @@ pub struct Local {
     rescanner: Arc<Rescanner>,
     containers: Option<Arc<Containers>>,
     redirect: Option<Arc<dyn Recorded>>,
+    exe: Arc<super::exe::ExeSource>,
 }
 
 impl Local {
@@ -124,14 +125,21 @@ impl Local {
             rescanner,
             containers,
             redirect: None,
+            exe: Arc::default(),
         }
     }
 
     /// Also reads the eBPF redirect's records: the exact process behind a
     /// redirected connection, and the cgroup of a client in another
     /// network namespace.
-    pub fn with_redirect(mut self, redirect: Arc<dyn Recorded>) -> Self {
+    /// `exe` reads the executables `exe =` rules ask for.
+    pub fn with_redirect(
+        mut self,
+        redirect: Arc<dyn Recorded>,
+        exe: Arc<super::exe::ExeSource>,
+    ) -> Self {
         self.redirect = Some(redirect);
+        self.exe = exe;
         self
     }
 
@@ -212,7 +220,7 @@ impl Attribution for Local {
         }
         let program = record.map(|r| Program {
             pid: r.pid,
-            exe: super::Exe::default(),
+            exe: super::Exe::from(Arc::clone(&self.exe)),
             comm: r.comm,
         });
         Identified::Known(Workload::Process(Arc::new(Process {

@@ -11,6 +11,7 @@
 
 pub mod cgroup;
 pub mod containers;
+pub mod exe;
 mod local;
 
 use std::fmt;
@@ -35,6 +36,8 @@ pub struct Kernel {
     pub root: std::path::PathBuf,
     /// The eBPF redirect's records, in eBPF mode.
     pub redirect: Option<Arc<dyn Recorded>>,
+    /// Where executables are read (eBPF mode).
+    pub exe: Arc<exe::ExeSource>,
 }
 
 /// Opens what `config` needs: nothing unless cgroup attribution is on.
@@ -64,6 +67,7 @@ pub fn open(config: &crate::config::AttributionConfig) -> anyhow::Result<Option<
         cgroups,
         root,
         redirect: None,
+        exe: Arc::default(),
     }))
 }
 
@@ -110,36 +114,45 @@ pub struct Program {
 }
 
 impl Program {
-    /// The process's executable: `/proc/<pid>/exe`, read once, and only
-    /// when a rule names an executable (most connections never pay for
-    /// it). `None` when the process is gone or the agent may not see it
-    /// (another user's process, unless the agent runs as root).
+    /// The process's executable, read once, and only when a rule names an
+    /// executable (most connections never pay for it). `None` when the
+    /// process is gone or may not be seen (see `exe`).
     pub fn exe(&self) -> Option<&str> {
         self.exe
-            .0
-            .get_or_init(|| {
-                std::fs::read_link(format!("/proc/{}/exe", self.pid))
-                    .ok()
-                    .map(|p| Arc::from(p.to_string_lossy().as_ref()))
-            })
+            .path
+            .get_or_init(|| self.exe.source.exe_of(self.pid))
             .as_deref()
     }
 }
 
-/// A process's executable, resolved on first use. It follows from the pid,
-/// so it takes no part in comparisons.
+/// A process's executable, read on first use. It follows from the pid, so
+/// it takes no part in comparisons.
 #[derive(Debug, Clone, Default)]
-pub struct Exe(Arc<std::sync::OnceLock<Option<Arc<str>>>>);
+pub struct Exe {
+    path: Arc<std::sync::OnceLock<Option<Arc<str>>>>,
+    source: Arc<exe::ExeSource>,
+}
 
 impl Exe {
+    /// Not read yet; `source` reads it.
+    pub fn from(source: Arc<exe::ExeSource>) -> Self {
+        Self {
+            path: Arc::default(),
+            source,
+        }
+    }
+
     /// Already known: `path`.
     pub fn known(path: Option<&str>) -> Self {
-        Self(Arc::new(std::sync::OnceLock::from(path.map(Arc::from))))
+        Self {
+            path: Arc::new(std::sync::OnceLock::from(path.map(Arc::from))),
+            source: Arc::default(),
+        }
     }
 
     /// What was read, if it was.
     pub fn if_read(&self) -> Option<&str> {
-        self.0.get().and_then(|e| e.as_deref())
+        self.path.get().and_then(|e| e.as_deref())
     }
 }
 

@@ -46,7 +46,12 @@ impl StopHelper {
         match forked {
             ForkResult::Child => {
                 drop(write);
-                let code = helper(read, installed, &keep, &target.with_net_admin());
+                let code = helper(
+                    read,
+                    installed,
+                    &keep,
+                    &target.keeping(caps::Capability::CAP_NET_ADMIN),
+                );
                 std::process::exit(code);
             }
             ForkResult::Parent { child } => {
@@ -93,7 +98,7 @@ fn helper(read: OwnedFd, installed: Installed, keep: &[RawFd], target: &Target) 
         let _ = signal(Signal::SIGTERM, SigHandler::SigIgn);
     }
     let _ = nix::sys::prctl::set_name(c"imds-stop");
-    close_all_but(keep);
+    privs::close_all_but(keep);
     if let Err(e) = privs::drop_to(target) {
         eprintln!("imds-agent stop helper: {e}");
         return 2;
@@ -118,23 +123,5 @@ fn helper(read: OwnedFd, installed: Installed, keep: &[RawFd], target: &Target) 
             eprintln!("imds-agent stop helper: {e:#}");
             1
         }
-    }
-}
-
-/// Closes every descriptor but stdin/out/err and `keep`: the helper must
-/// not hold the agent's listeners or sockets.
-fn close_all_but(keep: &[RawFd]) {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let fds: Vec<RawFd> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd > 2 && !keep.contains(fd))
-        .collect();
-    for fd in fds {
-        // Closing the directory's own descriptor (already dropped) fails
-        // harmlessly.
-        let _ = nix::unistd::close(fd);
     }
 }
