@@ -346,6 +346,8 @@ fn privileged_phase(config: &Config, on_stop: &mut OnStop) -> anyhow::Result<Pre
         .context("reading the bound addresses")?;
     let admin = AdminSocket::bind(config, &bound)?;
     let mut kernel = crate::attribution::open(&config.attribution)?;
+    // A build without eBPF support refuses eBPF mode in the config.
+    #[cfg(feature = "ebpf")]
     if config.host.mode == HostMode::Ebpf {
         attach_redirect(config, kernel.as_mut(), &bound, &listeners)?;
     }
@@ -403,17 +405,6 @@ fn attach_redirect(
     let redirect = crate::net::redirect(&config.host, &kernel.root, bound, listener)?;
     kernel.redirect = Some(redirect);
     Ok(())
-}
-
-#[cfg(not(feature = "ebpf"))]
-fn attach_redirect(
-    _config: &Config,
-    _kernel: Option<&mut Kernel>,
-    _bound: &[SocketAddr],
-    _listeners: &[std::net::TcpListener],
-) -> anyhow::Result<()> {
-    // The config refuses eBPF mode in a build without it.
-    anyhow::bail!("this imds-agent was built without eBPF support")
 }
 
 /// eBPF mode: who reads the executables `exe =` rules ask for. With

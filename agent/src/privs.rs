@@ -200,9 +200,32 @@ pub fn drop_to(target: &Target) -> Result<(), PrivError> {
     Ok(())
 }
 
+/// What a helper forked from the agent (the stop helper, the executable
+/// helper) does first: ignore SIGINT and SIGTERM, which a terminal or
+/// systemd sends to the agent's whole group (the helper's end is the
+/// agent's business), take `name`, close every descriptor but `keep`, and
+/// become `target`.
+pub fn become_helper(
+    name: &std::ffi::CStr,
+    keep: &[std::os::fd::RawFd],
+    target: &Target,
+) -> Result<(), PrivError> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: setting a signal's disposition to "ignore" installs no
+    // handler code.
+    #[allow(unsafe_code)]
+    unsafe {
+        let _ = signal(Signal::SIGINT, SigHandler::SigIgn);
+        let _ = signal(Signal::SIGTERM, SigHandler::SigIgn);
+    }
+    let _ = nix::sys::prctl::set_name(name);
+    close_all_but(keep);
+    drop_to(target)
+}
+
 /// Closes every descriptor but stdin/out/err and `keep`: a helper forked
 /// from the agent must not hold its listeners or sockets.
-pub fn close_all_but(keep: &[std::os::fd::RawFd]) {
+fn close_all_but(keep: &[std::os::fd::RawFd]) {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return;
     };

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use nix::sys::signal::{SigHandler, Signal, signal};
+use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, fork};
 
 use crate::privs::{self, Target};
@@ -104,23 +104,12 @@ impl ExeHelper {
 
 /// The helper's whole life. Returns its exit code.
 fn helper(socket: &UnixDatagram, parent: nix::unistd::Pid, target: &Target) -> i32 {
-    // SAFETY: setting a signal's disposition to "ignore" installs no
-    // handler code.
-    #[allow(unsafe_code)]
-    unsafe {
-        // A terminal's Ctrl-C or systemd's stop reaches the whole group:
-        // the helper goes when the agent does, below.
-        let _ = signal(Signal::SIGINT, SigHandler::SigIgn);
-        let _ = signal(Signal::SIGTERM, SigHandler::SigIgn);
-    }
-    let _ = nix::sys::prctl::set_name(c"imds-exe");
-    privs::close_all_but(&[socket.as_raw_fd()]);
-    if let Err(e) = privs::drop_to(target) {
+    if let Err(e) = privs::become_helper(c"imds-exe", &[socket.as_raw_fd()], target) {
         eprintln!("imds-agent executable helper: {e}");
         return 2;
     }
-    // After the credential change, which clears it; then make sure the
-    // agent did not die before.
+    // It goes when the agent does. Set after the credential change, which
+    // clears it; then make sure the agent did not die before.
     if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != parent
     {
         return 0;

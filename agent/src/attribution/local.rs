@@ -131,8 +131,8 @@ impl Local {
 
     /// Also reads the eBPF redirect's records: the exact process behind a
     /// redirected connection, and the cgroup of a client in another
-    /// network namespace.
-    /// `exe` reads the executables `exe =` rules ask for.
+    /// network namespace. `exe` reads the executables `exe =` rules ask
+    /// for.
     pub fn with_redirect(
         mut self,
         redirect: Arc<dyn Recorded>,

@@ -16,7 +16,6 @@ use std::io::{Read as _, Write as _};
 use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
 
 use anyhow::Context as _;
-use nix::sys::signal::{SigHandler, Signal, signal};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe};
 
@@ -90,16 +89,7 @@ impl StopHelper {
 
 /// The helper's whole life. Returns its exit code.
 fn helper(read: OwnedFd, installed: Installed, keep: &[RawFd], target: &Target) -> i32 {
-    // SAFETY: setting a signal's disposition to "ignore" installs no
-    // handler code.
-    #[allow(unsafe_code)]
-    unsafe {
-        let _ = signal(Signal::SIGINT, SigHandler::SigIgn);
-        let _ = signal(Signal::SIGTERM, SigHandler::SigIgn);
-    }
-    let _ = nix::sys::prctl::set_name(c"imds-stop");
-    privs::close_all_but(keep);
-    if let Err(e) = privs::drop_to(target) {
+    if let Err(e) = privs::become_helper(c"imds-stop", keep, target) {
         eprintln!("imds-agent stop helper: {e}");
         return 2;
     }

@@ -124,27 +124,6 @@ impl Redirect {
             _ebpf: ebpf,
         })
     }
-
-    /// Who made the redirected connection whose client socket has `cookie`
-    /// (a client in the agent's network namespace).
-    pub fn origin_of_socket(&self, cookie: u64) -> Option<Origin> {
-        self.by_cookie.get(&cookie, 0).ok()
-    }
-
-    /// Who made the redirected connection from `client` (a client in
-    /// another network namespace, by its own address), if it connected
-    /// within `MAX_AGE`: an older record may be of a container that has
-    /// gone, whose address and port another now uses.
-    pub fn origin_of_address(&self, client: SocketAddrV4) -> Option<Origin> {
-        let origin = self
-            .by_addr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&addr_key(client), 0)
-            .ok()?;
-        let age = monotonic_ns()?.checked_sub(origin.connected_ns)?;
-        (age <= MAX_AGE.as_nanos() as u64).then_some(origin)
-    }
 }
 
 /// How long after its `connect()` a bridged client's record is believed
@@ -192,7 +171,7 @@ where
 }
 
 /// A process's command name, from `Origin::comm`.
-pub fn comm(origin: &Origin) -> String {
+fn comm(origin: &Origin) -> String {
     let end = origin
         .comm
         .iter()
@@ -208,11 +187,21 @@ pub fn is_cgroup2_dir(path: &Path) -> bool {
 
 impl crate::attribution::Recorded for Redirect {
     fn by_socket(&self, cookie: u64) -> Option<crate::attribution::Record> {
-        self.origin_of_socket(cookie).map(|o| record(&o))
+        let origin = self.by_cookie.get(&cookie, 0).ok()?;
+        Some(record(&origin))
     }
 
+    /// Only a record younger than `MAX_AGE`: an older one may be of a
+    /// container that has gone, whose address and port another now uses.
     fn by_address(&self, client: SocketAddrV4) -> Option<crate::attribution::Record> {
-        self.origin_of_address(client).map(|o| record(&o))
+        let origin = self
+            .by_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr_key(client), 0)
+            .ok()?;
+        let age = monotonic_ns()?.checked_sub(origin.connected_ns)?;
+        (age <= MAX_AGE.as_nanos() as u64).then(|| record(&origin))
     }
 
     fn forget_address(&self, client: SocketAddrV4) {
