@@ -4,31 +4,12 @@
 
 mod support;
 
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use support::{
-    Agent, STATIC_CREDENTIALS, agent_bin, config_file, free_port, get, py_script, python, token,
+    Agent, STATIC_CREDENTIALS, agent_bin, config_file, free_port, get, py_script, python,
+    run_with_stdin, token,
 };
-
-fn cli(agent: &Agent, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(agent_bin())
-        .args(args)
-        .arg("--socket")
-        .arg(&agent.socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -36,20 +17,10 @@ fn stdout(out: &Output) -> String {
 
 /// `text` parsed by prometheus_client.
 fn parse_metrics(text: &str) -> serde_json::Value {
-    let mut child = Command::new(python())
-        .arg(py_script("parse_metrics.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(
+        Command::new(python()).arg(py_script("parse_metrics.py")),
+        text,
+    );
     assert!(
         out.status.success(),
         "prometheus_client refused the metrics: {}\n{text}",
@@ -92,7 +63,7 @@ fn metrics_parse_and_count_what_happened() {
         401
     );
 
-    let out = cli(&agent, &["metrics"], "");
+    let out = agent.cli(&["metrics"], "");
     assert!(
         out.status.success(),
         "{}",
@@ -153,7 +124,7 @@ fn metrics_parse_and_count_what_happened() {
     }
 
     // Who asked, and what they got.
-    let who = cli(&agent, &["who"], "");
+    let who = agent.cli(&["who"], "");
     let table = stdout(&who);
     assert!(table.starts_with("WORKLOAD"), "{table}");
     assert!(
@@ -161,7 +132,7 @@ fn metrics_parse_and_count_what_happened() {
         "{table}"
     );
     let json: serde_json::Value =
-        serde_json::from_slice(&cli(&agent, &["who", "--json"], "").stdout).unwrap();
+        serde_json::from_slice(&agent.cli(&["who", "--json"], "").stdout).unwrap();
     assert_eq!(json[0]["requests"], 5, "{json}");
 }
 
@@ -178,7 +149,7 @@ fn bootstrap_credentials_never_come_back_out() {
     let body = format!(
         "{{\"AccessKeyId\": \"AKIABOOTSTRAP0000001\", \"SecretAccessKey\": \"{SECRET}\", \"Token\": \"bootstrapTokenNeverReadBack\"}}"
     );
-    let taken = cli(&agent, &["bootstrap"], &body);
+    let taken = agent.cli(&["bootstrap"], &body);
     assert!(
         taken.status.success(),
         "{}",
@@ -193,7 +164,7 @@ fn bootstrap_credentials_never_come_back_out() {
         &["session", "show"],
         &["profile", "list"],
     ] {
-        let out = cli(&agent, args, "");
+        let out = agent.cli(args, "");
         seen.push_str(&stdout(&out));
         seen.push_str(&String::from_utf8_lossy(&out.stderr));
     }
@@ -239,7 +210,7 @@ fn the_admin_socket_refuses_callers_without_permission() {
         String::from_utf8_lossy(&refused.stderr).contains("Permission denied"),
         "{refused:?}"
     );
-    assert!(cli(&agent, &["status"], "").status.success(), "root may");
+    assert!(agent.cli(&["status"], "").status.success(), "root may");
     drop(agent);
     // With admin.group, its members may too; others still may not.
     let (_dir, path) = config_file(&format!("[admin]\ngroup = \"4322\"\n{STATIC_CREDENTIALS}"));

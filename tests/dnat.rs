@@ -13,9 +13,9 @@ mod support;
 use std::process::Command;
 
 use support::cgroups::Cgroups;
-use support::ec2::{FakeEc2, bridged_client, get};
+use support::ec2::{FakeEc2, bridged_client};
 use support::netns::{NetNs, link};
-use support::{Agent, STATIC_CREDENTIALS, agent_bin, botocore};
+use support::{Agent, STATIC_CREDENTIALS, agent_bin, botocore, python_get};
 
 const IMDS: &str = "http://169.254.169.254";
 const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
@@ -93,7 +93,7 @@ impl Ec2 {
 }
 
 fn get_with(prefix: &[String], path: &str, timeout: &str) -> serde_json::Value {
-    get(prefix, &format!("{IMDS}{path}"), timeout)
+    python_get(prefix, &format!("{IMDS}{path}"), timeout)
 }
 
 #[test]

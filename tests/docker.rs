@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use support::netns::{NetNs, unique};
 use support::sts::{Helper, agent_credentials, moto_in};
-use support::{Agent, agent_bin, py_script, python};
+use support::{Agent, agent_bin, py_script, python, wait_until};
 
 const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
 const IMAGE: &str = "imds-e2e/busybox";
@@ -88,7 +88,7 @@ impl Docker {
             dockerd: None,
             cgroup_parent,
         };
-        wait_for("containerd's socket", || {
+        wait_until("containerd's socket", Duration::from_secs(30), || {
             docker.path("containerd.sock").exists()
         });
         let d = docker.dir.path();
@@ -114,7 +114,9 @@ impl Docker {
             .spawn()
             .expect("starting dockerd");
         docker.dockerd = Some(dockerd);
-        wait_for("dockerd", || docker.docker_ok(&["version"]));
+        wait_until("dockerd", Duration::from_secs(30), || {
+            docker.docker_ok(&["version"])
+        });
         docker.import_image();
         docker
     }
@@ -274,14 +276,6 @@ fn stop(mut child: Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The agent in Docker's namespace, watching it, with moto for STS.

@@ -12,11 +12,12 @@
 mod support;
 
 use std::process::Command;
+use std::time::Duration;
 
 use support::cgroups::Cgroups;
-use support::ec2::{FakeEc2, bridged_client, get};
+use support::ec2::{FakeEc2, bridged_client};
 use support::netns::NetNs;
-use support::{Agent, STATIC_CREDENTIALS, agent_bin, python};
+use support::{Agent, STATIC_CREDENTIALS, agent_bin, python, python_get, wait_until};
 
 const IMDS: &str = "http://169.254.169.254";
 const IMDS_V6: &str = "http://[fd00:ec2::254]";
@@ -116,7 +117,7 @@ impl Setup {
                 .map(str::to_owned),
             );
         }
-        get(&prefix, url, "5")
+        python_get(&prefix, url, "5")
     }
 
     fn get(&self, cgroup: &str, path: &str) -> serde_json::Value {
@@ -229,7 +230,7 @@ fn clients_are_redirected_attributed_to_their_process_and_let_go_at_exit() {
 
     // A client outside the attached cgroup is not redirected: it reaches
     // the real IMDS, which wants a token.
-    let outside = get(
+    let outside = python_get(
         &setup.host.exec_prefix(),
         &format!("{IMDS}/latest/meta-data/instance-id"),
         "5",
@@ -282,18 +283,16 @@ fn a_killed_agent_leaves_nothing_attached() {
         .to_owned();
     agent.kill();
     // The kernel detaches the programs with the agent's last descriptor.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while setup.attached() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(!setup.attached());
+    wait_until("the programs to detach", Duration::from_secs(5), || {
+        !setup.attached()
+    });
     let after = setup.get("a", "/latest/meta-data/instance-id");
     assert_eq!(after["status"], 401, "{after}");
     // The executable helper went with the agent.
     let helper = std::path::Path::new("/proc").join(&helper_pid);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while helper.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(!helper.exists(), "the executable helper outlived the agent");
+    wait_until(
+        "the executable helper to go",
+        Duration::from_secs(5),
+        || !helper.exists(),
+    );
 }

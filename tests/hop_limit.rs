@@ -14,7 +14,7 @@ mod support;
 use std::process::Command;
 
 use support::netns::{NetNs, link};
-use support::{Agent, agent_bin, botocore};
+use support::{Agent, agent_bin, botocore, rust_sdk};
 
 const AGENT_IP: &str = "10.77.1.1";
 
@@ -88,9 +88,10 @@ fn hop_limit_1_behind_a_router_falls_back_to_imdsv1() {
             .any(|l| l.contains("credentials request") && l.contains("imds_version=\"v2\"")),
         "{logs}"
     );
+    let sdk = rust_sdk_from(&t);
     assert!(
-        rust_sdk_from(&t).contains("error"),
-        "the Rust SDK never falls back to v1"
+        sdk["error"].is_string(),
+        "the Rust SDK never falls back to v1: {sdk}"
     );
 }
 
@@ -111,7 +112,8 @@ fn hop_limit_2_lets_the_token_through_one_router() {
             .any(|l| l.contains("credentials request") && l.contains("imds_version=\"v2\"")),
         "{logs}"
     );
-    assert_eq!(rust_sdk_from(&t), "ok ASIAIMDSAGENTDEMO000");
+    let sdk = rust_sdk_from(&t);
+    assert_eq!(sdk["access_key"], "ASIAIMDSAGENTDEMO000", "{sdk}");
 }
 
 #[test]
@@ -126,69 +128,15 @@ fn hop_limit_1_with_tokens_required_gives_nothing_behind_a_router() {
     assert_eq!(report["method"], serde_json::Value::Null, "{report}");
 }
 
-/// Runs the Rust SDK's credentials provider inside the client namespace:
-/// this test binary, re-run under `ip netns exec` with only
-/// `rust_sdk_child` selected. Returns its verdict line.
-fn rust_sdk_from(t: &Topology) -> String {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &t.client.name])
-        .arg(exe)
-        .args([
-            "--exact",
-            "rust_sdk_child",
-            "--nocapture",
-            "--include-ignored",
-            "--test-threads",
-            "1",
-        ])
-        .env("IMDS_CHILD_ENDPOINT", format!("http://{AGENT_IP}"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.split_once("VERDICT ").map(|(_, v)| v))
-        .unwrap_or_else(|| {
-            panic!(
-                "no verdict from the child: {stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-        .to_owned()
+/// The Rust SDK's credentials provider inside the client namespace.
+fn rust_sdk_from(t: &Topology) -> serde_json::Value {
+    let endpoint = format!("http://{AGENT_IP}");
+    rust_sdk(&t.client.exec_prefix(), "rust_sdk_client", &endpoint, true)
 }
 
-/// Not a test of its own: does nothing unless `rust_sdk_from` runs it in a
-/// namespace with `IMDS_CHILD_ENDPOINT` set.
+/// Not a test of its own: the Rust SDK client `rust_sdk_from` starts.
 #[test]
-fn rust_sdk_child() {
-    let Ok(endpoint) = std::env::var("IMDS_CHILD_ENDPOINT") else {
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let verdict = runtime.block_on(async {
-        use aws_config::imds::credentials::ImdsCredentialsProvider;
-        use aws_credential_types::provider::ProvideCredentials;
-        let config = aws_config::provider_config::ProviderConfig::without_region()
-            .with_http_client(aws_smithy_http_client::Builder::new().build_http());
-        let client = aws_config::imds::client::Client::builder()
-            .configure(&config)
-            .endpoint(endpoint)
-            .unwrap()
-            .max_attempts(1)
-            .read_timeout(std::time::Duration::from_secs(1))
-            .build();
-        let provider = ImdsCredentialsProvider::builder()
-            .configure(&config)
-            .imds_client(client)
-            .build();
-        match provider.provide_credentials().await {
-            Ok(creds) => format!("ok {}", creds.access_key_id()),
-            Err(e) => format!("error {e}"),
-        }
-    });
-    println!("VERDICT {verdict}");
+#[ignore = "a client process that the tests start"]
+fn rust_sdk_client() {
+    support::rust_sdk_child();
 }

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use support::cgroups::Cgroups;
 use support::netns::NetNs;
 use support::sts::{Helper, agent_credentials, moto_in};
-use support::{Agent, agent_bin, botocore_with, py_script, python};
+use support::{
+    Agent, agent_bin, botocore_with, py_script, python, python_get, rust_sdk, wait_until,
+};
 
 const IMDS: &str = "http://169.254.169.254";
 const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
@@ -113,14 +115,7 @@ impl Host {
 
     /// A GET of `path` from cgroup `name`.
     fn get(&self, name: &str, path: &str) -> serde_json::Value {
-        run_json(
-            &self.in_cgroup(name),
-            &[
-                python().display().to_string(),
-                py_script("get.py").display().to_string(),
-                format!("{IMDS}{path}"),
-            ],
-        )
+        python_get(&self.in_cgroup(name), &format!("{IMDS}{path}"), "5")
     }
 
     /// `imds-agent cleanup` in the namespace.
@@ -180,101 +175,15 @@ fn output(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs `prefix + args` and parses the last line of its stdout as JSON.
-fn run_json(prefix: &[String], args: &[String]) -> serde_json::Value {
-    let out = Command::new(&prefix[0])
-        .args(&prefix[1..])
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or("");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {stdout:?}: {e}"))
-}
-
-/// The Rust SDK (aws-config's IMDS credentials provider) in cgroup `name`:
-/// this test binary again, running only `rust_sdk_client_process`.
-fn rust_sdk(host: &Host, name: &str) -> serde_json::Value {
-    let out = Command::new(&host.in_cgroup(name)[0])
-        .args(&host.in_cgroup(name)[1..])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "rust_sdk_client_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("IMDS_CLIENT_ENDPOINT", IMDS)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = stdout
-        .lines()
-        .find_map(|l| l.split("REPORT ").nth(1))
-        .unwrap_or_else(|| {
-            panic!(
-                "no report: {stdout}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    serde_json::from_str(report).unwrap()
-}
-
-/// Not a test of its own: the Rust SDK client that `rust_sdk` starts in a
-/// cgroup, which prints what it got.
+/// Not a test of its own: the Rust SDK client `rust_sdk` starts.
 #[test]
-#[ignore = "a client process that the host tests start"]
-fn rust_sdk_client_process() {
-    use aws_config::imds::client::Client;
-    use aws_config::imds::credentials::ImdsCredentialsProvider;
-    use aws_config::provider_config::ProviderConfig;
-    use aws_credential_types::provider::ProvideCredentials;
-    let Ok(endpoint) = std::env::var("IMDS_CLIENT_ENDPOINT") else {
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let report = runtime.block_on(async {
-        let http = aws_smithy_http_client::Builder::new().build_http();
-        let config = ProviderConfig::without_region().with_http_client(http);
-        let client = Client::builder()
-            .configure(&config)
-            .endpoint(endpoint)
-            .unwrap()
-            .build();
-        let provider = ImdsCredentialsProvider::builder()
-            .configure(&config)
-            .imds_client(client)
-            .build();
-        match provider.provide_credentials().await {
-            Ok(creds) => serde_json::json!({ "access_key": creds.access_key_id() }),
-            Err(e) => serde_json::json!({ "error": format!("{e:?}") }),
-        }
-    });
-    println!("REPORT {report}");
+#[ignore = "a client process that the tests start"]
+fn rust_sdk_client() {
+    support::rust_sdk_child();
 }
 
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(10), f);
 }
 
 #[test]
@@ -318,7 +227,7 @@ fn three_cgroups_get_three_roles_and_nothing_else() {
             "{cgroup}: {arn}"
         );
         let key = report["access_key"].as_str().unwrap().to_owned();
-        let sdk = rust_sdk(&host, cgroup);
+        let sdk = rust_sdk(&host.in_cgroup(cgroup), "rust_sdk_client", IMDS, false);
         assert_eq!(
             sdk["access_key"].as_str(),
             Some(key.as_str()),
@@ -409,15 +318,7 @@ fn client_behind(host: &Host, subnet: u8, bridge: Option<&str>) -> NetNs {
 }
 
 fn get_from(ns: &NetNs, path: &str, timeout: &str) -> serde_json::Value {
-    run_json(
-        &ns.exec_prefix(),
-        &[
-            python().display().to_string(),
-            py_script("get.py").display().to_string(),
-            format!("{IMDS}{path}"),
-            timeout.to_owned(),
-        ],
-    )
+    python_get(&ns.exec_prefix(), &format!("{IMDS}{path}"), timeout)
 }
 
 /// The drop counter of the agent's table.
@@ -662,13 +563,10 @@ fn the_ipv6_endpoint_is_served_and_attributed() {
     assert!(state.contains("inet6 fd00:ec2::254/128"), "{state}");
     assert!(state.contains("ip6 daddr fd00:ec2::254"), "{state}");
     let v6 = |cgroup: &str, path: &str| {
-        run_json(
+        python_get(
             &host.in_cgroup(cgroup),
-            &[
-                python().display().to_string(),
-                py_script("get.py").display().to_string(),
-                format!("http://[fd00:ec2::254]{path}"),
-            ],
+            &format!("http://[fd00:ec2::254]{path}"),
+            "5",
         )
     };
     assert_eq!(v6("b", ROLES)["body"], "role-b", "attributed over IPv6 too");

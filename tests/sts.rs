@@ -5,12 +5,11 @@
 
 mod support;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use support::sts::{StsProxy, agent_credentials, moto};
-use support::{Agent, agent_bin, botocore, botocore_with, config_file, get};
+use support::{Agent, agent_bin, botocore, botocore_with, config_file, get, wait_until};
 
 const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/";
 
@@ -39,35 +38,8 @@ fn creds_doc(agent: &Agent, role: &str) -> serde_json::Value {
 }
 
 /// Polls `f` for up to 15 s.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// Runs `imds-agent ARGS` against `agent`'s socket with `stdin`.
-fn cli(agent: &Agent, args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(agent_bin())
-        .args(args)
-        .arg("--socket")
-        .arg(&agent.socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(15), f);
 }
 
 #[test]
@@ -183,11 +155,11 @@ fn an_sts_outage_is_ridden_out_on_cached_credentials() {
     for mode in ["error500", "throttle", "drop"] {
         proxy.set_mode(mode, None, 0.0);
         let before = proxy.count("AssumeRole");
-        assert!(cli(&agent, &["refresh"], "").status.success());
+        assert!(agent.cli(&["refresh"], "").status.success());
         eventually("a failed refresh", || proxy.count("AssumeRole") > before);
         eventually("the failure to be recorded", || {
-            cli(&agent, &["status"], "").status.code() == Some(0)
-                && String::from_utf8_lossy(&cli(&agent, &["status"], "").stdout)
+            agent.cli(&["status"], "").status.code() == Some(0)
+                && String::from_utf8_lossy(&agent.cli(&["status"], "").stdout)
                     .contains("\"sts_reachable\": false")
         });
         let served = creds_doc(&agent, "app");
@@ -232,7 +204,7 @@ fn access_denied_is_a_clear_answer_not_a_crash() {
     }
     assert_eq!(proxy.count("AssumeRole"), 1);
     assert_eq!(
-        cli(&agent, &["status"], "").status.code(),
+        agent.cli(&["status"], "").status.code(),
         Some(1),
         "not ready"
     );
@@ -316,10 +288,10 @@ fn an_mfa_code_handed_in_on_the_command_line() {
         "{waiting}"
     );
     assert!(proxy.calls().is_empty(), "nothing is sent without a code");
-    let bad = cli(&agent, &["mfa", "12ab56"], "");
+    let bad = agent.cli(&["mfa", "12ab56"], "");
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("exactly six digits"));
-    let ok = cli(&agent, &["mfa", "654321"], "");
+    let ok = agent.cli(&["mfa", "654321"], "");
     assert!(
         ok.status.success(),
         "{}",
@@ -356,12 +328,12 @@ fn bootstrap_credentials_through_the_admin_socket() {
         "{waiting}"
     );
     assert_eq!(
-        cli(&agent, &["status"], "").status.code(),
+        agent.cli(&["status"], "").status.code(),
         Some(1),
         "not ready before bootstrap"
     );
 
-    let malformed = cli(&agent, &["bootstrap"], "{\"AccessKeyId\": 5}");
+    let malformed = agent.cli(&["bootstrap"], "{\"AccessKeyId\": 5}");
     assert_eq!(malformed.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&malformed.stderr).contains("AccessKeyId"),
@@ -369,7 +341,7 @@ fn bootstrap_credentials_through_the_admin_socket() {
     );
 
     let body = r#"{"AccessKeyId": "AKIABOOTSTRAPPED0001", "SecretAccessKey": "bootstrap-secret-never-shown"}"#;
-    let ok = cli(&agent, &["bootstrap"], body);
+    let ok = agent.cli(&["bootstrap"], body);
     assert!(
         ok.status.success(),
         "{}",
@@ -379,7 +351,7 @@ fn bootstrap_credentials_through_the_admin_socket() {
         creds_doc(&agent, "app")["Code"] == "Success"
     });
     assert_eq!(proxy.calls()[0]["key"], "AKIABOOTSTRAPPED0001");
-    let status = cli(&agent, &["status"], "");
+    let status = agent.cli(&["status"], "");
     assert!(status.status.success());
     let everything = format!(
         "{}{}",
@@ -408,12 +380,12 @@ fn switching_profiles_at_run_time() {
     let (agent, _dir) = agent_with(&config);
     assert_eq!(get(agent.addr, ROLE_PATH, &[]).text(), "work-role");
     assert_eq!(creds_doc(&agent, "work-role")["Code"], "Success");
-    let listed = cli(&agent, &["profile", "list"], "");
+    let listed = agent.cli(&["profile", "list"], "");
     assert!(String::from_utf8_lossy(&listed.stdout).contains("\"active\": \"work\""));
-    let unknown = cli(&agent, &["profile", "use", "nope"], "");
+    let unknown = agent.cli(&["profile", "use", "nope"], "");
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no profile named \"nope\""));
-    let switched = cli(&agent, &["profile", "use", "play"], "");
+    let switched = agent.cli(&["profile", "use", "play"], "");
     assert!(
         switched.status.success(),
         "{}",

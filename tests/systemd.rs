@@ -19,6 +19,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::netns::unique;
+use support::wait_for;
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/imds-agent.service");
 
@@ -259,17 +260,6 @@ impl Drop for Machine {
         }
         let _ = Command::new("umount").arg(&self.dir).status();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn wait_for<T>(what: &str, limit: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = ready() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -10,7 +10,7 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use super::netns::{NetNs, link, unique};
-use super::{py_script, python};
+use super::{py_script, python, python_get};
 
 /// The fake IMDS and its namespace; killed and deleted on drop.
 pub struct FakeEc2 {
@@ -46,7 +46,7 @@ impl FakeEc2 {
 
     /// Every request the fake got, as `METHOD /path`.
     pub fn requests(&self) -> Vec<String> {
-        let seen = get(
+        let seen = python_get(
             &self.upstream.exec_prefix(),
             "http://169.254.169.254/__requests",
             "5",
@@ -62,22 +62,6 @@ impl Drop for FakeEc2 {
         let _ = self.fake.kill();
         let _ = self.fake.wait();
     }
-}
-
-/// tests/py/get.py run with `prefix` (a namespace, a cgroup, a user):
-/// `{"status", "body", "peer", "pid", "uid"}` or `{"error", …}`.
-pub fn get(prefix: &[String], url: &str, timeout: &str) -> serde_json::Value {
-    let out = Command::new(&prefix[0])
-        .args(&prefix[1..])
-        .arg(python())
-        .arg(py_script("get.py"))
-        .arg(url)
-        .arg(timeout)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("{stdout}{}: {e}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// A client namespace behind a bridge called `br-…` (a container

@@ -124,6 +124,17 @@ impl Agent {
         }
     }
 
+    /// `imds-agent ARGS` against its admin socket, with `stdin`.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        run_with_stdin(
+            Command::new(agent_bin())
+                .args(args)
+                .arg("--socket")
+                .arg(&self.socket),
+            stdin,
+        )
+    }
+
     /// Its process id (`ip netns exec` execs the agent: the same process).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
@@ -407,4 +418,136 @@ pub fn admin_request(
     let reply = imds_agent::admin::client::request(socket, method, path, body)
         .expect("the admin socket answers");
     (reply.status, reply.body)
+}
+
+/// tests/py/get.py run with `prefix` (a namespace, a cgroup, a user):
+/// `{"status", "body", "peer", "pid", "uid"}` or `{"error", …}`.
+pub fn python_get(prefix: &[String], url: &str, timeout: &str) -> serde_json::Value {
+    let out = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .arg(python())
+        .arg(py_script("get.py"))
+        .arg(url)
+        .arg(timeout)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "get.py {url}: {stdout}{stderr}");
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{stdout}{stderr}: {e}"))
+}
+
+/// Polls `ready` every 100 ms until it gives a value; panics, naming
+/// `what`, once `limit` has passed.
+pub fn wait_for<T>(what: &str, limit: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `wait_for` a condition.
+pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    wait_for(what, limit, || ready().then_some(()));
+}
+
+/// Runs `cmd` with `stdin` on its standard input; its output.
+pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The variable that tells `rust_sdk_child` where the IMDS is.
+const RUST_SDK_ENDPOINT: &str = "IMDS_TEST_RUST_SDK_ENDPOINT";
+/// Set: one attempt with a 1 s read timeout (a test that expects failure).
+const RUST_SDK_FAIL_FAST: &str = "IMDS_TEST_RUST_SDK_FAIL_FAST";
+
+/// The Rust SDK (aws-config's IMDS credentials provider) against
+/// `endpoint`, run with `prefix` (a namespace, a cgroup): this test binary
+/// again, running only its ignored test `child`, which calls
+/// `rust_sdk_child`. `{"access_key"}` or `{"error"}`.
+pub fn rust_sdk(
+    prefix: &[String],
+    child: &str,
+    endpoint: &str,
+    fail_fast: bool,
+) -> serde_json::Value {
+    let mut cmd = Command::new(&prefix[0]);
+    cmd.args(&prefix[1..])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            child,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(RUST_SDK_ENDPOINT, endpoint);
+    if fail_fast {
+        cmd.env(RUST_SDK_FAIL_FAST, "1");
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = stdout
+        .lines()
+        .find_map(|l| l.split("REPORT ").nth(1))
+        .unwrap_or_else(|| {
+            panic!(
+                "no report: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(report).unwrap()
+}
+
+/// The body of a test binary's `rust_sdk` child: fetches credentials and
+/// prints what it got. Does nothing unless `rust_sdk` started it.
+pub fn rust_sdk_child() {
+    use aws_config::imds::client::Client;
+    use aws_config::imds::credentials::ImdsCredentialsProvider;
+    use aws_config::provider_config::ProviderConfig;
+    use aws_credential_types::provider::ProvideCredentials;
+    let Ok(endpoint) = std::env::var(RUST_SDK_ENDPOINT) else {
+        return;
+    };
+    let fail_fast = std::env::var_os(RUST_SDK_FAIL_FAST).is_some();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime.block_on(async {
+        let http = aws_smithy_http_client::Builder::new().build_http();
+        let config = ProviderConfig::without_region().with_http_client(http);
+        let mut client = Client::builder()
+            .configure(&config)
+            .endpoint(endpoint)
+            .unwrap();
+        if fail_fast {
+            client = client.max_attempts(1).read_timeout(Duration::from_secs(1));
+        }
+        let provider = ImdsCredentialsProvider::builder()
+            .configure(&config)
+            .imds_client(client.build())
+            .build();
+        match provider.provide_credentials().await {
+            Ok(creds) => serde_json::json!({ "access_key": creds.access_key_id() }),
+            Err(e) => serde_json::json!({ "error": format!("{e:?}") }),
+        }
+    });
+    println!("REPORT {report}");
 }
