@@ -5,10 +5,11 @@
 mod support;
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use support::{
     Agent, STATIC_CREDENTIALS, agent_bin, config_file, free_port, get, py_script, python,
-    run_with_stdin, token,
+    run_with_stdin, token, wait_until,
 };
 
 fn stdout(out: &Output) -> String {
@@ -154,6 +155,19 @@ fn bootstrap_credentials_never_come_back_out() {
         taken.status.success(),
         "{}",
         String::from_utf8_lossy(&taken.stderr)
+    );
+    // The fetch the bootstrap starts fails (nothing answers at the STS
+    // endpoint) and logs that: wait for it, so the log below holds it.
+    wait_until(
+        "the fetch after bootstrap to be logged",
+        Duration::from_secs(15),
+        || {
+            agent
+                .logs()
+                .split("bootstrap credentials received")
+                .nth(1)
+                .is_some_and(|after| after.contains("STS could not issue credentials"))
+        },
     );
     let mut seen = String::new();
     for args in [

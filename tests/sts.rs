@@ -9,7 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::sts::{StsProxy, agent_credentials, moto};
-use support::{Agent, agent_bin, botocore, botocore_with, config_file, get, wait_until};
+use support::{
+    Agent, agent_bin, botocore, botocore_with, config_file, get, wait_for_showing, wait_until,
+};
 
 const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/";
 
@@ -31,10 +33,25 @@ fn sts_config(proxy: &StsProxy, extra_credentials: &str, rest: &str) -> String {
     )
 }
 
+/// The credentials document for `role`, once it is not "being fetched"
+/// (`ServiceUnavailable`): STS answers in its own time, and an SDK would
+/// retry. These tests are about what comes after the first fetch.
 fn creds_doc(agent: &Agent, role: &str) -> serde_json::Value {
-    let reply = get(agent.addr, &format!("{ROLE_PATH}{role}"), &[]);
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    serde_json::from_slice(&reply.body).expect("a JSON document")
+    wait_for_showing(
+        &format!("{role}'s credentials to be fetched"),
+        Duration::from_secs(15),
+        || {
+            let reply = get(agent.addr, &format!("{ROLE_PATH}{role}"), &[]);
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            let doc: serde_json::Value =
+                serde_json::from_slice(&reply.body).expect("a JSON document");
+            if doc["Code"] == "ServiceUnavailable" {
+                Err(doc)
+            } else {
+                Ok(doc)
+            }
+        },
+    )
 }
 
 /// Polls `f` for up to 15 s.
@@ -46,6 +63,8 @@ fn eventually(what: &str, f: impl FnMut() -> bool) {
 fn real_clients_get_assumed_role_credentials() {
     let proxy = StsProxy::start();
     let (agent, _dir) = agent_with(&sts_config(&proxy, "", "[roles]\ndefault = \"app\"\n"));
+    // botocore waits 1 s for IMDS: let the prefetch finish first.
+    agent.wait_ready();
     let report = botocore_with(&format!("{}/", agent.url()), &[], &[], &[moto()]);
     assert_eq!(report["method"], "iam-role", "{report}");
     let arn = report["caller_arn"].as_str().expect("STS saw the caller");
@@ -172,11 +191,13 @@ fn an_sts_outage_is_ridden_out_on_cached_credentials() {
     }
     // STS is back: the retry (with backoff) brings fresh credentials.
     proxy.set_mode("pass", None, 0.0);
+    // Asked now, not at the end of the backoff (which grows with each
+    // failure and can outlast the wait on a slow machine).
+    assert!(agent.cli(&["refresh"], "").status.success());
     eventually("fresh credentials", || {
         creds_doc(&agent, "app")["AccessKeyId"] != first.as_str()
     });
-    let logs = agent.logs();
-    assert!(logs.contains("STS could not issue credentials"), "{logs}");
+    agent.wait_for_log("STS could not issue credentials");
 }
 
 #[test]
@@ -351,6 +372,8 @@ fn bootstrap_credentials_through_the_admin_socket() {
         creds_doc(&agent, "app")["Code"] == "Success"
     });
     assert_eq!(proxy.calls()[0]["key"], "AKIABOOTSTRAPPED0001");
+    // The fetch's log line comes after its credentials are served.
+    agent.wait_for_log("STS issued credentials");
     let status = agent.cli(&["status"], "");
     assert!(status.status.success());
     let everything = format!(

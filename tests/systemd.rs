@@ -362,7 +362,12 @@ fn installed_started_attributed_journaled_and_restarted_under_systemd() {
     assert_eq!(creds["status"], 200, "{creds}");
 
     // The request's fields, as journalctl shows them.
-    let _ = machine.run(&["journalctl", "--sync"]);
+    let synced = machine.run(&["journalctl", "--sync"]);
+    assert!(
+        synced.status.success(),
+        "journalctl --sync: {}",
+        text(&synced)
+    );
     let entries = machine.run(&[
         "journalctl",
         "-u",
@@ -442,6 +447,14 @@ fn installed_started_attributed_journaled_and_restarted_under_systemd() {
     );
     let tables = text(&machine.run(&["nft", "list", "tables"]));
     assert!(tables.contains("imds_agent"), "{tables}");
+    // What the agent logged as it stopped may still be on its way to the
+    // journal.
+    let synced = machine.run(&["journalctl", "--sync"]);
+    assert!(
+        synced.status.success(),
+        "journalctl --sync: {}",
+        text(&synced)
+    );
     let errors = text(&machine.run(&[
         "journalctl",
         "-u",

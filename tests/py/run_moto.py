@@ -1,5 +1,5 @@
 """moto's server (a real STS implementation, among others) for the tests,
-on 127.0.0.1:PORT. It exits when the process that started it exits, so a
+on 127.0.0.1:PORT (0: a free port, which the ready line names). It exits when the process that started it exits, so a
 test binary can share one instance among its tests without leaving it behind.
 
 Usage: run_moto.py PORT"""
@@ -16,7 +16,7 @@ def main():
     parent = os.getppid()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    print("ready", flush=True)
+    print("ready", server.get_host_and_port()[1], flush=True)
     while os.getppid() == parent:
         time.sleep(0.5)
     server.stop()

@@ -142,5 +142,6 @@ if __name__ == "__main__":
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    print("ready", flush=True)
+    # Port 0 picks a free port: the ready line names it.
+    print("ready", server.server_address[1], flush=True)
     server.serve_forever()

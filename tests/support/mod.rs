@@ -35,6 +35,9 @@ pub struct Agent {
     /// Its admin socket.
     pub socket: PathBuf,
     logs: Arc<Mutex<String>>,
+    /// The thread reading its stderr into `logs`: it ends once every
+    /// process holding the pipe (the agent, its helpers) is gone.
+    log_reader: Option<std::thread::JoinHandle<()>>,
     banner: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
@@ -73,43 +76,56 @@ impl Agent {
         let sink = Arc::clone(&logs);
         let (tx, rx) = mpsc::channel();
         let listening = tx.clone();
-        std::thread::spawn(move || {
+        let log_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                {
+                    let mut logs = sink.lock().unwrap();
+                    logs.push_str(&line);
+                    logs.push('\n');
+                }
                 // `run` prints no banner: its "listening addr=…" log line
-                // says it is ready.
+                // says it is ready (and is in `logs` by now).
                 if by_log
                     && let Some(rest) = line.split(" listening addr=").nth(1)
                     && let Some(addr) = rest.split_whitespace().next()
                 {
                     let _ = listening.send(addr.to_owned());
                 }
-                let mut logs = sink.lock().unwrap();
-                logs.push_str(&line);
-                logs.push('\n');
             }
         });
         let stdout = child.stdout.take().expect("stdout");
         let banner = Arc::new(Mutex::new(String::new()));
         let banner_sink = Arc::clone(&banner);
         std::thread::spawn(move || {
+            let mut endpoint = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 banner_sink.lock().unwrap().push_str(&format!("{line}\n"));
-                if !by_log
-                    && let Some(url) =
-                        line.strip_prefix("export AWS_EC2_METADATA_SERVICE_ENDPOINT=http://")
+                if let Some(url) =
+                    line.strip_prefix("export AWS_EC2_METADATA_SERVICE_ENDPOINT=http://")
                 {
-                    let _ = tx.send(url.trim_end_matches('/').to_owned());
+                    endpoint = Some(url.trim_end_matches('/').to_owned());
+                }
+                // The socket line ends the banner: the agent is ready, and
+                // the whole banner is in `banner`.
+                if !by_log && line.starts_with("export IMDS_AGENT_SOCKET=") {
+                    let _ = tx.send(endpoint.take().unwrap_or_default());
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr.parse().expect("address in the banner"),
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr.parse().unwrap_or_else(|e| {
+                panic!(
+                    "no address in the banner ({e}):\n{}",
+                    banner.lock().unwrap()
+                )
+            }),
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
+                finish_reading(&log_reader);
                 panic!(
-                    "the agent printed no banner ({status:?}); its log:\n{}",
+                    "the agent did not finish its banner or listening line in 30 s ({status:?}); it printed:\n{}\nits log:\n{}",
+                    banner.lock().unwrap(),
                     logs.lock().unwrap()
                 );
             }
@@ -119,6 +135,7 @@ impl Agent {
             addr,
             socket,
             logs,
+            log_reader: Some(log_reader),
             banner,
             _dir: dir,
         }
@@ -145,6 +162,14 @@ impl Agent {
         let mut child = self.child.take().expect("running");
         let _ = child.kill();
         let _ = child.wait();
+        self.finish_logs();
+    }
+
+    /// Once it has exited: lets the log reader take its last lines.
+    fn finish_logs(&mut self) {
+        if let Some(reader) = self.log_reader.take() {
+            finish_reading(&reader);
+        }
     }
 
     /// The base URL, `http://addr`.
@@ -167,17 +192,41 @@ impl Agent {
         self.logs.lock().unwrap().clone()
     }
 
-    /// Waits until its log contains `needle` (logs are written after the
-    /// response, so a client can finish before the line is out).
+    /// Waits until its log contains `needle`, and returns the log. A line
+    /// the agent wrote before answering may still be in the pipe, or not
+    /// yet read by the reader thread, when the answer arrives; many are
+    /// written after. Panics with the log after 15 s.
     pub fn wait_for_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let logs = self.logs();
-            if logs.contains(needle) || Instant::now() > deadline {
-                return logs;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_showing(
+            &format!("the agent to log {needle:?}"),
+            Duration::from_secs(15),
+            || {
+                let logs = self.logs();
+                if logs.contains(needle) {
+                    Ok(logs)
+                } else {
+                    Err(logs)
+                }
+            },
+        )
+    }
+
+    /// Waits until `imds-agent status` says ready (every role it prefetches
+    /// has credentials): an SDK with a 1 s timeout then gets them at once.
+    pub fn wait_ready(&self) {
+        wait_for_showing(
+            "the agent to be ready (`imds-agent status` exit 0)",
+            Duration::from_secs(30),
+            || {
+                let out = self.cli(&["status"], "");
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(text)
+                }
+            },
+        );
     }
 
     /// Whether it is still running.
@@ -187,10 +236,22 @@ impl Agent {
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
-    /// Sends SIGTERM and waits for it to exit.
+    /// Sends SIGTERM and waits for it to exit (and for its last log
+    /// lines).
     pub fn stop(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        terminate(&mut child)
+        let status = terminate(&mut child);
+        self.finish_logs();
+        status
+    }
+}
+
+/// Waits (at most 2 s: a helper that outlives the agent may hold the pipe)
+/// for a reader thread to reach the end of its stream.
+fn finish_reading(reader: &std::thread::JoinHandle<()>) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -440,13 +501,26 @@ pub fn python_get(prefix: &[String], url: &str, timeout: &str) -> serde_json::Va
 /// Polls `ready` every 100 ms until it gives a value; panics, naming
 /// `what`, once `limit` has passed.
 pub fn wait_for<T>(what: &str, limit: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
+    wait_for_showing(what, limit, || ready().ok_or("(nothing to show)"))
+}
+
+/// `wait_for`, where a miss says what was seen instead: the panic shows the
+/// last thing seen (a log, a status document), so a timeout says what did
+/// arrive.
+pub fn wait_for_showing<T, S: std::fmt::Display>(
+    what: &str,
+    limit: Duration,
+    mut ready: impl FnMut() -> Result<T, S>,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(value) = ready() {
-            return value;
+        match ready() {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out after {limit:?} waiting for {what}; last seen:\n{seen}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use super::{free_port, py_script, python, raw};
+use super::{py_script, python, raw};
 
 /// A Python helper process, killed on drop.
 pub struct Helper {
@@ -25,10 +25,10 @@ fn start(script: &str, args: &[&str], stderr: Stdio) -> Helper {
     start_in(&[], script, args, stderr)
 }
 
-/// Starts `script` behind `wrapper` (`ip netns exec NS`), waiting for its
-/// ready line.
+/// Starts `script` behind `wrapper` (`ip netns exec NS`) on a port it
+/// picks itself (port 0: no other test can take it in between), waiting for
+/// its ready line, which names the port.
 fn start_in(wrapper: &[String], script: &str, args: &[&str], stderr: Stdio) -> Helper {
-    let port = free_port();
     let mut cmd = match wrapper.split_first() {
         Some((program, rest)) => {
             let mut cmd = Command::new(program);
@@ -39,7 +39,7 @@ fn start_in(wrapper: &[String], script: &str, args: &[&str], stderr: Stdio) -> H
     };
     let mut child = cmd
         .arg(py_script(script))
-        .arg(port.to_string())
+        .arg("0")
         .args(args)
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -50,7 +50,11 @@ fn start_in(wrapper: &[String], script: &str, args: &[&str], stderr: Stdio) -> H
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("reading the ready line");
-    assert_eq!(line.trim(), "ready", "{script} did not start");
+    let port: u16 = line
+        .trim()
+        .strip_prefix("ready ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{script} did not start: {line:?}"));
     Helper {
         child,
         url: format!("http://127.0.0.1:{port}"),

@@ -75,6 +75,12 @@ pub async fn watch(
             None
         }
     };
+    if let Some(stream) = &events {
+        watch_dir(stream.watches(), &dir);
+    }
+    // A change made between the load at start and the watch just added
+    // raised no event: look once now.
+    reload(&dir, &mut last, &assignments, &status, &on_change);
     loop {
         if let Some(stream) = &events {
             watch_dir(stream.watches(), &dir);
