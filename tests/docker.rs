@@ -540,3 +540,110 @@ fn host_network_containers_are_told_apart_by_cgroup() {
     d.must(&["rm", "-f", "host-two"]);
     s.agent.wait_for_log("container gone container=host-two ");
 }
+
+/// The user a test hands a cgroup subtree to.
+const ATTACKER: u32 = 4242;
+
+/// Every way a local user or a container could pass for another container,
+/// each performed:
+/// - a cgroup the attacker makes in its own subtree, named after a running
+///   container's id (which any user reads from `/proc/<pid>/cgroup`), as
+///   the cgroupfs driver names it (`<id>`) and as systemd's does
+///   (`docker-<id>.scope`): before, the name alone made it that container;
+/// - a `uid = 0` rule and a container whose process is root;
+/// - a sidecar in the victim's network namespace (`--network
+///   container:victim`): before, it got the victim's role by address;
+/// - `docker kill -s HUP` (a routine reload), which leaves the container
+///   running: before, the agent forgot the container until its next event.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn no_one_passes_for_a_container() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = setup("[[rule]]\nuid = 0\nrole = \"role-root\"\n");
+    let d = &s.docker;
+    d.sleeper("victim", &["-e", "IAM_ROLE=role-victim"]);
+    s.wait_registered("victim");
+    let victim = || d.request_from("victim", ROLES);
+    assert_eq!(victim(), (200, "role-victim".to_owned()));
+
+    // A look-alike cgroup of the attacker's own.
+    let pid = d.must(&["inspect", "-f", "{{.State.Pid}}", "victim"]);
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("the victim's cgroup v2 path");
+    let id = path.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(id.len(), 64, "{path}");
+    let own = support::cgroups::Cgroups::new(&["mine"]);
+    own.delegate("mine", ATTACKER);
+    for forged in [id.clone(), format!("docker-{id}.scope")] {
+        let prefix = own.exec_prefix_as(&d.ns.name, "mine", &forged, ATTACKER);
+        let got = support::python_get(&prefix, &format!("http://169.254.169.254{ROLES}"), "5");
+        assert_eq!(got["uid"], ATTACKER, "{got}");
+        assert_eq!(got["status"], 404, "{forged}: {got}\n{}", s.agent.logs());
+        let by_name = support::python_get(
+            &prefix,
+            &format!("http://169.254.169.254{ROLES}role-victim"),
+            "5",
+        );
+        assert_eq!(by_name["status"], 404, "{forged}: {by_name}");
+    }
+
+    // `uid = 0` is for processes on the host, not for a container's root.
+    let host_root = support::python_get(
+        &[
+            "nsenter".to_owned(),
+            format!("--net=/run/netns/{}", d.ns.name),
+        ],
+        &format!("http://169.254.169.254{ROLES}"),
+        "5",
+    );
+    assert_eq!(host_root["body"], "role-root", "{host_root}");
+    d.sleeper("host-root", &["--network", "host"]);
+    s.wait_registered("host-root");
+    assert_eq!(
+        d.request_from("host-root", ROLES).0,
+        404,
+        "a container's root matched a uid rule"
+    );
+
+    // A sidecar in the victim's network: an address can't tell them apart,
+    // so neither gets a role by it.
+    d.sleeper("sidecar", &["--network", "container:victim"]);
+    s.wait_registered("sidecar");
+    assert_eq!(
+        d.request_from("sidecar", ROLES).0,
+        404,
+        "{}",
+        s.agent.logs()
+    );
+    assert_eq!(victim().0, 404);
+    d.must(&["rm", "-f", "sidecar"]);
+    s.agent.wait_for_log("container gone container=sidecar ");
+    assert_eq!(victim(), (200, "role-victim".to_owned()));
+
+    // A signal the container survives changes nothing.
+    let registered = || {
+        s.agent
+            .logs()
+            .matches("container registered container=victim ")
+            .count()
+    };
+    let before = registered();
+    d.must(&["kill", "-s", "HUP", "victim"]);
+    wait_until(
+        "the victim inspected again after its kill event",
+        Duration::from_secs(15),
+        || registered() > before,
+    );
+    assert_eq!(victim(), (200, "role-victim".to_owned()));
+    assert!(
+        !s.agent.logs().contains("container gone container=victim "),
+        "{}",
+        s.agent.logs()
+    );
+}

@@ -50,8 +50,16 @@ session_name = \"job-c\"
 
 impl Host {
     fn new() -> Host {
+        Host::with(&["a", "b", "c", "none"], RULES, false)
+    }
+
+    /// Cgroups `names` (the test's own subtree), rules `rules`, and the
+    /// agent's `attribution.cgroup_root` at the cgroup2 mount, or (`at_base`)
+    /// at the test's own directory, so that paths there read as they would
+    /// at the root of a host (`/system.slice/…`).
+    fn with(names: &[&str], rules: &str, at_base: bool) -> Host {
         let ns = NetNs::new("hx");
-        let cgroups = Cgroups::new(&["a", "b", "c", "none"]);
+        let cgroups = Cgroups::new(names);
         let moto = moto_in(&ns);
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("roles.d")).unwrap();
@@ -61,14 +69,19 @@ impl Host {
             moto,
             dir,
         };
-        host.write_rules("10-test.toml", RULES);
+        host.write_rules("10-test.toml", rules);
+        let root = if at_base {
+            host.cgroups.dir("")
+        } else {
+            host.cgroups.root().to_owned()
+        };
         let config = format!(
             "[host]\nmode = \"alias\"\n\
              [attribution]\ncgroup_root = \"{root}\"\n\
              [instance]\naccount_id = \"123456789012\"\n\
              [credentials]\nsource = \"sts\"\nendpoint = \"{sts}\"\nduration_seconds = 900\nfirst_fetch_wait_ms = 5000\n\
              [roles]\ndir = \"{roles}\"\n",
-            root = host.cgroups.root().display(),
+            root = root.display(),
             sts = host.moto.url,
             roles = host.dir.path().join("roles.d").display(),
         );
@@ -592,4 +605,80 @@ fn the_ipv6_endpoint_is_served_and_attributed() {
     assert!(logs.contains("address=fd00:ec2::254"), "{logs}");
     assert!(!host.network_state().contains("fd00:ec2::254/128"));
     host.cleanup();
+}
+
+/// The user a test hands a cgroup subtree to, as systemd hands every user
+/// `user@UID.service`.
+const ATTACKER: u32 = 4242;
+
+const DELEGATION_RULES: &str = "\
+[[rule]]
+unit = \"nginx.service\"
+role = \"role-web\"
+
+[[rule]]
+cgroup = \"/user.slice/**/nginx.service\"
+role = \"role-by-path\"
+
+[[rule]]
+user_unit = \"sync.service\"
+uid = 4242
+role = \"role-sync\"
+";
+
+/// The attack: any user with a systemd user manager runs `systemd-run
+/// --user --unit nginx.service …`, which puts their process in
+/// `/user.slice/user-UID.slice/user@UID.service/app.slice/nginx.service`.
+/// Here the test hands uid 4242 that subtree (as systemd does: the
+/// directory is chowned to the user) and the user makes the cgroup
+/// itself. Before, a rule `unit = "nginx.service"` handed it the system
+/// unit's role.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn a_users_own_cgroup_named_like_a_system_unit_gets_no_role() {
+    let manager = "user.slice/user-4242.slice/user@4242.service";
+    let host = Host::with(
+        &[
+            "system.slice",
+            "system.slice/nginx.service",
+            "user.slice",
+            "user.slice/user-4242.slice",
+            manager,
+        ],
+        DELEGATION_RULES,
+        true,
+    );
+    host.cgroups.delegate(manager, ATTACKER);
+    let agent = host.start();
+    let as_user = |sub: &str, path: &str| {
+        let prefix = host
+            .cgroups
+            .exec_prefix_as(&host.ns.name, manager, sub, ATTACKER);
+        python_get(&prefix, &format!("{IMDS}{path}"), "5")
+    };
+
+    // The real system unit gets its role.
+    let real = host.get("system.slice/nginx.service", ROLES);
+    assert_eq!(real["body"], "role-web", "{real}\n{}", agent.logs());
+
+    // The user's look-alike: no role, not by unit, not by a path glob, not
+    // by asking for the role by name.
+    let forged = as_user("app.slice/nginx.service", ROLES);
+    assert_eq!(forged["uid"], ATTACKER, "{forged}");
+    assert_eq!(forged["status"], 404, "{forged}\n{}", agent.logs());
+    let by_name = as_user("app.slice/nginx.service", &format!("{ROLES}role-web"));
+    assert_eq!(by_name["status"], 404, "{by_name}");
+    let by_path = as_user("app.slice/nginx.service", &format!("{ROLES}role-by-path"));
+    assert_eq!(by_path["status"], 404, "{by_path}");
+
+    // What the user may be given: its own unit, by a rule that names the
+    // user.
+    let sync = as_user("app.slice/sync.service", ROLES);
+    assert_eq!(sync["body"], "role-sync", "{sync}\n{}", agent.logs());
+    let creds = as_user("app.slice/sync.service", &format!("{ROLES}role-sync"));
+    assert_eq!(creds["status"], 200, "{creds}");
+    agent.wait_for_log("workload=user 4242's unit sync.service (uid 4242) ");
 }

@@ -115,6 +115,7 @@ pub fn build(
     if let Some(engine) = &engine {
         tokio::spawn(engine.clone().run());
     }
+    let cgroup_root = kernel.as_ref().map(|k| k.root.clone());
     let attribution: Arc<dyn Attribution> = match kernel {
         Some(kernel) => {
             let rescanner = Rescanner::new(Arc::clone(&kernel.cgroups));
@@ -137,6 +138,7 @@ pub fn build(
             crate::docker::DockerClient::new(&docker.socket),
             Arc::clone(containers),
             docker.env_role_var.clone(),
+            cgroup_root,
             Box::new(move || on_change()),
         );
         tokio::spawn(watcher.run());

@@ -233,21 +233,17 @@ impl RoleAssignment for Assignments {
         if let Some(cgroups) = &self.cgroups
             && self.defaults.session_per_workload
         {
-            for path in cgroups.all() {
-                let facts = crate::attribution::cgroup::facts(&path);
-                let subject = Subject::cgroup(&path, facts.unit.as_deref());
+            for entry in cgroups.all() {
+                let subject = Subject::cgroup(&entry.facts);
                 let Some(rule) = rules.find(&subject) else {
                     continue;
                 };
                 if rule.role.session.session_name.is_some() {
                     continue;
                 }
-                let label = facts
-                    .unit
-                    .clone()
-                    .or_else(|| path.rsplit('/').find(|s| !s.is_empty()).map(str::to_owned));
                 let mut role = rule.role.clone();
-                role.session.session_name = label.and_then(|l| session_name::sanitize(&l));
+                role.session.session_name =
+                    entry.facts.label().and_then(|l| session_name::sanitize(&l));
                 wanted.push(role);
             }
         }

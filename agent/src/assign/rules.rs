@@ -4,7 +4,8 @@
 //!
 //! ```toml
 //! [[rule]]
-//! unit = "nginx.service"              # systemd unit: exact, or a glob (`app-*.scope`)
+//! unit = "nginx.service"              # system unit: exact, or a glob (`app-*.scope`)
+//! user_unit = "sync.service"          # a unit of user `uid`'s own manager (needs `uid`)
 //! cgroup = "/system.slice/web/**"     # cgroup path: `*` within a segment, `**` across
 //! uid = 33                            # the socket owner's uid
 //! container_name = "api-*"            # container name, glob
@@ -16,10 +17,18 @@
 //! duration_seconds = 3600             # optional
 //! ```
 //!
-//! A rule needs at least one condition; all its conditions must hold. When
-//! several rules match, the most specific wins:
+//! A rule needs at least one condition; all its conditions must hold. A
+//! rule is about containers (`container_name`, `container_label`) or about
+//! processes outside containers (the others), never both: a process in a
+//! container is what the container registry says it is, whatever its uid
+//! or executable (a container's root is uid 0 too). `unit`, `user_unit`
+//! and `cgroup` match only what root named (see `attribution::facts`):
+//! `unit = "nginx.service"` is `/system.slice/nginx.service`, never a
+//! user's `systemd-run --user --unit nginx.service`, which is `user_unit`
+//! with that user's `uid`. When several rules match, the most specific
+//! wins:
 //! 1. the strongest kind of condition it has: container (name or label),
-//!    then executable, then unit, then cgroup, then uid;
+//!    then executable, then unit or user unit, then cgroup, then uid;
 //! 2. then more conditions;
 //! 3. then more exact patterns (an exact name beats a glob);
 //! 4. then more literal characters in its patterns (`web-*` beats `w*`);
@@ -32,6 +41,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::glob::Glob;
+use crate::attribution::facts::{CgroupFacts, UserUnit};
 use crate::attribution::{ContainerInfo, Workload};
 use crate::config::{ConfigError, Origin, Source};
 use crate::creds::{Role, SessionParams, session_name};
@@ -48,6 +58,7 @@ struct RuleFile {
 #[serde(deny_unknown_fields)]
 struct RuleEntry {
     unit: Option<String>,
+    user_unit: Option<String>,
     cgroup: Option<String>,
     uid: Option<u32>,
     container_name: Option<String>,
@@ -63,6 +74,7 @@ struct RuleEntry {
 #[derive(Debug, Clone)]
 pub struct Rule {
     unit: Option<Glob>,
+    user_unit: Option<Glob>,
     cgroup: Option<Glob>,
     uid: Option<u32>,
     container_name: Option<Glob>,
@@ -80,29 +92,37 @@ pub struct Rule {
 pub struct Subject<'a> {
     cgroup: Option<&'a str>,
     unit: Option<&'a str>,
+    user_unit: Option<&'a UserUnit>,
     uid: Option<u32>,
     container: Option<&'a ContainerInfo>,
     program: Option<&'a crate::attribution::Program>,
 }
 
 impl<'a> Subject<'a> {
-    /// A cgroup whose owner is not known yet (prefetching).
-    pub fn cgroup(path: &'a str, unit: Option<&'a str>) -> Self {
+    /// A cgroup whose processes are not known yet (prefetching): what its
+    /// path says.
+    pub fn cgroup(facts: &'a CgroupFacts) -> Self {
         Self {
-            cgroup: Some(path),
-            unit,
+            cgroup: Some(&facts.trusted),
+            unit: facts.unit.as_deref(),
             ..Self::default()
         }
     }
 
-    /// What is known of `workload`.
+    /// What is known of `workload`. A process in a container is the
+    /// container, and nothing else about it counts.
     pub fn of(workload: &'a Workload) -> Self {
         match workload {
-            Workload::Process(p) => Self {
-                cgroup: Some(&p.cgroup),
-                unit: p.facts.unit.as_deref(),
-                uid: Some(p.uid),
+            Workload::Process(p) if p.container.is_some() => Self {
                 container: p.container.as_deref(),
+                ..Self::default()
+            },
+            Workload::Process(p) => Self {
+                cgroup: Some(&p.facts.trusted),
+                unit: p.facts.unit.as_deref(),
+                user_unit: p.facts.user_unit.as_ref(),
+                uid: Some(p.uid),
+                container: None,
                 program: p.program.as_ref(),
             },
             Workload::Container(c) => Self {
@@ -125,6 +145,7 @@ impl Rule {
             }
         };
         glob("unit", &self.unit);
+        glob("user_unit", &self.user_unit);
         glob("cgroup", &self.cgroup);
         glob("container_name", &self.container_name);
         glob("exe", &self.exe);
@@ -143,7 +164,16 @@ impl Rule {
             None => true,
             Some(p) => value.is_some_and(|v| p.matches(v)),
         };
+        // A user unit is that user's: the rule's uid (required with
+        // `user_unit`) must be the user whose manager it is under.
+        let user_unit = match &self.user_unit {
+            None => true,
+            Some(pattern) => subject
+                .user_unit
+                .is_some_and(|u| Some(u.uid) == self.uid && pattern.matches(&u.name)),
+        };
         glob(&self.unit, subject.unit)
+            && user_unit
             && glob(&self.cgroup, subject.cgroup)
             && glob(&self.exe, subject.program.and_then(|p| p.exe()))
             && self.uid.is_none_or(|uid| subject.uid == Some(uid))
@@ -212,22 +242,39 @@ pub fn parse_file(text: &str, origin: &Origin) -> Result<Vec<Rule>, ConfigError>
 
 fn check(entry: RuleEntry, index: usize, src: Source<'_>) -> Result<Rule, ConfigError> {
     let key = |k: &str| format!("rule[{index}].{k}");
-    let conditions = [
-        entry.unit.is_some(),
-        entry.cgroup.is_some(),
-        entry.uid.is_some(),
+    let container_conditions = [
         entry.container_name.is_some(),
         entry
             .container_label
             .as_ref()
             .is_some_and(|l| !l.is_empty()),
+    ];
+    let process_conditions = [
+        entry.unit.is_some(),
+        entry.user_unit.is_some(),
+        entry.cgroup.is_some(),
+        entry.uid.is_some(),
         entry.exe.is_some(),
     ];
-    let count = conditions.iter().filter(|c| **c).count();
+    let containers = container_conditions.iter().filter(|c| **c).count();
+    let processes = process_conditions.iter().filter(|c| **c).count();
+    let count = containers + processes;
     if count == 0 {
         return Err(src.invalid(
             &key("role"),
-            "the rule has no condition (unit, cgroup, uid, exe, container_name or container_label); use roles.default for everyone",
+            "the rule has no condition (unit, user_unit, cgroup, uid, exe, container_name or container_label); use roles.default for everyone",
+        ));
+    }
+    if containers > 0 && processes > 0 {
+        return Err(src.invalid(
+            &key("role"),
+            "a rule names containers (container_name, container_label) or processes (unit, user_unit, cgroup, uid, exe), not both: a process in a container is the container, whatever its uid",
+        ));
+    }
+    if entry.user_unit.is_some() && entry.uid.is_none() {
+        return Err(src.invalid(
+            &key("user_unit"),
+            "needs uid: a user unit is named by its user, so the rule must say whose",
         ));
     }
     let pattern = |name: &str, value: &Option<String>| -> Result<(), ConfigError> {
@@ -239,6 +286,7 @@ fn check(entry: RuleEntry, index: usize, src: Source<'_>) -> Result<Rule, Config
         }
     };
     pattern("unit", &entry.unit)?;
+    pattern("user_unit", &entry.user_unit)?;
     pattern("cgroup", &entry.cgroup)?;
     pattern("container_name", &entry.container_name)?;
     pattern("exe", &entry.exe)?;
@@ -262,11 +310,12 @@ fn check(entry: RuleEntry, index: usize, src: Source<'_>) -> Result<Rule, Config
         Role::parse(&entry.role).map_err(|e| src.invalid(&key("role"), e.to_string()))?;
     role.session = session(&entry, src, &key)?;
     let unit = entry.unit.as_deref().map(Glob::name);
+    let user_unit = entry.user_unit.as_deref().map(Glob::name);
     let cgroup = entry.cgroup.as_deref().map(Glob::path);
     let container_name = entry.container_name.as_deref().map(Glob::name);
     let container_label = entry.container_label.unwrap_or_default();
     let exe = entry.exe.as_deref().map(Glob::path);
-    let patterns: Vec<&Glob> = [&unit, &cgroup, &container_name, &exe]
+    let patterns: Vec<&Glob> = [&unit, &user_unit, &cgroup, &container_name, &exe]
         .into_iter()
         .flatten()
         .collect();
@@ -274,7 +323,7 @@ fn check(entry: RuleEntry, index: usize, src: Source<'_>) -> Result<Rule, Config
         5
     } else if exe.is_some() {
         4
-    } else if unit.is_some() {
+    } else if unit.is_some() || user_unit.is_some() {
         3
     } else if cgroup.is_some() {
         2
@@ -294,6 +343,7 @@ fn check(entry: RuleEntry, index: usize, src: Source<'_>) -> Result<Rule, Config
         .map_or_else(String::new, |l| format!(":{l}"));
     Ok(Rule {
         unit,
+        user_unit,
         cgroup,
         uid: entry.uid,
         container_name,
@@ -348,7 +398,7 @@ mod tests {
 
     use super::*;
     use crate::attribution::Process;
-    use crate::attribution::cgroup::facts;
+    use crate::attribution::facts::of_root_named;
 
     fn rules(text: &str) -> RuleSet {
         let origin = Origin::File("/etc/imds-agent/roles.d/test.toml".into());
@@ -367,7 +417,7 @@ mod tests {
             cgroup_id: 1,
             cgroup: cgroup.into(),
             uid,
-            facts: facts(cgroup),
+            facts: Arc::new(of_root_named(cgroup)),
             container: None,
             program: None,
         }))
@@ -460,6 +510,82 @@ role = "by-container-and-label"
         }
     }
 
+    /// A process whose path is `cgroup`, with every name from segment
+    /// `first_user_named` on made by a user (the walk's marks).
+    fn user_made(cgroup: &str, first_user_named: usize, uid: u32) -> Workload {
+        use crate::attribution::facts::{Segment, all_root_named, facts};
+        let segments: Vec<Segment<'_>> = all_root_named(cgroup)
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| Segment {
+                root_named: i < first_user_named,
+                ..s
+            })
+            .collect();
+        Workload::Process(Arc::new(Process {
+            cgroup_id: 1,
+            cgroup: cgroup.into(),
+            uid,
+            facts: Arc::new(facts(&segments)),
+            container: None,
+            program: None,
+        }))
+    }
+
+    #[test]
+    fn a_users_own_unit_is_never_the_system_unit_of_that_name() {
+        let set = rules(
+            "[[rule]]\nunit = \"nginx.service\"\nrole = \"web\"\n\
+             [[rule]]\nuser_unit = \"sync.service\"\nuid = 4242\nrole = \"sync\"\n\
+             [[rule]]\ncgroup = \"/user.slice/**/nginx.service\"\nrole = \"by-path\"\n",
+        );
+        let forged = "/user.slice/user-4242.slice/user@4242.service/app.slice/nginx.service";
+        assert_eq!(role_of(&set, &user_made(forged, 3, 4242)), None);
+        let system = process("/system.slice/nginx.service", 33);
+        assert_eq!(role_of(&set, &system).as_deref(), Some("web"));
+        let sync = "/user.slice/user-4242.slice/user@4242.service/app.slice/sync.service";
+        assert_eq!(
+            role_of(&set, &user_made(sync, 3, 4242)).as_deref(),
+            Some("sync")
+        );
+        // Another user's unit of that name; or the right unit with a socket
+        // of another uid.
+        let other = "/user.slice/user-4243.slice/user@4243.service/app.slice/sync.service";
+        assert_eq!(role_of(&set, &user_made(other, 3, 4243)), None);
+        assert_eq!(role_of(&set, &user_made(sync, 3, 4243)), None);
+    }
+
+    #[test]
+    fn process_rules_never_apply_to_containers() {
+        let set = rules(
+            "[[rule]]\nuid = 0\nrole = \"root-role\"\n\
+             [[rule]]\ncontainer_name = \"api\"\nrole = \"api-role\"\n",
+        );
+        let in_container = |name: &str| {
+            Workload::Process(Arc::new(Process {
+                cgroup_id: 9,
+                cgroup: format!("/system.slice/docker-{}.scope", "a".repeat(64)).into(),
+                uid: 0,
+                facts: Arc::new(of_root_named("/system.slice/docker-x.scope")),
+                container: Some(Arc::new(ContainerInfo::for_tests(&"a".repeat(64), name))),
+                program: None,
+            }))
+        };
+        assert_eq!(
+            role_of(&set, &in_container("db")),
+            None,
+            "a container's root is not the host's uid 0"
+        );
+        assert_eq!(
+            role_of(&set, &in_container("api")).as_deref(),
+            Some("api-role")
+        );
+        assert_eq!(
+            role_of(&set, &process("/system.slice/cron.service", 0)).as_deref(),
+            Some("root-role")
+        );
+    }
+
     #[test]
     fn equal_rules_keep_file_order() {
         let set =
@@ -526,6 +652,14 @@ role = "by-container-and-label"
                 "[[rule]]\nuid = 1\nrole = \"x\"\nduration_seconds = 60\n",
                 "rule[0].duration_seconds: must be from 900 to 43200",
             ),
+            (
+                "[[rule]]\ncontainer_name = \"api\"\nuid = 0\nrole = \"x\"\n",
+                "rule[0].role: a rule names containers (container_name, container_label) or processes",
+            ),
+            (
+                "[[rule]]\nuser_unit = \"sync.service\"\nrole = \"x\"\n",
+                "rule[0].user_unit: needs uid",
+            ),
             ("[[rule]\n", "bad.toml:1: (document)"),
             ("rules = []\n", "unknown field `rules`"),
         ];
@@ -548,7 +682,7 @@ role = "by-container-and-label"
                 cgroup_id: 1,
                 cgroup: "/system.slice/web.service".into(),
                 uid: 0,
-                facts: facts("/system.slice/web.service"),
+                facts: Arc::new(of_root_named("/system.slice/web.service")),
                 container: None,
                 program: Some(crate::attribution::Program {
                     pid: 42,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::attribution::cgroup::facts;
+use crate::attribution::facts::of_root_named;
 use crate::attribution::{ContainerInfo, Process};
 use crate::config::Origin;
 
@@ -12,7 +12,7 @@ fn process(cgroup: &str, uid: u32) -> Workload {
         cgroup_id: 7,
         cgroup: cgroup.into(),
         uid,
-        facts: facts(cgroup),
+        facts: Arc::new(of_root_named(cgroup)),
         container: None,
         program: None,
     }))

@@ -1,17 +1,21 @@
 //! Cgroups: from the id the kernel reports for a socket to the cgroup's
-//! path, and from the path to what it says about the workload (systemd
-//! unit, user, container).
+//! path, its parent, and what the path says about the workload (`facts.rs`:
+//! systemd unit, user, as far as root named it).
 //!
 //! A cgroup v2 id is the inode number of its directory. The index maps ids
-//! to paths from a walk of the cgroup2 mount, done off the request path by
-//! `rescan` (on start, and when a lookup misses). Ids are not reused within
-//! a boot, so a path, once known, stays right for as long as the id exists.
+//! to entries from a walk of the cgroup2 mount, done off the request path
+//! by `rescan` (on start, and when a lookup misses). Ids are not reused
+//! within a boot, so an entry, once known, stays right for as long as the
+//! id exists. The walk notes who owns each directory: a name counts only
+//! where root alone can make directories.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+
+use super::facts::{self, CgroupFacts, Segment};
 
 /// Where cgroup2 is mounted, from `/proc/self/mountinfo` text: the unified
 /// hierarchy (`/sys/fs/cgroup` on pure v2 hosts, `/sys/fs/cgroup/unified` on
@@ -47,12 +51,22 @@ fn unescape_mount(s: &str) -> String {
     out
 }
 
-/// Maps cgroup ids to paths (relative to the cgroup2 root, starting with
-/// `/`).
+/// One cgroup, as the last walk saw it.
+#[derive(Debug, Clone)]
+pub struct CgroupEntry {
+    /// Its path (relative to the cgroup2 root, starting with `/`).
+    pub path: Arc<str>,
+    /// Its parent's id (`None` for the root).
+    pub parent: Option<u64>,
+    /// What its path says, as far as root vouches for it.
+    pub facts: Arc<CgroupFacts>,
+}
+
+/// Maps cgroup ids to what the cgroups are.
 #[derive(Debug)]
 pub struct CgroupIndex {
     root: PathBuf,
-    paths: RwLock<HashMap<u64, Arc<str>>>,
+    entries: RwLock<HashMap<u64, CgroupEntry>>,
 }
 
 impl CgroupIndex {
@@ -60,7 +74,7 @@ impl CgroupIndex {
     pub fn new(root: PathBuf) -> Self {
         Self {
             root,
-            paths: RwLock::default(),
+            entries: RwLock::default(),
         }
     }
 
@@ -69,18 +83,41 @@ impl CgroupIndex {
         &self.root
     }
 
-    /// The path of cgroup `id`, if the last walk saw it.
-    pub fn path(&self, id: u64) -> Option<Arc<str>> {
-        self.paths
+    /// Cgroup `id`, if the last walk saw it.
+    pub fn entry(&self, id: u64) -> Option<CgroupEntry> {
+        self.entries
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
             .cloned()
     }
 
-    /// Every path the last walk saw.
-    pub fn all(&self) -> Vec<Arc<str>> {
-        self.paths
+    /// The path of cgroup `id`, if the last walk saw it.
+    pub fn path(&self, id: u64) -> Option<Arc<str>> {
+        self.entry(id).map(|e| e.path)
+    }
+
+    /// `id` and its ancestors, innermost first (as far as the last walk saw
+    /// them).
+    pub fn ancestry(&self, id: u64) -> Vec<u64> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let mut chain = vec![id];
+        let mut at = id;
+        while let Some(parent) = entries.get(&at).and_then(|e| e.parent) {
+            // Ids are inode numbers of directories in a tree: no cycles, but
+            // a bound costs nothing.
+            if chain.len() > 512 {
+                break;
+            }
+            chain.push(parent);
+            at = parent;
+        }
+        chain
+    }
+
+    /// Every cgroup the last walk saw.
+    pub fn all(&self) -> Vec<CgroupEntry> {
+        self.entries
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
@@ -92,87 +129,83 @@ impl CgroupIndex {
     /// request path.
     pub fn rescan(&self) -> io::Result<usize> {
         let mut found = HashMap::new();
-        walk(&self.root, &self.root, &mut found)?;
+        let mut walk = Walk {
+            root: &self.root,
+            found: &mut found,
+            segments: Vec::new(),
+        };
+        walk.dir(&self.root, None, true)?;
         let count = found.len();
-        *self.paths.write().unwrap_or_else(|e| e.into_inner()) = found;
+        *self.entries.write().unwrap_or_else(|e| e.into_inner()) = found;
         Ok(count)
     }
 }
 
-fn walk(root: &Path, dir: &Path, found: &mut HashMap<u64, Arc<str>>) -> io::Result<()> {
-    let meta = std::fs::metadata(dir)?;
-    let relative = dir.strip_prefix(root).unwrap_or(Path::new(""));
-    let path = format!("/{}", relative.display());
-    found.insert(meta.ino(), Arc::from(path.as_str()));
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        // A cgroup removed during the walk is simply not there.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            match walk(root, &entry.path(), found) {
+/// One walk of the tree: the names from the root to where it is, each with
+/// whether root named it.
+struct Walk<'a> {
+    root: &'a Path,
+    found: &'a mut HashMap<u64, CgroupEntry>,
+    segments: Vec<(String, bool)>,
+}
+
+impl Walk<'_> {
+    /// Indexes `dir` (child of `parent`; `root_named`: whether only root
+    /// could have named it) and everything below it.
+    fn dir(&mut self, dir: &Path, parent: Option<u64>, root_named: bool) -> io::Result<()> {
+        let meta = std::fs::metadata(dir)?;
+        let relative = dir.strip_prefix(self.root).unwrap_or(Path::new(""));
+        let segments: Vec<Segment<'_>> = self
+            .segments
+            .iter()
+            .map(|(name, root_named)| Segment {
+                name,
+                root_named: *root_named,
+            })
+            .collect();
+        let entry = CgroupEntry {
+            path: Arc::from(format!("/{}", relative.display()).as_str()),
+            parent,
+            facts: Arc::new(facts::facts(&segments)),
+        };
+        let id = meta.ino();
+        self.found.insert(id, entry);
+        // Names made in this directory are root's only if it is root's and
+        // root gave it to nobody: not a user's (owner), not delegated
+        // (systemd marks `Delegate=yes` cgroups), not a user's manager.
+        let name = self.segments.last().map_or("", |(n, _)| n.as_str());
+        let children_root_named = root_named
+            && meta.uid() == 0
+            && facts::user_manager_uid(name).is_none()
+            && !crate::sys::xattr::is_delegated(dir);
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            // A cgroup removed during the walk is simply not there.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            self.segments.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                children_root_named,
+            ));
+            let walked = self.dir(&entry.path(), Some(id), children_root_named);
+            self.segments.pop();
+            match walked {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 other => other?,
             }
         }
+        Ok(())
     }
-    Ok(())
-}
-
-/// What a cgroup path says about its workload.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct CgroupFacts {
-    /// The innermost systemd unit (`nginx.service`, `docker-….scope`).
-    pub unit: Option<String>,
-    /// The user whose slice it is in (`user-1000.slice`).
-    pub user_slice: Option<u32>,
-    /// The container it belongs to: a 64-hex-digit id from
-    /// `docker-<id>.scope`, `/docker/<id>`, `cri-containerd-<id>.scope`,
-    /// `crio-<id>.scope` or `libpod-<id>.scope`.
-    pub container_id: Option<String>,
-}
-
-const UNIT_SUFFIXES: &[&str] = &[".service", ".scope", ".socket", ".mount", ".swap", ".timer"];
-const CONTAINER_PREFIXES: &[&str] = &["docker-", "cri-containerd-", "crio-", "libpod-"];
-
-/// Reads `path` (`/system.slice/docker-<id>.scope`, …).
-pub fn facts(path: &str) -> CgroupFacts {
-    let mut facts = CgroupFacts::default();
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    for (i, segment) in segments.iter().enumerate() {
-        if UNIT_SUFFIXES.iter().any(|s| segment.ends_with(s)) {
-            facts.unit = Some((*segment).to_owned());
-        }
-        if let Some(uid) = segment
-            .strip_prefix("user-")
-            .and_then(|s| s.strip_suffix(".slice"))
-            .and_then(|s| s.parse().ok())
-        {
-            facts.user_slice = Some(uid);
-        }
-        let scoped = segment
-            .strip_suffix(".scope")
-            .and_then(|s| CONTAINER_PREFIXES.iter().find_map(|p| s.strip_prefix(p)));
-        // cgroupfs drivers: /docker/<id>, /kubepods/…/<id>, /libpod_parent/…
-        let bare = (i > 0 && is_container_id(segment)).then_some(*segment);
-        if let Some(id) = scoped.filter(|id| is_container_id(id)).or(bare) {
-            facts.container_id = Some(id.to_owned());
-        }
-    }
-    facts
-}
-
-fn is_container_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ID: &str = "692a086d46c2fec1d44f7ea5fa9673b9903cd6466e48696442026b8920e95b68";
 
     #[test]
     fn finds_the_unified_mount() {
@@ -195,70 +228,6 @@ mod tests {
     }
 
     #[test]
-    fn reads_workloads_from_paths() {
-        let cases = [
-            ("/", CgroupFacts::default()),
-            (
-                "/system.slice/nginx.service",
-                CgroupFacts {
-                    unit: Some("nginx.service".into()),
-                    ..Default::default()
-                },
-            ),
-            (
-                "/user.slice/user-1000.slice/user@1000.service/app.slice/app-firefox-1234.scope",
-                CgroupFacts {
-                    unit: Some("app-firefox-1234.scope".into()),
-                    user_slice: Some(1000),
-                    ..Default::default()
-                },
-            ),
-            (
-                &format!("/system.slice/docker-{ID}.scope"),
-                CgroupFacts {
-                    unit: Some(format!("docker-{ID}.scope")),
-                    container_id: Some(ID.into()),
-                    ..Default::default()
-                },
-            ),
-            (
-                &format!("/docker/{ID}"),
-                CgroupFacts {
-                    container_id: Some(ID.into()),
-                    ..Default::default()
-                },
-            ),
-            (
-                &format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{ID}.scope"),
-                CgroupFacts {
-                    unit: Some(format!("cri-containerd-{ID}.scope")),
-                    container_id: Some(ID.into()),
-                    ..Default::default()
-                },
-            ),
-            (
-                &format!("/machine.slice/libpod-{ID}.scope/container"),
-                CgroupFacts {
-                    unit: Some(format!("libpod-{ID}.scope")),
-                    container_id: Some(ID.into()),
-                    ..Default::default()
-                },
-            ),
-            (
-                "/system.slice/docker-notanid.scope",
-                CgroupFacts {
-                    unit: Some("docker-notanid.scope".into()),
-                    ..Default::default()
-                },
-            ),
-            (&format!("/{ID}"), CgroupFacts::default()),
-        ];
-        for (path, want) in cases {
-            assert_eq!(facts(path), want, "{path}");
-        }
-    }
-
-    #[test]
     fn indexes_a_directory_tree_by_inode() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("system.slice/web.service")).unwrap();
@@ -276,5 +245,49 @@ mod tests {
         std::fs::remove_dir(dir.path().join("system.slice/web.service")).unwrap();
         index.rescan().unwrap();
         assert_eq!(index.path(ino), None, "a removed cgroup leaves the index");
+    }
+
+    /// A directory a user owns makes every name below it the user's: the
+    /// walk marks them, and the facts then trust none of them.
+    #[test]
+    #[cfg_attr(
+        not(feature = "root-tests"),
+        ignore = "needs root (chown): `cargo xtask test` runs it"
+    )]
+    fn names_below_a_users_directory_are_not_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let delegated = dir.path().join("work.slice/mine.slice");
+        std::fs::create_dir_all(delegated.join("nginx.service")).unwrap();
+        std::fs::create_dir_all(dir.path().join("system.slice/nginx.service/sub")).unwrap();
+        std::os::unix::fs::chown(&delegated, Some(4242), Some(4242)).unwrap();
+        let index = CgroupIndex::new(dir.path().to_owned());
+        index.rescan().unwrap();
+        let at = |path: &str| {
+            let ino = std::fs::metadata(dir.path().join(path)).unwrap().ino();
+            index.entry(ino).unwrap()
+        };
+        let forged = at("work.slice/mine.slice/nginx.service");
+        assert_eq!(forged.facts.unit, None);
+        assert_eq!(forged.facts.trusted, "/work.slice/mine.slice");
+        let real = at("system.slice/nginx.service/sub");
+        assert_eq!(real.facts.unit.as_deref(), Some("nginx.service"));
+        assert_eq!(real.facts.trusted, "/system.slice/nginx.service/sub");
+        let sub_ino = std::fs::metadata(dir.path().join("system.slice/nginx.service/sub"))
+            .unwrap()
+            .ino();
+        let chain: Vec<String> = index
+            .ancestry(sub_ino)
+            .iter()
+            .map(|id| index.path(*id).unwrap().to_string())
+            .collect();
+        assert_eq!(
+            chain,
+            [
+                "/system.slice/nginx.service/sub",
+                "/system.slice/nginx.service",
+                "/system.slice",
+                "/"
+            ]
+        );
     }
 }

@@ -1,8 +1,13 @@
 //! The containers the agent knows: by address (for bridged containers,
-//! whose sockets live in another network namespace) and by id (for
-//! `--network host` containers, found by cgroup). Kept by the Docker
-//! watcher; read on the request path, so reads are a map lookup and one
-//! poll(2).
+//! whose sockets live in another network namespace) and by cgroup (for
+//! `--network host` containers, and whatever the eBPF redirect recorded).
+//! Kept by the Docker watcher; read on the request path, so reads are a map
+//! lookup and one poll(2).
+//!
+//! A cgroup is a container's only because the registry recorded it as
+//! that container's: the cgroup its main process was in when the watcher
+//! registered it (read through its pidfd). A directory named like a
+//! container proves nothing: any user may make one in their own subtree.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -25,6 +30,12 @@ pub struct ContainerInfo {
     pub env_role: Option<crate::creds::Role>,
     /// Its addresses on bridge networks.
     pub ips: Vec<IpAddr>,
+    /// The id of its cgroup (the cgroup2 directory's inode), as its main
+    /// process showed it at registration.
+    pub cgroup: Option<u64>,
+    /// The container whose network namespace it shares (`--network
+    /// container:X`, as Docker reports X: an id or a name).
+    pub network_of: Option<String>,
     /// Its main process: once that exits, the container is gone even if
     /// the watcher has not heard yet, and its address may belong to someone
     /// else.
@@ -45,6 +56,8 @@ impl ContainerInfo {
             labels: BTreeMap::new(),
             env_role: None,
             ips: Vec::new(),
+            cgroup: None,
+            network_of: None,
             process: None,
         }
     }
@@ -86,20 +99,70 @@ impl Default for Containers {
 struct Registry {
     by_id: HashMap<String, Arc<ContainerInfo>>,
     by_ip: HashMap<IpAddr, Arc<ContainerInfo>>,
+    by_cgroup: HashMap<u64, Arc<ContainerInfo>>,
+    /// Containers in another's network namespace, by what they name it
+    /// (`network_of`).
+    sharing: HashMap<String, Vec<Arc<ContainerInfo>>>,
+}
+
+/// Who is at an address.
+#[derive(Debug, Clone)]
+pub enum AtAddress {
+    /// One running container, alone in its network namespace.
+    One(Arc<ContainerInfo>),
+    /// A container and others sharing its network namespace (`--network
+    /// container:X`): an address can't tell them apart.
+    Shared(Arc<ContainerInfo>, Vec<Arc<ContainerInfo>>),
+    /// Nobody the registry knows.
+    Nobody,
 }
 
 impl Containers {
-    /// The running container at `ip`. A container whose process has exited
-    /// is not returned: its address may already be another's.
-    pub fn by_ip(&self, ip: IpAddr) -> Option<Arc<ContainerInfo>> {
+    /// Who is at `ip`. A container whose process has exited is not there:
+    /// its address may already be another's.
+    pub fn at(&self, ip: IpAddr) -> AtAddress {
         let registry = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        registry.by_ip.get(&ip).filter(|c| c.alive()).cloned()
+        let Some(owner) = registry.by_ip.get(&ip).filter(|c| c.alive()) else {
+            return AtAddress::Nobody;
+        };
+        let sharers: Vec<Arc<ContainerInfo>> = [owner.id.as_str(), owner.name.as_str()]
+            .iter()
+            .filter_map(|key| registry.sharing.get(*key))
+            .flatten()
+            .filter(|c| c.alive())
+            .cloned()
+            .collect();
+        if sharers.is_empty() {
+            AtAddress::One(Arc::clone(owner))
+        } else {
+            AtAddress::Shared(Arc::clone(owner), sharers)
+        }
+    }
+
+    /// The running container at `ip`, if it is alone there.
+    pub fn by_ip(&self, ip: IpAddr) -> Option<Arc<ContainerInfo>> {
+        match self.at(ip) {
+            AtAddress::One(c) => Some(c),
+            AtAddress::Shared(..) | AtAddress::Nobody => None,
+        }
     }
 
     /// The running container with `id`.
     pub fn by_id(&self, id: &str) -> Option<Arc<ContainerInfo>> {
         let registry = self.inner.read().unwrap_or_else(|e| e.into_inner());
         registry.by_id.get(id).filter(|c| c.alive()).cloned()
+    }
+
+    /// The running container whose recorded cgroup is the first of
+    /// `ancestry` (a cgroup and its ancestors, innermost first) that is
+    /// any container's: a process in a container's cgroup or below it.
+    pub fn by_cgroup(&self, ancestry: &[u64]) -> Option<Arc<ContainerInfo>> {
+        let registry = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        ancestry
+            .iter()
+            .find_map(|id| registry.by_cgroup.get(id))
+            .filter(|c| c.alive())
+            .cloned()
     }
 
     /// A future that completes at the next change of the registry: a
@@ -119,15 +182,19 @@ impl Containers {
         let container = Arc::new(container);
         let _changed = Changed(&self.changes);
         let mut registry = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = registry.by_id.remove(&container.id) {
-            for ip in &old.ips {
-                if registry.by_ip.get(ip).is_some_and(|c| c.id == old.id) {
-                    registry.by_ip.remove(ip);
-                }
-            }
-        }
+        registry.unlink(&container.id);
         for ip in &container.ips {
             registry.by_ip.insert(*ip, Arc::clone(&container));
+        }
+        if let Some(cgroup) = container.cgroup {
+            registry.by_cgroup.insert(cgroup, Arc::clone(&container));
+        }
+        if let Some(network) = &container.network_of {
+            registry
+                .sharing
+                .entry(network.clone())
+                .or_default()
+                .push(Arc::clone(&container));
         }
         registry.by_id.insert(container.id.clone(), container);
     }
@@ -136,13 +203,7 @@ impl Containers {
     pub fn remove(&self, id: &str) -> Option<Arc<ContainerInfo>> {
         let _changed = Changed(&self.changes);
         let mut registry = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let old = registry.by_id.remove(id)?;
-        for ip in &old.ips {
-            if registry.by_ip.get(ip).is_some_and(|c| c.id == old.id) {
-                registry.by_ip.remove(ip);
-            }
-        }
-        Some(old)
+        registry.unlink(id)
     }
 
     /// Keeps only the containers in `ids` (after a full resync).
@@ -165,6 +226,33 @@ impl Containers {
     pub fn all(&self) -> Vec<Arc<ContainerInfo>> {
         let registry = self.inner.read().unwrap_or_else(|e| e.into_inner());
         registry.by_id.values().cloned().collect()
+    }
+}
+
+impl Registry {
+    /// Takes container `id` out of every map (where it is still the one
+    /// there: a newer registration of its address or cgroup stays).
+    fn unlink(&mut self, id: &str) -> Option<Arc<ContainerInfo>> {
+        let old = self.by_id.remove(id)?;
+        for ip in &old.ips {
+            if self.by_ip.get(ip).is_some_and(|c| c.id == old.id) {
+                self.by_ip.remove(ip);
+            }
+        }
+        if let Some(cgroup) = old.cgroup
+            && self.by_cgroup.get(&cgroup).is_some_and(|c| c.id == old.id)
+        {
+            self.by_cgroup.remove(&cgroup);
+        }
+        if let Some(network) = &old.network_of
+            && let Some(list) = self.sharing.get_mut(network)
+        {
+            list.retain(|c| c.id != old.id);
+            if list.is_empty() {
+                self.sharing.remove(network);
+            }
+        }
+        Some(old)
     }
 }
 
@@ -224,5 +312,48 @@ mod tests {
         assert!(registry.by_ip("172.17.0.9".parse().unwrap()).is_none());
         assert!(registry.by_id("ccc").is_none());
         assert_eq!(registry.all().len(), 1);
+    }
+
+    #[test]
+    fn a_cgroup_is_a_containers_only_as_recorded() {
+        let registry = Containers::default();
+        let (mut c, mut process) = running("ddd", "172.17.0.4");
+        c.cgroup = Some(77);
+        registry.upsert(c);
+        assert_eq!(registry.by_cgroup(&[78, 77, 1]).unwrap().id, "ddd");
+        assert!(registry.by_cgroup(&[78, 1]).is_none());
+        process.kill().unwrap();
+        process.wait().unwrap();
+        assert!(registry.by_cgroup(&[77]).is_none(), "gone with its process");
+        registry.remove("ddd");
+        assert!(registry.all().is_empty());
+    }
+
+    #[test]
+    fn a_shared_network_namespace_is_nobody_by_address() {
+        let registry = Containers::default();
+        let ip: IpAddr = "172.17.0.5".parse().unwrap();
+        let (x, mut x_process) = running("xxx", "172.17.0.5");
+        registry.upsert(x);
+        assert!(matches!(registry.at(ip), AtAddress::One(_)));
+        let (mut sidecar, mut sidecar_process) = running("sss", "172.17.0.5");
+        sidecar.ips.clear();
+        sidecar.network_of = Some("xxx".into());
+        registry.upsert(sidecar);
+        match registry.at(ip) {
+            AtAddress::Shared(owner, sharers) => {
+                assert_eq!(owner.id, "xxx");
+                assert_eq!(sharers[0].id, "sss");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(registry.by_ip(ip).is_none());
+        // The sidecar stops: the address is X's alone again.
+        sidecar_process.kill().unwrap();
+        sidecar_process.wait().unwrap();
+        assert_eq!(registry.by_ip(ip).unwrap().id, "xxx");
+        registry.remove("sss");
+        x_process.kill().unwrap();
+        x_process.wait().unwrap();
     }
 }

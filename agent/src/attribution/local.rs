@@ -2,14 +2,17 @@
 //! socket's cgroup and uid (NETLINK_SOCK_DIAG), a bridged container by its
 //! address in the container registry, anything else `Unknown`.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
 
-use super::cgroup::{self, CgroupIndex};
-use super::{Attribution, ConnInfo, Containers, Identified, Process, Program, Workload};
+use super::cgroup::CgroupIndex;
+use super::containers::AtAddress;
+use super::{
+    Attribution, ConnInfo, ContainerInfo, Containers, Identified, Process, Program, Workload,
+};
 use crate::creds::Changed;
 use crate::sys::diag::SockDiag;
 
@@ -176,47 +179,63 @@ impl Attribution for Local {
                 return unknown();
             }
         };
-        let record = self.redirect.as_ref().and_then(|r| match (&socket, peer) {
-            (Some(socket), _) => r.by_socket(socket.cookie),
-            (None, SocketAddr::V4(client)) => r.by_address(client),
-            (None, SocketAddr::V6(_)) => None,
-        });
-        let (cgroup_id, uid) = match (&socket, &record) {
-            (Some(socket), _) => (socket.cgroup_id, socket.uid),
-            // Another network namespace, redirected: the record knows.
-            (None, Some(record)) => (Some(record.cgroup_id), record.uid),
-            // Another network namespace: a bridged container, or nobody
-            // the agent knows.
-            (None, None) => {
-                let Some(containers) = &self.containers else {
-                    return unknown();
-                };
-                return match containers.by_ip(peer.ip()) {
-                    Some(container) => Identified::Known(Workload::Container(container)),
-                    // A container that just started may not be registered
-                    // yet.
-                    None => Identified::Retry(containers.next_change()),
-                };
-            }
-        };
-        let Some(cgroup_id) = cgroup_id else {
+        if let Some(socket) = socket {
+            // A process in the agent's network namespace.
+            let record = self
+                .redirect
+                .as_ref()
+                .and_then(|r| r.by_socket(socket.cookie));
+            let Some(cgroup_id) = socket.cgroup_id else {
+                return unknown();
+            };
+            return self.process(peer.ip(), cgroup_id, socket.uid, record, None);
+        }
+        // Another network namespace.
+        let SocketAddr::V4(client) = peer else {
             return unknown();
         };
-        let Some(path) = self.index.path(cgroup_id) else {
+        match self.redirect.as_ref().and_then(|r| r.by_address(client)) {
+            Some(record) => self.bridged_record(client, record),
+            None => self.bridged_container(peer),
+        }
+    }
+}
+
+impl Local {
+    /// A process in cgroup `cgroup_id`: the container whose cgroup it is, if
+    /// the registry recorded one, else what root named of its path.
+    /// `expected` is the container a bridged client's address says it must
+    /// be; `peer` is the client's address.
+    fn process(
+        &self,
+        peer: IpAddr,
+        cgroup_id: u64,
+        uid: u32,
+        record: Option<Record>,
+        expected: Option<&Arc<ContainerInfo>>,
+    ) -> Identified {
+        let Some(entry) = self.index.entry(cgroup_id) else {
             return Identified::Retry(self.rescanner.request());
         };
-        let facts = cgroup::facts(&path);
-        let mut container = None;
-        if let (Some(id), Some(containers)) = (facts.container_id.as_deref(), &self.containers) {
-            container = containers.by_id(id);
-            if container.is_none() {
-                // A container not registered yet: it must not be served as
-                // a plain process.
-                return Identified::Retry(containers.next_change());
-            }
+        let container = self
+            .containers
+            .as_ref()
+            .and_then(|c| c.by_cgroup(&self.index.ancestry(cgroup_id)));
+        if let (None, Some(containers)) = (&container, &self.containers)
+            && entry.facts.container_scope
+        {
+            // Root made a container runtime's cgroup that the registry does
+            // not know yet: it is not a plain process. Wait, then Unknown.
+            return Identified::Retry(containers.next_change());
         }
-        if let (None, Some(redirect), SocketAddr::V4(client)) = (&socket, &self.redirect, peer) {
-            redirect.forget_address(client);
+        if let Some(expected) = expected {
+            let belongs = container
+                .as_ref()
+                .is_some_and(|c| c.id == expected.id || shares_network_of(c, expected));
+            if !belongs {
+                tracing::debug!(cgroup = %entry.path, container = %expected.name, "a record filed for a container's address by a process not in it; ignored");
+                return Identified::Known(Workload::Unknown(peer));
+            }
         }
         let program = record.map(|r| Program {
             pid: r.pid,
@@ -225,13 +244,68 @@ impl Attribution for Local {
         });
         Identified::Known(Workload::Process(Arc::new(Process {
             cgroup_id,
-            cgroup: path,
+            cgroup: entry.path,
             uid,
-            facts,
+            facts: entry.facts,
             container,
             program,
         })))
     }
+
+    /// A bridged client the eBPF redirect recorded: believed only when the
+    /// container registry puts the recording process in the container at
+    /// that address (or one sharing its network): any network namespace
+    /// can file a record under any address.
+    fn bridged_record(&self, client: SocketAddrV4, record: Record) -> Identified {
+        let unknown = || Identified::Known(Workload::Unknown((*client.ip()).into()));
+        let Some(containers) = &self.containers else {
+            return unknown();
+        };
+        let owner = match containers.at((*client.ip()).into()) {
+            AtAddress::One(owner) | AtAddress::Shared(owner, _) => owner,
+            AtAddress::Nobody => return Identified::Retry(containers.next_change()),
+        };
+        let (cgroup_id, uid) = (record.cgroup_id, record.uid);
+        let found = self.process(
+            (*client.ip()).into(),
+            cgroup_id,
+            uid,
+            Some(record),
+            Some(&owner),
+        );
+        if let Some(redirect) = &self.redirect
+            && matches!(found, Identified::Known(_))
+        {
+            redirect.forget_address(client);
+        }
+        found
+    }
+
+    /// A bridged client without a record: the container at its address,
+    /// if it is alone there.
+    fn bridged_container(&self, peer: SocketAddr) -> Identified {
+        let Some(containers) = &self.containers else {
+            return Identified::Known(Workload::Unknown(peer.ip()));
+        };
+        match containers.at(peer.ip()) {
+            AtAddress::One(container) => Identified::Known(Workload::Container(container)),
+            AtAddress::Shared(owner, sharers) => {
+                let names: Vec<&str> = sharers.iter().map(|c| c.name.as_str()).collect();
+                tracing::debug!(container = %owner.name, sharing = ?names, %peer, "containers share this address (--network container:): no role by address");
+                Identified::Known(Workload::Unknown(peer.ip()))
+            }
+            // A container that just started may not be registered yet.
+            AtAddress::Nobody => Identified::Retry(containers.next_change()),
+        }
+    }
+}
+
+/// Whether `c` runs in `owner`'s network namespace (`--network
+/// container:owner`, by id or name).
+fn shares_network_of(c: &ContainerInfo, owner: &ContainerInfo) -> bool {
+    c.network_of
+        .as_deref()
+        .is_some_and(|x| x == owner.id || x == owner.name)
 }
 
 #[cfg(test)]

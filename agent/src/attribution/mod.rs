@@ -12,6 +12,7 @@
 pub mod cgroup;
 pub mod containers;
 pub mod exe;
+pub mod facts;
 mod local;
 
 use std::fmt;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 pub use containers::{ContainerInfo, Containers};
 pub use local::{Local, Record, Recorded, Rescanner};
 
-use self::cgroup::CgroupFacts;
+use self::facts::CgroupFacts;
 use crate::creds::Changed;
 
 /// What host attribution needs from the kernel, opened before the agent
@@ -88,14 +89,17 @@ pub struct ConnInfo {
 pub struct Process {
     /// The cgroup v2 id its socket was created in.
     pub cgroup_id: u64,
-    /// That cgroup's path (`/system.slice/nginx.service`).
+    /// That cgroup's path (`/system.slice/nginx.service`), for logs; rules
+    /// read `facts`.
     pub cgroup: Arc<str>,
     /// The socket's owner.
     pub uid: u32,
-    /// What the path says (unit, user slice, container id).
-    pub facts: CgroupFacts,
-    /// The container whose cgroup it is (a `--network host` container, or
-    /// one the eBPF redirect attributed).
+    /// What the path says, as far as root named it (unit, user unit, user
+    /// slice).
+    pub facts: Arc<CgroupFacts>,
+    /// The container whose cgroup it is, by the container registry's record
+    /// of its cgroup (a `--network host` container, or one the eBPF
+    /// redirect attributed): then it is that container, and nothing else.
     pub container: Option<Arc<ContainerInfo>>,
     /// The exact process, when the eBPF redirect recorded it.
     pub program: Option<Program>,
@@ -203,23 +207,16 @@ impl Workload {
         }
     }
 
-    /// A name for `RoleSessionName`: the unit, the container's name, or the
-    /// cgroup's last segment.
+    /// A name for `RoleSessionName`: the container's name, or what the
+    /// cgroup's path says (`CgroupFacts::label`).
     pub fn session_label(&self) -> Option<String> {
         match self {
             Workload::Address(_) | Workload::Unknown(_) => None,
             Workload::Container(c) => Some(c.name.clone()),
-            Workload::Process(p) => p
-                .container
-                .as_ref()
-                .map(|c| c.name.clone())
-                .or_else(|| p.facts.unit.clone())
-                .or_else(|| {
-                    p.cgroup
-                        .rsplit('/')
-                        .find(|s| !s.is_empty())
-                        .map(str::to_owned)
-                }),
+            Workload::Process(p) => match &p.container {
+                Some(c) => Some(c.name.clone()),
+                None => p.facts.label(),
+            },
         }
     }
 }
@@ -231,10 +228,15 @@ impl fmt::Display for Workload {
             Workload::Unknown(ip) => write!(f, "unknown workload at {ip}"),
             Workload::Container(c) => write!(f, "container {} ({})", c.name, short(&c.id)),
             Workload::Process(p) => {
-                match (&p.container, &p.facts.unit) {
-                    (Some(c), _) => write!(f, "container {} ({}, by cgroup", c.name, short(&c.id))?,
-                    (None, Some(unit)) => write!(f, "unit {unit} (uid {}", p.uid)?,
-                    (None, None) => write!(f, "cgroup {} (uid {}", p.cgroup, p.uid)?,
+                match (&p.container, &p.facts.user_unit, &p.facts.unit) {
+                    (Some(c), ..) => {
+                        write!(f, "container {} ({}, by cgroup", c.name, short(&c.id))?;
+                    }
+                    (None, Some(user), _) => {
+                        write!(f, "user {}'s unit {} (uid {}", user.uid, user.name, p.uid)?;
+                    }
+                    (None, None, Some(unit)) => write!(f, "unit {unit} (uid {}", p.uid)?,
+                    (None, None, None) => write!(f, "cgroup {} (uid {}", p.cgroup, p.uid)?,
                 }
                 match &p.program {
                     Some(program) => write!(f, ", pid {} {})", program.pid, program.comm),
@@ -318,7 +320,7 @@ mod tests {
                 cgroup_id: id,
                 cgroup: "/a".into(),
                 uid,
-                facts: CgroupFacts::default(),
+                facts: Arc::default(),
                 container: None,
                 program: None,
             }))
@@ -351,7 +353,7 @@ mod tests {
             cgroup_id: 1,
             cgroup: "/system.slice/web.service".into(),
             uid: 0,
-            facts: cgroup::facts("/system.slice/web.service"),
+            facts: Arc::new(facts::of_root_named("/system.slice/web.service")),
             container: None,
             program: None,
         }));
@@ -360,11 +362,26 @@ mod tests {
             cgroup_id: 1,
             cgroup: "/ci/job-7".into(),
             uid: 0,
-            facts: CgroupFacts::default(),
+            facts: Arc::new(facts::of_root_named("/ci/job-7")),
             container: None,
             program: None,
         }));
         assert_eq!(bare.session_label().as_deref(), Some("job-7"));
+        let user = Workload::Process(Arc::new(Process {
+            cgroup_id: 1,
+            cgroup: "/user.slice/user-4242.slice/user@4242.service/app.slice/nginx.service".into(),
+            uid: 4242,
+            facts: Arc::new(facts::of_root_named(
+                "/user.slice/user-4242.slice/user@4242.service/app.slice/nginx.service",
+            )),
+            container: None,
+            program: None,
+        }));
+        assert_eq!(
+            user.session_label().as_deref(),
+            Some("u4242-nginx.service"),
+            "a user's unit never passes for the system unit of that name"
+        );
         assert_eq!(
             Workload::Unknown("10.0.0.1".parse().unwrap()).session_label(),
             None

@@ -35,7 +35,14 @@ pub enum DockerError {
     /// An answer too large to be a container.
     #[error("Docker's answer to {0} is over 4 MiB")]
     TooLarge(String),
+    /// Docker did not answer in time.
+    #[error("Docker did not answer {0} within {REQUEST_TIMEOUT:?}")]
+    Timeout(String),
 }
+
+/// How long one API call may take (the event stream's head included, not
+/// its events): a daemon that hangs must not stall the watcher for good.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The client.
 #[derive(Debug, Clone)]
@@ -54,6 +61,12 @@ impl DockerClient {
     }
 
     async fn get(&self, path: &str) -> Result<hyper::Response<Incoming>, DockerError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.get_head(path))
+            .await
+            .map_err(|_| DockerError::Timeout(path.to_owned()))?
+    }
+
+    async fn get_head(&self, path: &str) -> Result<hyper::Response<Incoming>, DockerError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| DockerError::Connect(self.socket.clone(), e))?;
@@ -88,7 +101,9 @@ impl DockerClient {
     /// GETs `path` and parses the JSON answer.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, DockerError> {
         let response = self.get(path).await?;
-        let body = collect(response.into_body(), path).await?;
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, collect(response.into_body(), path))
+            .await
+            .map_err(|_| DockerError::Timeout(path.to_owned()))??;
         serde_json::from_slice(&body).map_err(|e| DockerError::Body(path.to_owned(), e))
     }
 

@@ -3,184 +3,26 @@
 //! The watcher subscribes to events first and lists containers second, so
 //! nothing that happens in between is missed; every event that may change a
 //! container's address, role or liveness makes it inspect that container
-//! again. When the stream breaks (Docker restarted), it starts over with a
-//! full resync, backing off from 1 s to 30 s while Docker is away.
+//! again, and a full resync every few minutes catches anything an event
+//! did not say. When the stream breaks (Docker restarted), it starts over
+//! with a full resync, backing off from 1 s to 30 s while Docker is away.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::client::{DockerClient, DockerError, Event};
-use crate::attribution::{ContainerInfo, Containers};
-use crate::creds::Role;
-use crate::sys::pidfd::PidFd;
-
-/// What the agent reads of `GET /containers/{id}/json`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Inspect {
-    /// The full id.
-    pub id: String,
-    /// `/name`.
-    #[serde(default)]
-    pub name: String,
-    /// Running, paused, main pid.
-    #[serde(default)]
-    pub state: State,
-    /// Env and labels.
-    #[serde(default)]
-    pub config: ContainerConfig,
-    /// Addresses.
-    #[serde(default)]
-    pub network_settings: NetworkSettings,
-}
-
-/// `State`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct State {
-    /// Whether it runs.
-    #[serde(default)]
-    pub running: bool,
-    /// Whether it is paused.
-    #[serde(default)]
-    pub paused: bool,
-    /// Its main process, in the daemon's pid namespace.
-    #[serde(default)]
-    pub pid: i32,
-}
-
-/// `Config`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerConfig {
-    /// `NAME=value` entries.
-    #[serde(default)]
-    pub env: Option<Vec<String>>,
-    /// Labels.
-    #[serde(default)]
-    pub labels: Option<BTreeMap<String, String>>,
-}
-
-/// `NetworkSettings`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct NetworkSettings {
-    /// Per network.
-    #[serde(default)]
-    pub networks: Option<HashMap<String, Endpoint>>,
-}
-
-/// One network's endpoint.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Endpoint {
-    /// IPv4 address (empty on `host` and `none`).
-    #[serde(rename = "IPAddress", default)]
-    pub ip_address: String,
-    /// IPv6 address, if any.
-    #[serde(rename = "GlobalIPv6Address", default)]
-    pub global_ipv6_address: String,
-}
+use super::inspect::{Inspect, container_info, hold};
+use crate::attribution::Containers;
 
 /// One entry of `GET /containers/json`.
 #[derive(Debug, Deserialize)]
 struct Listed {
     #[serde(rename = "Id")]
     id: String,
-}
-
-/// Why a container was not registered.
-#[derive(Debug, thiserror::Error)]
-pub enum Skipped {
-    /// It does not run.
-    #[error("not running")]
-    NotRunning,
-    /// Its main process could not be held: it exited, or it is not the
-    /// container's (a pid reused in between).
-    #[error("its process {pid} is gone or not the container's")]
-    Process {
-        /// The pid Docker gave.
-        pid: i32,
-    },
-}
-
-/// A handle on the main process of an inspected container, if it runs.
-pub fn hold(inspect: &Inspect) -> Result<PidFd, Skipped> {
-    let state = &inspect.state;
-    if !state.running || state.paused || state.pid <= 0 {
-        return Err(Skipped::NotRunning);
-    }
-    hold_process(state.pid, &inspect.id).ok_or(Skipped::Process { pid: state.pid })
-}
-
-/// The registry entry for an inspected container whose main process is
-/// `process`. `env_role_var` names the variable holding its role; a value
-/// that is not a role is logged and ignored (the container then gets what a
-/// container without one gets).
-pub fn container_info(inspect: &Inspect, env_role_var: &str, process: PidFd) -> ContainerInfo {
-    let name = inspect.name.trim_start_matches('/').to_owned();
-    let env_role = inspect
-        .config
-        .env
-        .iter()
-        .flatten()
-        .find_map(|entry| entry.strip_prefix(env_role_var)?.strip_prefix('='))
-        .filter(|value| !value.is_empty())
-        .and_then(|value| match Role::parse(value) {
-            Ok(role) => Some(role),
-            Err(e) => {
-                tracing::warn!(container = %name, var = env_role_var, error = %e, "ignoring the container's role variable");
-                None
-            }
-        });
-    let mut ips: Vec<IpAddr> = Vec::new();
-    for endpoint in inspect
-        .network_settings
-        .networks
-        .iter()
-        .flat_map(HashMap::values)
-    {
-        for text in [&endpoint.ip_address, &endpoint.global_ipv6_address] {
-            if let Ok(ip) = text.parse::<IpAddr>()
-                && !ips.contains(&ip)
-            {
-                ips.push(ip);
-            }
-        }
-    }
-    ContainerInfo {
-        id: inspect.id.clone(),
-        name,
-        labels: inspect.config.labels.clone().unwrap_or_default(),
-        env_role,
-        ips,
-        process: Some(process),
-    }
-}
-
-/// A pidfd on `pid`, if it is a process of container `id`. The pidfd is
-/// opened first and checked alive after reading the process's cgroup, so
-/// the cgroup read is the pidfd's process's, not a successor's.
-fn hold_process(pid: i32, id: &str) -> Option<PidFd> {
-    let pidfd = PidFd::open(pid).ok()?;
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    (names_container(&cgroup, id) && !pidfd.exited()).then_some(pidfd)
-}
-
-/// Whether a `/proc/<pid>/cgroup` text puts the process in container `id`'s
-/// cgroup (`/docker/<id>`, `docker-<id>.scope`, …).
-fn names_container(cgroup: &str, id: &str) -> bool {
-    is_id(id)
-        && cgroup.lines().any(|line| {
-            let path = line.splitn(3, ':').nth(2).unwrap_or("");
-            crate::attribution::cgroup::facts(path)
-                .container_id
-                .as_deref()
-                == Some(id)
-        })
 }
 
 /// What an event means for the registry.
@@ -199,9 +41,10 @@ fn change(event: &Event) -> Change<'_> {
         ("container", "start" | "unpause" | "restart" | "rename" | "update") => {
             Change::Inspect(&event.actor.id)
         }
-        ("container", "die" | "stop" | "kill" | "pause" | "destroy" | "oom") => {
-            Change::Remove(&event.actor.id)
-        }
+        // A signal (`docker kill -s HUP` is a routine reload) or an OOM
+        // kill of some process in it may leave the container running: ask.
+        ("container", "kill" | "oom") => Change::Inspect(&event.actor.id),
+        ("container", "die" | "stop" | "pause" | "destroy") => Change::Remove(&event.actor.id),
         ("network", "connect" | "disconnect") => match event.actor.attributes.get("container") {
             Some(id) => Change::Inspect(id),
             None => Change::None,
@@ -215,6 +58,9 @@ pub struct Watcher {
     client: DockerClient,
     containers: Arc<Containers>,
     env_role_var: String,
+    /// The cgroup2 mount, where containers' cgroup ids are read (cgroup
+    /// attribution on).
+    cgroup_root: Option<PathBuf>,
     on_change: Box<dyn Fn() + Send + Sync>,
 }
 
@@ -229,20 +75,26 @@ impl std::fmt::Debug for Watcher {
 
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often the registry is checked against Docker's list while the event
+/// stream runs: an event lost or misread is put right within this.
+const RESYNC_EVERY: Duration = Duration::from_secs(300);
 
 impl Watcher {
     /// A watcher filling `containers` from `client`, calling `on_change`
-    /// after every change to the registry.
+    /// after every change to the registry. `cgroup_root` is the cgroup2
+    /// mount when cgroup attribution is on.
     pub fn new(
         client: DockerClient,
         containers: Arc<Containers>,
         env_role_var: String,
+        cgroup_root: Option<PathBuf>,
         on_change: Box<dyn Fn() + Send + Sync>,
     ) -> Self {
         Self {
             client,
             containers,
             env_role_var,
+            cgroup_root,
             on_change,
         }
     }
@@ -270,7 +122,21 @@ impl Watcher {
         let mut events = self.client.events().await?;
         let count = self.resync().await?;
         tracing::info!(containers = count, "watching Docker");
-        while let Some(event) = events.next().await? {
+        let mut resync = tokio::time::interval(RESYNC_EVERY);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await;
+        loop {
+            let event = tokio::select! {
+                event = events.next() => event?,
+                _ = resync.tick() => {
+                    let count = self.resync().await?;
+                    tracing::debug!(containers = count, "resynced with Docker");
+                    continue;
+                }
+            };
+            let Some(event) = event else {
+                break;
+            };
             let changed = match change(&event) {
                 Change::Inspect(id) => self.refresh(id).await,
                 Change::Remove(id) => self.forget(id),
@@ -320,12 +186,19 @@ impl Watcher {
             }
         };
         match hold(&inspect) {
-            Ok(process) => {
-                let info = container_info(&inspect, &self.env_role_var, process);
+            Ok(held) => {
+                let info = container_info(
+                    &inspect,
+                    &self.env_role_var,
+                    held,
+                    self.cgroup_root.as_deref(),
+                );
                 tracing::info!(
                     container = %info.name,
                     id = short(id),
                     ips = ?info.ips,
+                    cgroup = info.cgroup,
+                    network_of = info.network_of.as_deref(),
                     env_role = info.env_role.as_ref().map(|r| r.spec.to_string()),
                     "container registered"
                 );
@@ -372,79 +245,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
-    const INSPECT: &str = r#"{
-        "Id": "ID",
-        "Name": "/api",
-        "State": {"Status": "running", "Running": true, "Paused": false, "Pid": PID},
-        "Config": {"Env": ["PATH=/bin", "IAM_ROLE=api@123456789012", "IAM_ROLE_X=no"], "Labels": {"team": "blue"}},
-        "HostConfig": {"NetworkMode": "default"},
-        "NetworkSettings": {"IPAddress": "172.17.0.2", "Networks": {
-            "bridge": {"IPAddress": "172.17.0.2", "GlobalIPv6Address": ""},
-            "backend": {"IPAddress": "172.18.0.5", "GlobalIPv6Address": "fd00:1::5"}
-        }}
-    }"#;
-
-    fn inspect(id: &str, pid: u32) -> Inspect {
-        let text = INSPECT.replace("PID", &pid.to_string()).replace("ID", id);
-        serde_json::from_str(&text).unwrap()
-    }
-
-    #[test]
-    fn reads_an_inspected_container() {
-        let i = inspect(&"a".repeat(64), std::process::id());
-        let own = PidFd::open(std::process::id() as i32).unwrap();
-        let info = container_info(&i, "IAM_ROLE", own);
-        assert_eq!(info.name, "api");
-        assert_eq!(info.labels["team"], "blue");
-        assert_eq!(
-            info.env_role.as_ref().unwrap().spec.to_string(),
-            "api@123456789012"
-        );
-        let mut ips: Vec<String> = info.ips.iter().map(ToString::to_string).collect();
-        ips.sort();
-        assert_eq!(ips, ["172.17.0.2", "172.18.0.5", "fd00:1::5"]);
-        assert!(info.alive());
-    }
-
-    #[test]
-    fn only_a_running_process_of_the_container_is_held() {
-        let id = "a".repeat(64);
-        // This test's own process is not in the container's cgroup.
-        let mut i = inspect(&id, std::process::id());
-        assert!(matches!(hold(&i), Err(Skipped::Process { .. })));
-        i.state.paused = true;
-        assert!(matches!(hold(&i), Err(Skipped::NotRunning)));
-        assert!(matches!(hold(&inspect(&id, 0)), Err(Skipped::NotRunning)));
-        let v1 = format!("9:memory:/docker/{id}\n0::/docker/{id}\n");
-        assert!(names_container(&v1, &id));
-        assert!(names_container(
-            &format!("0::/system.slice/docker-{id}.scope"),
-            &id
-        ));
-        assert!(!names_container(
-            &format!("0::/docker/{id}"),
-            &"b".repeat(64)
-        ));
-        assert!(!names_container("0::/", ""), "an empty id names nothing");
-        assert!(!names_container(&format!("0::/x/{id}-not"), &id));
-    }
-
-    #[test]
-    fn a_bad_role_variable_is_ignored() {
-        let mut i = inspect(&"a".repeat(64), std::process::id());
-        let own = || PidFd::open(std::process::id() as i32).unwrap();
-        i.config.env = Some(vec!["IAM_ROLE=not a role!".to_owned()]);
-        assert!(container_info(&i, "IAM_ROLE", own()).env_role.is_none());
-        i.config.env = None;
-        assert!(container_info(&i, "IAM_ROLE", own()).env_role.is_none());
-        i.config.env = Some(vec!["IAM_ROLE_X=x".to_owned(), "MY_ROLE=mine".to_owned()]);
-        assert!(container_info(&i, "IAM_ROLE", own()).env_role.is_none());
-        assert_eq!(
-            container_info(&i, "MY_ROLE", own()).env_role.unwrap().name,
-            "mine"
-        );
-    }
-
     #[test]
     fn events_map_to_changes() {
         let event = |kind: &str, action: &str, id: &str, container: Option<&str>| Event {
@@ -465,6 +265,13 @@ mod tests {
             change(&event("container", "die", "a", None)),
             Change::Remove("a")
         );
+        for survivable in ["kill", "oom"] {
+            assert_eq!(
+                change(&event("container", survivable, "a", None)),
+                Change::Inspect("a"),
+                "{survivable} may leave it running"
+            );
+        }
         assert_eq!(
             change(&event("container", "create", "a", None)),
             Change::None

@@ -9,3 +9,4 @@ pub mod nft;
 pub mod pidfd;
 pub mod rtnl;
 pub mod socket;
+pub mod xattr;
