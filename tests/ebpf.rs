@@ -7,7 +7,9 @@
 //! the test's cgroup only, so nothing outside it is redirected. Beside it,
 //! "upstream" stands in for EC2's IMDS (tests/py/fake_ec2_imds.py, IMDSv2
 //! only), and a client namespace sits behind a bridge, as a container
-//! does. Needs root and the eBPF build.
+//! does. The programs' links are pinned in a bpf file system of the test's
+//! own (a private mount, unmounted at the end, which detaches whatever is
+//! left). Needs root and the eBPF build.
 
 mod support;
 
@@ -21,6 +23,8 @@ use support::{Agent, STATIC_CREDENTIALS, agent_bin, python, python_get, wait_unt
 
 const IMDS: &str = "http://169.254.169.254";
 const IMDS_V6: &str = "http://[fd00:ec2::254]";
+/// 169.254.169.254 as an IPv6 socket reaches it.
+const IMDS_MAPPED: &str = "http://[::ffff:169.254.169.254]";
 const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
 /// A workload's uid that a rule names.
 const WORKLOAD_UID: &str = "4242";
@@ -33,6 +37,51 @@ struct Setup {
     bridged: NetNs,
     cgroups: Cgroups,
     dir: tempfile::TempDir,
+    /// Declared last: dropped after everything that may use the pins.
+    bpffs: BpfFs,
+}
+
+/// A bpf file system of the test's own, unmounted on drop (which releases
+/// every pin in it, and so detaches what they held).
+struct BpfFs {
+    mount: tempfile::TempDir,
+}
+
+impl BpfFs {
+    fn new() -> BpfFs {
+        let mount = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(mount.path())
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mounting a bpf file system");
+        BpfFs { mount }
+    }
+
+    /// The agent's `host.ebpf_pin_dir`.
+    fn pins(&self) -> std::path::PathBuf {
+        self.mount.path().join("imds-agent")
+    }
+
+    /// The pins' names.
+    fn pinned(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.pins())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mount.path()).status();
+    }
 }
 
 fn setup() -> Setup {
@@ -40,6 +89,7 @@ fn setup() -> Setup {
     let fake = FakeEc2::beside(&host);
     let bridged = bridged_client(&host);
     let cgroups = Cgroups::new(&["agent", "a", "users", "exe", "ctr", "none"]);
+    let bpffs = BpfFs::new();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("roles.d")).unwrap();
     // The executable the exe rule names: the interpreter behind the venv's
@@ -65,13 +115,14 @@ fn setup() -> Setup {
         dir.path().join("config.toml"),
         format!(
             "[host]\nmode = \"ebpf\"\nebpf_cgroup = \"{base}\"\nebpf_port = {PORT}\n\
-             ebpf_bridge_address = \"10.98.0.1\"\n\
+             ebpf_bridge_address = \"10.98.0.1\"\nebpf_pin_dir = \"{pins}\"\n\
              [proxy]\nenabled = true\n\
              [attribution]\ncgroup_root = \"{root}\"\n\
              [instance]\naccount_id = \"123456789012\"\n\
              {STATIC_CREDENTIALS}\
              [roles]\ndir = \"{roles}\"\n",
             base = cgroups.base,
+            pins = bpffs.pins().display(),
             root = cgroups.root().display(),
             roles = dir.path().join("roles.d").display(),
         ),
@@ -83,6 +134,7 @@ fn setup() -> Setup {
         bridged,
         cgroups,
         dir,
+        bpffs,
     }
 }
 
@@ -124,15 +176,47 @@ impl Setup {
         self.get_as(&self.host, cgroup, None, &format!("{IMDS}{path}"))
     }
 
-    /// Whether the programs are attached to the test's cgroup.
-    fn attached(&self) -> bool {
+    /// How many sets of the programs are attached to the test's cgroup.
+    fn attached(&self) -> usize {
         let out = Command::new("bpftool")
             .args(["cgroup", "show"])
             .arg(self.cgroups.dir(""))
             .output()
             .expect("bpftool");
         assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).contains("imds_connect4")
+        String::from_utf8_lossy(&out.stdout)
+            .matches("imds_connect4")
+            .count()
+    }
+
+    /// `imds-agent cleanup` for this config, in the host namespace.
+    fn cleanup(&self) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.host.name,
+                agent_bin(),
+                "cleanup",
+                "--config",
+            ])
+            .arg(self.dir.path().join("config.toml"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cleanup: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A GET from cgroup `cgroup` that must find nothing listening: the
+    /// redirect held, and nothing else answered.
+    fn assert_refused(&self, cgroup: &str, url: &str) {
+        let got = self.get_as(&self.host, cgroup, None, url);
+        assert!(
+            got["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Connection refused")),
+            "{url} from {cgroup}: {got}"
+        );
     }
 }
 
@@ -164,7 +248,7 @@ fn logged_workload(agent: &Agent, pid: &serde_json::Value) -> String {
 fn clients_are_redirected_attributed_to_their_process_and_let_go_at_exit() {
     let setup = setup();
     let agent = setup.start();
-    assert!(setup.attached());
+    assert_eq!(setup.attached(), 1);
 
     // A client in a cgroup with a rule: its own role, through the redirect;
     // its socket still says it talks to 169.254.169.254:80.
@@ -212,6 +296,13 @@ fn clients_are_redirected_attributed_to_their_process_and_let_go_at_exit() {
     let got = setup.get_as(&setup.host, "a", None, &format!("{IMDS_V6}{ROLES}"));
     assert_eq!(got["body"], "role-a", "{got}");
     assert_eq!(got["peer"], "fd00:ec2::254:80", "{got}");
+    // So does an IPv6 socket to the IPv4-mapped address, which only the
+    // IPv6 program sees: before, it reached the real IMDS.
+    let got = setup.get_as(&setup.host, "a", None, &format!("{IMDS_MAPPED}{ROLES}"));
+    assert_eq!(got["body"], "role-a", "{got}");
+    assert_eq!(got["peer"], "::ffff:169.254.169.254:80", "{got}");
+    let line = logged_workload(&agent, &got["pid"]);
+    assert!(line.contains("role=\"role-a\""), "{line}");
 
     // No rule: no role.
     assert_eq!(setup.get("none", ROLES)["status"], 404);
@@ -238,13 +329,14 @@ fn clients_are_redirected_attributed_to_their_process_and_let_go_at_exit() {
     assert_eq!(outside["status"], 401, "{outside}");
     assert_eq!(outside["peer"], "169.254.169.254:80", "{outside}");
 
-    // A container behind a bridge: sent to the bridge address, attributed
-    // to its cgroup and process.
+    // Another network namespace behind the bridge: sent to the bridge
+    // address (the agent answers, not the real IMDS: 404, not 401), but
+    // not attributed by its record: any namespace can file one under any
+    // address, and no container registry vouches for this one. Before, it
+    // got its cgroup's role.
     let got = setup.get_as(&setup.bridged, "ctr", None, &url);
-    assert_eq!(got["body"], "role-ctr", "{got}");
+    assert_eq!(got["status"], 404, "{got}\n{}", agent.logs());
     assert_eq!(got["peer"], "169.254.169.254:80", "{got}");
-    let line = logged_workload(&agent, &got["pid"]);
-    assert!(line.contains("role=\"role-ctr\""), "{line}");
     // Its record by address is dropped once read: the address and port may
     // be another container's next.
     let by_addr = Command::new("bpftool")
@@ -257,24 +349,36 @@ fn clients_are_redirected_attributed_to_their_process_and_let_go_at_exit() {
         "{dump}"
     );
 
-    // A clean stop detaches the programs: the same client now reaches the
-    // real IMDS.
+    // A clean stop leaves the redirect in place: nothing answers, and the
+    // real IMDS is not reached.
     let status = agent.stop();
     assert!(status.success(), "{status:?}");
-    assert!(!setup.attached());
+    assert_eq!(setup.attached(), 1);
+    setup.assert_refused("a", &format!("{IMDS}/latest/meta-data/instance-id"));
+    // cleanup removes the pins, which detaches the programs.
+    let cleaned = setup.cleanup();
+    assert_eq!(cleaned.matches("removed eBPF link").count(), 5, "{cleaned}");
+    assert_eq!(setup.attached(), 0);
     let after = setup.get("a", "/latest/meta-data/instance-id");
     assert_eq!(after["status"], 401, "{after}");
+    assert!(setup.bpffs.pinned().is_empty());
 }
 
+/// A crash must not open the real IMDS: the pinned programs keep sending
+/// connections to where the agent listened (refused), over IPv4, IPv6 and
+/// the IPv4-mapped address. A new agent takes the pins over (one set of
+/// programs, its own), and `cleanup` leaves nothing attached.
 #[test]
 #[cfg_attr(
     not(feature = "root-tests"),
     ignore = "needs root: `cargo xtask test` runs it"
 )]
-fn a_killed_agent_leaves_nothing_attached() {
+fn a_killed_agent_leaves_the_redirect_and_a_new_one_takes_it_over() {
     let setup = setup();
     let agent = setup.start();
     assert_eq!(setup.get("a", ROLES)["body"], "role-a");
+    let first_pins = setup.bpffs.pinned();
+    assert_eq!(first_pins.len(), 5, "{first_pins:?}");
     let helper = helper_status(agent.pid(), "imds-exe");
     let helper_pid = helper
         .lines()
@@ -282,12 +386,6 @@ fn a_killed_agent_leaves_nothing_attached() {
         .unwrap()
         .to_owned();
     agent.kill();
-    // The kernel detaches the programs with the agent's last descriptor.
-    wait_until("the programs to detach", Duration::from_secs(5), || {
-        !setup.attached()
-    });
-    let after = setup.get("a", "/latest/meta-data/instance-id");
-    assert_eq!(after["status"], 401, "{after}");
     // The executable helper went with the agent.
     let helper = std::path::Path::new("/proc").join(&helper_pid);
     wait_until(
@@ -295,4 +393,70 @@ fn a_killed_agent_leaves_nothing_attached() {
         Duration::from_secs(5),
         || !helper.exists(),
     );
+    assert_eq!(setup.attached(), 1, "kill -9 left the programs attached");
+    for base in [IMDS, IMDS_V6, IMDS_MAPPED] {
+        setup.assert_refused("a", &format!("{base}/latest/meta-data/instance-id"));
+    }
+    // The upstream IMDS saw none of it.
+    assert!(
+        !setup
+            .fake
+            .requests()
+            .iter()
+            .any(|r| r.contains("instance-id")),
+        "{:?}",
+        setup.fake.requests()
+    );
+
+    let again = setup.start();
+    assert_eq!(setup.get("a", ROLES)["body"], "role-a");
+    wait_until("the old pins to go", Duration::from_secs(5), || {
+        let pins = setup.bpffs.pinned();
+        pins.len() == 5 && pins.iter().all(|p| !first_pins.contains(p))
+    });
+    assert_eq!(setup.attached(), 1, "one set of programs: the new agent's");
+    again.wait_for_log("took over from a previous agent's eBPF link");
+    again.kill();
+    setup.cleanup();
+    assert_eq!(setup.attached(), 0);
+    let after = setup.get("a", "/latest/meta-data/instance-id");
+    assert_eq!(after["status"], 401, "{after}");
+}
+
+/// The attack on `exe` rules: a process running another program connects,
+/// forks, and execs the allowed executable; its child, which holds the
+/// connection, sends the request. By the time the request comes, the pid
+/// the kernel recorded runs the allowed executable, but it is not the
+/// program that connected: not the executable rule's role (404 for it).
+/// Before, the rule matched.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn a_process_that_execs_after_connecting_is_not_the_executable_it_became() {
+    let setup = setup();
+    let agent = setup.start();
+    // The allowed executable, straight: its rule.
+    assert_eq!(setup.get("exe", ROLES)["body"], "role-exe");
+    let python = python().display().to_string();
+    let script = format!(
+        "exec 3<>/dev/tcp/169.254.169.254/80; \
+         ( sleep 1; printf 'GET {ROLES}role-exe HTTP/1.0\\r\\nHost: 169.254.169.254\\r\\n\\r\\n' >&3; \
+           head -c 200 <&3 ) & \
+         exec {python} -c 'import time; time.sleep(3)'"
+    );
+    let mut prefix = setup.cgroups.exec_prefix(&setup.host.name, "exe");
+    prefix.extend(["bash".to_owned(), "-c".to_owned(), script]);
+    let out = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.starts_with("HTTP/1.0 404 "),
+        "the child of a process that became the allowed executable got: {answer:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    agent.wait_for_log("runs another executable than when it connected");
 }

@@ -6,8 +6,13 @@
 //! - `imds_connect4`, `imds_connect6` (`cgroup/connect4`, `connect6`):
 //!   rewrite the destination to the agent's loopback listener, or, for a
 //!   socket in another network namespace (a container on a bridge), to a
-//!   host address it can reach; record the connecting process under the
-//!   socket's cookie. The agent's own process is left alone.
+//!   host address it can reach; record the connecting process (and the
+//!   identity of its executable) under the socket's cookie. An IPv6 socket
+//!   connecting to the IPv4-mapped `::ffff:169.254.169.254` runs only
+//!   `connect6`: it is redirected the same way. A connection that can't be
+//!   redirected (another namespace, no bridge address; or IPv6 from one)
+//!   is refused, never let through to whatever answers there. The agent's
+//!   own process is left alone.
 //! - `imds_sockops` (`sockops`, at `TCP_CONNECT_CB`): for a connection
 //!   sent to the bridge address (from another namespace), files the record
 //!   under the client's address too, since the agent can't look up a socket
@@ -18,11 +23,14 @@
 #![no_std]
 #![no_main]
 
-use agent_ebpf_common::{AddrKey, Config, HTTP_PORT_BE, IMDS_IP4, IMDS_IP6, Origin};
+use agent_ebpf_common::{
+    AddrKey, Config, ExeOffsets, HTTP_PORT_BE, IMDS_IP4, IMDS_IP6, Origin, V4_MAPPED,
+};
 use aya_ebpf::EbpfContext as _;
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns,
+    bpf_get_current_task, bpf_get_current_uid_gid, bpf_get_netns_cookie, bpf_get_socket_cookie,
+    bpf_ktime_get_ns, bpf_probe_read_kernel,
 };
 use aya_ebpf::macros::{cgroup_sock_addr, map, sock_ops};
 use aya_ebpf::maps::{Array, LruHashMap};
@@ -39,16 +47,22 @@ static BY_ADDR: LruHashMap<AddrKey, Origin> = LruHashMap::with_max_entries(65_53
 
 /// Let the call go on (the verdict of a cgroup/connect program).
 const PROCEED: i32 = 1;
+/// Refuse it: `connect()` fails with EPERM.
+const REFUSE: i32 = 0;
 const IPPROTO_TCP: u32 = 6;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const BPF_SOCK_OPS_TCP_CONNECT_CB: u32 = 3;
 
-/// The agent's settings, if it is ready and the caller is not the agent.
+/// The agent's settings, if it is ready and the caller is not the agent
+/// (its pid and its user: a pid reused after the agent died is someone
+/// else's).
 fn config_for_caller() -> Option<&'static Config> {
     let config = CONFIG.get(0)?;
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    (config.enabled != 0 && tgid != config.agent_tgid).then_some(config)
+    let uid = bpf_get_current_uid_gid() as u32;
+    let agent = tgid == config.agent_tgid && uid == config.agent_uid;
+    (config.enabled != 0 && !agent).then_some(config)
 }
 
 /// For a connection the agent should get: its settings, the socket's
@@ -65,10 +79,43 @@ fn connecting(ctx: &SockAddrContext) -> Option<(&'static Config, u64, u64)> {
     Some((config, cookie, netns))
 }
 
+/// Reads a kernel value at `base + offset`; 0 when it can't be read.
+fn read_u64(base: u64, offset: u32) -> u64 {
+    if base == 0 {
+        return 0;
+    }
+    let at = base.wrapping_add(u64::from(offset)) as *const u64;
+    // SAFETY: the helper copies from any kernel address, failing safely.
+    unsafe { bpf_probe_read_kernel(at) }.unwrap_or(0)
+}
+
+/// The executable the current task runs: (inode number, device). The
+/// agent compares it with what /proc shows when a rule asks, so an `exe`
+/// rule is about the process that connected.
+fn exe_identity(offsets: &ExeOffsets) -> (u64, u32) {
+    if offsets.task_mm == 0 {
+        return (0, 0);
+    }
+    // SAFETY: a helper with no arguments, allowed with CAP_PERFMON.
+    let task = unsafe { bpf_get_current_task() };
+    let mm = read_u64(task, offsets.task_mm);
+    let file = read_u64(mm, offsets.mm_exe_file);
+    let inode = read_u64(file, offsets.file_inode);
+    let ino = read_u64(inode, offsets.inode_ino);
+    let sb = read_u64(inode, offsets.inode_sb);
+    // `dev_t` is 32 bits: the low half of the word read.
+    let dev = read_u64(sb, offsets.sb_dev) as u32;
+    if ino == 0 || sb == 0 {
+        return (0, 0);
+    }
+    (ino, dev)
+}
+
 /// Who is connecting.
-fn origin(family: u16, orig_ip4: u32, orig_ip6: [u32; 4]) -> Origin {
+fn origin(config: &Config, family: u16, orig_ip4: u32, orig_ip6: [u32; 4]) -> Origin {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
+    let (exe_ino, exe_dev) = exe_identity(&config.exe_offsets);
     Origin {
         // SAFETY: a helper with no arguments, allowed in these programs.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
@@ -83,6 +130,9 @@ fn origin(family: u16, orig_ip4: u32, orig_ip6: [u32; 4]) -> Origin {
         comm: bpf_get_current_comm().unwrap_or_default(),
         // SAFETY: a helper with no arguments, allowed in these programs.
         connected_ns: unsafe { bpf_ktime_get_ns() },
+        exe_ino,
+        exe_dev,
+        _pad: 0,
     }
 }
 
@@ -97,68 +147,120 @@ pub fn imds_connect4(ctx: SockAddrContext) -> i32 {
     let Some((config, cookie, netns)) = connecting(&ctx) else {
         return PROCEED;
     };
-    let to = if netns == config.agent_netns {
-        config.local_ip4
-    } else if config.bridge_ip4 != 0 {
-        config.bridge_ip4
-    } else {
-        return PROCEED;
+    let Some(to) = target_ip4(config, netns) else {
+        return REFUSE;
     };
-    let _ = BY_COOKIE.insert(&cookie, &origin(AF_INET, IMDS_IP4, [0; 4]), 0);
+    let _ = BY_COOKIE.insert(&cookie, &origin(config, AF_INET, IMDS_IP4, [0; 4]), 0);
     sa.user_ip4 = to;
     sa.user_port = u32::from(config.port.to_be());
     PROCEED
+}
+
+/// Where a connection from network namespace `netns` goes: the agent's
+/// loopback listener from its own namespace, the bridge address from
+/// another; `None` (refuse it) when there is no bridge address.
+fn target_ip4(config: &Config, netns: u64) -> Option<u32> {
+    if netns == config.agent_netns {
+        Some(config.local_ip4)
+    } else if config.bridge_ip4 != 0 {
+        Some(config.bridge_ip4)
+    } else {
+        None
+    }
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn imds_connect6(ctx: SockAddrContext) -> i32 {
     // SAFETY: as in `imds_connect4`.
     let sa = unsafe { &mut *ctx.sock_addr };
-    if sa.protocol != IPPROTO_TCP || sa.user_ip6 != IMDS_IP6 || sa.user_port != HTTP_PORT_BE {
+    if sa.protocol != IPPROTO_TCP || sa.user_port != HTTP_PORT_BE {
+        return PROCEED;
+    }
+    let to = sa.user_ip6;
+    // `::ffff:169.254.169.254` from an IPv6 socket is an IPv4 connection:
+    // only this program sees it, so it must be redirected here.
+    let mapped = to == [0, 0, V4_MAPPED, IMDS_IP4];
+    if !mapped && to != IMDS_IP6 {
         return PROCEED;
     }
     let Some((config, cookie, netns)) = connecting(&ctx) else {
         return PROCEED;
     };
     // The agent listens on IPv4: an IPv6 socket reaches it through the
-    // IPv4-mapped address. Other namespaces are not redirected over IPv6.
-    if netns != config.agent_netns {
-        return PROCEED;
-    }
-    let _ = BY_COOKIE.insert(&cookie, &origin(AF_INET6, 0, IMDS_IP6), 0);
-    let mapped = [
-        0,
-        0,
-        u32::from_ne_bytes([0, 0, 0xff, 0xff]),
-        config.local_ip4,
-    ];
-    set_ip6(&mut sa.user_ip6, &mapped);
+    // IPv4-mapped address. Another namespace's real IPv6 connection can't
+    // be (the bridge address is IPv4): refused.
+    let target = if mapped || netns == config.agent_netns {
+        target_ip4(config, netns)
+    } else {
+        None
+    };
+    let Some(target) = target else {
+        return REFUSE;
+    };
+    let _ = BY_COOKIE.insert(&cookie, &origin(config, AF_INET6, 0, to), 0);
+    set_ip6(&mut sa.user_ip6, &[0, 0, V4_MAPPED, target]);
     sa.user_port = u32::from(config.port.to_be());
     PROCEED
 }
 
 #[sock_ops]
 pub fn imds_sockops(ctx: SockOpsContext) -> u32 {
-    if ctx.op() != BPF_SOCK_OPS_TCP_CONNECT_CB || ctx.family() != u32::from(AF_INET) {
+    if ctx.op() != BPF_SOCK_OPS_TCP_CONNECT_CB {
+        return 1;
+    }
+    let Some(config) = CONFIG.get(0) else {
+        return 1;
+    };
+    if config.bridge_ip4 == 0 {
         return 1;
     }
     // Only connections sent to the bridge address: the agent finds the
-    // others by their socket.
-    match CONFIG.get(0) {
-        Some(config) if config.bridge_ip4 != 0 && ctx.remote_ip4() == config.bridge_ip4 => {}
-        _ => return 1,
+    // others by their socket. An IPv6 socket sent there by `connect6` has
+    // IPv4-mapped addresses; on the wire it is IPv4. The two families'
+    // fields are read on separate paths, in different orders: the
+    // verifier refuses a load through a context pointer the compiler
+    // computed, which is what merging the two paths' loads makes.
+    let ops = ctx.ops;
+    let family = ctx.family();
+    if family == u32::from(AF_INET) {
+        // SAFETY: the kernel passes a valid `bpf_sock_ops`.
+        let remote = unsafe { core::ptr::read_volatile(&(*ops).remote_ip4) };
+        if remote == config.bridge_ip4 {
+            // SAFETY: as above.
+            let local = unsafe { core::ptr::read_volatile(&(*ops).local_ip4) };
+            file_by_address(&ctx, local);
+        }
+    } else if family == u32::from(AF_INET6) {
+        // SAFETY: as above.
+        let local = unsafe { core::ptr::read_volatile(&(*ops).local_ip6[3]) };
+        // SAFETY: as above.
+        let mapped = unsafe {
+            core::ptr::read_volatile(&(*ops).remote_ip6[0]) == 0
+                && core::ptr::read_volatile(&(*ops).remote_ip6[1]) == 0
+                && core::ptr::read_volatile(&(*ops).remote_ip6[2]) == V4_MAPPED
+                && core::ptr::read_volatile(&(*ops).remote_ip6[3]) == config.bridge_ip4
+        };
+        if mapped {
+            file_by_address(&ctx, local);
+        }
     }
+    1
+}
+
+/// Files the record of the connecting socket under its own address
+/// (`local`, IPv4) and port, for the agent to find.
+#[inline(never)]
+fn file_by_address(ctx: &SockOpsContext, local: u32) {
     // SAFETY: a sock_ops context, which this helper takes.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: a lookup in a map of plain values.
     if let Some(origin) = unsafe { BY_COOKIE.get(&cookie) } {
         let key = AddrKey {
-            ip4: ctx.local_ip4(),
+            ip4: local,
             port: ctx.local_port(),
         };
         let _ = BY_ADDR.insert(&key, origin, 0);
     }
-    1
 }
 
 #[cgroup_sock_addr(getpeername4)]

@@ -351,7 +351,7 @@ fn privileged_phase(config: &Config, on_stop: &mut OnStop) -> anyhow::Result<Pre
     // A build without eBPF support refuses eBPF mode in the config.
     #[cfg(feature = "ebpf")]
     if config.host.mode == HostMode::Ebpf {
-        attach_redirect(config, kernel.as_mut(), &bound, &listeners)?;
+        attach_redirect(config, kernel.as_mut(), &bound, &listeners, agent_uid)?;
     }
     let Some(target) = &mut target else {
         return Ok(Prepared {
@@ -400,11 +400,12 @@ fn attach_redirect(
     kernel: Option<&mut Kernel>,
     bound: &[SocketAddr],
     listeners: &[std::net::TcpListener],
+    agent_uid: u32,
 ) -> anyhow::Result<()> {
     // The config makes eBPF mode imply cgroup attribution and a listener.
     let kernel = kernel.context("eBPF mode needs attribution.cgroups = true")?;
     let listener = listeners.first().context("eBPF mode needs a listener")?;
-    let redirect = crate::net::redirect(&config.host, &kernel.root, bound, listener)?;
+    let redirect = crate::net::redirect(&config.host, &kernel.root, bound, listener, agent_uid)?;
     kernel.redirect = Some(redirect);
     Ok(())
 }

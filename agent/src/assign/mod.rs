@@ -45,6 +45,12 @@ pub trait RoleAssignment: Send + Sync + fmt::Debug {
     /// someone: false once no assignment names the role (with its
     /// external id and duration) any more.
     fn still_assigned(&self, role: &Role) -> bool;
+
+    /// Whether a rule names an executable: then a process's executable must
+    /// be read (off the request path) before `role_for` is asked.
+    fn needs_exe(&self) -> bool {
+        false
+    }
 }
 
 /// Which container roles from the environment are honoured.
@@ -250,6 +256,10 @@ impl RoleAssignment for Assignments {
         wanted.sort_by_key(|r| (r.spec.to_string(), r.session.session_name.clone()));
         wanted.dedup();
         wanted
+    }
+
+    fn needs_exe(&self) -> bool {
+        self.rules().rules().iter().any(|r| r.names_exe())
     }
 
     fn still_assigned(&self, role: &Role) -> bool {

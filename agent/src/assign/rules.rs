@@ -158,6 +158,11 @@ impl Rule {
         out
     }
 
+    /// Whether the rule names an executable.
+    pub fn names_exe(&self) -> bool {
+        self.exe.is_some()
+    }
+
     /// Whether every condition holds for `subject`.
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
         let glob = |pattern: &Option<Glob>, value: Option<&str>| match pattern {

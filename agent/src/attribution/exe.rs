@@ -9,6 +9,13 @@
 //! process's executable (it reads one link; it never traces anything). It
 //! dies with the agent (`PR_SET_PDEATHSIG`). Without the capability the
 //! agent reads the link itself, and sees only its own user's processes.
+//!
+//! A pid alone proves nothing about who connected: the process may have
+//! exec'd another program since (connect, fork, exec the allowed binary,
+//! send the request from the child), or exited and left its pid to
+//! another. So the eBPF programs record the identity (inode, device) of
+//! the executable at `connect()`, and an executable read here counts only
+//! if it is that same file.
 
 use std::os::fd::AsRawFd as _;
 use std::os::unix::net::UnixDatagram;
@@ -24,6 +31,28 @@ use crate::privs::{self, Target};
 /// How long the agent waits for the helper's answer.
 const ANSWER_WAIT: Duration = Duration::from_millis(500);
 
+/// Which file an executable is: what the kernel recorded at `connect()`
+/// and what /proc shows now are compared by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExeId {
+    /// The inode number.
+    pub ino: u64,
+    /// The device's major number.
+    pub major: u32,
+    /// The device's minor number.
+    pub minor: u32,
+}
+
+/// A process's executable as /proc shows it: its path, and which file it
+/// is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenExe {
+    /// The path (`/usr/bin/python3.11`).
+    pub path: Arc<str>,
+    /// The file.
+    pub id: ExeId,
+}
+
 /// Where executables are read.
 #[derive(Debug, Default)]
 pub enum ExeSource {
@@ -36,7 +65,8 @@ pub enum ExeSource {
 
 impl ExeSource {
     /// The executable of process `pid`, if it is there and may be seen.
-    pub fn exe_of(&self, pid: u32) -> Option<Arc<str>> {
+    /// Blocking (a helper round trip): not on an async worker.
+    pub fn exe_of(&self, pid: u32) -> Option<SeenExe> {
         match self {
             ExeSource::Own => read_exe(pid),
             ExeSource::Helper(helper) => helper.ask(pid),
@@ -44,10 +74,63 @@ impl ExeSource {
     }
 }
 
-fn read_exe(pid: u32) -> Option<Arc<str>> {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .map(|p| Arc::from(p.to_string_lossy().as_ref()))
+/// Opens the executable once and reads both its path and its identity
+/// from that open file, so the two are of the same file even if the
+/// process execs meanwhile.
+fn read_exe(pid: u32) -> Option<SeenExe> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{pid}/exe"))
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+    Some(SeenExe {
+        path: Arc::from(path.to_string_lossy().as_ref()),
+        id: ExeId {
+            ino: meta.ino(),
+            major: libc::major(meta.dev()),
+            minor: libc::minor(meta.dev()),
+        },
+    })
+}
+
+/// An answer on the helper's socket: pid, inode, major, minor, path.
+fn encode_answer(pid: u32, seen: Option<&SeenExe>) -> Vec<u8> {
+    let mut answer = pid.to_ne_bytes().to_vec();
+    if let Some(seen) = seen {
+        answer.extend_from_slice(&seen.id.ino.to_ne_bytes());
+        answer.extend_from_slice(&seen.id.major.to_ne_bytes());
+        answer.extend_from_slice(&seen.id.minor.to_ne_bytes());
+        answer.extend_from_slice(seen.path.as_bytes());
+    }
+    answer
+}
+
+/// Reads an answer for `pid`: `None` if it is for another pid; `Some(None)`
+/// if the helper could not see the process.
+fn decode_answer(pid: u32, answer: &[u8]) -> Option<Option<SeenExe>> {
+    let (for_pid, rest) = answer.split_at_checked(4)?;
+    if for_pid != pid.to_ne_bytes() {
+        return None;
+    }
+    let Some((ino, rest)) = rest.split_at_checked(8) else {
+        return Some(None);
+    };
+    let (major, rest) = rest.split_at_checked(4)?;
+    let (minor, path) = rest.split_at_checked(4)?;
+    if path.is_empty() {
+        return Some(None);
+    }
+    Some(Some(SeenExe {
+        path: Arc::from(String::from_utf8_lossy(path)),
+        id: ExeId {
+            ino: u64::from_ne_bytes(ino.try_into().ok()?),
+            major: u32::from_ne_bytes(major.try_into().ok()?),
+            minor: u32::from_ne_bytes(minor.try_into().ok()?),
+        },
+    }))
 }
 
 /// The agent's end of the helper's socket.
@@ -87,16 +170,17 @@ impl ExeHelper {
     }
 
     /// Asks the helper. An answer names the pid it is for, so a late
-    /// answer to an earlier question is never taken for this one's.
-    fn ask(&self, pid: u32) -> Option<Arc<str>> {
+    /// answer to an earlier question is never taken for this one's. The
+    /// helper answers one question at a time; callers are on blocking
+    /// threads, never on the request path's workers.
+    fn ask(&self, pid: u32) -> Option<SeenExe> {
         let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
         socket.send(&pid.to_ne_bytes()).ok()?;
-        let mut answer = [0u8; 4 + 4096];
+        let mut answer = [0u8; 4 + 16 + 4096];
         loop {
             let len = socket.recv(&mut answer).ok()?;
-            let (for_pid, path) = answer[..len].split_at_checked(4)?;
-            if for_pid == pid.to_ne_bytes() {
-                return (!path.is_empty()).then(|| Arc::from(String::from_utf8_lossy(path)));
+            if let Some(seen) = decode_answer(pid, &answer[..len]) {
+                return seen;
             }
         }
     }
@@ -122,11 +206,43 @@ fn helper(socket: &UnixDatagram, parent: nix::unistd::Pid, target: &Target) -> i
         let Ok(pid) = <[u8; 4]>::try_from(&question[..len]) else {
             continue;
         };
-        let path = read_exe(u32::from_ne_bytes(pid));
-        let mut answer = pid.to_vec();
-        answer.extend_from_slice(path.as_deref().unwrap_or("").as_bytes());
+        let pid = u32::from_ne_bytes(pid);
+        let answer = encode_answer(pid, read_exe(pid).as_ref());
         if socket.send(&answer).is_err() {
             return 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_executable_and_which_file_it_is() {
+        let seen = read_exe(std::process::id()).expect("its own executable");
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(&*seen.path, exe.to_str().unwrap());
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(&exe).unwrap();
+        assert_eq!(seen.id.ino, meta.ino());
+        assert_eq!(read_exe(u32::MAX), None);
+    }
+
+    #[test]
+    fn answers_name_their_pid() {
+        let seen = SeenExe {
+            path: "/usr/bin/python3".into(),
+            id: ExeId {
+                ino: 42,
+                major: 8,
+                minor: 1,
+            },
+        };
+        let answer = encode_answer(7, Some(&seen));
+        assert_eq!(decode_answer(7, &answer), Some(Some(seen)));
+        assert_eq!(decode_answer(8, &answer), None, "another pid's answer");
+        assert_eq!(decode_answer(7, &encode_answer(7, None)), Some(None));
+        assert_eq!(decode_answer(7, &answer[..10]), None, "cut short");
     }
 }

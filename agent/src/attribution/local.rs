@@ -86,6 +86,8 @@ pub struct Record {
     pub uid: u32,
     /// Its command name.
     pub comm: String,
+    /// The executable it ran at `connect()`, if the kernel could tell.
+    pub exe: Option<super::ExeId>,
 }
 
 /// The eBPF redirect's records (`sys::ebpf::Redirect`), as attribution
@@ -239,7 +241,7 @@ impl Local {
         }
         let program = record.map(|r| Program {
             pid: r.pid,
-            exe: super::Exe::from(Arc::clone(&self.exe)),
+            exe: super::Exe::from(Arc::clone(&self.exe), r.exe),
             comm: r.comm,
         });
         Identified::Known(Workload::Process(Arc::new(Process {
@@ -257,28 +259,33 @@ impl Local {
     /// that address (or one sharing its network): any network namespace
     /// can file a record under any address.
     fn bridged_record(&self, client: SocketAddrV4, record: Record) -> Identified {
-        let unknown = || Identified::Known(Workload::Unknown((*client.ip()).into()));
-        let Some(containers) = &self.containers else {
-            return unknown();
-        };
-        let owner = match containers.at((*client.ip()).into()) {
-            AtAddress::One(owner) | AtAddress::Shared(owner, _) => owner,
-            AtAddress::Nobody => return Identified::Retry(containers.next_change()),
-        };
-        let (cgroup_id, uid) = (record.cgroup_id, record.uid);
-        let found = self.process(
-            (*client.ip()).into(),
-            cgroup_id,
-            uid,
-            Some(record),
-            Some(&owner),
-        );
+        let found = self.vouched(client, record);
+        // Read once: the address and port may be another's next.
         if let Some(redirect) = &self.redirect
             && matches!(found, Identified::Known(_))
         {
             redirect.forget_address(client);
         }
         found
+    }
+
+    fn vouched(&self, client: SocketAddrV4, record: Record) -> Identified {
+        let Some(containers) = &self.containers else {
+            tracing::debug!(%client, "a bridged client's record, and no container registry to vouch for it: no role");
+            return Identified::Known(Workload::Unknown((*client.ip()).into()));
+        };
+        let owner = match containers.at((*client.ip()).into()) {
+            AtAddress::One(owner) | AtAddress::Shared(owner, _) => owner,
+            AtAddress::Nobody => return Identified::Retry(containers.next_change()),
+        };
+        let (cgroup_id, uid) = (record.cgroup_id, record.uid);
+        self.process(
+            (*client.ip()).into(),
+            cgroup_id,
+            uid,
+            Some(record),
+            Some(&owner),
+        )
     }
 
     /// A bridged client without a record: the container at its address,

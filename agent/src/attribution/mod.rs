@@ -20,6 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 pub use containers::{ContainerInfo, Containers};
+pub use exe::ExeId;
 pub use local::{Local, Record, Recorded, Rescanner};
 
 use self::facts::CgroupFacts;
@@ -119,29 +120,50 @@ pub struct Program {
 
 impl Program {
     /// The process's executable, read once, and only when a rule names an
-    /// executable (most connections never pay for it). `None` when the
-    /// process is gone or may not be seen (see `exe`).
+    /// executable (most connections never pay for it): blocking, so the
+    /// server resolves it off the request path (`resolve_exe`) before rules
+    /// are asked. `None` when the process is gone, may not be seen (see
+    /// `exe`), or no longer runs the file it ran when it connected.
     pub fn exe(&self) -> Option<&str> {
         self.exe
             .path
-            .get_or_init(|| self.exe.source.exe_of(self.pid))
+            .get_or_init(|| {
+                // The kernel could not tell what it ran: nothing to bind
+                // a match to.
+                let recorded = self.exe.recorded?;
+                let seen = self.exe.source.exe_of(self.pid)?;
+                if seen.id != recorded {
+                    tracing::info!(pid = self.pid, exe = %seen.path, "the process runs another executable than when it connected: no exe rule matches it");
+                    return None;
+                }
+                Some(seen.path)
+            })
             .as_deref()
+    }
+
+    /// Whether `exe` has been read already (then it costs nothing).
+    pub fn exe_resolved(&self) -> bool {
+        self.exe.path.get().is_some()
     }
 }
 
-/// A process's executable, read on first use. It follows from the pid, so
-/// it takes no part in comparisons.
+/// A process's executable, read on first use. It follows from the pid and
+/// the record, so it takes no part in comparisons.
 #[derive(Debug, Clone, Default)]
 pub struct Exe {
     path: Arc<std::sync::OnceLock<Option<Arc<str>>>>,
+    /// The file it ran at `connect()`, as the kernel recorded it.
+    recorded: Option<ExeId>,
     source: Arc<exe::ExeSource>,
 }
 
 impl Exe {
-    /// Not read yet; `source` reads it.
-    pub fn from(source: Arc<exe::ExeSource>) -> Self {
+    /// Not read yet: `source` reads it, and it counts only if it is still
+    /// `recorded`.
+    pub fn from(source: Arc<exe::ExeSource>, recorded: Option<ExeId>) -> Self {
         Self {
             path: Arc::default(),
+            recorded,
             source,
         }
     }
@@ -150,6 +172,7 @@ impl Exe {
     pub fn known(path: Option<&str>) -> Self {
         Self {
             path: Arc::new(std::sync::OnceLock::from(path.map(Arc::from))),
+            recorded: None,
             source: Arc::default(),
         }
     }

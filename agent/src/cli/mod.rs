@@ -273,6 +273,9 @@ fn cleanup(path: &std::path::Path, host: &HostFacts, env: config::Env<'_>) -> Ex
             for ip in &cleaned.addresses {
                 println!("removed {ip} from lo");
             }
+            for pin in &cleaned.pins {
+                println!("removed eBPF link {}", pin.display());
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

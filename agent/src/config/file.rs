@@ -68,9 +68,12 @@ pub(crate) struct Host {
     /// eBPF mode: the agent's loopback port.
     pub(crate) ebpf_port: u16,
     /// eBPF mode: a host address that containers on bridges reach (docker0's
-    /// `172.17.0.1`); their connections go there. Unset: they are not
-    /// redirected.
+    /// `172.17.0.1`); their connections go there. Unset: they are refused.
     pub(crate) ebpf_bridge_address: Option<String>,
+    /// eBPF mode: where the programs' links are pinned (on a bpf file
+    /// system), so they outlive the agent; "": not pinned (they detach when
+    /// the agent exits: fails open).
+    pub(crate) ebpf_pin_dir: String,
 }
 
 impl Default for Host {
@@ -84,6 +87,7 @@ impl Default for Host {
             ebpf_cgroup: "/".to_owned(),
             ebpf_port: 8169,
             ebpf_bridge_address: None,
+            ebpf_pin_dir: "/sys/fs/bpf/imds-agent".to_owned(),
         }
     }
 }

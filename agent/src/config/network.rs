@@ -67,6 +67,8 @@ pub struct EbpfConfig {
     pub port: u16,
     /// Where containers on bridges are sent.
     pub bridge: Option<Ipv4Addr>,
+    /// Where the links are pinned; `None`: not pinned.
+    pub pin_dir: Option<std::path::PathBuf>,
 }
 
 /// The IMDS addresses.
@@ -274,6 +276,23 @@ pub(super) fn host(file: &FileConfig, src: Source<'_>) -> Result<HostConfig, Con
         })?),
         None => None,
     };
+    let pin_dir = match h.ebpf_pin_dir.as_str() {
+        "" => None,
+        dir if dir.starts_with('/')
+            && !dir.split('/').any(|s| s == "." || s == "..")
+            && dir != "/" =>
+        {
+            Some(std::path::PathBuf::from(dir))
+        }
+        dir => {
+            return Err(src.invalid(
+                "host.ebpf_pin_dir",
+                format!(
+                    "{dir:?} must be an absolute path of a directory on a bpf file system (or \"\")"
+                ),
+            ));
+        }
+    };
     if mode == HostMode::Ebpf && h.ipv6 {
         return Err(src.invalid(
             "host.ipv6",
@@ -290,6 +309,7 @@ pub(super) fn host(file: &FileConfig, src: Source<'_>) -> Result<HostConfig, Con
             cgroup: h.ebpf_cgroup.clone(),
             port: h.ebpf_port,
             bridge,
+            pin_dir,
         },
     })
 }

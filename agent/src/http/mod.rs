@@ -69,6 +69,7 @@ async fn handle(
         Some(identity) => identity,
         None => conn.set_identity(identify(&*state.attribution, &conn.info).await),
     };
+    resolve_exe(&identity.workload, &*state.roles).await;
     let role = conn.role(state.roles.generation(), || {
         state.roles.role_for(&identity.workload)
     });
@@ -144,6 +145,26 @@ async fn handle(
         latency,
     });
     out
+}
+
+/// Reads the executable of the process behind `workload` on a blocking
+/// thread, when a rule names executables: rule matching then finds it
+/// read, and no worker waits on /proc or the executable helper.
+async fn resolve_exe(workload: &Workload, roles: &dyn RoleAssignment) {
+    let Workload::Process(process) = workload else {
+        return;
+    };
+    let Some(program) = process.program.as_ref() else {
+        return;
+    };
+    if process.container.is_some() || program.exe_resolved() || !roles.needs_exe() {
+        return;
+    }
+    let program = program.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        program.exe();
+    })
+    .await;
 }
 
 /// How long a first request may wait for attribution to catch up (a cgroup

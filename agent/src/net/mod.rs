@@ -127,14 +127,20 @@ pub struct Cleaned {
     pub table: Option<String>,
     /// The addresses removed from `lo`.
     pub addresses: Vec<IpAddr>,
+    /// The eBPF links' pins removed (which detaches the programs).
+    pub pins: Vec<std::path::PathBuf>,
 }
 
-/// Removes the agent's table and its addresses on `lo`: the IPv4 ones
-/// carrying its label, and the IPv6 endpoint. Other tables and addresses
-/// are never touched, whatever `host.mode` says now (the agent may have run
-/// in another mode before).
+/// Removes the agent's table, its addresses on `lo` (the IPv4 ones
+/// carrying its label, and the IPv6 endpoint) and its eBPF pins. Other
+/// tables, addresses and pins are never touched, whatever `host.mode` says
+/// now (the agent may have run in another mode before).
 pub fn cleanup(host: &HostConfig) -> anyhow::Result<Cleaned> {
     let mut cleaned = Cleaned::default();
+    if let Some(dir) = &host.ebpf.pin_dir {
+        cleaned.pins = remove_pins(dir)
+            .with_context(|| format!("removing the eBPF pins in {}", dir.display()))?;
+    }
     if remove_table(&host.table)? {
         cleaned.table = Some(host.table.clone());
     }
@@ -155,6 +161,24 @@ pub fn cleanup(host: &HostConfig) -> anyhow::Result<Cleaned> {
         }
     }
     Ok(cleaned)
+}
+
+/// Removes every pin in `dir` (which detaches the programs, once no agent
+/// holds them) and the directory; the pins removed.
+fn remove_pins(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        std::fs::remove_file(&path)?;
+        removed.push(path);
+    }
+    std::fs::remove_dir(dir)?;
+    Ok(removed)
 }
 
 #[cfg(feature = "nftables")]
@@ -184,6 +208,7 @@ pub fn redirect(
     cgroup_root: &std::path::Path,
     listen: &[std::net::SocketAddr],
     listener: &impl std::os::fd::AsRawFd,
+    agent_uid: u32,
 ) -> anyhow::Result<std::sync::Arc<crate::sys::ebpf::Redirect>> {
     use crate::sys::ebpf::{Redirect, Settings};
     let local = host
@@ -201,9 +226,12 @@ pub fn redirect(
         local,
         bridge: host.ebpf.bridge,
         agent_tgid: std::process::id(),
+        agent_uid,
         agent_netns: crate::sys::socket::netns_cookie(listener).context(
             "reading the agent's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14)",
         )?,
+        pins: host.ebpf.pin_dir.clone(),
+        exe_offsets: crate::sys::ebpf::exe_offsets(),
     };
     let redirect = Redirect::attach(&settings).with_context(|| {
         format!(
@@ -215,11 +243,17 @@ pub fn redirect(
         cgroup = %settings.cgroup.display(),
         to = %settings.local,
         bridge = ?settings.bridge,
+        pinned = ?settings.pins,
         "eBPF redirect attached: 169.254.169.254:80 and [fd00:ec2::254]:80 go to the agent"
     );
     if settings.bridge.is_none() {
         tracing::warn!(
-            "host.ebpf_bridge_address is unset: processes in other network namespaces (containers on bridges) are not redirected and reach whatever answers at 169.254.169.254"
+            "host.ebpf_bridge_address is unset: connections to 169.254.169.254 from other network namespaces (containers on bridges) are refused"
+        );
+    }
+    if settings.pins.is_none() {
+        tracing::warn!(
+            "host.ebpf_pin_dir is \"\": the programs detach when the agent exits, and workloads then reach whatever answers at 169.254.169.254"
         );
     }
     Ok(std::sync::Arc::new(redirect))

@@ -1,6 +1,7 @@
 //! Thin wrappers over Linux calls that have no safe crate API. The only
 //! module with `unsafe`.
 
+pub mod btf;
 pub mod diag;
 #[cfg(feature = "ebpf")]
 pub mod ebpf;
