@@ -145,6 +145,26 @@ fn workloads_are_redirected_and_the_agent_proxies_only_what_is_allowed() {
     let bridged = bridged_client(&ec2.host);
     let id = get_with(&bridged.exec_prefix(), "/latest/meta-data/instance-id", "5");
     assert_eq!(id["body"], "i-0fakeec2upstream1", "{id}");
+    // EC2's IPv6 IMDS serves the instance role too: neither a local
+    // workload nor a bridged one reaches it. Before, DNAT mode guarded
+    // IPv4 only.
+    let v6 = "http://[fd00:ec2::254]/latest/meta-data/instance-id";
+    let local = python_get(&ec2.cgroups.exec_prefix(&ec2.host.name, "a"), v6, "1");
+    assert!(
+        local["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out")),
+        "{local}"
+    );
+    with_ipv6(&ec2.host, &bridged);
+    let from_bridge = python_get(&bridged.exec_prefix(), v6, "1");
+    assert!(
+        from_bridge["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out")),
+        "{from_bridge}"
+    );
+    assert_eq!(ec2.fake.requests_v6(), Vec::<String>::new());
     // A client behind an interface that is not a container's: forwarded
     // toward EC2's IMDS by the host, and dropped on the way.
     let foreign = foreign_client(&ec2);
@@ -228,6 +248,34 @@ fn workloads_are_redirected_and_the_agent_proxies_only_what_is_allowed() {
         direct["status"], 401,
         "EC2's own IMDS answers (IMDSv2 only): {direct}"
     );
+    // And its IPv6 one: the timeouts above were the table's doing.
+    let direct = python_get(&ec2.cgroups.exec_prefix(&ec2.host.name, "a"), v6, "5");
+    assert_eq!(direct["status"], 401, "{direct}");
+}
+
+/// Gives `client` (behind `host`'s bridge, 10.98.0.0/24) IPv6 too:
+/// fd98::2/64 with a default route through the host (fd98::1, which
+/// forwards IPv6).
+fn with_ipv6(host: &NetNs, client: &NetNs) {
+    host.sysctl("net.ipv6.conf.all.forwarding=1");
+    let bridge = interface_with(host, "10.98.0.1/24");
+    host.ip(&["addr", "add", "fd98::1/64", "dev", &bridge, "nodad"]);
+    let own = interface_with(client, "10.98.0.2/24");
+    client.ip(&["addr", "add", "fd98::2/64", "dev", &own, "nodad"]);
+    client.ip(&["-6", "route", "add", "default", "via", "fd98::1"]);
+}
+
+/// The interface of `ns` holding `cidr`.
+fn interface_with(ns: &NetNs, cidr: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-o", "addr", "show", "to", cidr])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no interface with {cidr} in {}: {text}", ns.name))
+        .to_owned()
 }
 
 /// A client namespace behind a plain veth (not a container interface).

@@ -337,6 +337,15 @@ fn clients_are_redirected_attributed_to_their_process_and_let_go_at_exit() {
     let got = setup.get_as(&setup.bridged, "ctr", None, &url);
     assert_eq!(got["status"], 404, "{got}\n{}", agent.logs());
     assert_eq!(got["peer"], "169.254.169.254:80", "{got}");
+    // IPv6 from another namespace can't be sent to the (IPv4) bridge
+    // address: refused at connect(), never let through to EC2's IPv6 IMDS.
+    let v6 = setup.get_as(&setup.bridged, "ctr", None, &format!("{IMDS_V6}{ROLES}"));
+    assert!(
+        v6["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Operation not permitted")),
+        "{v6}"
+    );
     // Its record by address is dropped once read: the address and port may
     // be another container's next.
     let by_addr = Command::new("bpftool")

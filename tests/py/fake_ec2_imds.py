@@ -8,6 +8,7 @@ exits when the process that started it does."""
 
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -88,9 +89,14 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
 
+class ThreadingHTTPServerV6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def main():
     address, port = sys.argv[1], int(sys.argv[2])
-    server = ThreadingHTTPServer((address, port), Handler)
+    server_class = ThreadingHTTPServerV6 if ":" in address else ThreadingHTTPServer
+    server = server_class((address, port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print("ready", flush=True)
     parent = os.getppid()

@@ -83,8 +83,8 @@ impl Drop for NetNs {
 }
 
 /// Connects `a` and `b` with a veth pair, addresses `a_addr` and `b_addr`
-/// (CIDR), both ends up.
-pub fn link(a: &NetNs, a_addr: &str, b: &NetNs, b_addr: &str) {
+/// (CIDR), both ends up; the two interfaces' names.
+pub fn link(a: &NetNs, a_addr: &str, b: &NetNs, b_addr: &str) -> (String, String) {
     let a_if = unique("va");
     let b_if = unique("vb");
     ip(&[
@@ -95,6 +95,7 @@ pub fn link(a: &NetNs, a_addr: &str, b: &NetNs, b_addr: &str) {
     b.ip(&["addr", "add", b_addr, "dev", &b_if]);
     a.ip(&["link", "set", &a_if, "up"]);
     b.ip(&["link", "set", &b_if, "up"]);
+    (a_if, b_if)
 }
 
 /// A client namespace behind a veth from `host`, the host's end holding

@@ -21,11 +21,20 @@
 //!   chain output {         # nat, DNAT mode only
 //!     ip daddr 169.254.169.254 tcp dport 80 meta skuid != AGENT dnat to 169.254.170.254:80
 //!   }
+//!   chain output_v6 {      # filter, DNAT mode only
+//!     ip6 daddr fd00:ec2::254 meta skuid != AGENT counter drop
+//!   }
 //!   chain forward {        # filter, DNAT mode only
 //!     ip daddr 169.254.169.254 counter drop
+//!     ip6 daddr fd00:ec2::254 counter drop
 //!   }
 //! }
 //! ```
+//!
+//! EC2's IPv6 IMDS (`fd00:ec2::254`, when the instance has it enabled)
+//! serves the instance role as the IPv4 one does: in DNAT mode workloads
+//! never reach it (the agent does not serve IPv6 there; SDKs use IPv4
+//! unless told otherwise).
 //!
 //! In DNAT mode the input chain guards the agent's own address
 //! (169.254.170.254) instead of 169.254.169.254.
@@ -114,6 +123,8 @@ pub struct Policy {
 
 /// The IMDS address and port.
 const IMDS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+/// EC2's IPv6 IMDS address.
+const IMDS_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 const HTTP: u16 = 80;
 
 /// An open nftables socket. Batches need CAP_NET_ADMIN, held by the
@@ -273,8 +284,23 @@ pub(crate) fn apply_batch(policy: &Policy) -> Result<FinalizedBatch, NftError> {
         forward.set_hook(Hook::Forward, 0);
         forward.set_policy(nftnl::Policy::Accept);
         batch.add(&forward, MsgType::Add);
-        let mut drop = Rule::new(&forward);
-        match_daddr(&mut drop, IpAddr::V4(IMDS));
+        for imds in [IpAddr::V4(IMDS), IpAddr::V6(IMDS_V6)] {
+            let mut drop = Rule::new(&forward);
+            match_daddr(&mut drop, imds);
+            drop.add_expr(&nft_expr!(counter));
+            drop.add_expr(&nft_expr!(verdict drop));
+            batch.add(&drop, MsgType::Add);
+        }
+        // Local processes: no DNAT target for IPv6, so dropped (a filter
+        // chain: nat chains are for translating).
+        let mut output_v6 = Chain::new(c"output_v6", &table);
+        output_v6.set_hook(Hook::Out, 0);
+        output_v6.set_policy(nftnl::Policy::Accept);
+        batch.add(&output_v6, MsgType::Add);
+        let mut drop = Rule::new(&output_v6);
+        match_daddr(&mut drop, IpAddr::V6(IMDS_V6));
+        drop.add_expr(&nft_expr!(meta skuid));
+        drop.add_expr(&nft_expr!(cmp != dnat.exempt_uid));
         drop.add_expr(&nft_expr!(counter));
         drop.add_expr(&nft_expr!(verdict drop));
         batch.add(&drop, MsgType::Add);
