@@ -198,6 +198,18 @@ fn workloads_are_redirected_and_the_agent_proxies_only_what_is_allowed() {
         "{table}"
     );
 
+    // Paths an upstream may decode or resolve into iam/: answered 404 by
+    // the agent, never passed on (the fake records every path it gets).
+    for path in [
+        "/latest/meta-data/network/%2e%2e/iam/security-credentials/",
+        "/latest/meta-data/placement/..%2f..%2fiam/security-credentials/",
+        "/latest/meta-data/tags/..;/iam/",
+        "/latest/meta-data/placement/..\\..\\iam/security-credentials/",
+    ] {
+        let status = raw_status(&ec2.cgroups.exec_prefix(&ec2.host.name, "a"), path);
+        assert_eq!(status, "404", "{path}");
+    }
+
     let seen = ec2.fake.requests();
     assert!(
         seen.contains(&"PUT /latest/api/token".to_owned()),
@@ -251,6 +263,24 @@ fn workloads_are_redirected_and_the_agent_proxies_only_what_is_allowed() {
     // And its IPv6 one: the timeouts above were the table's doing.
     let direct = python_get(&ec2.cgroups.exec_prefix(&ec2.host.name, "a"), v6, "5");
     assert_eq!(direct["status"], 401, "{direct}");
+}
+
+/// The status code of a GET of `path` sent as written (no client library
+/// to normalise or encode it), from `prefix`.
+fn raw_status(prefix: &[String], path: &str) -> String {
+    let script = "exec 3<>/dev/tcp/169.254.169.254/80; \
+        printf 'GET %s HTTP/1.0\\r\\nHost: 169.254.169.254\\r\\n\\r\\n' \"$1\" >&3; \
+        head -c 12 <&3";
+    let out = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .args(["bash", "-c", script, "bash", path])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).into_owned();
+    head.split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no answer to {path}: {head:?} {out:?}"))
+        .to_owned()
 }
 
 /// Gives `client` (behind `host`'s bridge, 10.98.0.0/24) IPv6 too:

@@ -25,7 +25,7 @@ use crate::assign::RoleAssignment;
 use crate::attribution::{Attribution, ConnInfo, Identified, Workload};
 use crate::clock::Clock;
 use crate::creds::CredentialSource;
-use crate::imds::{Caller, Class, HeaderField, Imds};
+use crate::imds::{Answer, Caller, Class, HeaderField, Imds};
 
 /// Everything the handler needs; cheap to clone.
 #[derive(Debug, Clone)]
@@ -90,28 +90,36 @@ async fn handle(
         role: role.as_deref(),
     };
     let now = state.clock.now();
-    let response = state.imds.respond(&request, &caller, now);
-    if let Some(hops) = response.hop_limit
-        && let Err(e) = conn.set_hop_limit(hops)
-    {
-        tracing::warn!(error = %e, peer = %conn.info.peer, "could not set the hop limit");
-    }
-    let class = response.class;
-    let key_suffix = response.key_suffix;
+    let answer = state.imds.respond(&request, &caller, now);
+    let class = answer.class();
     let close = convert::has_body(&parts.headers);
-    let out = match (&response.forward, &state.upstream) {
-        (Some(forward), Some(upstream)) => {
+    let mut key_suffix = None;
+    let out = match (answer, &state.upstream) {
+        (Answer::Local(response), _) => {
+            if let Some(hops) = response.hop_limit
+                && let Err(e) = conn.set_hop_limit(hops)
+            {
+                tracing::warn!(error = %e, peer = %conn.info.peer, "could not set the hop limit");
+            }
+            key_suffix = response.key_suffix;
+            convert::http_response(response, &state.last_modified, close)
+        }
+        (Answer::Forward(forwarded), Some(upstream)) => {
             upstream
-                .respond(&parts.method, forward, response.token_ttl, close)
+                .respond(
+                    &parts.method,
+                    &forwarded.request,
+                    forwarded.token_ttl,
+                    close,
+                )
                 .await
         }
         // An Imds with an allowlist always comes with its upstream.
-        (Some(_), None) => convert::http_response(
+        (Answer::Forward(_), None) => convert::http_response(
             crate::imds::Response::not_found(class),
             &state.last_modified,
             close,
         ),
-        (None, _) => convert::http_response(response, &state.last_modified, close),
     };
     let status = out.status().as_u16();
     let latency = started.elapsed();

@@ -15,7 +15,7 @@ use super::catalog::{self, Catalog, Node};
 use super::iam;
 use super::instance::InstanceData;
 use super::request::{HeaderField, Method, Path, Request};
-use super::response::{Class, ContentType, Forward, Response};
+use super::response::{Answer, Class, ContentType, Forward, Forwarded, Response};
 use super::token::{TokenAuthority, parse_ttl};
 use super::upstream::{Allowlist, Route};
 use crate::clock::Now;
@@ -148,31 +148,38 @@ impl Imds {
     }
 
     /// Answers one request.
-    pub fn respond(&self, req: &Request<'_>, caller: &Caller<'_>, now: Now) -> Response {
+    pub fn respond(&self, req: &Request<'_>, caller: &Caller<'_>, now: Now) -> Answer {
         if !self.settings.host_allowed(req.host) {
-            return Response::forbidden_host();
+            return Answer::Local(Response::forbidden_host());
         }
         let path = Path::parse(req.path);
         if let Some(path) = &path
             && is_token_path(path)
         {
-            return self.token_endpoint(req, path, caller, now);
+            return Answer::Local(self.token_endpoint(req, path, caller, now));
         }
         let token_ttl = match self.check_token(req, caller, now) {
             Ok(ttl) => ttl,
-            Err(refused) => return refused,
+            Err(refused) => return Answer::Local(refused),
         };
         if !matches!(req.method, Method::Get | Method::Head) {
-            return Response::method_not_allowed("GET, HEAD", Class::Refused);
+            return Answer::Local(Response::method_not_allowed("GET, HEAD", Class::Refused));
         }
         let Some(path) = path else {
-            return Response::not_found(Class::Metadata);
+            return Answer::Local(Response::not_found(Class::Metadata));
         };
-        let mut response = self.lookup(&path, caller, now);
-        if response.status.is_success() {
-            response.token_ttl = token_ttl;
+        match self.lookup(&path, caller, now) {
+            Answer::Local(mut response) => {
+                if response.status.is_success() {
+                    response.token_ttl = token_ttl;
+                }
+                Answer::Local(response)
+            }
+            Answer::Forward(mut forwarded) => {
+                forwarded.token_ttl = token_ttl;
+                Answer::Forward(forwarded)
+            }
         }
-        response
     }
 
     /// `PUT /<version>/api/token`.
@@ -234,15 +241,20 @@ impl Imds {
         }
     }
 
-    fn lookup(&self, path: &Path<'_>, caller: &Caller<'_>, now: Now) -> Response {
+    fn lookup(&self, path: &Path<'_>, caller: &Caller<'_>, now: Now) -> Answer {
         let (version, rest) = match path.segments() {
-            [] => return listing(&self.catalog.versions),
+            [] => return Answer::Local(listing(&self.catalog.versions)),
             [version, rest @ ..] if catalog::is_version(version) => (*version, rest),
-            _ => return Response::not_found(Class::Metadata),
+            _ => return Answer::Local(Response::not_found(Class::Metadata)),
         };
         if let Some(allow) = &self.upstream {
             return self.proxied(allow, path, version, rest, caller, now);
         }
+        Answer::Local(self.local(version, rest, caller, now))
+    }
+
+    /// The agent's own answer for `/<version>/<rest…>`.
+    fn local(&self, version: &str, rest: &[&str], caller: &Caller<'_>, now: Now) -> Response {
         match rest {
             [] => listing(&self.catalog.version_root),
             ["meta-data", tail @ ..] => self.meta_data(version, tail, caller, now),
@@ -279,7 +291,7 @@ impl Imds {
 
 impl Imds {
     /// Proxy mode's lookup: `iam/` is the agent's, the rest is the real
-    /// IMDS's if the allowlist lets it through.
+    /// IMDS's if the allowlist lets it through and every segment is plain.
     fn proxied(
         &self,
         allow: &Allowlist,
@@ -288,15 +300,21 @@ impl Imds {
         rest: &[&str],
         caller: &Caller<'_>,
         now: Now,
-    ) -> Response {
+    ) -> Answer {
         let with_iam = catalog::has_iam(version);
         if with_iam && let ["meta-data", "iam", ..] = rest {
-            return self.meta_data(version, &rest[1..], caller, now);
+            return Answer::Local(self.meta_data(version, &rest[1..], caller, now));
         }
         let class = match rest {
             ["user-data"] => Class::UserData,
             _ => Class::Metadata,
         };
+        // The upstream (EC2's IMDS, or a proxy in front of it) may decode
+        // or resolve what the allowlist saw as a name (`%2e%2e`, `..;`,
+        // `..\`): only plain names go out.
+        if !rest.iter().all(|segment| is_plain(segment)) {
+            return Answer::Local(Response::not_found(class));
+        }
         let mut normalised = format!("/{version}");
         for segment in rest {
             normalised.push('/');
@@ -306,7 +324,7 @@ impl Imds {
             normalised.push('/');
         }
         let (keep, extra) = match allow.route(rest) {
-            Route::Deny => return Response::not_found(class),
+            Route::Deny => return Answer::Local(Response::not_found(class)),
             Route::Forward => (None, Vec::new()),
             Route::ForwardListing(keep) => {
                 let extra = if rest == ["meta-data"] && with_iam && caller.role.is_some() {
@@ -317,15 +335,25 @@ impl Imds {
                 (Some(keep), extra)
             }
         };
-        Response::forward(
-            Forward {
+        Answer::Forward(Forwarded {
+            request: Forward {
                 path: normalised,
                 keep,
                 extra,
             },
             class,
-        )
+            token_ttl: None,
+        })
     }
+}
+
+/// A path segment that means the same to any HTTP server: visible ASCII,
+/// and none of the bytes servers and proxies decode or split on (`%`,
+/// `\`, `;`). Every name EC2's IMDS has (MACs, addresses, tags) is plain.
+fn is_plain(segment: &str) -> bool {
+    segment
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'%' | b'\\' | b';'))
 }
 
 /// Whether a request for `path` may serve credentials (anything under

@@ -50,9 +50,37 @@ pub struct Response {
     /// The last four characters of the access key id served, if this answer
     /// served credentials: the most a log may show of them.
     pub key_suffix: Option<crate::creds::KeySuffix>,
-    /// Proxy mode: the answer is the real IMDS's, which the HTTP layer
-    /// fetches; status, type and body here are placeholders.
-    pub forward: Option<Box<Forward>>,
+}
+
+/// What the IMDS makes of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The agent's own answer.
+    Local(Response),
+    /// Proxy mode: the real IMDS's answer, which the HTTP layer fetches.
+    Forward(Forwarded),
+}
+
+/// A request for the real IMDS, and what the answer to it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    /// What to ask.
+    pub request: Forward,
+    /// For logs and metrics.
+    pub class: Class,
+    /// The seconds left on the token that authorised the request, sent
+    /// back with the answer as the agent's own answers send them.
+    pub token_ttl: Option<u32>,
+}
+
+impl Answer {
+    /// What the answer is about.
+    pub fn class(&self) -> Class {
+        match self {
+            Answer::Local(response) => response.class,
+            Answer::Forward(forwarded) => forwarded.class,
+        }
+    }
 }
 
 /// A request to pass to the real IMDS.
@@ -111,15 +139,6 @@ impl Response {
             hop_limit: None,
             class,
             key_suffix: None,
-            forward: None,
-        }
-    }
-
-    /// An answer to be fetched from the real IMDS.
-    pub(crate) fn forward(forward: Forward, class: Class) -> Self {
-        Self {
-            forward: Some(Box::new(forward)),
-            ..Self::ok(ContentType::TextPlain, Bytes::new(), class)
         }
     }
 
@@ -151,7 +170,6 @@ impl Response {
             hop_limit: None,
             class: Class::Token,
             key_suffix: None,
-            forward: None,
         }
     }
 
@@ -179,7 +197,6 @@ impl Response {
             hop_limit: None,
             class,
             key_suffix: None,
-            forward: None,
         }
     }
 }

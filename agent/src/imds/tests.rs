@@ -119,13 +119,14 @@ fn cross_account_role_keeps_the_profile_in_the_instance_account() {
         forwarded_for: false,
         host: HeaderField::Absent,
     };
-    let info = imds.respond(&get("/latest/meta-data/iam/info"), &caller, now());
+    let info = respond_locally(&imds, &get("/latest/meta-data/iam/info"), &caller, now());
     let info: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
     assert_eq!(
         info["InstanceProfileArn"],
         "arn:aws:iam::123456789012:instance-profile/app-role"
     );
-    let ext = imds.respond(
+    let ext = respond_locally(
+        &imds,
         &get("/latest/meta-data/iam/security-credentials-extended/app-role"),
         &caller,
         now(),
@@ -175,7 +176,22 @@ const fn get(
     }
 }
 
+/// `imds.respond`, which must be the agent's own answer.
+fn respond_locally(imds: &Imds, req: &Request<'_>, caller: &Caller<'_>, at: Now) -> Response {
+    match imds.respond(req, caller, at) {
+        Answer::Local(response) => response,
+        Answer::Forward(forwarded) => panic!("forwarded: {forwarded:?}"),
+    }
+}
+
 fn send(imds: &Imds, case: &Case) -> Response {
+    match answer(imds, case) {
+        Answer::Local(response) => response,
+        Answer::Forward(forwarded) => panic!("{}: forwarded: {forwarded:?}", case.name),
+    }
+}
+
+fn answer(imds: &Imds, case: &Case) -> Answer {
     let role = role();
     let caller = Caller {
         binding: ME,
@@ -222,7 +238,7 @@ fn mint(imds: &Imds, binding: &[u8], ttl: u32, at: Now) -> String {
         binding,
         role: None,
     };
-    let resp = imds.respond(&req, &caller, at);
+    let resp = respond_locally(&imds, &req, &caller, at);
     assert_eq!(resp.status, StatusCode::OK, "minting a token");
     String::from_utf8(resp.body.to_vec()).unwrap()
 }
@@ -885,7 +901,8 @@ fn token_put(
         forwarded_for,
         host: HeaderField::Absent,
     };
-    imds.respond(
+    respond_locally(
+        &imds,
         &req,
         &Caller {
             binding: ME,
@@ -1167,7 +1184,8 @@ fn a_token_from_one_caller_fails_for_another_on_every_path() {
             forwarded_for: false,
             host: HeaderField::Absent,
         };
-        let mine = imds.respond(
+        let mine = respond_locally(
+            &imds,
             &req,
             &Caller {
                 binding: ME,
@@ -1175,7 +1193,8 @@ fn a_token_from_one_caller_fails_for_another_on_every_path() {
             },
             now(),
         );
-        let theirs = imds.respond(
+        let theirs = respond_locally(
+            &imds,
             &req,
             &Caller {
                 binding: OTHER,
@@ -1239,7 +1258,8 @@ fn host_must_name_the_imds() {
             host: HeaderField::One("attacker.example"),
         };
         let role = role();
-        let resp = imds.respond(
+        let resp = respond_locally(
+            &imds,
             &req,
             &Caller {
                 binding: ME,
@@ -1257,10 +1277,15 @@ fn host_must_name_the_imds() {
 #[test]
 fn proxy_mode_forwards_only_allowed_paths() {
     let imds = imds(HttpTokens::Required).with_upstream(upstream::Allowlist::default_list());
-    let forwarded = |case: Case| {
-        let response = send(&imds, &case);
-        assert_eq!(response.status.as_u16(), case.status, "{}", case.name);
-        response.forward.map(|f| *f)
+    let forwarded = |case: Case| match answer(&imds, &case) {
+        Answer::Local(response) => {
+            assert_eq!(response.status.as_u16(), case.status, "{}", case.name);
+            None
+        }
+        Answer::Forward(forwarded) => {
+            assert_eq!(case.status, 200, "{}: forwarded", case.name);
+            Some(forwarded.request)
+        }
     };
     let valid = |mut case: Case| {
         case.token = Tok::Valid;
@@ -1299,16 +1324,13 @@ fn proxy_mode_forwards_only_allowed_paths() {
     assert_eq!(f.path, "/latest/");
     // Never forwarded: the agent's own iam/, the instance's credentials,
     // user data (opt-in), unknown paths.
-    let own = send(
-        &imds,
-        &valid(get(
-            "iam",
-            "/latest/meta-data/iam/security-credentials/",
-            200,
-            Some(ROLE),
-        )),
-    );
-    assert!(own.forward.is_none());
+    let own = forwarded(valid(get(
+        "iam",
+        "/latest/meta-data/iam/security-credentials/",
+        200,
+        Some(ROLE),
+    )));
+    assert_eq!(own, None);
     for path in [
         "/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance",
         "/latest/meta-data/identity-credentials/",
@@ -1324,4 +1346,30 @@ fn proxy_mode_forwards_only_allowed_paths() {
     }
     // The versions are the agent's own answer.
     assert_eq!(forwarded(valid(get("root", "/", 200, None))), None);
+    // Only plain names go out: an upstream may decode or resolve the rest
+    // into a path the allowlist never saw.
+    for path in [
+        "/latest/meta-data/network/%2e%2e/iam/security-credentials/",
+        "/latest/meta-data/placement/..%2f..%2fiam/security-credentials/",
+        "/latest/meta-data/tags/..;/iam/",
+        "/latest/meta-data/placement/..\\..\\iam",
+        "/latest/meta-data/tags/instance/a\u{7f}b",
+        "/latest/meta-data/tags/instance/caf\u{e9}",
+    ] {
+        assert_eq!(
+            forwarded(valid(get("not plain", path, 404, None))),
+            None,
+            "{path}"
+        );
+    }
+    // What real names look like still goes.
+    assert!(
+        forwarded(valid(get(
+            "mac",
+            "/latest/meta-data/network/interfaces/macs/0e:49:61:0f:c3:11/local-ipv4s",
+            200,
+            None
+        )))
+        .is_some()
+    );
 }
