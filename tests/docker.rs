@@ -287,6 +287,11 @@ struct Setup {
 }
 
 fn setup(rules: &str) -> Setup {
+    setup_with(rules, "[\"*\", \"arn:aws:iam::123456789012:role/**\"]")
+}
+
+/// `setup`, with `attribution.allowed_env_roles = allowed`.
+fn setup_with(rules: &str, allowed: &str) -> Setup {
     let docker = Docker::start();
     let moto = moto_in(&docker.ns);
     let dir = tempfile::tempdir().unwrap();
@@ -297,7 +302,7 @@ fn setup(rules: &str) -> Setup {
         &config,
         format!(
             "[host]\nmode = \"alias\"\n\
-             [attribution]\ndocker = true\ndocker_socket = \"{socket}\"\n\
+             [attribution]\ndocker = true\ndocker_socket = \"{socket}\"\nallowed_env_roles = {allowed}\n\
              [instance]\naccount_id = \"123456789012\"\n\
              [credentials]\nsource = \"sts\"\nendpoint = \"{sts}\"\nduration_seconds = 900\nfirst_fetch_wait_ms = 5000\n\
              [roles]\ndir = \"{roles}\"\n",
@@ -562,7 +567,10 @@ const ATTACKER: u32 = 4242;
 )]
 fn no_one_passes_for_a_container() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = setup("[[rule]]\nuid = 0\nrole = \"role-root\"\n");
+    let s = setup_with(
+        "[[rule]]\nuid = 0\nrole = \"role-root\"\n",
+        "[\"role-victim\", \"app-*\"]",
+    );
     let d = &s.docker;
     d.sleeper("victim", &["-e", "IAM_ROLE=role-victim"]);
     s.wait_registered("victim");
@@ -625,6 +633,18 @@ fn no_one_passes_for_a_container() {
     d.must(&["rm", "-f", "sidecar"]);
     s.agent.wait_for_log("container gone container=sidecar ");
     assert_eq!(victim(), (200, "role-victim".to_owned()));
+
+    // `app-*` allows names in the agent's own account, not a name like it
+    // in another: no role, and STS is never asked for it.
+    d.sleeper("greedy", &["-e", "IAM_ROLE=app-x@111111111111"]);
+    s.wait_registered("greedy");
+    assert_eq!(d.request_from("greedy", ROLES).0, 404);
+    assert_eq!(d.request_from("greedy", &format!("{ROLES}app-x")).0, 404);
+    assert!(
+        !s.agent.logs().contains("role/app-x"),
+        "STS was asked for another account's role:\n{}",
+        s.agent.logs()
+    );
 
     // A signal the container survives changes nothing.
     let registered = || {

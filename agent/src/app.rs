@@ -99,7 +99,7 @@ pub fn build(
         default: config.roles.default.clone(),
         container_default: config.roles.container_default.clone(),
         env_roles: config.attribution.docker.as_ref().map(|d| EnvRoles {
-            allowed: d.allowed_env_roles.iter().map(|g| Glob::name(g)).collect(),
+            allowed: d.allowed_env_roles.iter().map(|g| Glob::role(g)).collect(),
         }),
         session_per_workload: config.roles.session_per_workload,
     };

@@ -1,14 +1,21 @@
 //! Patterns in role assignment rules: `*` matches any run of characters, `?`
 //! one. In a cgroup path pattern `*` and `?` stop at `/` and `**` crosses it,
-//! as in shell globs.
+//! as in shell globs. In a role pattern (`attribution.allowed_env_roles`)
+//! they stop at `@`, `:` and `/` too, so `app-*` is a name in the agent's
+//! own account, never `app-x@111111111111` or another account's ARN; `**`
+//! crosses them.
 
 /// A compiled pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     pattern: String,
     tokens: Vec<Token>,
-    path: bool,
+    /// What `*` and `?` do not match.
+    stops: &'static [char],
 }
+
+const PATH_STOPS: &[char] = &['/'];
+const ROLE_STOPS: &[char] = &['@', ':', '/'];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
@@ -19,26 +26,31 @@ enum Token {
 }
 
 impl Glob {
-    /// A pattern for names (unit, container name, role).
+    /// A pattern for names (unit, container name).
     pub fn name(pattern: &str) -> Self {
-        Self::compile(pattern, false)
+        Self::compile(pattern, &[])
     }
 
     /// A pattern for cgroup paths.
     pub fn path(pattern: &str) -> Self {
-        Self::compile(pattern, true)
+        Self::compile(pattern, PATH_STOPS)
     }
 
-    fn compile(pattern: &str, path: bool) -> Self {
+    /// A pattern for roles as written (`name`, `name@account`, an ARN).
+    pub fn role(pattern: &str) -> Self {
+        Self::compile(pattern, ROLE_STOPS)
+    }
+
+    fn compile(pattern: &str, stops: &'static [char]) -> Self {
         let mut tokens = Vec::new();
         let mut chars = pattern.chars().peekable();
         while let Some(c) = chars.next() {
             tokens.push(match c {
-                '*' if path && chars.peek() == Some(&'*') => {
+                '*' if !stops.is_empty() && chars.peek() == Some(&'*') => {
                     chars.next();
                     Token::DoubleStar
                 }
-                '*' if path => Token::Star,
+                '*' if !stops.is_empty() => Token::Star,
                 '*' => Token::DoubleStar,
                 '?' => Token::One,
                 c => Token::Literal(c),
@@ -47,7 +59,7 @@ impl Glob {
         Self {
             pattern: pattern.to_owned(),
             tokens,
-            path,
+            stops,
         }
     }
 
@@ -72,35 +84,35 @@ impl Glob {
     /// Whether `text` matches.
     pub fn matches(&self, text: &str) -> bool {
         let chars: Vec<char> = text.chars().collect();
-        matches_at(&self.tokens, &chars, self.path)
+        matches_at(&self.tokens, &chars, self.stops)
     }
 }
 
 /// Backtracking match; patterns and names are short.
-fn matches_at(tokens: &[Token], text: &[char], path: bool) -> bool {
+fn matches_at(tokens: &[Token], text: &[char], stops: &[char]) -> bool {
     match tokens.split_first() {
         None => text.is_empty(),
         Some((Token::Literal(c), rest)) => {
-            text.first() == Some(c) && matches_at(rest, &text[1..], path)
+            text.first() == Some(c) && matches_at(rest, &text[1..], stops)
         }
         Some((Token::One, rest)) => match text.first() {
-            Some('/') if path => false,
-            Some(_) => matches_at(rest, &text[1..], path),
+            Some(c) if stops.contains(c) => false,
+            Some(_) => matches_at(rest, &text[1..], stops),
             None => false,
         },
         Some((Token::Star, rest)) => {
             for i in 0..=text.len() {
-                if matches_at(rest, &text[i..], path) {
+                if matches_at(rest, &text[i..], stops) {
                     return true;
                 }
-                if text.get(i) == Some(&'/') {
+                if text.get(i).is_some_and(|c| stops.contains(c)) {
                     return false;
                 }
             }
             false
         }
         Some((Token::DoubleStar, rest)) => {
-            (0..=text.len()).any(|i| matches_at(rest, &text[i..], path))
+            (0..=text.len()).any(|i| matches_at(rest, &text[i..], stops))
         }
     }
 }
@@ -158,6 +170,38 @@ mod tests {
         for (pattern, text, want) in cases {
             assert_eq!(
                 Glob::path(pattern).matches(text),
+                want,
+                "{pattern} ~ {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn role_patterns_stay_in_their_account() {
+        let cases = [
+            ("app-*", "app-x", true),
+            ("app-*", "app-x@111111111111", false),
+            ("app-*", "arn:aws:iam::111111111111:role/app-x", false),
+            ("*", "anything", true),
+            ("*", "x@111111111111", false),
+            ("*@123456789012", "x@123456789012", true),
+            ("*@123456789012", "x@111111111111", false),
+            (
+                "arn:aws:iam::123456789012:role/**",
+                "arn:aws:iam::123456789012:role/team/x",
+                true,
+            ),
+            (
+                "arn:aws:iam::123456789012:role/*",
+                "arn:aws:iam::123456789012:role/team/x",
+                false,
+            ),
+            ("**", "arn:aws:iam::111111111111:role/x", true),
+            ("app-?", "app-@", false),
+        ];
+        for (pattern, text, want) in cases {
+            assert_eq!(
+                Glob::role(pattern).matches(text),
                 want,
                 "{pattern} ~ {text}"
             );

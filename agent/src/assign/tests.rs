@@ -47,7 +47,7 @@ fn rules_then_environment_then_defaults() {
         default: Some(Role::parse("fallback").unwrap()),
         container_default: Some(Role::parse("container-fallback").unwrap()),
         env_roles: Some(EnvRoles {
-            allowed: vec![Glob::name("*")],
+            allowed: vec![Glob::role("*"), Glob::role("*@222222222222")],
         }),
         session_per_workload: true,
     };
@@ -90,8 +90,8 @@ fn environment_roles_are_limited_to_allowed_patterns() {
     let defaults = Defaults {
         env_roles: Some(EnvRoles {
             allowed: vec![
-                Glob::name("app-*"),
-                Glob::name("arn:aws:iam::111111111111:role/ci/*"),
+                Glob::role("app-*"),
+                Glob::role("arn:aws:iam::111111111111:role/ci/*"),
             ],
         }),
         session_per_workload: true,
@@ -114,6 +114,15 @@ fn environment_roles_are_limited_to_allowed_patterns() {
         ),
         named("arn:aws:iam::111111111111:role/ci/build", "c3")
     );
+    // `app-*` is a name in the agent's own account: not another account's
+    // role of a name like it, by `@` or by ARN.
+    for other in [
+        "app-x@111111111111",
+        "arn:aws:iam::111111111111:role/app-x",
+        "arn:aws:iam::111111111111:role/ci/deep/build",
+    ] {
+        assert_eq!(role(&a, &container("c4", Some(other))), None, "{other}");
+    }
     let without = assignments(
         "",
         Defaults {
