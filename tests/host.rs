@@ -129,7 +129,12 @@ impl Host {
 
     /// A GET of `path` from cgroup `name`.
     fn get(&self, name: &str, path: &str) -> serde_json::Value {
-        python_get(&self.in_cgroup(name), &format!("{IMDS}{path}"), "5")
+        self.get_with_timeout(name, path, "5")
+    }
+
+    /// `get`, giving up after `timeout` seconds.
+    fn get_with_timeout(&self, name: &str, path: &str, timeout: &str) -> serde_json::Value {
+        python_get(&self.in_cgroup(name), &format!("{IMDS}{path}"), timeout)
     }
 
     /// `imds-agent cleanup` in the namespace.
@@ -681,4 +686,140 @@ fn a_users_own_cgroup_named_like_a_system_unit_gets_no_role() {
     let creds = as_user("app.slice/sync.service", &format!("{ROLES}role-sync"));
     assert_eq!(creds["status"], 200, "{creds}");
     agent.wait_for_log("workload=user 4242's unit sync.service (uid 4242) ");
+}
+
+/// One user opens twice the agent's connection slots and sends nothing on
+/// them. Before, every other workload's request then waited for a slot
+/// that never came (the agent stopped accepting at 1024). Now a workload,
+/// and a user's workloads together, get a share; the rest are closed at
+/// once, and everyone else is served within the SDKs' 1 s.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn one_user_flooding_the_agent_starves_no_one() {
+    let host = Host::new();
+    let agent = host.start();
+    assert_eq!(host.get("a", ROLES)["body"], "role-a");
+    let mut flood = host.in_cgroup("none");
+    flood.extend(["setpriv", "--reuid=4242", "--regid=4242", "--clear-groups"].map(str::to_owned));
+    let mut flood = Command::new(&flood[0])
+        .args(&flood[1..])
+        .arg(python())
+        .arg(py_script("flood.py"))
+        .args(["169.254.169.254", "80", "2049"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(flood.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert!(report["opened"].as_u64().unwrap_or(0) > 1024, "{report}");
+    let started = Instant::now();
+    let got = host.get_with_timeout("a", ROLES, "1");
+    let took = started.elapsed();
+    assert_eq!(got["body"], "role-a", "{got}\n{}", agent.logs());
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let _ = flood.kill();
+    let _ = flood.wait();
+    let metrics = agent.cli(&["metrics"], "");
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    let refused: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("imds_connections_refused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(refused > 1000, "{text}");
+}
+
+/// One user makes 1,100 cgroups and asks for credentials from each: with
+/// `roles.default` and a session per workload, 1,100 sessions, more than
+/// the cache holds and far more than the STS budget allows for minutes.
+/// Before, they filled the cache and queued ahead of everyone, so a new
+/// system unit's role waited behind them (or was refused: cache full).
+/// Now the unit's role, which an assignment names, is fetched first and
+/// the user's sessions take what is left.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn a_thousand_cgroups_of_one_user_do_not_keep_a_system_unit_waiting() {
+    let manager = "user.slice/user-4242.slice/user@4242.service";
+    let host = Host::with(
+        &[
+            "system.slice",
+            "user.slice",
+            "user.slice/user-4242.slice",
+            manager,
+        ],
+        "[[rule]]\nunit = \"new.service\"\nrole = \"role-new\"\n",
+        true,
+    );
+    host.cgroups.delegate(manager, ATTACKER);
+    let config = std::fs::read_to_string(host.config()).unwrap();
+    std::fs::write(
+        host.config(),
+        config
+            .replace(
+                "first_fetch_wait_ms = 5000\n",
+                "first_fetch_wait_ms = 5000\nmax_roles = 64\nrate_per_second = 2\nburst = 2\n",
+            )
+            .replace("[roles]\n", "[roles]\ndefault = \"role-default\"\n"),
+    )
+    .unwrap();
+    let agent = host.start();
+    let prefix =
+        host.cgroups
+            .exec_prefix_as(&host.ns.name, manager, "app.slice/start.service", ATTACKER);
+    let flood = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .arg(python())
+        .arg(py_script("many_cgroups.py"))
+        .arg(host.cgroups.dir(manager).join("app.slice"))
+        .arg("1100")
+        .arg(format!("{IMDS}{ROLES}role-default"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&flood.stdout);
+    assert!(
+        flood.status.success() && report.contains("\"asked\": 1100"),
+        "{report}{}",
+        String::from_utf8_lossy(&flood.stderr)
+    );
+
+    // A system unit starts now.
+    std::fs::create_dir(host.cgroups.dir("system.slice/new.service")).unwrap();
+    let started = Instant::now();
+    let path = format!("{ROLES}role-new");
+    let got = wait_for_showing("the new unit's credentials", Duration::from_secs(8), || {
+        let got = host.get("system.slice/new.service", &path);
+        let code = got["body"]
+            .as_str()
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+            .map(|doc| doc["Code"].clone());
+        if code == Some(serde_json::json!("Success")) {
+            Ok(got)
+        } else {
+            Err(got)
+        }
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{got}\n{}",
+        agent.logs()
+    );
+    // The user's sessions stayed within the cache.
+    let status = agent.cli(&["status"], "");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let cached = status["sts"]["roles"]
+        .as_array()
+        .map_or(usize::MAX, Vec::len);
+    assert!(cached <= 64, "{cached} roles cached");
 }

@@ -119,11 +119,8 @@ pub fn build(
     let attribution: Arc<dyn Attribution> = match kernel {
         Some(kernel) => {
             let rescanner = Rescanner::new(Arc::clone(&kernel.cgroups));
-            tokio::spawn(Arc::clone(&rescanner).run());
-            tokio::spawn(rescan_periodically(
-                Arc::clone(&rescanner),
-                Arc::clone(&sync),
-            ));
+            tokio::spawn(Arc::clone(&rescanner).run(Arc::clone(&sync)));
+            tokio::spawn(rescan_periodically(Arc::clone(&rescanner)));
             let local = Local::new(kernel.diag, kernel.cgroups, rescanner, containers.clone());
             Arc::new(match kernel.redirect {
                 Some(redirect) => local.with_redirect(redirect, kernel.exe),
@@ -205,14 +202,15 @@ fn sync_engine(engine: Option<&Engine>, assignments: &Arc<Assignments>) -> OnCha
     })
 }
 
-async fn rescan_periodically(rescanner: Arc<Rescanner>, sync: OnChange) {
+/// Walks the cgroup tree every `RESCAN_EVERY` (each walk syncs the
+/// engine, see `Rescanner::run`).
+async fn rescan_periodically(rescanner: Arc<Rescanner>) {
     let mut every = tokio::time::interval(RESCAN_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
     loop {
         every.tick().await;
         rescanner.request().await;
-        sync();
     }
 }
 
@@ -470,6 +468,8 @@ fn serve_phase(
         let admin = admin.serve(config, &bound, &agent)?;
         let options = ServeOptions {
             max_connections: config.max_connections,
+            per_workload: config.max_connections_per_workload,
+            per_owner: config.max_connections.div_ceil(4),
             original_dst: config.host.mode == HostMode::Dnat,
             ..ServeOptions::default()
         };
@@ -499,7 +499,8 @@ fn serve_phase(
                 notifier.stopping();
             }
         };
-        let served = serve(listeners, router(agent.state), options, stop).await;
+        let identify = crate::http::identifier(Arc::clone(&agent.state.attribution));
+        let served = serve(listeners, router(agent.state), identify, options, stop).await;
         drop(admin);
         served.map_err(anyhow::Error::from)
     });

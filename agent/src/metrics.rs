@@ -64,6 +64,7 @@ pub struct Metrics {
     sts: [[AtomicU64; 2]; STS_ACTIONS.len()],
     served: [AtomicU64; 2],
     forwarded: [AtomicU64; 2],
+    refused_connections: AtomicU64,
 }
 
 static METRICS: Metrics = Metrics::new();
@@ -87,6 +88,7 @@ impl Metrics {
             sts: [const { [ZERO; 2] }; STS_ACTIONS.len()],
             served: [ZERO; 2],
             forwarded: [ZERO; 2],
+            refused_connections: ZERO,
         }
     }
 
@@ -125,6 +127,12 @@ impl Metrics {
     /// Counts one request forwarded to the real IMDS (proxy mode).
     pub fn forwarded(&self, ok: bool) {
         self.forwarded[usize::from(!ok)].fetch_add(1, Relaxed);
+    }
+
+    /// Counts one connection closed because its workload (or owner) had
+    /// its share of connections open.
+    pub fn connection_refused(&self) {
+        self.refused_connections.fetch_add(1, Relaxed);
     }
 
     /// Every request answered so far.
@@ -223,6 +231,17 @@ impl Metrics {
                 counter.load(Relaxed)
             );
         }
+        help(
+            out,
+            "imds_connections_refused_total",
+            "counter",
+            "Connections closed at once: their workload or its owner had its share of connections open.",
+        );
+        let _ = writeln!(
+            out,
+            "imds_connections_refused_total {}",
+            self.refused_connections.load(Relaxed)
+        );
     }
 }
 

@@ -243,6 +243,10 @@ mod tests {
         assert_eq!(decode_answer(7, &answer), Some(Some(seen)));
         assert_eq!(decode_answer(8, &answer), None, "another pid's answer");
         assert_eq!(decode_answer(7, &encode_answer(7, None)), Some(None));
-        assert_eq!(decode_answer(7, &answer[..10]), None, "cut short");
+        assert_eq!(
+            decode_answer(7, &answer[..10]),
+            Some(None),
+            "cut short: nothing seen"
+        );
     }
 }

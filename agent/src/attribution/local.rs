@@ -40,8 +40,9 @@ impl Rescanner {
         })
     }
 
-    /// Walks whenever asked, forever.
-    pub async fn run(self: Arc<Self>) {
+    /// Walks whenever asked, forever, calling `after_walk` after each walk
+    /// (new cgroups may be workloads whose roles are to be prefetched).
+    pub async fn run(self: Arc<Self>, after_walk: Arc<dyn Fn() + Send + Sync>) {
         loop {
             self.wake.notified().await;
             self.started.fetch_add(1, Ordering::SeqCst);
@@ -52,6 +53,7 @@ impl Rescanner {
                 Err(e) => tracing::warn!(error = %e, "the cgroup walk panicked"),
             }
             self.done.send_modify(|n| *n += 1);
+            after_walk();
         }
     }
 
@@ -331,7 +333,7 @@ mod tests {
         let index = Arc::new(CgroupIndex::new(dir.path().to_owned()));
         index.rescan().unwrap();
         let rescanner = Rescanner::new(Arc::clone(&index));
-        tokio::spawn(Arc::clone(&rescanner).run());
+        tokio::spawn(Arc::clone(&rescanner).run(Arc::new(|| {})));
         for round in 0..3 {
             let new = dir.path().join(format!("new-{round}"));
             std::fs::create_dir(&new).unwrap();

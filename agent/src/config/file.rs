@@ -154,6 +154,9 @@ pub(crate) struct Server {
     pub(crate) hop_limit: u64,
     /// Connections served at once; more wait in the listen backlog.
     pub(crate) max_connections: u64,
+    /// Of those, at most this many per workload (with attribution on); a
+    /// user's workloads together get a quarter of `max_connections`.
+    pub(crate) max_connections_per_workload: u64,
     /// Threads serving requests. One serves over 100 000 requests/s; more
     /// only help on hosts with many cores and very busy clients.
     pub(crate) worker_threads: u64,
@@ -171,6 +174,7 @@ impl Default for Server {
             http_tokens: HttpTokens::Optional,
             hop_limit: 1,
             max_connections: 1024,
+            max_connections_per_workload: 128,
             worker_threads: 1,
             host_names: Vec::new(),
         }

@@ -45,6 +45,8 @@ pub struct Config {
     pub settings: Settings,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Of those, at most this many per workload.
+    pub max_connections_per_workload: usize,
     /// Threads serving requests.
     pub worker_threads: usize,
     /// The metadata values.

@@ -53,6 +53,15 @@ impl Config {
             n @ 1..=65_536 => n as usize,
             _ => return Err(src.invalid("server.max_connections", "must be from 1 to 65536")),
         };
+        let max_connections_per_workload = match file.server.max_connections_per_workload {
+            n if n >= 1 && n as usize <= max_connections => n as usize,
+            _ => {
+                return Err(src.invalid(
+                    "server.max_connections_per_workload",
+                    format!("must be from 1 to server.max_connections ({max_connections})"),
+                ));
+            }
+        };
         let worker_threads = match file.server.worker_threads {
             n @ 1..=64 => n as usize,
             _ => return Err(src.invalid("server.worker_threads", "must be from 1 to 64")),
@@ -95,6 +104,7 @@ impl Config {
             listen,
             settings,
             max_connections,
+            max_connections_per_workload,
             worker_threads,
             instance,
             credentials,

@@ -2,7 +2,7 @@
 //! handler as a request extension.
 
 use std::os::fd::RawFd;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crate::attribution::{ConnInfo, Workload};
 use crate::creds::Role;
@@ -15,15 +15,17 @@ pub struct Connection {
     /// The socket, for per-response socket options. `None` for connections
     /// that are not sockets (tests that call the router directly).
     fd: Option<RawFd>,
-    identity: OnceLock<Identity>,
+    identity: Mutex<Option<Arc<Identity>>>,
     /// The role found for the identity, and the assignments' generation
     /// it was found in: requests on one connection come one at a time, and
     /// rarely does a role change between them.
     role: Mutex<Option<(u64, Option<Arc<Role>>)>>,
 }
 
-/// Who is behind a connection, worked out on its first request. A socket's
-/// owner can't change while it is open, so this is never recomputed.
+/// Who is behind a connection, worked out when it is accepted. A socket's
+/// owner can't change while it is open, so a known identity is never
+/// recomputed; an unknown one is, on the next request (a container that
+/// was not registered yet may be by then).
 #[derive(Debug)]
 pub struct Identity {
     /// The workload.
@@ -38,22 +40,28 @@ impl Connection {
         Self {
             info,
             fd,
-            identity: OnceLock::new(),
+            identity: Mutex::new(None),
             role: Mutex::new(None),
         }
     }
 
-    /// The caller's identity, if an earlier request worked it out.
-    pub fn identity(&self) -> Option<&Identity> {
-        self.identity.get()
+    /// The caller's identity, if it is known: not yet worked out, or
+    /// `Unknown`, is `None`.
+    pub fn identity(&self) -> Option<Arc<Identity>> {
+        let identity = self.identity.lock().unwrap_or_else(|e| e.into_inner());
+        identity
+            .as_ref()
+            .filter(|i| !matches!(i.workload, Workload::Unknown(_)))
+            .cloned()
     }
 
-    /// Records the caller's identity (first request of the connection).
-    pub fn set_identity(&self, workload: Workload) -> &Identity {
-        self.identity.get_or_init(|| {
-            let binding = workload.token_binding().into_boxed_slice();
-            Identity { workload, binding }
-        })
+    /// Records the caller's identity. A new one means a new role lookup.
+    pub fn set_identity(&self, workload: Workload) -> Arc<Identity> {
+        let binding = workload.token_binding().into_boxed_slice();
+        let identity = Arc::new(Identity { workload, binding });
+        *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&identity));
+        *self.role.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        identity
     }
 
     /// The caller's role: found with `find` unless found before in the

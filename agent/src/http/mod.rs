@@ -3,6 +3,7 @@
 
 mod conn;
 mod convert;
+pub mod limits;
 mod seen;
 mod server;
 mod upstream;
@@ -18,7 +19,7 @@ use http::HeaderValue;
 
 pub use conn::{Connection, Identity};
 pub use seen::{Seen, SeenWorkload};
-pub use server::{ServeOptions, bind, serve};
+pub use server::{Identify, ServeOptions, bind, serve};
 pub use upstream::{Upstream, UpstreamError};
 
 use crate::assign::RoleAssignment;
@@ -69,6 +70,7 @@ async fn handle(
         Some(identity) => identity,
         None => conn.set_identity(identify(&*state.attribution, &conn.info).await),
     };
+    let identity = &*identity;
     resolve_exe(&identity.workload, &*state.roles).await;
     let role = conn.role(state.roles.generation(), || {
         state.roles.role_for(&identity.workload)
@@ -178,6 +180,14 @@ async fn resolve_exe(workload: &Workload, roles: &dyn RoleAssignment) {
 /// How long a first request may wait for attribution to catch up (a cgroup
 /// created since the last walk of the cgroup tree).
 const ATTRIBUTION_WAIT: Duration = Duration::from_millis(500);
+
+/// What the server identifies accepted connections with: `attribution`.
+pub fn identifier(attribution: Arc<dyn Attribution>) -> Identify {
+    Arc::new(move |info: ConnInfo| {
+        let attribution = Arc::clone(&attribution);
+        Box::pin(async move { identify(&*attribution, &info).await })
+    })
+}
 
 /// The workload behind `info`, waiting (boundedly) when attribution asks to.
 /// A workload that can't be told is `Unknown`: it gets no role.

@@ -3,8 +3,9 @@
 //!
 //! Not `axum::serve`, because the server needs what it does not give: the
 //! socket of each connection (for the hop limit of token responses), limits
-//! on header size and header read time, a bound on open connections, and
-//! the connection's identity carried from request to request.
+//! on header size and header read time, a bound on open connections and a
+//! share of them per workload (`limits.rs`), and the connection's identity,
+//! worked out once it is accepted and carried from request to request.
 
 use std::future::Future;
 use std::io;
@@ -26,7 +27,12 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use super::conn::Connection;
-use crate::attribution::ConnInfo;
+use super::limits::{Limits, Over};
+use crate::attribution::{ConnInfo, Workload};
+
+/// Works out who is behind an accepted connection.
+pub type Identify =
+    Arc<dyn Fn(ConnInfo) -> std::pin::Pin<Box<dyn Future<Output = Workload> + Send>> + Send + Sync>;
 
 /// Limits of the server.
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +40,13 @@ pub struct ServeOptions {
     /// Connections served at once. Further ones wait in the kernel's listen
     /// backlog until one closes.
     pub max_connections: usize,
+    /// Of those, at most this many per workload: more are closed at once.
+    pub per_workload: usize,
+    /// And at most this many per owner (a uid, a container).
+    pub per_owner: usize,
     /// A client that has not sent a complete request head this long after
-    /// connecting (or after its previous response) is disconnected.
+    /// connecting (or after its previous response) is disconnected. SDKs
+    /// send theirs at once; an idle connection only holds a slot.
     pub header_read_timeout: Duration,
     /// How long a shutdown waits for open requests to finish.
     pub drain_timeout: Duration,
@@ -48,7 +59,9 @@ impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             max_connections: 1024,
-            header_read_timeout: Duration::from_secs(10),
+            per_workload: 128,
+            per_owner: 256,
+            header_read_timeout: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(5),
             original_dst: false,
         }
@@ -79,6 +92,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 pub async fn serve(
     listeners: Vec<std::net::TcpListener>,
     app: Router,
+    identify: Identify,
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
@@ -90,6 +104,7 @@ pub async fn serve(
         .keep_alive(true);
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(options.max_connections));
+    let limits = Limits::new(options.per_workload, options.per_owner);
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(());
     let mut accept_loops = JoinSet::new();
@@ -101,6 +116,8 @@ pub async fn serve(
             local: (!local.ip().is_unspecified()).then_some(local),
             listener,
             app: app.clone(),
+            identify: Arc::clone(&identify),
+            limits: Arc::clone(&limits),
             builder: Arc::clone(&builder),
             permits: Arc::clone(&permits),
             graceful: Arc::clone(&graceful),
@@ -145,6 +162,8 @@ struct AcceptLoop {
     /// The listener's address, unless it is a wildcard.
     local: Option<SocketAddr>,
     app: Router,
+    identify: Identify,
+    limits: Arc<Limits>,
     builder: Arc<http1::Builder>,
     permits: Arc<Semaphore>,
     graceful: Arc<GracefulShutdown>,
@@ -199,17 +218,34 @@ impl AcceptLoop {
                 Some(stream.as_raw_fd()),
             ));
             let app = self.app.clone();
-            let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
-                req.extensions_mut().insert(Arc::clone(&conn));
-                app.clone().oneshot(req.map(Body::new))
-            });
-            let connection = self.builder.serve_connection(TokioIo::new(stream), service);
-            let connection = self.graceful.watcher().watch(connection);
+            let identify = Arc::clone(&self.identify);
+            let limits = Arc::clone(&self.limits);
+            let builder = Arc::clone(&self.builder);
+            let watcher = self.graceful.watcher();
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
+                let identity = conn.set_identity(identify(conn.info).await);
+                let slot = match limits.admit(&identity.workload) {
+                    Ok(slot) => slot,
+                    Err(over) => {
+                        let whose = match over {
+                            Over::Workload => "its workload's",
+                            Over::Owner => "its owner's",
+                        };
+                        tracing::debug!(%peer, workload = %identity.workload, "connection closed: {whose} share of connections is open");
+                        crate::metrics::global().connection_refused();
+                        return;
+                    }
+                };
+                let service =
+                    hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                        req.extensions_mut().insert(Arc::clone(&conn));
+                        app.clone().oneshot(req.map(Body::new))
+                    });
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(connection).await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
-                drop(permit);
+                drop((slot, permit));
             });
         }
     }

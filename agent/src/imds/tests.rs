@@ -238,7 +238,7 @@ fn mint(imds: &Imds, binding: &[u8], ttl: u32, at: Now) -> String {
         binding,
         role: None,
     };
-    let resp = respond_locally(&imds, &req, &caller, at);
+    let resp = respond_locally(imds, &req, &caller, at);
     assert_eq!(resp.status, StatusCode::OK, "minting a token");
     String::from_utf8(resp.body.to_vec()).unwrap()
 }
@@ -902,7 +902,7 @@ fn token_put(
         host: HeaderField::Absent,
     };
     respond_locally(
-        &imds,
+        imds,
         &req,
         &Caller {
             binding: ME,

@@ -164,7 +164,7 @@ impl Btf {
                 };
             let name = self.string(name_off)?;
             if name == member {
-                return (bits % 8 == 0).then_some(bits / 8);
+                return bits.is_multiple_of(8).then_some(bits / 8);
             }
             if name.is_empty()
                 && let Some(found) =

@@ -383,7 +383,7 @@ fn record(origin: &Origin) -> crate::attribution::Record {
         pid: origin.tgid,
         uid: origin.uid,
         comm: comm(origin),
-        exe: (origin.exe_ino != 0).then(|| crate::attribution::ExeId {
+        exe: (origin.exe_ino != 0).then_some(crate::attribution::ExeId {
             ino: origin.exe_ino,
             // The kernel's dev_t: major in the top 12 bits, minor below.
             major: origin.exe_dev >> 20,

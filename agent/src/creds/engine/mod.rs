@@ -32,7 +32,7 @@ use tokio::sync::{Notify, watch};
 pub use base::{BaseConfig, Identity, MfaSettings, Mode, Profile};
 
 use self::base::BaseState;
-use self::budget::Budget;
+use self::budget::{Budget, Lane};
 use self::schedule::{Jitter, refresh_at, retry_after};
 use super::mfa::{MfaCode, TotpSecret};
 use super::session_name;
@@ -89,6 +89,8 @@ enum FetchError {
     Role(#[from] RoleError),
     #[error(transparent)]
     Sts(#[from] StsError),
+    #[error("the role left the cache before STS was asked")]
+    Abandoned,
 }
 
 impl FetchError {
@@ -127,6 +129,9 @@ struct Entry {
     state: Mutex<EntryState>,
     /// Bumped when a fetch ends, for `first_fetch` waiters.
     fetched: watch::Sender<u64>,
+    /// Dropped from a full cache while its fetch waited for the budget: the
+    /// fetch gives up instead of calling STS for nobody.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -334,7 +339,25 @@ impl Engine {
     /// now if it is not cached. Any other role stays cached while workloads
     /// use it and is dropped once idle; `retain` drops roles at once.
     pub fn set_wanted(&self, roles: impl IntoIterator<Item = Role>) {
-        let wanted: std::collections::HashSet<Role> = roles.into_iter().collect();
+        // Half the cache at most: room stays for workloads no assignment
+        // foresaw, however many cgroups a glob matches.
+        let cap = (self.inner.settings.max_roles / 2).max(1);
+        let mut wanted = std::collections::HashSet::new();
+        let mut dropped = 0usize;
+        for role in roles {
+            if wanted.len() < cap {
+                wanted.insert(role);
+            } else if !wanted.contains(&role) {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                prefetched = cap,
+                not_prefetched = dropped,
+                "more roles to prefetch than half of credentials.max_roles: the rest are fetched on their first request"
+            );
+        }
         let mut start = Vec::new();
         {
             let mut entries = self.inner.lock_entries();
@@ -354,6 +377,9 @@ impl Engine {
                     start.push(Arc::clone(entry));
                 }
             }
+            // The wanted ones take room from the others, never beyond
+            // the bound.
+            while entries.len() > self.inner.settings.max_roles && make_room(&mut entries) {}
         }
         for entry in start {
             self.inner.spawn_fetch(entry);
@@ -625,12 +651,39 @@ impl CredentialSource for Engine {
     }
 }
 
+/// Drops one entry from a full cache: the one used longest ago among those
+/// no assignment names, preferring one not being fetched (a fetch still
+/// waiting for the budget gives up). A workload asking for sessions by the
+/// thousand fills the cache with its own, never keeps others out. False
+/// when every entry is wanted.
+fn make_room(entries: &mut HashMap<Role, Arc<Entry>>) -> bool {
+    let victim = entries
+        .iter()
+        .filter_map(|(role, entry)| {
+            let st = entry.lock();
+            (!st.wanted).then(|| ((st.fetching, st.last_used), role.clone()))
+        })
+        .min_by_key(|(rank, _)| *rank)
+        .map(|(_, role)| role);
+    let Some(victim) = victim else {
+        return false;
+    };
+    if let Some(entry) = entries.remove(&victim) {
+        entry
+            .abandoned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    tracing::debug!(role = %victim.spec, session = ?victim.session.session_name, "role cache full: dropped the entry used longest ago");
+    true
+}
+
 impl Entry {
     fn new(role: Role) -> Self {
         Self {
             role,
             state: Mutex::default(),
             fetched: watch::channel(0).0,
+            abandoned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -692,13 +745,17 @@ impl Inner {
     }
 
     /// The entry for `role`, created (and its first fetch started by the
-    /// caller) if missing. `None` when the cache is full.
+    /// caller) if missing. A full cache makes room by dropping the entry
+    /// used longest ago among those no assignment names and not being
+    /// fetched: a workload asking for sessions by the thousand can fill
+    /// the cache with its own, never keep others out. `None` when every
+    /// entry is wanted or in flight.
     fn entry_for(&self, role: &Role) -> Option<Arc<Entry>> {
         let mut entries = self.lock_entries();
         if let Some(entry) = entries.get(role) {
             return Some(Arc::clone(entry));
         }
-        if entries.len() >= self.settings.max_roles {
+        if entries.len() >= self.settings.max_roles && !make_room(&mut entries) {
             return None;
         }
         let entry = Arc::new(Entry::new(role.clone()));
@@ -755,7 +812,12 @@ impl Inner {
         };
         let session_name = session_name_of(&entry.role, &self.settings, profile.as_deref());
         let started = self.clock.now();
-        let result = self.issue(&entry.role, &session_name, generation).await;
+        let lane = if entry.lock().wanted {
+            Lane::Wanted
+        } else {
+            Lane::OnDemand
+        };
+        let result = self.issue(&entry, &session_name, generation, lane).await;
         let now = self.clock.now();
         let arn = self.arn_for_log(&entry.role);
         let stale = self.read_base().generation != generation;
@@ -837,10 +899,12 @@ impl Inner {
     /// Gets credentials for `role` from STS.
     async fn issue(
         &self,
-        role: &Role,
+        entry: &Entry,
         session_name: &str,
         generation: u64,
+        lane: Lane,
     ) -> Result<Issued, FetchError> {
+        let role = &entry.role;
         let (base, identity) = {
             let b = self.read_base();
             (b.creds.clone(), b.identity().clone())
@@ -857,7 +921,10 @@ impl Inner {
                     None => base,
                 };
                 let request = self.assume_role_request(role, arn, session_name, &identity);
-                self.budget.acquire().await;
+                self.budget.acquire(lane).await;
+                if entry.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(FetchError::Abandoned);
+                }
                 Ok(self
                     .sts
                     .assume_role(&caller, &identity.region, &request, None)
@@ -922,7 +989,8 @@ impl Inner {
             return Ok(role.spec.arn(Some(id), partition)?);
         }
         let region = self.read_base().identity().region.clone();
-        self.budget.acquire().await;
+        // Every role waits for this one call: it goes first.
+        self.budget.acquire(Lane::Wanted).await;
         let who = self.sts.get_caller_identity(base, &region).await?;
         tracing::info!(account = %who.account, arn = %who.arn, "the agent's own identity");
         *account = Some((generation, who.account.clone()));
@@ -963,7 +1031,8 @@ impl Inner {
             (Mode::AssumeRole, _) => identity.mfa_session,
             (Mode::SessionToken, _) => identity.duration,
         };
-        self.budget.acquire().await;
+        // Every role waits for the shared session: it goes first.
+        self.budget.acquire(Lane::Wanted).await;
         let issued = self
             .sts
             .get_session_token(base, &identity.region, duration, mfa.as_ref())
