@@ -233,3 +233,43 @@ fn the_admin_socket_refuses_callers_without_permission() {
     assert!(member.status.success(), "{member:?}");
     assert_eq!(as_user(&agent, "4321", "4321").status.code(), Some(3));
 }
+
+/// The socket's mode is not the only guard: with the file opened to
+/// everyone (an operator's chmod, a shared directory), a user who is not
+/// root, the agent's user or in `admin.group` is still refused, by its
+/// credentials on the connection.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn only_root_the_agents_user_and_its_group_may_use_the_socket() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (_dir, path) = config_file(&format!(
+        "[admin]\ngroup = \"4343\"\n{STATIC_CREDENTIALS}[roles]\ndefault = \"app\"\n"
+    ));
+    let agent = Agent::dev(&["--config", path.to_str().unwrap()]);
+    let open = |p: &std::path::Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open(agent.socket.parent().unwrap(), 0o755);
+    open(&agent.socket, 0o666);
+    let status_as = |groups: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=4242", "--regid=4242"])
+            .arg(groups)
+            .arg(agent_bin())
+            .args(["status", "--socket"])
+            .arg(&agent.socket)
+            .output()
+            .unwrap()
+    };
+    let stranger = status_as("--clear-groups");
+    assert!(!stranger.status.success(), "{stranger:?}");
+    assert!(!stdout(&stranger).contains("\"ready\""), "{stranger:?}");
+    agent.wait_for_log("admin socket: refused a connection");
+    let member = status_as("--groups=4343");
+    assert!(member.status.success(), "{member:?}\n{}", agent.logs());
+    assert!(stdout(&member).contains("\"ready\": true"), "{member:?}");
+    assert!(agent.cli(&["status"], "").status.success(), "root");
+}

@@ -238,7 +238,7 @@ fn the_sample_rules_parse() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("5 role rules"), "{stdout}");
+    assert!(stdout.contains("6 role rules"), "{stdout}");
 }
 
 #[test]
@@ -268,5 +268,64 @@ fn a_config_with_secrets_readable_by_others_is_flagged() {
         out.stderr.is_empty(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dev_refuses_a_socket_directory_others_could_have_made() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let runtime = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(runtime.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(agent_bin())
+        .args(["dev", "--port", "0"])
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not a directory of your own with mode 0700")
+            && stderr.contains("mode 755"),
+        "{stderr}"
+    );
+    // A link to somewhere else is refused too, whatever it points at.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let link = runtime.path().join("link");
+    std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+    let out = Command::new(agent_bin())
+        .args(["dev", "--port", "0"])
+        .env("XDG_RUNTIME_DIR", &link)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a symbolic link"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn fixed_keys_with_rules_are_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("roles.d")).unwrap();
+    std::fs::write(
+        dir.path().join("roles.d/10.toml"),
+        "[[rule]]\nuid = 1000\nrole = \"dev\"\n",
+    )
+    .unwrap();
+    let out = check_config(&format!(
+        "{VALID}dir = \"{}\"\n",
+        dir.path().join("roles.d").display()
+    ));
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("serves the same keys under every role name"),
+        "{stderr}"
+    );
+    let plain = check_config(VALID);
+    assert!(
+        !String::from_utf8_lossy(&plain.stderr).contains("same keys"),
+        "{plain:?}"
     );
 }

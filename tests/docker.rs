@@ -302,6 +302,7 @@ fn setup_with(rules: &str, allowed: &str) -> Setup {
         &config,
         format!(
             "[host]\nmode = \"alias\"\n\
+             [privileges]\nuser = \"61003\"\n\
              [attribution]\ndocker = true\ndocker_socket = \"{socket}\"\nallowed_env_roles = {allowed}\n\
              [instance]\naccount_id = \"123456789012\"\n\
              [credentials]\nsource = \"sts\"\nendpoint = \"{sts}\"\nduration_seconds = 900\nfirst_fetch_wait_ms = 5000\n\

@@ -28,6 +28,8 @@ const IMDS_MAPPED: &str = "http://[::ffff:169.254.169.254]";
 const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
 /// A workload's uid that a rule names.
 const WORKLOAD_UID: &str = "4242";
+/// The agent's user: a uid of its own.
+const AGENT_UID: &str = "61002";
 /// The agent's loopback port.
 const PORT: u16 = 8169;
 
@@ -117,6 +119,7 @@ fn setup() -> Setup {
             "[host]\nmode = \"ebpf\"\nebpf_cgroup = \"{base}\"\nebpf_port = {PORT}\n\
              ebpf_bridge_address = \"10.98.0.1\"\nebpf_pin_dir = \"{pins}\"\n\
              [proxy]\nenabled = true\n\
+             [privileges]\nuser = \"{AGENT_UID}\"\n\
              [attribution]\ncgroup_root = \"{root}\"\n\
              [instance]\naccount_id = \"123456789012\"\n\
              {STATIC_CREDENTIALS}\
@@ -284,7 +287,7 @@ fn clients_are_redirected_attributed_to_their_process_and_let_go_at_exit() {
         "{line}"
     );
     let helper = helper_status(agent.pid(), "imds-exe");
-    assert!(helper.contains("Uid:\t65534\t"), "{helper}");
+    assert!(helper.contains(&format!("Uid:\t{AGENT_UID}\t")), "{helper}");
     // CAP_SYS_PTRACE is bit 19.
     assert!(helper.contains("CapEff:\t0000000000080000"), "{helper}");
     assert!(helper.contains("CapBnd:\t0000000000080000"), "{helper}");

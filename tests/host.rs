@@ -23,6 +23,8 @@ use support::{
 };
 
 const IMDS: &str = "http://169.254.169.254";
+/// The agent's user: a uid of its own, as `privileges.user` should be.
+const AGENT_UID: &str = "61001";
 const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
 
 /// A namespace, cgroups, moto and a config for the agent.
@@ -77,6 +79,7 @@ impl Host {
         };
         let config = format!(
             "[host]\nmode = \"alias\"\n\
+             [privileges]\nuser = \"{AGENT_UID}\"\n\
              [attribution]\ncgroup_root = \"{root}\"\n\
              [instance]\naccount_id = \"123456789012\"\n\
              [credentials]\nsource = \"sts\"\nendpoint = \"{sts}\"\nduration_seconds = 900\nfirst_fetch_wait_ms = 5000\n\
@@ -227,7 +230,11 @@ fn three_cgroups_get_three_roles_and_nothing_else() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{status}");
+    assert_eq!(
+        field("Uid:"),
+        format!("{AGENT_UID} {AGENT_UID} {AGENT_UID} {AGENT_UID}"),
+        "{status}"
+    );
     for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
         assert_eq!(field(caps), "0000000000000000", "{caps} {status}");
     }

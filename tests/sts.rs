@@ -312,7 +312,9 @@ fn an_mfa_code_handed_in_on_the_command_line() {
     let bad = agent.cli(&["mfa", "12ab56"], "");
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("exactly six digits"));
-    let ok = agent.cli(&["mfa", "654321"], "");
+    // The code from stdin, as the README recommends: argv is visible to
+    // every user in /proc.
+    let ok = agent.cli(&["mfa"], "654321\n");
     assert!(
         ok.status.success(),
         "{}",

@@ -325,6 +325,23 @@ fn installed_started_attributed_journaled_and_restarted_under_systemd() {
         "{}",
         journal()
     );
+    // It runs as the user sysusers.d made for it, not a shared one.
+    let user = text(&machine.run(&["getent", "passwd", "imds-agent"]));
+    let uid = user.split(':').nth(2).unwrap_or_default().to_owned();
+    assert!(!uid.is_empty(), "no imds-agent user: {user}");
+    let main_pid = text(&machine.run(&[
+        "systemctl",
+        "show",
+        "-p",
+        "MainPID",
+        "--value",
+        "imds-agent",
+    ]));
+    let agent_status = text(&machine.run(&["cat", &format!("/proc/{}/status", main_pid.trim())]));
+    assert!(
+        agent_status.contains(&format!("Uid:\t{uid}\t")),
+        "{agent_status}"
+    );
     let status = text(&machine.run(&[
         "systemctl",
         "show",
@@ -494,6 +511,8 @@ fn install_keeps_an_operators_files_and_uninstall_reverses_it() {
     let mode = |p: &str| std::fs::metadata(d.join(p)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode("usr/bin/imds-agent"), 0o755);
     assert_eq!(mode("etc/imds-agent/config.toml"), 0o600);
+    let sysusers = std::fs::read_to_string(d.join("usr/lib/sysusers.d/imds-agent.conf")).unwrap();
+    assert!(sysusers.contains("u imds-agent "), "{sysusers}");
     assert!(d.join("etc/imds-agent/roles.d/example.toml").exists());
     // The operator edits the config and adds a rule: a second install
     // keeps both.
@@ -509,6 +528,7 @@ fn install_keeps_an_operators_files_and_uninstall_reverses_it() {
     xtask("uninstall");
     assert!(!d.join("usr/bin/imds-agent").exists());
     assert!(!d.join("usr/lib/systemd/system/imds-agent.service").exists());
+    assert!(!d.join("usr/lib/sysusers.d/imds-agent.conf").exists());
     assert!(!d.join("etc/imds-agent/roles.d/example.toml").exists());
     assert!(
         d.join("etc/imds-agent/config.toml").exists(),

@@ -95,6 +95,9 @@ pub fn build(
     if !snapshot.missing() {
         tracing::info!(dir = %config.roles.dir.display(), files = snapshot.len(), rules = rules.len(), "role rules loaded");
     }
+    if let Some(warning) = config.shared_keys_warning(rules.len()) {
+        tracing::warn!("{warning}");
+    }
     let defaults = Defaults {
         default: config.roles.default.clone(),
         container_default: config.roles.container_default.clone(),

@@ -16,7 +16,9 @@ use crate::config::PrivilegesConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum PrivError {
     /// No such user.
-    #[error("no user {0:?} (privileges.user)")]
+    #[error(
+        "no user {0:?} (privileges.user): create it (`cargo xtask install` does, with systemd/imds-agent.sysusers and systemd-sysusers), or set privileges.user to a user of the agent's own or a uid"
+    )]
     NoUser(String),
     /// No such group.
     #[error("no group {0:?} (privileges.group or supplementary_groups)")]

@@ -2,9 +2,11 @@
 //! systemd service.
 //!
 //! Installs the release binary (built with host modes), the unit, the
+//! agent's user (a sysusers.d file, applied with `systemd-sysusers`), the
 //! sample config (mode 600) and a commented role rules example. An
 //! operator's config and rules are never overwritten; uninstall removes
-//! them only while they are the shipped samples, unchanged.
+//! them only while they are the shipped samples, unchanged (and leaves the
+//! user, as packages do: files it owned may remain).
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -29,12 +31,14 @@ pub(crate) struct Options {
 
 const CONFIG_DIR: &str = "/etc/imds-agent";
 const UNIT_NAME: &str = "imds-agent.service";
+const SYSUSERS_NAME: &str = "imds-agent.sysusers";
 
 /// What gets installed where.
 struct Layout {
     destdir: PathBuf,
     binary: PathBuf,
     unit: PathBuf,
+    sysusers: PathBuf,
     config: PathBuf,
     rules_dir: PathBuf,
     rules_example: PathBuf,
@@ -45,10 +49,10 @@ impl Layout {
         if !options.prefix.is_absolute() {
             bail!("--prefix must be an absolute path");
         }
-        let unit_dir = if options.prefix == Path::new("/usr") {
-            "/usr/lib/systemd/system"
+        let (unit_dir, sysusers_dir) = if options.prefix == Path::new("/usr") {
+            ("/usr/lib/systemd/system", "/usr/lib/sysusers.d")
         } else {
-            "/etc/systemd/system"
+            ("/etc/systemd/system", "/etc/sysusers.d")
         };
         Ok(Self {
             destdir: options
@@ -57,6 +61,7 @@ impl Layout {
                 .unwrap_or_else(|| PathBuf::from("/")),
             binary: options.prefix.join("bin/imds-agent"),
             unit: Path::new(unit_dir).join(UNIT_NAME),
+            sysusers: Path::new(sysusers_dir).join("imds-agent.conf"),
             config: Path::new(CONFIG_DIR).join("config.toml"),
             rules_dir: Path::new(CONFIG_DIR).join("roles.d"),
             rules_example: Path::new(CONFIG_DIR).join("roles.d/example.toml"),
@@ -105,6 +110,17 @@ pub(crate) fn install(options: &Options) -> anyhow::Result<()> {
         true,
     )?;
     put(
+        &layout.at(&layout.sysusers),
+        sample(SYSUSERS_NAME)?.as_bytes(),
+        0o644,
+        true,
+    )?;
+    if layout.is_live() {
+        // The user now, not at the next boot.
+        run(Command::new("systemd-sysusers").arg(&layout.sysusers))
+            .context("creating the agent's user (systemd-sysusers, from Debian's systemd)")?;
+    }
+    put(
         &layout.at(&layout.config),
         sample("config.toml")?.as_bytes(),
         0o600,
@@ -150,6 +166,7 @@ pub(crate) fn uninstall(options: &Options) -> anyhow::Result<()> {
         }
     }
     remove_if(&layout.at(&layout.unit), None)?;
+    remove_if(&layout.at(&layout.sysusers), Some(&sample(SYSUSERS_NAME)?))?;
     remove_if(&binary, None)?;
     remove_if(&layout.at(&layout.config), Some(&sample("config.toml")?))?;
     remove_if(

@@ -6,6 +6,7 @@
 //! may also be served over TCP (`admin.metrics_listen`).
 
 pub mod client;
+mod peer;
 mod routes;
 
 use std::net::SocketAddr;
@@ -126,6 +127,14 @@ impl AdminSocket {
             .context("configuring the admin socket")?;
         let listener = tokio::net::UnixListener::from_std(self.listener)
             .context("serving the admin socket")?;
+        // Served after the privilege drop: the agent's own uid is its user.
+        let listener = peer::Guarded {
+            listener,
+            allowed: peer::Allowed {
+                uid: nix::unistd::geteuid().as_raw(),
+                group: self.group,
+            },
+        };
         let state = routes::AdminState::new(config, bound, agent);
         let app = routes::router(state.clone());
         let mut tasks = vec![tokio::spawn(async move {

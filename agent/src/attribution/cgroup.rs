@@ -172,12 +172,16 @@ impl Walk<'_> {
         self.found.insert(id, entry);
         // Names made in this directory are root's only if it is root's and
         // root gave it to nobody: not a user's (owner), not delegated
-        // (systemd marks `Delegate=yes` cgroups), not a user's manager.
+        // (systemd marks `Delegate=yes` cgroups), not a user's manager. The
+        // root of the walk is the agent's own world: in a container, the
+        // host delegated it to the container's systemd, which is this
+        // system's root.
         let name = self.segments.last().map_or("", |(n, _)| n.as_str());
-        let children_root_named = root_named
-            && meta.uid() == 0
-            && facts::user_manager_uid(name).is_none()
-            && !crate::sys::xattr::is_delegated(dir);
+        let children_root_named = parent.is_none()
+            || (root_named
+                && meta.uid() == 0
+                && facts::user_manager_uid(name).is_none()
+                && !crate::sys::xattr::is_delegated(dir));
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
             // A cgroup removed during the walk is simply not there.

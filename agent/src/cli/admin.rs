@@ -40,8 +40,9 @@ pub(super) enum SessionAction {
     Show,
     /// Open an MFA session with CODE (six digits).
     Start {
-        /// The code.
-        code: String,
+        /// The code (better: leave it out and type it; it is read from
+        /// stdin).
+        code: Option<String>,
     },
     /// Discard the MFA session or session token.
     Clear,
@@ -58,6 +59,36 @@ pub(super) fn dev_socket_path() -> PathBuf {
         PathBuf::from(format!("/tmp/imds-agent-{uid}"))
     });
     dir.join("imds-agent-dev-{port}.sock")
+}
+
+/// Checks that `dir`, if it exists, is the user's own and closed to others
+/// (mode 0700, not a link): in /tmp anyone could have made it first, and
+/// would then see, or replace, the dev agent's socket. A missing directory
+/// is made so when the socket is bound.
+pub(super) fn private_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot check {}: {e}", dir.display())),
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.is_dir() && meta.uid() == me && mode & 0o077 == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is not a directory of your own with mode 0700 (it is {}, owned by uid {}, mode {mode:o}): another user may have made it; remove it, or set admin.socket",
+        dir.display(),
+        if meta.file_type().is_symlink() {
+            "a symbolic link"
+        } else if meta.is_dir() {
+            "a directory"
+        } else {
+            "a file"
+        },
+        meta.uid()
+    ))
 }
 
 pub(super) fn status(arg: &SocketArg) -> ExitCode {
@@ -157,7 +188,21 @@ pub(super) fn bootstrap(arg: &SocketArg) -> ExitCode {
     })
 }
 
-pub(super) fn mfa(arg: &SocketArg, code: &str) -> ExitCode {
+pub(super) fn mfa(arg: &SocketArg, code: Option<&str>) -> ExitCode {
+    let typed;
+    let code = match code {
+        Some(code) => code,
+        None => match read_code() {
+            Ok(code) => {
+                typed = code;
+                typed.as_str()
+            }
+            Err(e) => {
+                eprintln!("imds-agent: cannot read the MFA code from stdin: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     if crate::creds::mfa::MfaCode::parse(code).is_err() {
         eprintln!("imds-agent: an MFA code is exactly six digits");
         return ExitCode::from(2);
@@ -167,6 +212,21 @@ pub(super) fn mfa(arg: &SocketArg, code: &str) -> ExitCode {
         println!("the agent took the code");
         ExitCode::SUCCESS
     })
+}
+
+/// One line from stdin, with a prompt on stderr when stdin is a terminal.
+/// At most 64 bytes: a code is six digits, and a stdin that never ends
+/// must not be read to its end.
+fn read_code() -> std::io::Result<String> {
+    use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("MFA code: ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    stdin.lock().take(64).read_line(&mut line)?;
+    Ok(line.trim().to_owned())
 }
 
 pub(super) fn refresh(arg: &SocketArg) -> ExitCode {
@@ -208,7 +268,7 @@ pub(super) fn session(arg: &SocketArg, action: &SessionAction) -> ExitCode {
             println!("{}", pretty(&reply.body));
             ExitCode::SUCCESS
         }),
-        SessionAction::Start { code } => mfa(arg, code),
+        SessionAction::Start { code } => mfa(arg, code.as_deref()),
         SessionAction::Clear => ask(&arg.socket, "DELETE", "/session", None, |_| {
             println!("session cleared");
             ExitCode::SUCCESS

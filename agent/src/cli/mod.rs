@@ -84,10 +84,13 @@ enum Command {
     /// Give a running agent its own credentials: reads
     /// {"AccessKeyId", "SecretAccessKey", "Token"} from stdin.
     Bootstrap(admin::SocketArg),
-    /// Give a running agent an MFA code (six digits).
+    /// Give a running agent an MFA code (six digits). Without CODE it is
+    /// read from stdin (prompted for on a terminal), so it never shows in
+    /// the process list: `imds-agent mfa` is better than `imds-agent mfa
+    /// 123456`.
     Mfa {
-        /// The code.
-        code: String,
+        /// The code (better: leave it out and type it).
+        code: Option<String>,
         #[command(flatten)]
         socket: admin::SocketArg,
     },
@@ -211,7 +214,15 @@ pub fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
                 Ok(mut c) => {
-                    // A dev agent's socket is the user's own, one per port.
+                    // A dev agent's socket is the user's own, one per port,
+                    // in a directory nobody else may enter.
+                    if c.admin_socket.is_none()
+                        && let Some(dir) = dev_socket.parent()
+                        && let Err(why) = admin::private_dir(dir)
+                    {
+                        eprintln!("imds-agent: {why}");
+                        return ExitCode::from(1);
+                    }
                     c.admin_socket.get_or_insert(dev_socket);
                     let banner = dev_banner(&c);
                     serve(c, move |addrs| print!("{}", banner(addrs)))
@@ -224,7 +235,7 @@ pub fn main() -> ExitCode {
         Command::Assignments(socket) => admin::assignments(&socket),
         Command::Metrics(socket) => admin::metrics(&socket),
         Command::Bootstrap(socket) => admin::bootstrap(&socket),
-        Command::Mfa { code, socket } => admin::mfa(&socket, &code),
+        Command::Mfa { code, socket } => admin::mfa(&socket, code.as_deref()),
         Command::Refresh(socket) => admin::refresh(&socket),
         Command::Profile { action, socket } => admin::profile(&socket, &action),
         Command::Session { action, socket } => admin::session(&socket, &action),
@@ -244,6 +255,9 @@ fn check_config(c: &Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(warning) = c.shared_keys_warning(rules.len()) {
+        eprintln!("imds-agent: warning: {warning}");
+    }
     println!(
         "{}: OK ({}; {} role rules in {})",
         c.origin,

@@ -86,6 +86,21 @@ pub struct Config {
 
 impl Config {
     /// A warning if the file holds secrets and other users can read it.
+    /// A warning when fixed keys would be served to workloads told apart
+    /// (`rules` role rules, a host mode, container roles): every role gets
+    /// the same keys, so the roles only look different.
+    pub fn shared_keys_warning(&self, rules: usize) -> Option<String> {
+        let CredentialsConfig::Static { .. } = &self.credentials else {
+            return None;
+        };
+        let apart =
+            rules > 0 || self.host.mode != HostMode::Off || self.attribution.docker.is_some();
+        apart.then(|| {
+            "credentials.source = \"static\" serves the same keys under every role name: with role rules, a host mode or container roles, workloads told apart still get one another's credentials; use source = \"sts\" to give each its own".to_owned()
+        })
+    }
+
+    /// A warning when the config holds secrets others can read.
     pub fn permission_warning(&self) -> Option<String> {
         use std::os::unix::fs::PermissionsExt as _;
         let Origin::File(path) = &self.origin else {

@@ -246,7 +246,7 @@ pub(super) fn host(file: &FileConfig, src: Source<'_>) -> Result<HostConfig, Con
             .privileges
             .user
             .as_deref()
-            .is_none_or(|u| ["root", "0", "nobody", "65534"].contains(&u))
+            .is_some_and(|u| ["root", "0", "nobody", "65534"].contains(&u))
     {
         return Err(src.invalid(
             "privileges.user",
@@ -385,8 +385,11 @@ pub(super) fn attribution(
     })
 }
 
-/// The user a root agent in alias mode becomes when none is configured.
-pub const DEFAULT_USER: &str = "nobody";
+/// The user a root agent in a host mode becomes when none is configured: a
+/// user of its own (`cargo xtask install` makes it from
+/// `systemd/imds-agent.sysusers`). Not `nobody`, which other daemons share
+/// and which could signal the agent or reach its socket.
+pub const DEFAULT_USER: &str = "imds-agent";
 
 pub(super) fn privileges(
     file: &FileConfig,
@@ -420,7 +423,8 @@ pub(super) fn privileges(
     // A system service that takes over 169.254.169.254 never serves as
     // root, even when nobody said whom to become.
     let user = p.user.clone().or_else(|| {
-        matches!(host.mode, HostMode::Alias | HostMode::Ebpf).then(|| DEFAULT_USER.to_owned())
+        matches!(host.mode, HostMode::Alias | HostMode::Ebpf | HostMode::Dnat)
+            .then(|| DEFAULT_USER.to_owned())
     });
     Ok(PrivilegesConfig {
         user,

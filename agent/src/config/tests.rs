@@ -618,10 +618,6 @@ fn host_sections_are_checked() {
             "host.dnat_address: must be a link-local address",
         ),
         (
-            "[host]\nmode = \"dnat\"\n",
-            "privileges.user: DNAT mode needs a user of the agent's own",
-        ),
-        (
             "[host]\nmode = \"dnat\"\n[privileges]\nuser = \"nobody\"\n",
             "privileges.user: DNAT mode needs a user of the agent's own",
         ),

@@ -49,3 +49,37 @@ pub fn netns_cookie(socket: &impl std::os::fd::AsRawFd) -> io::Result<u64> {
     }
     Ok(cookie)
 }
+
+/// The supplementary groups of the process at the other end of the unix
+/// socket `socket` (`SO_PEERGROUPS`, Linux 4.13), as they were when it
+/// connected.
+#[allow(unsafe_code)]
+pub fn peer_groups(socket: &impl std::os::fd::AsRawFd) -> io::Result<Vec<u32>> {
+    let mut groups = vec![0u32; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<u32>()) as libc::socklen_t;
+        // SAFETY: `socket` is open for the call; the kernel writes at most
+        // `len` bytes into `groups`, which is that large.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &raw mut len,
+            )
+        };
+        let needed = len as usize / std::mem::size_of::<u32>();
+        if rc == 0 {
+            groups.truncate(needed);
+            return Ok(groups);
+        }
+        let error = io::Error::last_os_error();
+        // Too small: the kernel said how large it must be.
+        if error.raw_os_error() == Some(libc::ERANGE) && needed > groups.len() && needed <= 65_536 {
+            groups.resize(needed, 0);
+            continue;
+        }
+        return Err(error);
+    }
+}
