@@ -94,22 +94,20 @@ fn setup() -> Setup {
     let bpffs = BpfFs::new();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("roles.d")).unwrap();
-    // The executable the exe rule names: the interpreter behind the venv's
-    // `python` symlink, as /proc/PID/exe shows it.
-    let interpreter = std::fs::canonicalize(python()).unwrap();
+
     std::fs::write(
         dir.path().join("roles.d/10-test.toml"),
         format!(
             "[[rule]]\ncgroup = \"{a}\"\nrole = \"role-a\"\n\n\
              [[rule]]\ncgroup = \"{users}\"\nuid = {WORKLOAD_UID}\nrole = \"role-uid\"\n\n\
+             [[rule]]\ncgroup = \"{users}\"\nexe = \"/usr/bin/sleep\"\nrole = \"role-sleep\"\n\n\
              [[rule]]\ncgroup = \"{exe}\"\nrole = \"role-exe-cgroup\"\n\n\
-             [[rule]]\nexe = \"{interpreter}\"\ncgroup = \"{exe}\"\nrole = \"role-exe\"\n\n\
+             [[rule]]\nexe = \"/usr/bin/bash\"\ncgroup = \"{exe}\"\nrole = \"role-exe\"\n\n\
              [[rule]]\ncgroup = \"{ctr}\"\nrole = \"role-ctr\"\n",
             a = cgroups.path("a"),
             users = cgroups.path("users"),
             exe = cgroups.path("exe"),
             ctr = cgroups.path("ctr"),
-            interpreter = interpreter.display(),
         ),
     )
     .unwrap();
@@ -177,6 +175,24 @@ impl Setup {
 
     fn get(&self, cgroup: &str, path: &str) -> serde_json::Value {
         self.get_as(&self.host, cgroup, None, &format!("{IMDS}{path}"))
+    }
+
+    /// A GET of `path` from cgroup `cgroup`, by bash itself (`/dev/tcp`):
+    /// its pid and the answer.
+    fn bash_get(&self, cgroup: &str, path: &str) -> (u32, String) {
+        let script = format!(
+            "echo $$; exec 3<>/dev/tcp/169.254.169.254/80; \
+             printf 'GET {path} HTTP/1.0\\r\\nHost: 169.254.169.254\\r\\n\\r\\n' >&3; cat <&3"
+        );
+        let mut prefix = self.cgroups.exec_prefix(&self.host.name, cgroup);
+        prefix.extend(["/usr/bin/bash".to_owned(), "-c".to_owned(), script]);
+        let out = Command::new(&prefix[0])
+            .args(&prefix[1..])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (pid, answer) = text.split_once('\n').unwrap_or_else(|| panic!("{out:?}"));
+        (pid.trim().parse().unwrap(), answer.to_owned())
     }
 
     /// How many sets of the programs are attached to the test's cgroup.
@@ -278,14 +294,13 @@ fn clients_are_redirected_attributed_to_their_process_and_let_go_at_exit() {
     // A rule naming the executable beats the cgroup's rule, for a root
     // process too: the agent (nobody) asks its executable helper, which
     // keeps CAP_SYS_PTRACE and nothing else.
-    let got = setup.get("exe", ROLES);
-    assert_eq!(got["body"], "role-exe", "{got}");
-    let line = logged_workload(&agent, &got["pid"]);
-    let interpreter = std::fs::canonicalize(python()).unwrap();
+    let (pid, answer) = setup.bash_get("exe", ROLES);
     assert!(
-        line.contains(&format!("exe=\"{}\"", interpreter.display())),
-        "{line}"
+        answer.starts_with("HTTP/1.0 200 ") && answer.ends_with("role-exe"),
+        "{answer}"
     );
+    let line = logged_workload(&agent, &serde_json::json!(pid));
+    assert!(line.contains("exe=\"/usr/bin/bash\""), "{line}");
     let helper = helper_status(agent.pid(), "imds-exe");
     assert!(helper.contains(&format!("Uid:\t{AGENT_UID}\t")), "{helper}");
     // CAP_SYS_PTRACE is bit 19.
@@ -435,8 +450,8 @@ fn a_killed_agent_leaves_the_redirect_and_a_new_one_takes_it_over() {
     assert_eq!(after["status"], 401, "{after}");
 }
 
-/// The attack on `exe` rules: a process running another program connects,
-/// forks, and execs the allowed executable; its child, which holds the
+/// The attack on `exe` rules: a process running another program (Python)
+/// connects, forks, and execs the allowed executable (bash); its child, which holds the
 /// connection, sends the request. By the time the request comes, the pid
 /// the kernel recorded runs the allowed executable, but it is not the
 /// program that connected: not the executable rule's role (404 for it).
@@ -450,16 +465,23 @@ fn a_process_that_execs_after_connecting_is_not_the_executable_it_became() {
     let setup = setup();
     let agent = setup.start();
     // The allowed executable, straight: its rule.
-    assert_eq!(setup.get("exe", ROLES)["body"], "role-exe");
-    let python = python().display().to_string();
+    let (_, answer) = setup.bash_get("exe", ROLES);
+    assert!(answer.ends_with("role-exe"), "{answer}");
+    // Python connects; its child sends; meanwhile the parent becomes
+    // bash.
     let script = format!(
-        "exec 3<>/dev/tcp/169.254.169.254/80; \
-         ( sleep 1; printf 'GET {ROLES}role-exe HTTP/1.0\\r\\nHost: 169.254.169.254\\r\\n\\r\\n' >&3; \
-           head -c 200 <&3 ) & \
-         exec {python} -c 'import time; time.sleep(3)'"
+        "import os, socket, sys, time\n\
+         s = socket.create_connection(('169.254.169.254', 80))\n\
+         if os.fork() == 0:\n\
+         \x20   time.sleep(1)\n\
+         \x20   s.sendall(b'GET {ROLES}role-exe HTTP/1.0\\r\\nHost: 169.254.169.254\\r\\n\\r\\n')\n\
+         \x20   sys.stdout.write(s.recv(200).decode(errors='replace'))\n\
+         \x20   sys.stdout.flush()\n\
+         \x20   os._exit(0)\n\
+         os.execv('/usr/bin/bash', ['bash', '-c', 'sleep 3'])\n"
     );
     let mut prefix = setup.cgroups.exec_prefix(&setup.host.name, "exe");
-    prefix.extend(["bash".to_owned(), "-c".to_owned(), script]);
+    prefix.extend([python().display().to_string(), "-c".to_owned(), script]);
     let out = Command::new(&prefix[0])
         .args(&prefix[1..])
         .output()
@@ -470,5 +492,58 @@ fn a_process_that_execs_after_connecting_is_not_the_executable_it_became() {
         "the child of a process that became the allowed executable got: {answer:?}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    agent.wait_for_log("runs another executable than when it connected");
+    agent.wait_for_log("is not the file it ran when it connected");
+}
+
+/// The attack on `exe` rules through a mount namespace: any user can
+/// `unshare -Urm`, bind its own program (here bash) over the allowed
+/// binary's path, and run it by that path. `/proc/<pid>/exe` then reads
+/// `/usr/bin/sleep`, and the kernel's record is the user's program: the
+/// path names another file in the agent's view, so the rule does not
+/// match. Before, the agent compared the record with the file it opened
+/// through /proc, which is the user's program too, and the rule matched.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn a_program_bound_over_an_allowed_path_is_not_that_executable() {
+    let setup = setup();
+    let agent = setup.start();
+    let ask = format!(
+        "exec 3<>/dev/tcp/169.254.169.254/80; \\
+         printf 'GET {ROLES}role-sleep HTTP/1.0\\r\\nHost: 169.254.169.254\\r\\n\\r\\n' >&3; \\
+         head -c 200 <&3"
+    );
+    let script = format!(
+        "mount --bind /bin/bash /usr/bin/sleep && exec /usr/bin/sleep -c '{}'",
+        ask.replace('\'', "'\\''")
+    );
+    let mut prefix = setup.cgroups.exec_prefix(&setup.host.name, "users");
+    prefix.extend(
+        [
+            "setpriv",
+            &format!("--reuid={WORKLOAD_UID}"),
+            &format!("--regid={WORKLOAD_UID}"),
+            "--clear-groups",
+            "unshare",
+            "-Urm",
+            "sh",
+            "-c",
+            &script,
+        ]
+        .map(str::to_owned),
+    );
+    let out = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.starts_with("HTTP/1.0 404 "),
+        "a program bound over /usr/bin/sleep got: {answer:?}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.logs()
+    );
+    agent.wait_for_log("is not the file it ran when it connected");
 }

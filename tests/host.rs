@@ -479,7 +479,12 @@ fn foreign_interfaces_are_dropped_even_after_the_agent_dies() {
 )]
 fn a_clean_stop_removes_the_address_and_keeps_the_table() {
     let host = Host::new();
+    // Something answers 169.254.169.254 beyond this host, as on EC2 or
+    // in a network that has one.
+    let fake = support::ec2::FakeEc2::beside(&host.ns);
     let before = host.network_state();
+    let upstream = host.get_with_timeout("a", "/latest/meta-data/instance-id", "5");
+    assert_eq!(upstream["status"], 401, "the stand-in answers: {upstream}");
     let agent = host.start();
     let during = host.network_state();
     assert!(
@@ -497,6 +502,17 @@ fn a_clean_stop_removes_the_address_and_keeps_the_table() {
         after.contains("table inet imds_agent"),
         "the table stays: {after}"
     );
+    // Stopped, the agent fails closed: the address is gone and the table
+    // drops what would now leave for the stand-in.
+    let asked = fake.requests().len();
+    let dropped = host.get_with_timeout("a", "/latest/meta-data/instance-id", "1");
+    assert!(
+        dropped["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out")),
+        "{dropped}"
+    );
+    assert_eq!(fake.requests().len(), asked, "the stand-in saw nothing");
     // A second agent starts over the first one's table.
     let again = host.start();
     assert_eq!(

@@ -51,6 +51,12 @@ pub trait RoleAssignment: Send + Sync + fmt::Debug {
     fn needs_exe(&self) -> bool {
         false
     }
+
+    /// Whether a rule's executable pattern matches `path`: then whether the
+    /// process still runs what it connected with must be checked too.
+    fn exe_rule_matches(&self, _path: &str) -> bool {
+        false
+    }
 }
 
 /// Which container roles from the environment are honoured.
@@ -240,6 +246,13 @@ impl RoleAssignment for Assignments {
             && self.defaults.session_per_workload
         {
             for entry in cgroups.all() {
+                // Only cgroups root named all of: a user's own (however
+                // many it makes, whatever it calls them) are fetched when
+                // they ask, never ahead, so they can't crowd the host's
+                // units out of the prefetch.
+                if *entry.facts.trusted != *entry.path || entry.facts.user_unit.is_some() {
+                    continue;
+                }
                 let subject = Subject::cgroup(&entry.facts);
                 let Some(rule) = rules.find(&subject) else {
                     continue;
@@ -253,13 +266,19 @@ impl RoleAssignment for Assignments {
                 wanted.push(role);
             }
         }
-        wanted.sort_by_key(|r| (r.spec.to_string(), r.session.session_name.clone()));
-        wanted.dedup();
+        // In this order (the engine prefetches the first ones when there
+        // are too many), each once.
+        let mut seen = std::collections::HashSet::new();
+        wanted.retain(|role| seen.insert(role.clone()));
         wanted
     }
 
     fn needs_exe(&self) -> bool {
         self.rules().rules().iter().any(|r| r.names_exe())
+    }
+
+    fn exe_rule_matches(&self, path: &str) -> bool {
+        self.rules().rules().iter().any(|r| r.exe_matches(path))
     }
 
     fn still_assigned(&self, role: &Role) -> bool {

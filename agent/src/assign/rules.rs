@@ -163,6 +163,11 @@ impl Rule {
         self.exe.is_some()
     }
 
+    /// Whether the rule's executable pattern matches `path`.
+    pub fn exe_matches(&self, path: &str) -> bool {
+        self.exe.as_ref().is_some_and(|p| p.matches(path))
+    }
+
     /// Whether every condition holds for `subject`.
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
         let glob = |pattern: &Option<Glob>, value: Option<&str>| match pattern {
@@ -177,10 +182,18 @@ impl Rule {
                 .user_unit
                 .is_some_and(|u| Some(u.uid) == self.uid && pattern.matches(&u.name)),
         };
+        // An executable's path matches only if it is still the file the
+        // process connected with (`Program::runs_what_connected`).
+        let exe = match &self.exe {
+            None => true,
+            Some(pattern) => subject.program.is_some_and(|p| {
+                p.exe().is_some_and(|path| pattern.matches(path)) && p.runs_what_connected()
+            }),
+        };
         glob(&self.unit, subject.unit)
             && user_unit
             && glob(&self.cgroup, subject.cgroup)
-            && glob(&self.exe, subject.program.and_then(|p| p.exe()))
+            && exe
             && self.uid.is_none_or(|uid| subject.uid == Some(uid))
             && glob(
                 &self.container_name,

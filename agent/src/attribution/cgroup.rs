@@ -129,12 +129,15 @@ impl CgroupIndex {
     /// request path.
     pub fn rescan(&self) -> io::Result<usize> {
         let mut found = HashMap::new();
+        // The root itself must be there; anything below that can't be read
+        // is left out (see `Walk::dir`).
+        std::fs::metadata(&self.root)?;
         let mut walk = Walk {
             root: &self.root,
             found: &mut found,
             segments: Vec::new(),
         };
-        walk.dir(&self.root, None, true)?;
+        walk.dir(&self.root, None, true);
         let count = found.len();
         *self.entries.write().unwrap_or_else(|e| e.into_inner()) = found;
         Ok(count)
@@ -151,9 +154,18 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     /// Indexes `dir` (child of `parent`; `root_named`: whether only root
-    /// could have named it) and everything below it.
-    fn dir(&mut self, dir: &Path, parent: Option<u64>, root_named: bool) -> io::Result<()> {
-        let meta = std::fs::metadata(dir)?;
+    /// could have named it) and everything below it. A subtree that can't
+    /// be read is left out, never the walk: any user can make a cgroup of
+    /// its own unreadable (`chmod 000`) or nest cgroups deeper than a path
+    /// may be long, and neither may stop the agent seeing everyone else.
+    fn dir(&mut self, dir: &Path, parent: Option<u64>, root_named: bool) {
+        let meta = match std::fs::metadata(dir) {
+            Ok(meta) => meta,
+            Err(e) => {
+                self.skipped(dir, &e);
+                return;
+            }
+        };
         let relative = dir.strip_prefix(self.root).unwrap_or(Path::new(""));
         let segments: Vec<Segment<'_>> = self
             .segments
@@ -170,6 +182,10 @@ impl Walk<'_> {
         };
         let id = meta.ino();
         self.found.insert(id, entry);
+        if self.segments.len() >= MAX_DEPTH {
+            self.skipped(dir, &io::Error::other("deeper than the walk goes"));
+            return;
+        }
         // Names made in this directory are root's only if it is root's and
         // root gave it to nobody: not a user's (owner), not delegated
         // (systemd marks `Delegate=yes` cgroups), not a user's manager. The
@@ -184,9 +200,10 @@ impl Walk<'_> {
                 && !crate::sys::xattr::is_delegated(dir));
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
-            // A cgroup removed during the walk is simply not there.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) => {
+                self.skipped(dir, &e);
+                return;
+            }
         };
         for entry in entries.flatten() {
             if !entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -196,16 +213,24 @@ impl Walk<'_> {
                 entry.file_name().to_string_lossy().into_owned(),
                 children_root_named,
             ));
-            let walked = self.dir(&entry.path(), Some(id), children_root_named);
+            self.dir(&entry.path(), Some(id), children_root_named);
             self.segments.pop();
-            match walked {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                other => other?,
-            }
         }
-        Ok(())
+    }
+
+    /// A subtree left out of this walk: its cgroups are not found (their
+    /// workloads get no role) until it can be read.
+    fn skipped(&self, dir: &Path, error: &io::Error) {
+        // Removed during the walk: simply not there.
+        if error.kind() != io::ErrorKind::NotFound {
+            tracing::debug!(dir = %dir.display(), %error, "cgroup subtree left out of the walk");
+        }
     }
 }
+
+/// How deep the walk goes. systemd's deepest trees are under ten levels;
+/// deeper is a user nesting cgroups of its own.
+const MAX_DEPTH: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -264,6 +289,13 @@ mod tests {
         std::fs::create_dir_all(delegated.join("nginx.service")).unwrap();
         std::fs::create_dir_all(dir.path().join("system.slice/nginx.service/sub")).unwrap();
         std::os::unix::fs::chown(&delegated, Some(4242), Some(4242)).unwrap();
+        // What a user can do to its own cgroups: nest them deeper than any
+        // path may be long. The walk leaves the depths out and goes on.
+        let mut deep = delegated.join("deep");
+        for _ in 0..MAX_DEPTH + 5 {
+            deep = deep.join("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
         let index = CgroupIndex::new(dir.path().to_owned());
         index.rescan().unwrap();
         let at = |path: &str| {
@@ -273,6 +305,12 @@ mod tests {
         let forged = at("work.slice/mine.slice/nginx.service");
         assert_eq!(forged.facts.unit, None);
         assert_eq!(forged.facts.trusted, "/work.slice/mine.slice");
+        assert!(
+            index
+                .entry(std::fs::metadata(&deep).unwrap().ino())
+                .is_none(),
+            "too deep: left out"
+        );
         let real = at("system.slice/nginx.service/sub");
         assert_eq!(real.facts.unit.as_deref(), Some("nginx.service"));
         assert_eq!(real.facts.trusted, "/system.slice/nginx.service/sub");

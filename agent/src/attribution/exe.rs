@@ -13,9 +13,11 @@
 //! A pid alone proves nothing about who connected: the process may have
 //! exec'd another program since (connect, fork, exec the allowed binary,
 //! send the request from the child), or exited and left its pid to
-//! another. So the eBPF programs record the identity (inode, device) of
-//! the executable at `connect()`, and an executable read here counts only
-//! if it is that same file.
+//! another. And a path proves nothing either: in a mount namespace of its
+//! own a user may bind its own program over `/usr/bin/allowed`. So the
+//! eBPF programs record the identity (inode, device) of the executable at
+//! `connect()`, and the path read here counts only if it names that same
+//! file in the agent's own view of the file system (`identity_of`).
 
 use std::os::fd::AsRawFd as _;
 use std::os::unix::net::UnixDatagram;
@@ -43,16 +45,6 @@ pub struct ExeId {
     pub minor: u32,
 }
 
-/// A process's executable as /proc shows it: its path, and which file it
-/// is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeenExe {
-    /// The path (`/usr/bin/python3.11`).
-    pub path: Arc<str>,
-    /// The file.
-    pub id: ExeId,
-}
-
 /// Where executables are read.
 #[derive(Debug, Default)]
 pub enum ExeSource {
@@ -64,9 +56,11 @@ pub enum ExeSource {
 }
 
 impl ExeSource {
-    /// The executable of process `pid`, if it is there and may be seen.
-    /// Blocking (a helper round trip): not on an async worker.
-    pub fn exe_of(&self, pid: u32) -> Option<SeenExe> {
+    /// The path of process `pid`'s executable, if it is there and may be
+    /// seen. Reading the link asks no file system anything (a user's FUSE
+    /// mount can't stall it). Blocking (a helper round trip): not on an
+    /// async worker.
+    pub fn path_of(&self, pid: u32) -> Option<Arc<str>> {
         match self {
             ExeSource::Own => read_exe(pid),
             ExeSource::Helper(helper) => helper.ask(pid),
@@ -74,63 +68,23 @@ impl ExeSource {
     }
 }
 
-/// Opens the executable once and reads both its path and its identity
-/// from that open file, so the two are of the same file even if the
-/// process execs meanwhile.
-fn read_exe(pid: u32) -> Option<SeenExe> {
-    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH)
-        .open(format!("/proc/{pid}/exe"))
-        .ok()?;
-    let meta = file.metadata().ok()?;
-    let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
-    Some(SeenExe {
-        path: Arc::from(path.to_string_lossy().as_ref()),
-        id: ExeId {
-            ino: meta.ino(),
-            major: libc::major(meta.dev()),
-            minor: libc::minor(meta.dev()),
-        },
+fn read_exe(pid: u32) -> Option<Arc<str>> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| Arc::from(p.to_string_lossy().as_ref()))
+}
+
+/// Which file `path` is in the agent's own view of the file system. Asked
+/// only for paths a rule's pattern matches (the operator's, not the
+/// workload's, directories).
+pub fn identity_of(path: &str) -> Option<ExeId> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(ExeId {
+        ino: meta.ino(),
+        major: libc::major(meta.dev()),
+        minor: libc::minor(meta.dev()),
     })
-}
-
-/// An answer on the helper's socket: pid, inode, major, minor, path.
-fn encode_answer(pid: u32, seen: Option<&SeenExe>) -> Vec<u8> {
-    let mut answer = pid.to_ne_bytes().to_vec();
-    if let Some(seen) = seen {
-        answer.extend_from_slice(&seen.id.ino.to_ne_bytes());
-        answer.extend_from_slice(&seen.id.major.to_ne_bytes());
-        answer.extend_from_slice(&seen.id.minor.to_ne_bytes());
-        answer.extend_from_slice(seen.path.as_bytes());
-    }
-    answer
-}
-
-/// Reads an answer for `pid`: `None` if it is for another pid; `Some(None)`
-/// if the helper could not see the process.
-fn decode_answer(pid: u32, answer: &[u8]) -> Option<Option<SeenExe>> {
-    let (for_pid, rest) = answer.split_at_checked(4)?;
-    if for_pid != pid.to_ne_bytes() {
-        return None;
-    }
-    let Some((ino, rest)) = rest.split_at_checked(8) else {
-        return Some(None);
-    };
-    let (major, rest) = rest.split_at_checked(4)?;
-    let (minor, path) = rest.split_at_checked(4)?;
-    if path.is_empty() {
-        return Some(None);
-    }
-    Some(Some(SeenExe {
-        path: Arc::from(String::from_utf8_lossy(path)),
-        id: ExeId {
-            ino: u64::from_ne_bytes(ino.try_into().ok()?),
-            major: u32::from_ne_bytes(major.try_into().ok()?),
-            minor: u32::from_ne_bytes(minor.try_into().ok()?),
-        },
-    }))
 }
 
 /// The agent's end of the helper's socket.
@@ -173,14 +127,14 @@ impl ExeHelper {
     /// answer to an earlier question is never taken for this one's. The
     /// helper answers one question at a time; callers are on blocking
     /// threads, never on the request path's workers.
-    fn ask(&self, pid: u32) -> Option<SeenExe> {
+    fn ask(&self, pid: u32) -> Option<Arc<str>> {
         let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
         socket.send(&pid.to_ne_bytes()).ok()?;
-        let mut answer = [0u8; 4 + 16 + 4096];
+        let mut answer = [0u8; 4 + 4096];
         loop {
             let len = socket.recv(&mut answer).ok()?;
-            if let Some(seen) = decode_answer(pid, &answer[..len]) {
-                return seen;
+            if let Some(path) = decode_answer(pid, &answer[..len]) {
+                return path;
             }
         }
     }
@@ -207,11 +161,27 @@ fn helper(socket: &UnixDatagram, parent: nix::unistd::Pid, target: &Target) -> i
             continue;
         };
         let pid = u32::from_ne_bytes(pid);
-        let answer = encode_answer(pid, read_exe(pid).as_ref());
+        let answer = encode_answer(pid, read_exe(pid).as_deref());
         if socket.send(&answer).is_err() {
             return 0;
         }
     }
+}
+
+/// An answer on the helper's socket: the pid, then the path (empty: not
+/// seen).
+fn encode_answer(pid: u32, path: Option<&str>) -> Vec<u8> {
+    let mut answer = pid.to_ne_bytes().to_vec();
+    answer.extend_from_slice(path.unwrap_or("").as_bytes());
+    answer
+}
+
+/// Reads an answer for `pid`: `None` if it is for another pid; `Some(None)`
+/// if the helper could not see the process.
+fn decode_answer(pid: u32, answer: &[u8]) -> Option<Option<Arc<str>>> {
+    let (for_pid, path) = answer.split_at_checked(4)?;
+    (for_pid == pid.to_ne_bytes())
+        .then(|| (!path.is_empty()).then(|| Arc::from(String::from_utf8_lossy(path))))
 }
 
 #[cfg(test)]
@@ -220,33 +190,25 @@ mod tests {
 
     #[test]
     fn reads_its_own_executable_and_which_file_it_is() {
-        let seen = read_exe(std::process::id()).expect("its own executable");
+        let path = read_exe(std::process::id()).expect("its own executable");
         let exe = std::env::current_exe().unwrap();
-        assert_eq!(&*seen.path, exe.to_str().unwrap());
+        assert_eq!(&*path, exe.to_str().unwrap());
         use std::os::unix::fs::MetadataExt as _;
         let meta = std::fs::metadata(&exe).unwrap();
-        assert_eq!(seen.id.ino, meta.ino());
+        assert_eq!(identity_of(&path).unwrap().ino, meta.ino());
         assert_eq!(read_exe(u32::MAX), None);
+        assert_eq!(identity_of("/nonexistent/binary"), None);
     }
 
     #[test]
     fn answers_name_their_pid() {
-        let seen = SeenExe {
-            path: "/usr/bin/python3".into(),
-            id: ExeId {
-                ino: 42,
-                major: 8,
-                minor: 1,
-            },
-        };
-        let answer = encode_answer(7, Some(&seen));
-        assert_eq!(decode_answer(7, &answer), Some(Some(seen)));
+        let answer = encode_answer(7, Some("/usr/bin/python3"));
+        assert_eq!(
+            decode_answer(7, &answer),
+            Some(Some("/usr/bin/python3".into()))
+        );
         assert_eq!(decode_answer(8, &answer), None, "another pid's answer");
         assert_eq!(decode_answer(7, &encode_answer(7, None)), Some(None));
-        assert_eq!(
-            decode_answer(7, &answer[..10]),
-            Some(None),
-            "cut short: nothing seen"
-        );
+        assert_eq!(decode_answer(7, &answer[..2]), None, "cut short");
     }
 }

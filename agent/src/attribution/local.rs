@@ -43,8 +43,14 @@ impl Rescanner {
     /// Walks whenever asked, forever, calling `after_walk` after each walk
     /// (new cgroups may be workloads whose roles are to be prefetched).
     pub async fn run(self: Arc<Self>, after_walk: Arc<dyn Fn() + Send + Sync>) {
+        let mut last = tokio::time::Instant::now() - WALK_GAP;
         loop {
             self.wake.notified().await;
+            // Connections from cgroups the index does not know ask for
+            // walks; a user making cgroups as fast as it can must not keep
+            // the walker busy all the time. Requests meanwhile share the
+            // next walk.
+            tokio::time::sleep_until(last + WALK_GAP).await;
             self.started.fetch_add(1, Ordering::SeqCst);
             let index = Arc::clone(&self.index);
             match tokio::task::spawn_blocking(move || index.rescan()).await {
@@ -53,6 +59,7 @@ impl Rescanner {
                 Err(e) => tracing::warn!(error = %e, "the cgroup walk panicked"),
             }
             self.done.send_modify(|n| *n += 1);
+            last = tokio::time::Instant::now();
             after_walk();
         }
     }
@@ -76,6 +83,9 @@ impl Rescanner {
         })
     }
 }
+
+/// The least time between the end of one walk and the start of the next.
+const WALK_GAP: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What the eBPF redirect recorded about a connection's client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,8 +208,14 @@ impl Attribution for Local {
         let SocketAddr::V4(client) = peer else {
             return unknown();
         };
-        match self.redirect.as_ref().and_then(|r| r.by_address(client)) {
-            Some(record) => self.bridged_record(client, record),
+        match &self.redirect {
+            Some(redirect) => match redirect.by_address(client) {
+                Some(record) => self.bridged_record(client, record),
+                // Every connection the programs redirect files its record
+                // before its first packet: one without a record did not
+                // come through them (a raw socket, a forged address).
+                None => unknown(),
+            },
             None => self.bridged_container(peer),
         }
     }
@@ -225,12 +241,15 @@ impl Local {
             .containers
             .as_ref()
             .and_then(|c| c.by_cgroup(&self.index.ancestry(cgroup_id)));
-        if let (None, Some(containers)) = (&container, &self.containers)
-            && entry.facts.container_scope
-        {
+        if container.is_none() && entry.facts.container_scope {
             // Root made a container runtime's cgroup that the registry does
-            // not know yet: it is not a plain process. Wait, then Unknown.
-            return Identified::Retry(containers.next_change());
+            // not know (yet, or at all: no Docker watcher, another
+            // runtime): it is not a plain process, whose uid or unit
+            // rules could match it. Wait for the registry, then Unknown.
+            return match &self.containers {
+                Some(containers) => Identified::Retry(containers.next_change()),
+                None => Identified::Known(Workload::Unknown(peer)),
+            };
         }
         if let Some(expected) = expected {
             let belongs = container

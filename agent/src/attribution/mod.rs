@@ -119,26 +119,40 @@ pub struct Program {
 }
 
 impl Program {
-    /// The process's executable, read once, and only when a rule names an
-    /// executable (most connections never pay for it): blocking, so the
-    /// server resolves it off the request path (`resolve_exe`) before rules
-    /// are asked. `None` when the process is gone, may not be seen (see
-    /// `exe`), or no longer runs the file it ran when it connected.
+    /// The path of the process's executable, as `/proc/<pid>/exe` shows
+    /// it: read once, and only when a rule names an executable (most
+    /// connections never pay for it). Not proof of anything by itself: see
+    /// `runs_what_connected`. Blocking: the server reads it off the request
+    /// path (`resolve_exe`) before rules are asked.
     pub fn exe(&self) -> Option<&str> {
         self.exe
             .path
-            .get_or_init(|| {
-                // The kernel could not tell what it ran: nothing to bind
-                // a match to.
-                let recorded = self.exe.recorded?;
-                let seen = self.exe.source.exe_of(self.pid)?;
-                if seen.id != recorded {
-                    tracing::info!(pid = self.pid, exe = %seen.path, "the process runs another executable than when it connected: no exe rule matches it");
-                    return None;
-                }
-                Some(seen.path)
-            })
+            .get_or_init(|| self.exe.source.path_of(self.pid))
             .as_deref()
+    }
+
+    /// Whether the file `exe` names, in the agent's own view of the file
+    /// system, is the one the kernel recorded the process running at
+    /// `connect()`. A process that exec'd another program since (connect,
+    /// fork, exec the allowed binary, send from the child), a pid reused
+    /// by another process, or a path that names another file in the
+    /// process's own mount namespace (a bind mount over the allowed
+    /// binary) all fail. Checked once; only worth asking when a rule's
+    /// pattern matches the path (the path is the workload's to choose).
+    pub fn runs_what_connected(&self) -> bool {
+        *self.exe.verified.get_or_init(|| {
+            // The kernel could not tell what it ran: nothing to bind a
+            // match to.
+            let (Some(recorded), Some(path)) = (self.exe.recorded, self.exe()) else {
+                return false;
+            };
+            let now = exe::identity_of(path);
+            if now != Some(recorded) {
+                tracing::info!(pid = self.pid, exe = %path, "the process's executable is not the file it ran when it connected: no exe rule matches it");
+                return false;
+            }
+            true
+        })
     }
 
     /// Whether `exe` has been read already (then it costs nothing).
@@ -152,6 +166,7 @@ impl Program {
 #[derive(Debug, Clone, Default)]
 pub struct Exe {
     path: Arc<std::sync::OnceLock<Option<Arc<str>>>>,
+    verified: Arc<std::sync::OnceLock<bool>>,
     /// The file it ran at `connect()`, as the kernel recorded it.
     recorded: Option<ExeId>,
     source: Arc<exe::ExeSource>,
@@ -163,15 +178,17 @@ impl Exe {
     pub fn from(source: Arc<exe::ExeSource>, recorded: Option<ExeId>) -> Self {
         Self {
             path: Arc::default(),
+            verified: Arc::default(),
             recorded,
             source,
         }
     }
 
-    /// Already known: `path`.
+    /// Already known and checked: `path` (tests).
     pub fn known(path: Option<&str>) -> Self {
         Self {
             path: Arc::new(std::sync::OnceLock::from(path.map(Arc::from))),
+            verified: Arc::new(std::sync::OnceLock::from(path.is_some())),
             recorded: None,
             source: Arc::default(),
         }

@@ -103,9 +103,13 @@ fn owner_key(workload: &Workload) -> Option<Box<[u8]>> {
     match workload {
         Workload::Address(_) => None,
         Workload::Unknown(_) | Workload::Container(_) => Some(workload.token_binding().into()),
-        Workload::Process(p) => Some(match &p.container {
-            Some(container) => format!("ctr:{}", container.id).into_bytes().into(),
-            None => format!("uid:{}", p.uid).into_bytes().into(),
+        // A user's slice (root named it) says whose the process is even
+        // when its uid is one of the user's subordinate uids (newuidmap
+        // gives a user thousands).
+        Workload::Process(p) => Some(match (&p.container, p.facts.user_slice) {
+            (Some(container), _) => format!("ctr:{}", container.id).into_bytes().into(),
+            (None, Some(user)) => format!("uid:{user}").into_bytes().into(),
+            (None, None) => format!("uid:{}", p.uid).into_bytes().into(),
         }),
     }
 }
@@ -141,6 +145,30 @@ mod tests {
         assert!(limits.admit(&process(3, 1000)).unwrap().is_some());
         drop((a2, b1));
         assert_eq!(limits.tracked(), 0, "every share given back");
+    }
+
+    #[test]
+    fn a_users_subordinate_uids_are_that_user() {
+        let limits = Limits::new(10, 2);
+        let in_slice = |cgroup_id, uid| {
+            Workload::Process(Arc::new(Process {
+                cgroup_id,
+                cgroup: "/x".into(),
+                uid,
+                facts: Arc::new(crate::attribution::facts::of_root_named(
+                    "/user.slice/user-1000.slice/session-1.scope",
+                )),
+                container: None,
+                program: None,
+            }))
+        };
+        let _a = limits.admit(&in_slice(1, 100_000)).unwrap();
+        let _b = limits.admit(&in_slice(2, 165_535)).unwrap();
+        assert_eq!(
+            limits.admit(&in_slice(3, 1000)).unwrap_err(),
+            Over::Owner,
+            "one user, however many uids"
+        );
     }
 
     #[test]

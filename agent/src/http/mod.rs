@@ -71,7 +71,7 @@ async fn handle(
         None => conn.set_identity(identify(&*state.attribution, &conn.info).await),
     };
     let identity = &*identity;
-    resolve_exe(&identity.workload, &*state.roles).await;
+    resolve_exe(&identity.workload, &state.roles).await;
     let role = conn.role(state.roles.generation(), || {
         state.roles.role_for(&identity.workload)
     });
@@ -158,9 +158,11 @@ async fn handle(
 }
 
 /// Reads the executable of the process behind `workload` on a blocking
-/// thread, when a rule names executables: rule matching then finds it
-/// read, and no worker waits on /proc or the executable helper.
-async fn resolve_exe(workload: &Workload, roles: &dyn RoleAssignment) {
+/// thread, when a rule names executables (and, when a rule's pattern
+/// matches it, checks it is the file the process connected with): rule
+/// matching then finds both known, and no worker waits on /proc, the
+/// executable helper or a file system.
+async fn resolve_exe(workload: &Workload, roles: &Arc<dyn RoleAssignment>) {
     let Workload::Process(process) = workload else {
         return;
     };
@@ -170,9 +172,13 @@ async fn resolve_exe(workload: &Workload, roles: &dyn RoleAssignment) {
     if process.container.is_some() || program.exe_resolved() || !roles.needs_exe() {
         return;
     }
-    let program = program.clone();
+    let (program, roles) = (program.clone(), Arc::clone(roles));
     let _ = tokio::task::spawn_blocking(move || {
-        program.exe();
+        if let Some(path) = program.exe()
+            && roles.exe_rule_matches(path)
+        {
+            program.runs_what_connected();
+        }
     })
     .await;
 }

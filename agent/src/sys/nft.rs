@@ -15,6 +15,14 @@
 //!     meta nfproto ipv4 ip daddr 169.254.169.254 iifname "br-*" accept
 //!     meta nfproto ipv4 ip daddr 169.254.169.254 counter drop
 //!   }
+//!   chain output {         # filter, alias mode
+//!     ip daddr 169.254.169.254 oifname != "lo" counter drop
+//!     ip6 daddr fd00:ec2::254 oifname != "lo" counter drop
+//!   }
+//!   chain forward {        # filter, both modes
+//!     ip daddr 169.254.169.254 counter drop
+//!     ip6 daddr fd00:ec2::254 counter drop
+//!   }
 //!   chain prerouting {     # nat, DNAT mode only
 //!     iifname "docker0" ip daddr 169.254.169.254 tcp dport 80 dnat to 169.254.170.254:80
 //!   }
@@ -24,12 +32,13 @@
 //!   chain output_v6 {      # filter, DNAT mode only
 //!     ip6 daddr fd00:ec2::254 meta skuid != AGENT counter drop
 //!   }
-//!   chain forward {        # filter, DNAT mode only
-//!     ip daddr 169.254.169.254 counter drop
-//!     ip6 daddr fd00:ec2::254 counter drop
-//!   }
 //! }
 //! ```
+//!
+//! In alias mode the output chain is what makes a stopped agent fail
+//! closed: while 169.254.169.254 is on `lo`, local processes reach it
+//! there; once the address is gone (a clean stop, a failed start), their
+//! packets would leave for whatever answers it upstream, and are dropped.
 //!
 //! EC2's IPv6 IMDS (`fd00:ec2::254`, when the instance has it enabled)
 //! serves the instance role as the IPv4 one does: in DNAT mode workloads
@@ -252,6 +261,37 @@ pub(crate) fn apply_batch(policy: &Policy) -> Result<FinalizedBatch, NftError> {
         drop.add_expr(&nft_expr!(verdict drop));
         batch.add(&drop, MsgType::Add);
     }
+    // Nothing reaches the real IMDS through this host: container traffic
+    // is answered or redirected before routing, anything else forwarded
+    // there is dropped.
+    let mut forward = Chain::new(c"forward", &table);
+    forward.set_hook(Hook::Forward, 0);
+    forward.set_policy(nftnl::Policy::Accept);
+    batch.add(&forward, MsgType::Add);
+    for imds in [IpAddr::V4(IMDS), IpAddr::V6(IMDS_V6)] {
+        let mut drop = Rule::new(&forward);
+        match_daddr(&mut drop, imds);
+        drop.add_expr(&nft_expr!(counter));
+        drop.add_expr(&nft_expr!(verdict drop));
+        batch.add(&drop, MsgType::Add);
+    }
+    if policy.dnat.is_none() {
+        // Alias mode: the IMDS addresses only on `lo`.
+        let mut output = Chain::new(c"output", &table);
+        output.set_hook(Hook::Out, 0);
+        output.set_policy(nftnl::Policy::Accept);
+        batch.add(&output, MsgType::Add);
+        for imds in [IpAddr::V4(IMDS), IpAddr::V6(IMDS_V6)] {
+            let lo = InterfaceName::Exact(c"lo".to_owned());
+            let mut drop = Rule::new(&output);
+            match_daddr(&mut drop, imds);
+            drop.add_expr(&nft_expr!(meta oifname));
+            drop.add_expr(&nft_expr!(cmp != lo));
+            drop.add_expr(&nft_expr!(counter));
+            drop.add_expr(&nft_expr!(verdict drop));
+            batch.add(&drop, MsgType::Add);
+        }
+    }
     if let Some(dnat) = &policy.dnat {
         let mut prerouting = Chain::new(c"prerouting", &table);
         prerouting.set_hook(Hook::PreRouting, -100);
@@ -277,20 +317,6 @@ pub(crate) fn apply_batch(policy: &Policy) -> Result<FinalizedBatch, NftError> {
         rule.add_expr(&nft_expr!(cmp != dnat.exempt_uid));
         add_dnat(&mut rule, dnat);
         batch.add(&rule, MsgType::Add);
-        // Nothing reaches the real IMDS through this host: container
-        // traffic was redirected before routing, anything else forwarded
-        // there is dropped.
-        let mut forward = Chain::new(c"forward", &table);
-        forward.set_hook(Hook::Forward, 0);
-        forward.set_policy(nftnl::Policy::Accept);
-        batch.add(&forward, MsgType::Add);
-        for imds in [IpAddr::V4(IMDS), IpAddr::V6(IMDS_V6)] {
-            let mut drop = Rule::new(&forward);
-            match_daddr(&mut drop, imds);
-            drop.add_expr(&nft_expr!(counter));
-            drop.add_expr(&nft_expr!(verdict drop));
-            batch.add(&drop, MsgType::Add);
-        }
         // Local processes: no DNAT target for IPv6, so dropped (a filter
         // chain: nat chains are for translating).
         let mut output_v6 = Chain::new(c"output_v6", &table);
