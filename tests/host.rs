@@ -782,7 +782,10 @@ fn a_thousand_cgroups_of_one_user_do_not_keep_a_system_unit_waiting() {
             "user.slice/user-4242.slice",
             manager,
         ],
-        "[[rule]]\nunit = \"new.service\"\nrole = \"role-new\"\n",
+        // The user's cgroups match a rule too, whose role sorts first: a
+        // prefetch filled with them would leave the unit's role out.
+        "[[rule]]\nunit = \"new.service\"\nrole = \"role-new\"\n\
+         [[rule]]\ncgroup = \"/user.slice/**\"\nrole = \"role-aaa\"\n",
         true,
     );
     host.cgroups.delegate(manager, ATTACKER);
@@ -807,7 +810,7 @@ fn a_thousand_cgroups_of_one_user_do_not_keep_a_system_unit_waiting() {
         .arg(py_script("many_cgroups.py"))
         .arg(host.cgroups.dir(manager).join("app.slice"))
         .arg("1100")
-        .arg(format!("{IMDS}{ROLES}role-default"))
+        .arg(format!("{IMDS}{ROLES}role-aaa"))
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&flood.stdout);

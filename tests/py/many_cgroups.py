@@ -18,9 +18,10 @@ def main():
     os.makedirs(parent, exist_ok=True)
     statuses = {}
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    for i in range(count):
-        cgroup = os.path.join(parent, f"flood-{i}.service")
+    cgroups = [os.path.join(parent, f"flood-{i}.service") for i in range(count)]
+    for cgroup in cgroups:
         os.mkdir(cgroup)
+    for cgroup in cgroups:
         with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
             procs.write(str(os.getpid()))
         try:

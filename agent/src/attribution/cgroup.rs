@@ -228,6 +228,30 @@ impl Walk<'_> {
     }
 }
 
+/// The id of container `id`'s cgroup on `path` (the unified-hierarchy path
+/// of one of its processes, as `/proc/<pid>/cgroup` shows it) below the
+/// cgroup2 mount `root`: the directory named after the container
+/// (`docker-<id>.scope`, `/docker/<id>`, …), if root named it, as the
+/// walk would see it. A directory of that name in a user's own subtree is
+/// not the container's, nor is a process in one.
+pub fn container_cgroup(root: &Path, path: &str, id: &str) -> Option<u64> {
+    let mut dir = root.to_path_buf();
+    // The root's children are root-named (see `Walk::dir`).
+    let mut names_root_named = true;
+    for (depth, segment) in path.split('/').filter(|s| !s.is_empty()).enumerate() {
+        dir.push(segment);
+        let meta = std::fs::metadata(&dir).ok()?;
+        if names_root_named && facts::container_id_in(segment, depth) == Some(id) {
+            return Some(meta.ino());
+        }
+        names_root_named = names_root_named
+            && meta.uid() == 0
+            && facts::user_manager_uid(segment).is_none()
+            && !crate::sys::xattr::is_delegated(&dir);
+    }
+    None
+}
+
 /// How deep the walk goes. systemd's deepest trees are under ten levels;
 /// deeper is a user nesting cgroups of its own.
 const MAX_DEPTH: usize = 64;
@@ -331,5 +355,28 @@ mod tests {
                 "/"
             ]
         );
+    }
+
+    /// A container's cgroup is the one root named after it, found from any
+    /// of its processes' paths; a user's look-alike is nobody's.
+    #[test]
+    #[cfg_attr(
+        not(feature = "root-tests"),
+        ignore = "needs root (chown): `cargo xtask test` runs it"
+    )]
+    fn a_containers_cgroup_is_the_one_root_named() {
+        let id = "692a086d46c2fec1d44f7ea5fa9673b9903cd6466e48696442026b8920e95b68";
+        let dir = tempfile::tempdir().unwrap();
+        let scope = dir.path().join(format!("system.slice/docker-{id}.scope"));
+        std::fs::create_dir_all(scope.join("init.scope")).unwrap();
+        let user = dir.path().join("user.slice/u4242");
+        std::fs::create_dir_all(user.join(format!("docker-{id}.scope"))).unwrap();
+        std::os::unix::fs::chown(&user, Some(4242), Some(4242)).unwrap();
+        let ino = std::fs::metadata(&scope).unwrap().ino();
+        let path = format!("/system.slice/docker-{id}.scope/init.scope");
+        assert_eq!(container_cgroup(dir.path(), &path, id), Some(ino));
+        let forged = format!("/user.slice/u4242/docker-{id}.scope");
+        assert_eq!(container_cgroup(dir.path(), &forged, id), None);
+        assert_eq!(container_cgroup(dir.path(), &path, &"b".repeat(64)), None);
     }
 }

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -115,31 +114,26 @@ pub enum Skipped {
 pub struct Held {
     /// A pidfd on it.
     pub process: PidFd,
-    /// The cgroup it is in (its unified-hierarchy path, as
-    /// `/proc/<pid>/cgroup` shows it).
-    pub cgroup: String,
+    /// The id of the container's cgroup (the directory root named after
+    /// it, which its processes are in or below), when cgroups are known.
+    pub cgroup: Option<u64>,
 }
 
 /// A handle on the main process of an inspected container, if it runs.
-pub fn hold(inspect: &Inspect) -> Result<Held, Skipped> {
+/// With `cgroup_root` (the cgroup2 mount), its cgroup too.
+pub fn hold(inspect: &Inspect, cgroup_root: Option<&Path>) -> Result<Held, Skipped> {
     let state = &inspect.state;
     if !state.running || state.paused || state.pid <= 0 {
         return Err(Skipped::NotRunning);
     }
-    hold_process(state.pid, &inspect.id).ok_or(Skipped::Process { pid: state.pid })
+    hold_process(state.pid, &inspect.id, cgroup_root).ok_or(Skipped::Process { pid: state.pid })
 }
 
 /// The registry entry for an inspected container whose main process is
 /// `held`. `env_role_var` names the variable holding its role; a value
 /// that is not a role is logged and ignored (the container then gets what a
-/// container without one gets). `cgroup_root` (the cgroup2 mount, when
-/// cgroup attribution is on) is where its cgroup's id is read.
-pub fn container_info(
-    inspect: &Inspect,
-    env_role_var: &str,
-    held: Held,
-    cgroup_root: Option<&Path>,
-) -> ContainerInfo {
+/// container without one gets).
+pub fn container_info(inspect: &Inspect, env_role_var: &str, held: Held) -> ContainerInfo {
     let name = inspect.name.trim_start_matches('/').to_owned();
     let env_role = inspect
         .config
@@ -170,13 +164,6 @@ pub fn container_info(
             }
         }
     }
-    // The directory's inode is the cgroup id the kernel reports for the
-    // container's sockets.
-    let cgroup = cgroup_root.and_then(|root| {
-        std::fs::metadata(root.join(held.cgroup.trim_start_matches('/')))
-            .ok()
-            .map(|m| m.ino())
-    });
     let network_of = inspect
         .host_config
         .network_mode
@@ -189,25 +176,31 @@ pub fn container_info(
         labels: inspect.config.labels.clone().unwrap_or_default(),
         env_role,
         ips,
-        cgroup,
+        cgroup: held.cgroup,
         network_of,
         process: Some(held.process),
     }
 }
 
-/// A pidfd on `pid` and its cgroup, if it is a process of container `id`.
-/// The pidfd is opened first and checked alive after reading the process's
-/// cgroup, so the cgroup read is the pidfd's process's, not a successor's.
-/// The runtime (root) made that cgroup for the container, so its name
-/// checks that Docker's pid is still the container's process.
-fn hold_process(pid: i32, id: &str) -> Option<Held> {
+/// A pidfd on `pid` and its container's cgroup, if it is a process of
+/// container `id`. The pidfd is opened first and checked alive after
+/// reading the process's cgroup, so the cgroup read is the pidfd's
+/// process's, not a successor's. The runtime (root) made the container's
+/// cgroup, named after it: that name, where only root could have given
+/// it (checked below `cgroup_root`; without it, the name alone), says
+/// Docker's pid is still the container's process.
+fn hold_process(pid: i32, id: &str, cgroup_root: Option<&Path>) -> Option<Held> {
     let process = PidFd::open(pid).ok()?;
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let cgroup = unified_path(&text)?;
-    (names_container(cgroup, id) && !process.exited()).then(|| Held {
-        process,
-        cgroup: cgroup.to_owned(),
-    })
+    let path = unified_path(&text)?;
+    let cgroup = match cgroup_root {
+        Some(root) => Some(crate::attribution::cgroup::container_cgroup(
+            root, path, id,
+        )?),
+        None if names_container(path, id) => None,
+        None => return None,
+    };
+    (!process.exited()).then_some(Held { process, cgroup })
 }
 
 /// The unified-hierarchy (cgroup v2) line of a `/proc/<pid>/cgroup` text:
@@ -251,14 +244,14 @@ mod tests {
     fn own() -> Held {
         Held {
             process: PidFd::open(std::process::id() as i32).unwrap(),
-            cgroup: "/".into(),
+            cgroup: None,
         }
     }
 
     #[test]
     fn reads_an_inspected_container() {
         let i = inspect(&"a".repeat(64), std::process::id());
-        let info = container_info(&i, "IAM_ROLE", own(), None);
+        let info = container_info(&i, "IAM_ROLE", own());
         assert_eq!(info.name, "api");
         assert_eq!(info.labels["team"], "blue");
         assert_eq!(
@@ -276,10 +269,13 @@ mod tests {
         let id = "a".repeat(64);
         // This test's own process is not in the container's cgroup.
         let mut i = inspect(&id, std::process::id());
-        assert!(matches!(hold(&i), Err(Skipped::Process { .. })));
+        assert!(matches!(hold(&i, None), Err(Skipped::Process { .. })));
         i.state.paused = true;
-        assert!(matches!(hold(&i), Err(Skipped::NotRunning)));
-        assert!(matches!(hold(&inspect(&id, 0)), Err(Skipped::NotRunning)));
+        assert!(matches!(hold(&i, None), Err(Skipped::NotRunning)));
+        assert!(matches!(
+            hold(&inspect(&id, 0), None),
+            Err(Skipped::NotRunning)
+        ));
         let v1 = format!("9:memory:/docker/{id}\n0::/docker/{id}\n");
         assert_eq!(unified_path(&v1), Some(format!("/docker/{id}").as_str()));
         assert!(names_container(&format!("/docker/{id}"), &id));
@@ -296,28 +292,13 @@ mod tests {
     fn a_bad_role_variable_is_ignored() {
         let mut i = inspect(&"a".repeat(64), std::process::id());
         i.config.env = Some(vec!["IAM_ROLE=not a role!".to_owned()]);
-        assert!(
-            container_info(&i, "IAM_ROLE", own(), None)
-                .env_role
-                .is_none()
-        );
+        assert!(container_info(&i, "IAM_ROLE", own()).env_role.is_none());
         i.config.env = None;
-        assert!(
-            container_info(&i, "IAM_ROLE", own(), None)
-                .env_role
-                .is_none()
-        );
+        assert!(container_info(&i, "IAM_ROLE", own()).env_role.is_none());
         i.config.env = Some(vec!["IAM_ROLE_X=x".to_owned(), "MY_ROLE=mine".to_owned()]);
-        assert!(
-            container_info(&i, "IAM_ROLE", own(), None)
-                .env_role
-                .is_none()
-        );
+        assert!(container_info(&i, "IAM_ROLE", own()).env_role.is_none());
         assert_eq!(
-            container_info(&i, "MY_ROLE", own(), None)
-                .env_role
-                .unwrap()
-                .name,
+            container_info(&i, "MY_ROLE", own()).env_role.unwrap().name,
             "mine"
         );
     }
@@ -325,10 +306,10 @@ mod tests {
     #[test]
     fn a_container_in_anothers_network_says_whose() {
         let mut i = inspect(&"a".repeat(64), std::process::id());
-        assert_eq!(container_info(&i, "IAM_ROLE", own(), None).network_of, None);
+        assert_eq!(container_info(&i, "IAM_ROLE", own()).network_of, None);
         i.host_config.network_mode = format!("container:{}", "b".repeat(64));
         assert_eq!(
-            container_info(&i, "IAM_ROLE", own(), None).network_of,
+            container_info(&i, "IAM_ROLE", own()).network_of,
             Some("b".repeat(64))
         );
     }

@@ -185,14 +185,9 @@ impl Watcher {
                 return self.forget(id);
             }
         };
-        match hold(&inspect) {
+        match hold(&inspect, self.cgroup_root.as_deref()) {
             Ok(held) => {
-                let info = container_info(
-                    &inspect,
-                    &self.env_role_var,
-                    held,
-                    self.cgroup_root.as_deref(),
-                );
+                let info = container_info(&inspect, &self.env_role_var, held);
                 tracing::info!(
                     container = %info.name,
                     id = short(id),
