@@ -160,15 +160,7 @@ impl Setup {
     fn get_as(&self, ns: &NetNs, cgroup: &str, user: Option<&str>, url: &str) -> serde_json::Value {
         let mut prefix = self.cgroups.exec_prefix(&ns.name, cgroup);
         if let Some(uid) = user {
-            prefix.extend(
-                [
-                    "setpriv",
-                    &format!("--reuid={uid}"),
-                    &format!("--regid={uid}"),
-                    "--clear-groups",
-                ]
-                .map(str::to_owned),
-            );
+            prefix.extend(support::as_user(uid));
         }
         python_get(&prefix, url, "5")
     }
@@ -520,20 +512,8 @@ fn a_program_bound_over_an_allowed_path_is_not_that_executable() {
         ask.replace('\'', "'\\''")
     );
     let mut prefix = setup.cgroups.exec_prefix(&setup.host.name, "users");
-    prefix.extend(
-        [
-            "setpriv",
-            &format!("--reuid={WORKLOAD_UID}"),
-            &format!("--regid={WORKLOAD_UID}"),
-            "--clear-groups",
-            "unshare",
-            "-Urm",
-            "sh",
-            "-c",
-            &script,
-        ]
-        .map(str::to_owned),
-    );
+    prefix.extend(support::as_user(WORKLOAD_UID));
+    prefix.extend(["unshare", "-Urm", "sh", "-c", &script].map(str::to_owned));
     let out = Command::new(&prefix[0])
         .args(&prefix[1..])
         .output()

@@ -726,7 +726,7 @@ fn one_user_flooding_the_agent_starves_no_one() {
     let agent = host.start();
     assert_eq!(host.get("a", ROLES)["body"], "role-a");
     let mut flood = host.in_cgroup("none");
-    flood.extend(["setpriv", "--reuid=4242", "--regid=4242", "--clear-groups"].map(str::to_owned));
+    flood.extend(support::as_user(ATTACKER));
     let mut flood = Command::new(&flood[0])
         .args(&flood[1..])
         .arg(python())

@@ -329,15 +329,8 @@ fn installed_started_attributed_journaled_and_restarted_under_systemd() {
     let user = text(&machine.run(&["getent", "passwd", "imds-agent"]));
     let uid = user.split(':').nth(2).unwrap_or_default().to_owned();
     assert!(!uid.is_empty(), "no imds-agent user: {user}");
-    let main_pid = text(&machine.run(&[
-        "systemctl",
-        "show",
-        "-p",
-        "MainPID",
-        "--value",
-        "imds-agent",
-    ]));
-    let agent_status = text(&machine.run(&["cat", &format!("/proc/{}/status", main_pid.trim())]));
+    let agent_status =
+        text(&machine.run(&["cat", &format!("/proc/{}/status", machine.main_pid())]));
     assert!(
         agent_status.contains(&format!("Uid:\t{uid}\t")),
         "{agent_status}"

@@ -529,6 +529,17 @@ pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) 
     wait_for(what, limit, || ready().then_some(()));
 }
 
+/// The command prefix that runs a program as `uid` (its own gid, no
+/// supplementary groups), from root.
+pub fn as_user(uid: impl std::fmt::Display) -> Vec<String> {
+    vec![
+        "setpriv".to_owned(),
+        format!("--reuid={uid}"),
+        format!("--regid={uid}"),
+        "--clear-groups".to_owned(),
+    ]
+}
+
 /// Runs `cmd` with `stdin` on its standard input; its output.
 pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> std::process::Output {
     let mut child = cmd

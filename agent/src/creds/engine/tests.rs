@@ -298,6 +298,17 @@ async fn settled(engine: &Engine, role: &Role) -> Lookup {
     panic!("{role:?} never settled");
 }
 
+/// The roles the engine has cached.
+async fn cached_roles(engine: &Engine) -> Vec<String> {
+    engine
+        .status()
+        .await
+        .roles
+        .into_iter()
+        .map(|r| r.role)
+        .collect()
+}
+
 fn ready(lookup: Lookup) -> Credentials {
     match lookup {
         Lookup::Ready(c) => c,
@@ -744,13 +755,7 @@ async fn unwanted_roles_leave_the_cache() {
     for name in ["x", "y", "z"] {
         engine.lookup(&role(name), clock.wall());
     }
-    let cached: Vec<String> = engine
-        .status()
-        .await
-        .roles
-        .into_iter()
-        .map(|r| r.role)
-        .collect();
+    let cached = cached_roles(&engine).await;
     assert_eq!(cached.len(), 3, "{cached:?}");
     assert!(cached.contains(&"a".to_owned()), "{cached:?}");
 }
@@ -775,13 +780,7 @@ async fn a_full_cache_makes_room_but_keeps_what_is_assigned() {
     clock.advance(Duration::from_secs(1));
     let newcomer = role("newcomer");
     ready(settled(&engine, &newcomer).await);
-    let cached: Vec<String> = engine
-        .status()
-        .await
-        .roles
-        .into_iter()
-        .map(|r| r.role)
-        .collect();
+    let cached = cached_roles(&engine).await;
     assert_eq!(cached.len(), 4, "{cached:?}");
     assert!(cached.contains(&"assigned".to_owned()), "{cached:?}");
     assert!(
