@@ -94,3 +94,40 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Connection {
+        let addr = "127.0.0.1:80".parse().unwrap();
+        Connection::new(
+            ConnInfo {
+                peer: "127.0.0.1:5000".parse().unwrap(),
+                local: addr,
+                target: addr,
+            },
+            None,
+        )
+    }
+
+    /// A connection not identified yet (a container not registered yet)
+    /// is identified again on its next request; a known one never is, and
+    /// a new identity drops the role found for the old one.
+    #[test]
+    fn an_unknown_identity_is_not_kept() {
+        let c = conn();
+        c.set_identity(Workload::Unknown("10.0.0.2".parse().unwrap()));
+        assert!(c.identity().is_none(), "asked again next time");
+        let role = |name: &str| Some(Arc::new(Role::parse(name).unwrap()));
+        assert_eq!(c.role(1, || role("none-yet")).unwrap().name, "none-yet");
+        c.set_identity(Workload::Address("10.0.0.2".parse().unwrap()));
+        assert!(c.identity().is_some());
+        assert_eq!(
+            c.role(1, || role("its-own")).unwrap().name,
+            "its-own",
+            "the old identity's role is gone"
+        );
+        assert_eq!(c.role(1, || role("again")).unwrap().name, "its-own");
+    }
+}

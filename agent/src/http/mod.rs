@@ -195,6 +195,13 @@ pub fn identifier(attribution: Arc<dyn Attribution>) -> Identify {
     })
 }
 
+/// How many connections may wait for attribution at once. Each holds a
+/// connection slot while it waits, uncounted in any workload's share (who
+/// it is is what it waits for): a user could make cgroups and remove them
+/// under its own sockets to keep every slot waiting. Past this, a
+/// connection that would wait is `Unknown` at once.
+static WAITING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
+
 /// The workload behind `info`, waiting (boundedly) when attribution asks to.
 /// A workload that can't be told is `Unknown`: it gets no role.
 async fn identify(attribution: &dyn Attribution, info: &ConnInfo) -> Workload {
@@ -202,6 +209,10 @@ async fn identify(attribution: &dyn Attribution, info: &ConnInfo) -> Workload {
         match attribution.identify(info) {
             Identified::Known(workload) => return workload,
             Identified::Retry(ready) => {
+                let Ok(_waiting) = WAITING.try_acquire() else {
+                    tracing::debug!(peer = %info.peer, "too many connections waiting to be identified: unknown");
+                    break;
+                };
                 let _ = tokio::time::timeout(ATTRIBUTION_WAIT, ready).await;
             }
         }
