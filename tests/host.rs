@@ -849,3 +849,66 @@ fn a_thousand_cgroups_of_one_user_do_not_keep_a_system_unit_waiting() {
         .map_or(usize::MAX, Vec::len);
     assert!(cached <= 64, "{cached} roles cached");
 }
+
+/// The kernel's socket lookup falls back to a listening socket on the
+/// local port asked for: a client in another network namespace (a
+/// container on a bridge) that connects from the port a host service
+/// listens on used to be taken for that service, and got its role. Here
+/// the service is in cgroup `a` (role-a) and listens on 8088; the client
+/// connects from port 8088 and gets no role.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn a_client_from_a_services_port_is_not_that_service() {
+    let host = Host::new();
+    let bridged = client_behind(&host, 93, Some("br-lport"));
+    let agent = host.start();
+    let mut service = Command::new(&host.in_cgroup("a")[0])
+        .args(&host.in_cgroup("a")[1..])
+        .arg(python())
+        .args([
+            "-c",
+            "import socket, time\n\
+             s = socket.socket()\n\
+             s.bind(('0.0.0.0', 8088))\n\
+             s.listen()\n\
+             print('ready', flush=True)\n\
+             time.sleep(30)\n",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(service.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let client = format!(
+        "import socket\n\
+         s = socket.socket()\n\
+         s.bind(('0.0.0.0', 8088))\n\
+         s.settimeout(5)\n\
+         s.connect(('169.254.169.254', 80))\n\
+         s.sendall(b'GET {ROLES} HTTP/1.0\\r\\nHost: 169.254.169.254\\r\\n\\r\\n')\n\
+         print(s.recv(4096).decode(errors='replace'))\n"
+    );
+    let out = Command::new(&bridged.exec_prefix()[0])
+        .args(&bridged.exec_prefix()[1..])
+        .arg(python())
+        .args(["-c", &client])
+        .output()
+        .unwrap();
+    let _ = service.kill();
+    let _ = service.wait();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.starts_with("HTTP/1.0 404 "),
+        "a client from the service's port got: {answer:?}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.logs()
+    );
+}

@@ -6,6 +6,13 @@
 //! The message layouts are the kernel's `inet_diag_req_v2` and
 //! `inet_diag_msg` (include/uapi/linux/inet_diag.h); building and parsing
 //! are pure functions, tested on bytes the kernel sent.
+//!
+//! The kernel's exact lookup falls back to a *listening* socket on the
+//! local port asked for when no connection has that 4-tuple (as a packet
+//! to that port would reach the listener). A client in another network
+//! namespace that connects from port 22 would then be taken for sshd: a
+//! socket counts only if it is a connection with exactly the ends asked
+//! for.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +40,30 @@ pub struct SockInfo {
     pub cookie: u64,
     /// The cgroup v2 id of the cgroup the socket was created in.
     pub cgroup_id: Option<u64>,
+    /// Its TCP state (`TCP_ESTABLISHED`, …).
+    pub state: u8,
+    /// Its local end.
+    pub local: SocketAddr,
+    /// Its remote end.
+    pub remote: SocketAddr,
+}
+
+/// TCP states of a connection (include/net/tcp_states.h): established or
+/// closing, never listening, half open or in TIME_WAIT.
+const CONNECTED: [u8; 6] = [
+    1,  // ESTABLISHED
+    4,  // FIN_WAIT1
+    5,  // FIN_WAIT2
+    8,  // CLOSE_WAIT
+    9,  // LAST_ACK
+    11, // CLOSING
+];
+
+impl SockInfo {
+    /// Whether this is the connection with ends `local` and `remote`.
+    pub fn is_connection(&self, local: SocketAddr, remote: SocketAddr) -> bool {
+        CONNECTED.contains(&self.state) && self.local == local && self.remote == remote
+    }
 }
 
 /// The request for the TCP socket whose local end is `local` and remote end
@@ -93,11 +124,31 @@ pub(crate) fn parse(reply: &[u8]) -> io::Result<Option<SockInfo>> {
     }
     let cookie_low = u32_at(body, 44).ok_or_else(bad)?;
     let cookie_high = u32_at(body, 48).ok_or_else(bad)?;
+    // `inet_diag_sockid` at 4: ports (network order), then the addresses.
+    let port = |at: usize| {
+        body.get(at..at + 2)
+            .map(|p| u16::from_be_bytes([p[0], p[1]]))
+    };
+    let ip = |at: usize| -> Option<IpAddr> {
+        match i32::from(body[0]) {
+            libc::AF_INET => <[u8; 4]>::try_from(body.get(at..at + 4)?)
+                .ok()
+                .map(IpAddr::from),
+            libc::AF_INET6 => <[u8; 16]>::try_from(body.get(at..at + 16)?)
+                .ok()
+                .map(IpAddr::from),
+            _ => None,
+        }
+    };
+    let end = |ip_at, port_at| Some(SocketAddr::new(ip(ip_at)?, port(port_at)?));
     let mut info = SockInfo {
         uid: u32_at(body, 64).ok_or_else(bad)?,
         inode: u32_at(body, 68).ok_or_else(bad)?,
         cookie: u64::from(cookie_high) << 32 | u64::from(cookie_low),
         cgroup_id: None,
+        state: body[1],
+        local: end(8, 4).ok_or_else(bad)?,
+        remote: end(24, 6).ok_or_else(bad)?,
     };
     let mut offset = MESSAGE_LEN;
     while offset + 4 <= body.len() {
@@ -158,7 +209,8 @@ impl SockDiag {
                 .get(8..12)
                 .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]));
             if sequence == Some(self.sequence) {
-                return parse(&self.buf[..n]);
+                let found = parse(&self.buf[..n])?;
+                return Ok(found.filter(|s| s.is_connection(local, remote)));
             }
         }
     }
@@ -214,15 +266,29 @@ mod tests {
     #[test]
     fn parses_a_captured_reply() {
         let info = parse(&CAPTURED).unwrap().unwrap();
+        let (local, remote) = (
+            "127.0.0.1:34586".parse().unwrap(),
+            "127.0.0.1:38037".parse().unwrap(),
+        );
         assert_eq!(
             info,
             SockInfo {
                 uid: 0,
                 inode: 16_150_317,
                 cookie: 15,
-                cgroup_id: Some(1)
+                cgroup_id: Some(1),
+                state: 1,
+                local,
+                remote,
             }
         );
+        assert!(info.is_connection(local, remote));
+        assert!(!info.is_connection(remote, local));
+        // The same socket listening: never a connection.
+        let mut listening = CAPTURED;
+        listening[17] = 10;
+        let listener = parse(&listening).unwrap().unwrap();
+        assert!(!listener.is_connection(local, remote));
         // Without the cgroup attribute (kernels before 5.7), still parsed.
         let mut old = CAPTURED[..104].to_vec();
         old[0..4].copy_from_slice(&104u32.to_ne_bytes());
@@ -247,6 +313,18 @@ mod tests {
         assert!(info.cgroup_id.is_some(), "cgroup v2 id (Linux >= 5.7)");
         let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(diag.lookup(gone, local).unwrap(), None);
+    }
+
+    /// The kernel answers a lookup with no such connection with a socket
+    /// listening on the port asked for: not the client's.
+    #[test]
+    fn a_listener_on_the_port_is_not_the_client() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut diag = SockDiag::open().unwrap();
+        let from: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let to: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(diag.lookup(from, to).unwrap(), None);
     }
 
     #[test]
