@@ -176,6 +176,16 @@ impl Rule {
         };
         // A user unit is that user's: the rule's uid (required with
         // `user_unit`) must be the user whose manager it is under.
+        // A glob never reaches a user's manager (`*.service` is not every
+        // user's `user@UID.service`): name it exactly.
+        let unit_ok = match (&self.unit, subject.unit) {
+            (Some(pattern), Some(unit)) if !pattern.is_exact() => {
+                crate::attribution::facts::user_manager_uid(unit).is_none() && pattern.matches(unit)
+            }
+            (Some(pattern), Some(unit)) => pattern.matches(unit),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
         let user_unit = match &self.user_unit {
             None => true,
             Some(pattern) => subject
@@ -190,7 +200,7 @@ impl Rule {
                 p.exe().is_some_and(|path| pattern.matches(path)) && p.runs_what_connected()
             }),
         };
-        glob(&self.unit, subject.unit)
+        unit_ok
             && user_unit
             && glob(&self.cgroup, subject.cgroup)
             && exe
@@ -293,6 +303,17 @@ fn check(entry: RuleEntry, index: usize, src: Source<'_>) -> Result<Rule, Config
         return Err(src.invalid(
             &key("user_unit"),
             "needs uid: a user unit is named by its user, so the rule must say whose",
+        ));
+    }
+    if entry.exe.is_some()
+        && entry.unit.is_none()
+        && entry.user_unit.is_none()
+        && entry.cgroup.is_none()
+        && entry.uid.is_none()
+    {
+        return Err(src.invalid(
+            &key("exe"),
+            "needs unit, user_unit, cgroup or uid too: any user can run a binary (and make it run their code: LD_PRELOAD, ptrace), so the executable alone says nothing about who asks",
         ));
     }
     let pattern = |name: &str, value: &Option<String>| -> Result<(), ConfigError> {
@@ -574,6 +595,26 @@ role = "by-container-and-label"
     }
 
     #[test]
+    fn a_unit_glob_is_no_users_manager() {
+        let set = rules(
+            "[[rule]]\nunit = \"*.service\"\nrole = \"any-service\"\n\
+             [[rule]]\nunit = \"user@1000.service\"\nrole = \"user-1000\"\n",
+        );
+        let of_user = |uid: u32| {
+            process(
+                &format!("/user.slice/user-{uid}.slice/user@{uid}.service"),
+                uid,
+            )
+        };
+        assert_eq!(role_of(&set, &of_user(1000)).as_deref(), Some("user-1000"));
+        assert_eq!(role_of(&set, &of_user(1001)), None, "not by a glob");
+        assert_eq!(
+            role_of(&set, &process("/system.slice/cron.service", 0)).as_deref(),
+            Some("any-service")
+        );
+    }
+
+    #[test]
     fn process_rules_never_apply_to_containers() {
         let set = rules(
             "[[rule]]\nuid = 0\nrole = \"root-role\"\n\
@@ -678,6 +719,10 @@ role = "by-container-and-label"
                 "[[rule]]\nuser_unit = \"sync.service\"\nrole = \"x\"\n",
                 "rule[0].user_unit: needs uid",
             ),
+            (
+                "[[rule]]\nexe = \"/usr/bin/python3\"\nrole = \"x\"\n",
+                "rule[0].exe: needs unit, user_unit, cgroup or uid too",
+            ),
             ("[[rule]\n", "bad.toml:1: (document)"),
             ("rules = []\n", "unknown field `rules`"),
         ];
@@ -693,7 +738,7 @@ role = "by-container-and-label"
     #[test]
     fn an_executable_beats_its_unit() {
         let set = rules(&format!(
-            "{RULES}\n[[rule]]\nexe = \"/usr/bin/python3*\"\nrole = \"by-exe\"\n"
+            "{RULES}\n[[rule]]\nexe = \"/usr/bin/python3*\"\ncgroup = \"/system.slice/**\"\nrole = \"by-exe\"\n"
         ));
         let python = |exe: &str| {
             Workload::Process(Arc::new(Process {
@@ -723,7 +768,7 @@ role = "by-container-and-label"
             Some("by-unit")
         );
         assert!(
-            error("[[rule]]\nexe = \"python3\"\nrole = \"x\"\n")
+            error("[[rule]]\nexe = \"python3\"\nuid = 1\nrole = \"x\"\n")
                 .contains("rule[0].exe: \"python3\" must be an absolute path")
         );
     }

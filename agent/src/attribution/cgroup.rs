@@ -137,7 +137,7 @@ impl CgroupIndex {
             found: &mut found,
             segments: Vec::new(),
         };
-        walk.dir(&self.root, None, true);
+        walk.dir(&self.root, None, true, None);
         let count = found.len();
         *self.entries.write().unwrap_or_else(|e| e.into_inner()) = found;
         Ok(count)
@@ -158,7 +158,24 @@ impl Walk<'_> {
     /// be read is left out, never the walk: any user can make a cgroup of
     /// its own unreadable (`chmod 000`) or nest cgroups deeper than a path
     /// may be long, and neither may stop the agent seeing everyone else.
-    fn dir(&mut self, dir: &Path, parent: Option<u64>, root_named: bool) {
+    ///
+    /// `budget` is what is left of the cgroups one delegated subtree may
+    /// add to the index (`None` where root named everything): a user may
+    /// make cgroups by the hundred thousand in its own, and the walk must
+    /// stay short for everyone else.
+    fn dir(
+        &mut self,
+        dir: &Path,
+        parent: Option<u64>,
+        root_named: bool,
+        mut budget: Option<&mut usize>,
+    ) {
+        if let Some(left) = budget.as_deref_mut() {
+            if *left == 0 {
+                return;
+            }
+            *left -= 1;
+        }
         let meta = match std::fs::metadata(dir) {
             Ok(meta) => meta,
             Err(e) => {
@@ -196,8 +213,16 @@ impl Walk<'_> {
         let children_root_named = parent.is_none()
             || (root_named
                 && meta.uid() == 0
+                && meta.mode() & 0o022 == 0
                 && facts::user_manager_uid(name).is_none()
                 && !crate::sys::xattr::is_delegated(dir));
+        // Where names stop being root's, a subtree's budget starts.
+        let mut fresh = SUBTREE_BUDGET;
+        let mut budget = match budget {
+            Some(left) => Some(left),
+            None if !children_root_named => Some(&mut fresh),
+            None => None,
+        };
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) => {
@@ -213,7 +238,12 @@ impl Walk<'_> {
                 entry.file_name().to_string_lossy().into_owned(),
                 children_root_named,
             ));
-            self.dir(&entry.path(), Some(id), children_root_named);
+            self.dir(
+                &entry.path(),
+                Some(id),
+                children_root_named,
+                budget.as_deref_mut(),
+            );
             self.segments.pop();
         }
     }
@@ -246,6 +276,7 @@ pub fn container_cgroup(root: &Path, path: &str, id: &str) -> Option<u64> {
         }
         names_root_named = names_root_named
             && meta.uid() == 0
+            && meta.mode() & 0o022 == 0
             && facts::user_manager_uid(segment).is_none()
             && !crate::sys::xattr::is_delegated(&dir);
     }
@@ -255,6 +286,10 @@ pub fn container_cgroup(root: &Path, path: &str, id: &str) -> Option<u64> {
 /// How deep the walk goes. systemd's deepest trees are under ten levels;
 /// deeper is a user nesting cgroups of its own.
 const MAX_DEPTH: usize = 64;
+
+/// How many cgroups one subtree a user (or a delegated service) names may
+/// add to the index; the rest are left out (their workloads get no role).
+const SUBTREE_BUDGET: usize = 4096;
 
 #[cfg(test)]
 mod tests {
@@ -320,6 +355,10 @@ mod tests {
             deep = deep.join("d");
         }
         std::fs::create_dir_all(&deep).unwrap();
+        // Or make more of them than the walk takes from one subtree.
+        for i in 0..SUBTREE_BUDGET {
+            std::fs::create_dir(delegated.join(format!("many-{i}"))).unwrap();
+        }
         let index = CgroupIndex::new(dir.path().to_owned());
         index.rescan().unwrap();
         let at = |path: &str| {
@@ -335,6 +374,12 @@ mod tests {
                 .is_none(),
             "too deep: left out"
         );
+        let mine = index
+            .all()
+            .iter()
+            .filter(|e| e.path.starts_with("/work.slice/mine.slice"))
+            .count();
+        assert!(mine <= SUBTREE_BUDGET + 1, "{mine} cgroups of one subtree");
         let real = at("system.slice/nginx.service/sub");
         assert_eq!(real.facts.unit.as_deref(), Some("nginx.service"));
         assert_eq!(real.facts.trusted, "/system.slice/nginx.service/sub");

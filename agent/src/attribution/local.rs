@@ -60,7 +60,9 @@ impl Rescanner {
             }
             self.done.send_modify(|n| *n += 1);
             last = tokio::time::Instant::now();
-            after_walk();
+            // It goes over every cgroup (prefetch): not on a worker.
+            let after = Arc::clone(&after_walk);
+            let _ = tokio::task::spawn_blocking(move || after()).await;
         }
     }
 

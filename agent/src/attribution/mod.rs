@@ -155,9 +155,18 @@ impl Program {
         })
     }
 
-    /// Whether `exe` has been read already (then it costs nothing).
-    pub fn exe_resolved(&self) -> bool {
-        self.exe.path.get().is_some()
+    /// The executable's path, if `exe` has been read already (then it
+    /// costs nothing); an empty one when it could not be read.
+    pub fn exe_if_read(&self) -> Option<Arc<str>> {
+        self.exe
+            .path
+            .get()
+            .map(|p| p.clone().unwrap_or_else(|| Arc::from("")))
+    }
+
+    /// Whether `runs_what_connected` has been checked already.
+    pub fn exe_checked(&self) -> bool {
+        self.exe.verified.get().is_some()
     }
 }
 

@@ -61,17 +61,20 @@ pub(super) fn dev_socket_path() -> PathBuf {
     dir.join("imds-agent-dev-{port}.sock")
 }
 
-/// Checks that `dir`, if it exists, is the user's own and closed to others
-/// (mode 0700, not a link): in /tmp anyone could have made it first, and
-/// would then see, or replace, the dev agent's socket. A missing directory
-/// is made so when the socket is bound.
+/// Makes `dir` (mode 0700) unless it exists, then checks that it is the
+/// user's own and closed to others (mode 0700, not a link): in /tmp anyone
+/// could have made it first, and would then see, or replace, the dev
+/// agent's socket. Made here, in one step, not later: between a check that
+/// found nothing and a later mkdir someone else's could appear.
 pub(super) fn private_dir(dir: &std::path::Path) -> Result<(), String> {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    let meta = match std::fs::symlink_metadata(dir) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("cannot check {}: {e}", dir.display())),
-    };
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot check {}: {e}", dir.display()))?;
     let me = nix::unistd::geteuid().as_raw();
     let mode = meta.permissions().mode() & 0o777;
     if meta.is_dir() && meta.uid() == me && mode & 0o077 == 0 {

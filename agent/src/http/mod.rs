@@ -169,7 +169,14 @@ async fn resolve_exe(workload: &Workload, roles: &Arc<dyn RoleAssignment>) {
     let Some(program) = process.program.as_ref() else {
         return;
     };
-    if process.container.is_some() || program.exe_resolved() || !roles.needs_exe() {
+    if process.container.is_some() || !roles.needs_exe() {
+        return;
+    }
+    // Read already, and checked if a rule may match it (rules may have
+    // changed since the connection's first request).
+    if let Some(path) = program.exe_if_read()
+        && (program.exe_checked() || !roles.exe_rule_matches(&path))
+    {
         return;
     }
     let (program, roles) = (program.clone(), Arc::clone(roles));
@@ -205,17 +212,18 @@ static WAITING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
 /// The workload behind `info`, waiting (boundedly) when attribution asks to.
 /// A workload that can't be told is `Unknown`: it gets no role.
 async fn identify(attribution: &dyn Attribution, info: &ConnInfo) -> Workload {
-    for _ in 0..2 {
-        match attribution.identify(info) {
+    // Two waits at most, each followed by another look.
+    for waits in 0..=2 {
+        let ready = match attribution.identify(info) {
             Identified::Known(workload) => return workload,
-            Identified::Retry(ready) => {
-                let Ok(_waiting) = WAITING.try_acquire() else {
-                    tracing::debug!(peer = %info.peer, "too many connections waiting to be identified: unknown");
-                    break;
-                };
-                let _ = tokio::time::timeout(ATTRIBUTION_WAIT, ready).await;
-            }
-        }
+            Identified::Retry(ready) if waits < 2 => ready,
+            Identified::Retry(_) => break,
+        };
+        let Ok(_waiting) = WAITING.try_acquire() else {
+            tracing::debug!(peer = %info.peer, "too many connections waiting to be identified: unknown");
+            break;
+        };
+        let _ = tokio::time::timeout(ATTRIBUTION_WAIT, ready).await;
     }
     Workload::Unknown(info.peer.ip())
 }

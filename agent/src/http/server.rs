@@ -104,7 +104,11 @@ pub async fn serve(
         .keep_alive(true);
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(options.max_connections));
-    let limits = Limits::new(options.per_workload, options.per_owner);
+    // Read once: who owns which subordinate uids (world-readable).
+    let subuids = std::fs::read_to_string("/etc/subuid")
+        .map(|text| super::limits::subordinate_uids(&text))
+        .unwrap_or_default();
+    let limits = Limits::new(options.per_workload, options.per_owner, subuids);
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(());
     let mut accept_loops = JoinSet::new();

@@ -651,17 +651,18 @@ impl CredentialSource for Engine {
     }
 }
 
-/// Drops one entry from a full cache: the one used longest ago among those
-/// no assignment names, preferring one not being fetched (a fetch still
-/// waiting for the budget gives up). A workload asking for sessions by the
-/// thousand fills the cache with its own, never keeps others out. False
-/// when every entry is wanted.
+/// Drops one entry from a full cache, among those no assignment names:
+/// one with no credentials yet before one with credentials, and the one
+/// used longest ago among those (a fetch still waiting for the budget
+/// gives up). A workload asking for sessions by the thousand churns its
+/// own, still unfetched, entries, and does not push out others' cached
+/// credentials. False when every entry is wanted.
 fn make_room(entries: &mut HashMap<Role, Arc<Entry>>) -> bool {
     let victim = entries
         .iter()
         .filter_map(|(role, entry)| {
             let st = entry.lock();
-            (!st.wanted).then(|| ((st.fetching, st.last_used), role.clone()))
+            (!st.wanted).then(|| ((st.creds.is_some(), st.last_used), role.clone()))
         })
         .min_by_key(|(rank, _)| *rank)
         .map(|(_, role)| role);
@@ -745,11 +746,8 @@ impl Inner {
     }
 
     /// The entry for `role`, created (and its first fetch started by the
-    /// caller) if missing. A full cache makes room by dropping the entry
-    /// used longest ago among those no assignment names and not being
-    /// fetched: a workload asking for sessions by the thousand can fill
-    /// the cache with its own, never keep others out. `None` when every
-    /// entry is wanted or in flight.
+    /// caller) if missing. A full cache makes room (`make_room`); `None`
+    /// when every entry is wanted.
     fn entry_for(&self, role: &Role) -> Option<Arc<Entry>> {
         let mut entries = self.lock_entries();
         if let Some(entry) = entries.get(role) {
