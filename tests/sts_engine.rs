@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use imds_agent::clock::{Clock, Now};
 use imds_agent::creds::engine::{BaseConfig, Engine, Identity, Mode, Profile, Settings};
 use imds_agent::creds::sts::{AssumeRoleRequest, AwsSts, BaseCreds, Sts, StsError};
-use imds_agent::creds::{CredentialSource, Keys, Lookup, Role, Secret};
+use imds_agent::creds::{CredentialSource, Holder, Keys, Lookup, Role, Secret, User};
 use support::sts::StsProxy;
 
 /// Real time when created; moves only when told.
@@ -98,7 +98,11 @@ async fn fifteen_minute_sessions_are_refreshed_before_they_expire() {
     );
     let role = Role::parse("app").unwrap();
     engine.set_wanted([role.clone()]);
-    if let Some(first) = engine.first_fetch(&role) {
+    let anyone = User {
+        holder: Holder::Unchecked,
+        owner: None,
+    };
+    if let Some(first) = engine.prepare(&role, &anyone) {
         first.await;
     }
     let mut keys_seen = Vec::new();

@@ -23,7 +23,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, CredentialsConfig, HostMode, StsBase, StsConfig};
 use crate::creds::engine::{self, BaseConfig, Engine};
 use crate::creds::sts::{AwsSts, Metered, default_chain, endpoint_from_env};
-use crate::creds::{CredentialSource, StaticSource, session_name};
+use crate::creds::{CredentialSource, Holder, StaticSource, session_name};
 use crate::http::{AppState, Seen, ServeOptions, Upstream, bind, router, serve};
 use crate::imds::{Imds, TokenAuthority};
 use crate::net::Installed;
@@ -98,6 +98,9 @@ pub fn build(
     if let Some(warning) = config.shared_keys_warning(rules.len()) {
         tracing::warn!("{warning}");
     }
+    if let Some(warning) = config.short_sessions_warning() {
+        tracing::warn!("{warning}");
+    }
     let defaults = Defaults {
         default: config.roles.default.clone(),
         container_default: config.roles.container_default.clone(),
@@ -113,6 +116,12 @@ pub fn build(
         containers.clone(),
         kernel.as_ref().map(|k| Arc::clone(&k.cgroups)),
     ));
+    if let Some(engine) = &engine {
+        engine.set_liveness(liveness(
+            kernel.as_ref().map(|k| Arc::clone(&k.cgroups)),
+            containers.clone(),
+        ));
+    }
     let sync = sync_engine(engine.as_ref(), &assignments);
     sync();
     if let Some(engine) = &engine {
@@ -205,6 +214,24 @@ fn sync_engine(engine: Option<&Engine>, assignments: &Arc<Assignments>) -> OnCha
     })
 }
 
+/// Whether a workload that used credentials is still there: its cgroup
+/// was seen by the last walk of the tree, its container still runs.
+fn liveness(
+    cgroups: Option<Arc<crate::attribution::cgroup::CgroupIndex>>,
+    containers: Option<Arc<Containers>>,
+) -> engine::Liveness {
+    Arc::new(move |holder: &Holder| match holder {
+        Holder::Cgroup(id) => cgroups.as_ref().is_some_and(|c| c.contains(*id)),
+        Holder::Container(id) => containers
+            .as_ref()
+            .and_then(|c| c.by_id(id))
+            // Without a pidfd, the registry's word (it drops a container
+            // when it dies).
+            .is_some_and(|c| c.process.is_none() || c.alive()),
+        Holder::Unchecked => false,
+    })
+}
+
 /// Walks the cgroup tree every `RESCAN_EVERY` (each walk syncs the
 /// engine, see `Rescanner::run`).
 async fn rescan_periodically(rescanner: Arc<Rescanner>) {
@@ -248,7 +275,7 @@ fn sts_engine(config: &Config, sts: &StsConfig, clock: Arc<dyn Clock>) -> anyhow
         rate: sts.rate,
         burst: sts.burst,
         max_roles: sts.max_roles,
-        idle_ttl: Duration::from_secs(600),
+        idle_ttl: sts.idle_ttl,
         default_account: config.configured_account.clone(),
         default_partition: config.instance.partition.clone(),
         default_session_name: session_name::sanitize(&format!("imds-agent-{}", config.hostname))

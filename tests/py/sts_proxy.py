@@ -11,10 +11,12 @@ change what the proxy does:
   POST /__proxy/mode  {"mode": "pass" | "error500" | "throttle" | "denied" | "drop",
                        "actions": ["AssumeRole", ...] (default: all),
                        "delay": seconds before answering (default 0)}
-  POST /__proxy/offset {"seconds": N}   every <Expiration> moto answers is
-                       moved N seconds later: tests that run the agent on a
-                       clock they move keep STS's expirations consistent
-                       with it.
+  POST /__proxy/offset {"seconds": N, "actions": [...] (default: all)}
+                       every <Expiration> moto answers (to those actions)
+                       is moved N seconds later (earlier when negative):
+                       tests that run the agent on a clock they move keep
+                       STS's expirations consistent with it, and tests of
+                       expiry get sessions shorter than STS's shortest.
 """
 
 import datetime
@@ -29,7 +31,7 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STATE = {"mode": "pass", "actions": None, "delay": 0.0, "offset": 0.0, "calls": []}
+STATE = {"mode": "pass", "actions": None, "delay": 0.0, "offset": 0.0, "offset_actions": None, "calls": []}
 EXPIRATION = re.compile(rb"<Expiration>([^<]+)</Expiration>")
 
 
@@ -89,8 +91,10 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         if self.path == "/__proxy/offset":
+            wanted = json.loads(body or b"{}")
             with LOCK:
-                STATE["offset"] = float(json.loads(body or b"{}").get("seconds", 0))
+                STATE["offset"] = float(wanted.get("seconds", 0))
+                STATE["offset_actions"] = wanted.get("actions")
             return self.reply(200, b"{}", "application/json")
         if self.path == "/__proxy/mode":
             wanted = json.loads(body or b"{}")
@@ -108,6 +112,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             STATE["calls"].append({"action": action, "params": params, "key": key, "at": time.time()})
             mode, actions, delay, offset = STATE["mode"], STATE["actions"], STATE["delay"], STATE["offset"]
+            if STATE["offset_actions"] is not None and action not in STATE["offset_actions"]:
+                offset = 0.0
         applies = actions is None or action in actions
         if delay and applies:
             time.sleep(delay)

@@ -155,7 +155,13 @@ impl StsProxy {
 impl StsProxy {
     /// Moves every `<Expiration>` moto answers `seconds` later.
     pub fn set_offset(&self, seconds: u64) {
-        let body = serde_json::json!({ "seconds": seconds }).to_string();
+        self.set_offset_of(seconds as i64, None);
+    }
+
+    /// Moves the `<Expiration>` of `actions` (all when `None`) `seconds`
+    /// later, or earlier when negative.
+    pub fn set_offset_of(&self, seconds: i64, actions: Option<&[&str]>) {
+        let body = serde_json::json!({ "seconds": seconds, "actions": actions }).to_string();
         let request = format!(
             "POST /__proxy/offset HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()

@@ -126,6 +126,18 @@ async fn status(State(state): State<AdminState>) -> Json<StatusBody> {
         None => None,
     };
     let rules = state.rules_status();
+    // What is prefetched comes from the cgroup tree (and the uids of
+    // processes a rule's uid asks about): not on a worker.
+    let roles = Arc::clone(&state.roles);
+    let roles_assigned = tokio::task::spawn_blocking(move || {
+        roles
+            .wanted()
+            .iter()
+            .map(|r| r.spec.to_string())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
     let credentials_valid = sts.as_ref().is_none_or(|s| s.ready);
     Json(StatusBody {
         ready: credentials_valid && rules.refused.is_none(),
@@ -137,12 +149,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusBody> {
         credentials_valid,
         sts_reachable: sts.as_ref().and_then(|s| s.sts_reachable),
         rules,
-        roles_assigned: state
-            .roles
-            .wanted()
-            .iter()
-            .map(|r| r.spec.to_string())
-            .collect(),
+        roles_assigned,
         workloads_seen: state.seen.len(),
         sts,
     })
@@ -406,14 +413,23 @@ async fn use_profile(
             format!("expected {{\"name\": \"PROFILE\"}}: {}", e.body_text()),
         )
     })?;
-    // The new profile may give workloads another role: that is what gets
-    // fetched.
-    engine
-        .use_profile(&body.name, || state.roles.wanted())
-        .map_err(|e| match e {
-            BaseError::UnknownProfile(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
-            _ => ApiError(StatusCode::CONFLICT, e.to_string()),
-        })?;
+    // The new profile may give workloads another role: the old one's
+    // credentials go, the new one's are fetched. Working out what to
+    // prefetch reads the cgroup tree: not on a worker.
+    let (engine, roles) = (engine.clone(), Arc::clone(&state.roles));
+    tokio::task::spawn_blocking(move || {
+        engine.use_profile(
+            &body.name,
+            |role| roles.still_assigned(role),
+            || roles.wanted(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| match e {
+        BaseError::UnknownProfile(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+        _ => ApiError(StatusCode::CONFLICT, e.to_string()),
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -186,6 +186,78 @@ impl Assignments {
         }
     }
 
+    /// What the processes of cgroup `entry` will ask for: the roles of the
+    /// rules its path matches (most specific first; one naming a uid only
+    /// if a process there runs as that uid; one naming an executable
+    /// whatever runs there, the request checks), into `ruled`, and, for a
+    /// system unit whose processes no rule covers, the fallback named after
+    /// the unit, into `units`. Only cgroups root named all of: a user's
+    /// own (however many it makes, whatever it calls them) and users'
+    /// sessions are fetched when they ask, never ahead, so they can't
+    /// crowd the host's units out of the prefetch.
+    fn prefetch_cgroup(
+        &self,
+        rules: &RuleSet,
+        root: &std::path::Path,
+        entry: &crate::attribution::cgroup::CgroupEntry,
+        ruled: &mut Vec<Role>,
+        units: &mut Vec<Role>,
+    ) {
+        let facts = &entry.facts;
+        if *facts.trusted != *entry.path || facts.user_unit.is_some() || facts.container_scope {
+            return;
+        }
+        let label = facts.label().and_then(|l| session_name::sanitize(&l));
+        let named = |role: &Role| {
+            let mut role = role.clone();
+            if role.session.session_name.is_none() {
+                role.session.session_name.clone_from(&label);
+            }
+            role
+        };
+        let subject = Subject::cgroup(facts);
+        // The uids not yet covered by a rule, read when a rule asks.
+        let mut uncovered: Option<std::collections::BTreeSet<u32>> = None;
+        for rule in rules.rules() {
+            if !rule.matches_place(&subject) {
+                continue;
+            }
+            match rule.uid() {
+                Some(uid) => {
+                    let uids = uncovered.get_or_insert_with(|| {
+                        crate::attribution::procs::uids_in(root, &entry.path)
+                    });
+                    if !uids.contains(&uid) {
+                        continue;
+                    }
+                    ruled.push(named(&rule.role));
+                    if !rule.names_exe() {
+                        uids.remove(&uid);
+                        if uids.is_empty() {
+                            return;
+                        }
+                    }
+                }
+                None => {
+                    ruled.push(named(&rule.role));
+                    if !rule.names_exe() {
+                        return;
+                    }
+                }
+            }
+        }
+        let unit = facts.unit.as_deref().filter(|u| {
+            (u.ends_with(".service") || u.ends_with(".scope"))
+                && crate::attribution::facts::user_manager_uid(u).is_none()
+        });
+        if unit.is_some()
+            && facts.user_slice.is_none()
+            && let Some(role) = self.fallback()
+        {
+            units.push(named(&role));
+        }
+    }
+
     /// The roles every assignment names, ignoring session names: what
     /// `still_assigned` compares against.
     fn named_roles(&self) -> Vec<Role> {
@@ -225,49 +297,40 @@ impl RoleAssignment for Assignments {
 
     fn wanted(&self) -> Vec<Role> {
         let rules = self.rules();
+        let per_workload = self.defaults.session_per_workload;
         let mut wanted = Vec::new();
         // Roles whose session does not depend on the workload.
         for rule in rules.rules() {
-            if rule.role.session.session_name.is_some() || !self.defaults.session_per_workload {
+            if rule.role.session.session_name.is_some() || !per_workload {
                 wanted.push(rule.role.clone());
             }
         }
-        if let Some(role) = self.fallback() {
+        // The fallback as it is (unnamed session): what workloads ask for
+        // when sessions are not named after them, or when the agent can't
+        // name them (attribution off).
+        if let Some(role) = self.fallback()
+            && (!per_workload || self.cgroups.is_none())
+        {
             wanted.push((*role).clone());
         }
-        // Containers, and the cgroups a unit or cgroup rule matches.
+        // Containers, and the cgroups a rule matches.
         if let Some(containers) = &self.containers {
             for container in containers.all() {
                 let workload = Workload::Container(container);
                 wanted.extend(self.role_for(&workload).map(|r| (*r).clone()));
             }
         }
+        let mut units = Vec::new();
         if let Some(cgroups) = &self.cgroups
-            && self.defaults.session_per_workload
+            && per_workload
         {
             for entry in cgroups.all() {
-                // Only cgroups root named all of: a user's own (however
-                // many it makes, whatever it calls them) are fetched when
-                // they ask, never ahead, so they can't crowd the host's
-                // units out of the prefetch.
-                if *entry.facts.trusted != *entry.path || entry.facts.user_unit.is_some() {
-                    continue;
-                }
-                let subject = Subject::cgroup(&entry.facts);
-                let Some(rule) = rules.find(&subject) else {
-                    continue;
-                };
-                if rule.role.session.session_name.is_some() {
-                    continue;
-                }
-                let mut role = rule.role.clone();
-                role.session.session_name =
-                    entry.facts.label().and_then(|l| session_name::sanitize(&l));
-                wanted.push(role);
+                self.prefetch_cgroup(&rules, cgroups.root(), &entry, &mut wanted, &mut units);
             }
         }
-        // In this order (the engine prefetches the first ones when there
-        // are too many), each once.
+        // The host's units on the fallback last: the engine prefetches the
+        // first ones when there are too many.
+        wanted.extend(units);
         let mut seen = std::collections::HashSet::new();
         wanted.retain(|role| seen.insert(role.clone()));
         wanted

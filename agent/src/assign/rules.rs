@@ -168,8 +168,20 @@ impl Rule {
         self.exe.as_ref().is_some_and(|p| p.matches(path))
     }
 
+    /// The uid the rule asks for, if it does.
+    pub fn uid(&self) -> Option<u32> {
+        self.uid
+    }
+
     /// Whether every condition holds for `subject`.
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
+        self.matches_place(subject) && self.matches_process(subject)
+    }
+
+    /// Whether the conditions on where a workload is (its cgroup, unit,
+    /// user unit, container) hold for `subject`: what a cgroup's path says
+    /// before its processes are known (prefetching).
+    pub fn matches_place(&self, subject: &Subject<'_>) -> bool {
         let glob = |pattern: &Option<Glob>, value: Option<&str>| match pattern {
             None => true,
             Some(p) => value.is_some_and(|v| p.matches(v)),
@@ -192,19 +204,9 @@ impl Rule {
                 .user_unit
                 .is_some_and(|u| Some(u.uid) == self.uid && pattern.matches(&u.name)),
         };
-        // An executable's path matches only if it is still the file the
-        // process connected with (`Program::runs_what_connected`).
-        let exe = match &self.exe {
-            None => true,
-            Some(pattern) => subject.program.is_some_and(|p| {
-                p.exe().is_some_and(|path| pattern.matches(path)) && p.runs_what_connected()
-            }),
-        };
         unit_ok
             && user_unit
             && glob(&self.cgroup, subject.cgroup)
-            && exe
-            && self.uid.is_none_or(|uid| subject.uid == Some(uid))
             && glob(
                 &self.container_name,
                 subject.container.map(|c| c.name.as_str()),
@@ -215,6 +217,20 @@ impl Rule {
                         .iter()
                         .all(|(k, v)| c.labels.get(k) == Some(v))
                 }))
+    }
+
+    /// Whether the conditions on the process (its uid, its executable)
+    /// hold for `subject`.
+    fn matches_process(&self, subject: &Subject<'_>) -> bool {
+        // An executable's path matches only if it is still the file the
+        // process connected with (`Program::runs_what_connected`).
+        let exe = match &self.exe {
+            None => true,
+            Some(pattern) => subject.program.is_some_and(|p| {
+                p.exe().is_some_and(|path| pattern.matches(path)) && p.runs_what_connected()
+            }),
+        };
+        exe && self.uid.is_none_or(|uid| subject.uid == Some(uid))
     }
 }
 

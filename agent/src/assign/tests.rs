@@ -201,13 +201,15 @@ fn wanted_covers_known_containers_and_matching_cgroups() {
         .iter()
         .map(|r| (r.spec.to_string(), r.session.session_name.clone()))
         .collect();
-    // The unit a rule names is prefetched under its own session; the
-    // default is prefetched once, not for every cgroup on the host.
+    // The unit a rule names is prefetched under its own session, and every
+    // other system unit gets the default under its own (what each will
+    // ask for), after the ones rules name; nobody asks for the default
+    // with the agent's own session name.
     assert_eq!(
         wanted,
         vec![
-            ("fallback".to_owned(), None),
-            ("web".to_owned(), Some("web.service".to_owned()))
+            ("web".to_owned(), Some("web.service".to_owned())),
+            ("fallback".to_owned(), Some("db.service".to_owned())),
         ]
     );
 }

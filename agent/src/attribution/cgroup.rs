@@ -92,6 +92,14 @@ impl CgroupIndex {
             .cloned()
     }
 
+    /// Whether the last walk saw cgroup `id`.
+    pub fn contains(&self, id: u64) -> bool {
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&id)
+    }
+
     /// The path of cgroup `id`, if the last walk saw it.
     pub fn path(&self, id: u64) -> Option<Arc<str>> {
         self.entry(id).map(|e| e.path)

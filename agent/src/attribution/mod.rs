@@ -14,6 +14,7 @@ pub mod containers;
 pub mod exe;
 pub mod facts;
 mod local;
+pub mod procs;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -253,6 +254,42 @@ impl Workload {
             Workload::Container(c) => Some(c),
             Workload::Process(p) => p.container.as_ref(),
             _ => None,
+        }
+    }
+
+    /// The workload as the credentials engine keeps it: what its life is
+    /// checked by (its container, else its cgroup) and, for a user's own
+    /// cgroups, who made it: a user with a slice (`user-UID.slice`), or
+    /// the unit that delegated the subtree it is in. The host's own units
+    /// and containers have no owner: only users make workloads by the
+    /// hundred.
+    pub fn credentials_user(&self) -> crate::creds::User {
+        use crate::creds::{Holder, User};
+        match self {
+            Workload::Address(_) | Workload::Unknown(_) => User {
+                holder: Holder::Unchecked,
+                owner: None,
+            },
+            Workload::Container(c) => User {
+                holder: Holder::Container(Arc::from(c.id.as_str())),
+                owner: None,
+            },
+            Workload::Process(p) => match &p.container {
+                Some(c) => User {
+                    holder: Holder::Container(Arc::from(c.id.as_str())),
+                    owner: None,
+                },
+                None => User {
+                    holder: Holder::Cgroup(p.cgroup_id),
+                    owner: match p.facts.user_slice {
+                        Some(uid) => Some(Arc::from(format!("user:{uid}"))),
+                        None if *p.facts.trusted != *p.cgroup => {
+                            Some(Arc::from(format!("delegated:{}", p.facts.trusted)))
+                        }
+                        None => None,
+                    },
+                },
+            },
         }
     }
 

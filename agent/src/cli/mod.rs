@@ -258,6 +258,9 @@ fn check_config(c: &Config) -> ExitCode {
     if let Some(warning) = c.shared_keys_warning(rules.len()) {
         eprintln!("imds-agent: warning: {warning}");
     }
+    if let Some(warning) = c.short_sessions_warning() {
+        eprintln!("imds-agent: warning: {warning}");
+    }
     println!(
         "{}: OK ({}; {} role rules in {})",
         c.origin,

@@ -33,6 +33,7 @@ const STS_KEYS: &[&str] = &[
     "source_identity",
     "session_tags",
     "first_fetch_wait_ms",
+    "idle_ttl_seconds",
 ];
 
 pub(super) fn credentials(
@@ -92,6 +93,7 @@ fn set_sts_keys(c: &file::Credentials) -> Vec<&'static str> {
         c.source_identity.is_some(),
         c.session_tags.is_some(),
         c.first_fetch_wait_ms.is_some(),
+        c.idle_ttl_seconds.is_some(),
     ];
     STS_KEYS
         .iter()
@@ -287,11 +289,13 @@ fn sts(
         base,
         identity: defaults,
         endpoint,
+        // Below 15 minutes, served credentials would be what SDKs call
+        // expiring: botocore refreshes them on every call.
         keep: Duration::from_secs(ranged(
             src,
             "credentials.refresh_before_expiry_seconds",
             c.refresh_before_expiry_seconds,
-            300..=3600,
+            900..=3600,
             1800,
         )?),
         error_ttl: Duration::from_secs(ranged(
@@ -302,7 +306,7 @@ fn sts(
             60,
         )?),
         rate,
-        burst: ranged(src, "credentials.burst", c.burst, 1..=1000, 20)? as u32,
+        burst: ranged(src, "credentials.burst", c.burst, 1..=1000, 100)? as u32,
         max_roles: ranged(src, "credentials.max_roles", c.max_roles, 1..=100_000, 1024)? as usize,
         source_identity: c.source_identity.unwrap_or(false),
         session_tags: c.session_tags.unwrap_or(false),
@@ -311,7 +315,14 @@ fn sts(
             "credentials.first_fetch_wait_ms",
             c.first_fetch_wait_ms,
             0..=5000,
-            400,
+            500,
+        )?),
+        idle_ttl: Duration::from_secs(ranged(
+            src,
+            "credentials.idle_ttl_seconds",
+            c.idle_ttl_seconds,
+            5..=86_400,
+            600,
         )?),
     })
 }

@@ -278,6 +278,7 @@ pub(crate) struct Credentials {
     pub(crate) source_identity: Option<bool>,
     pub(crate) session_tags: Option<bool>,
     pub(crate) first_fetch_wait_ms: Option<u64>,
+    pub(crate) idle_ttl_seconds: Option<u64>,
 }
 
 impl Default for Credentials {
@@ -308,6 +309,7 @@ impl Default for Credentials {
             source_identity: None,
             session_tags: None,
             first_fetch_wait_ms: None,
+            idle_ttl_seconds: None,
         }
     }
 }

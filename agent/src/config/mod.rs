@@ -100,6 +100,42 @@ impl Config {
         })
     }
 
+    /// A warning when sessions are configured shorter than 30 minutes:
+    /// credentials are replaced at half their life at the latest, so they
+    /// are served with under 15 minutes left, which SDKs take for
+    /// "expiring" (botocore refreshes on every call, Java v1 refetches).
+    pub fn short_sessions_warning(&self) -> Option<String> {
+        let CredentialsConfig::Sts(sts) = &self.credentials else {
+            return None;
+        };
+        let least = 2 * crate::creds::engine::SDK_REFRESH_WINDOW;
+        let mut short = Vec::new();
+        if sts.identity.duration < least {
+            short.push(format!(
+                "credentials.duration_seconds = {}",
+                sts.identity.duration.as_secs()
+            ));
+        }
+        if let StsBase::Profiles { profiles, .. } = &sts.base {
+            for (name, profile) in profiles {
+                if profile.identity.duration < least
+                    && profile.identity.duration != sts.identity.duration
+                {
+                    short.push(format!(
+                        "profiles.{name}.duration_seconds = {}",
+                        profile.identity.duration.as_secs()
+                    ));
+                }
+            }
+        }
+        (!short.is_empty()).then(|| {
+            format!(
+                "{}: sessions under 1800 seconds are served with under 15 minutes left, which SDKs treat as expiring (botocore refreshes on every call); use 1800 or more",
+                short.join(", ")
+            )
+        })
+    }
+
     /// A warning when the config holds secrets others can read.
     pub fn permission_warning(&self) -> Option<String> {
         use std::os::unix::fs::PermissionsExt as _;
@@ -159,6 +195,9 @@ pub struct StsConfig {
     /// How long a workload's very first request may wait for its role's
     /// first fetch.
     pub first_fetch_wait: Duration,
+    /// How long credentials no assignment names and no live workload holds
+    /// are kept unused.
+    pub idle_ttl: Duration,
 }
 
 /// Where the agent's own credentials come from.

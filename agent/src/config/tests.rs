@@ -383,8 +383,50 @@ fn sts_with_the_standard_chain_by_default() {
     assert_eq!(s.identity.mode, crate::creds::engine::Mode::AssumeRole);
     assert_eq!(s.identity.duration, Duration::from_secs(3600));
     assert_eq!(s.keep, Duration::from_secs(1800));
-    assert_eq!(s.first_fetch_wait, Duration::from_millis(400));
+    // Half botocore's and JS v3's one-second IMDS timeouts: room for a
+    // busy host around the wait, and SDKs wait twice (the role listing,
+    // then the credentials).
+    assert_eq!(s.first_fetch_wait, Duration::from_millis(500));
+    assert_eq!(s.idle_ttl, Duration::from_secs(600));
+    // A hundred new workloads at once are served from the burst.
+    assert_eq!(s.burst, 100);
     assert!(s.identity.mfa.is_none());
+}
+
+/// The 15-minute promise: a refresh margin under 15 minutes is refused,
+/// sessions under 30 minutes (which can't keep 15 minutes: credentials are
+/// replaced at half their life at the latest) are warned about.
+#[test]
+fn configs_that_break_the_fifteen_minute_promise() {
+    let refused = error("[credentials]\nsource = \"sts\"\nrefresh_before_expiry_seconds = 300\n");
+    assert!(
+        refused.contains("credentials.refresh_before_expiry_seconds: must be from 900 to 3600"),
+        "{refused}"
+    );
+    let config = |text: &str| parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let short = config("[credentials]\nsource = \"sts\"\nduration_seconds = 900\n");
+    let warning = short.short_sessions_warning().expect("a warning");
+    assert!(
+        warning.contains("credentials.duration_seconds = 900"),
+        "{warning}"
+    );
+    assert!(warning.contains("15 minutes"), "{warning}");
+    let profile = config(
+        "[credentials]\nsource = \"sts\"\nbase = \"profiles\"\n\
+         [profiles.a]\naccess_key_id = \"AKIAEXAMPLE123456789\"\nsecret_access_key = \"s\"\nduration_seconds = 1200\n",
+    );
+    assert!(
+        profile
+            .short_sessions_warning()
+            .is_some_and(|w| w.contains("profiles.a.duration_seconds = 1200"))
+    );
+    for fine in [
+        "[credentials]\nsource = \"sts\"\nduration_seconds = 1800\nrefresh_before_expiry_seconds = 900\n",
+        "[credentials]\nsource = \"sts\"\n",
+        KEYS,
+    ] {
+        assert!(config(fine).short_sessions_warning().is_none(), "{fine:?}");
+    }
 }
 
 #[test]
@@ -530,6 +572,10 @@ fn sts_errors() {
         (
             "source = \"sts\"\nfirst_fetch_wait_ms = 10000\n",
             "credentials.first_fetch_wait_ms: must be from 0 to 5000",
+        ),
+        (
+            "source = \"sts\"\nidle_ttl_seconds = 1\n",
+            "credentials.idle_ttl_seconds: must be from 5 to 86400",
         ),
         (
             "source = \"sts\"\nbase = \"profiles\"\nprofile = \"x\"\n[profiles.a]\naccess_key_id = \"AKIAEXAMPLE123456789\"\nsecret_access_key = \"s\"\n",

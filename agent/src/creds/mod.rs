@@ -12,6 +12,7 @@ pub mod sts;
 
 pub use role::{Role, RoleError, RoleSpec, SessionParams, is_account_id, unique_id};
 pub use source::{
-    Changed, CredentialSource, Credentials, KeySuffix, Keys, Lookup, Rendered, Secret, Unavailable,
+    Changed, CredentialSource, Credentials, Holder, KeySuffix, Keys, Lookup, Rendered, Secret,
+    Unavailable, User,
 };
 pub use static_source::StaticSource;

@@ -163,6 +163,32 @@ pub enum Lookup {
 /// A future that completes when something changed.
 pub type Changed = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// Who is using a role's credentials, as far as the agent can check it is
+/// still there: the engine keeps an entry fresh while one of its holders
+/// lives, however long the workload goes between requests (SDKs come back
+/// only when their copy nears expiry).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Holder {
+    /// A cgroup, by its id: gone when the cgroup is removed.
+    Cgroup(u64),
+    /// A container, by its id: gone when the container stops.
+    Container(Arc<str>),
+    /// A workload known only by its address: its life can't be checked.
+    Unchecked,
+}
+
+/// A workload asking for a role's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// What the agent can check it by.
+    pub holder: Holder,
+    /// Who made it, when that may be a local user making workloads by the
+    /// hundred (a user's own cgroups): the fetches that user's workloads
+    /// start take turns, so they can't keep everyone else's waiting.
+    /// `None` for the host's own units and containers.
+    pub owner: Option<Arc<str>>,
+}
+
 /// Where the credentials for a role come from.
 ///
 /// `lookup` is called on the request path, so it must answer from memory:
@@ -173,12 +199,14 @@ pub trait CredentialSource: Send + Sync + fmt::Debug {
     /// The credentials to serve for `role` at `now`.
     fn lookup(&self, role: &Role, now: SystemTime) -> Lookup;
 
-    /// When `role` has never had credentials and a first fetch is under way,
-    /// a future that completes when that fetch ends. The HTTP layer waits on
-    /// it, for a short bounded time, so that a workload's very first request
-    /// gets credentials instead of an error; at any other time it is `None`
-    /// and nothing waits.
-    fn first_fetch(&self, _role: &Role) -> Option<Changed> {
+    /// Called on every request that reads `role`'s credentials, before
+    /// `lookup`: records that `user` uses them (they are kept fresh while it
+    /// lives) and, when there is nothing to serve yet (no valid credentials
+    /// and no error), makes sure a fetch is under way and returns a future
+    /// that completes when it ends. The HTTP layer waits on it, for a short
+    /// bounded time, so that a workload's first request gets credentials
+    /// instead of an error. `None`: serve what `lookup` says now.
+    fn prepare(&self, _role: &Role, _user: &User) -> Option<Changed> {
         None
     }
 }

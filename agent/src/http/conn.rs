@@ -32,6 +32,8 @@ pub struct Identity {
     pub workload: Workload,
     /// Its token binding.
     pub binding: Box<[u8]>,
+    /// What the credentials engine keeps it as.
+    pub user: crate::creds::User,
 }
 
 impl Connection {
@@ -58,7 +60,12 @@ impl Connection {
     /// Records the caller's identity. A new one means a new role lookup.
     pub fn set_identity(&self, workload: Workload) -> Arc<Identity> {
         let binding = workload.token_binding().into_boxed_slice();
-        let identity = Arc::new(Identity { workload, binding });
+        let user = workload.credentials_user();
+        let identity = Arc::new(Identity {
+            workload,
+            binding,
+            user,
+        });
         *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&identity));
         *self.role.lock().unwrap_or_else(|e| e.into_inner()) = None;
         identity

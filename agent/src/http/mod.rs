@@ -37,8 +37,8 @@ pub struct AppState {
     pub attribution: Arc<dyn Attribution>,
     /// Which role they get.
     pub roles: Arc<dyn RoleAssignment>,
-    /// Where credentials come from (the IMDS answers from it too; the
-    /// handler only asks it whether a first fetch is under way).
+    /// Where credentials come from (the IMDS answers from it; the handler
+    /// tells it who uses a role first, and waits for a first fetch).
     pub credentials: Arc<dyn CredentialSource>,
     /// How long a workload's very first credentials request may wait for
     /// its role's first fetch.
@@ -78,12 +78,12 @@ async fn handle(
     let mut waited = false;
     if let Some(role) = &role
         && crate::imds::reads_credentials(parts.uri.path())
-        && let Some(first_fetch) = state.credentials.first_fetch(role)
+        && let Some(fetch) = state.credentials.prepare(role, &identity.user)
     {
-        // Only a role that has never had credentials gets here: a bounded
-        // wait (below every SDK's timeout) beats failing a workload's first
-        // call.
-        let _ = tokio::time::timeout(state.first_fetch_wait, first_fetch).await;
+        // Only a role with nothing to serve yet gets here (a workload's
+        // first request): a bounded wait, below SDKs' one-second timeouts,
+        // beats failing its first call.
+        let _ = tokio::time::timeout(state.first_fetch_wait, fetch).await;
         waited = true;
     }
     let request = convert::imds_request(&parts.method, &parts.uri, &parts.headers);

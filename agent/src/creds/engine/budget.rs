@@ -7,19 +7,28 @@
 //! for a thousand sessions queues behind the host's own workloads, never
 //! ahead of them.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+/// How many calls on demand one owner may have waiting for the budget (or
+/// in STS) at once; the rest of its calls wait their turn behind them, so
+/// a user starting a thousand sessions holds two places in the queue, not
+/// a thousand.
+pub(crate) const TURNS_PER_OWNER: usize = 2;
+
 /// Which calls go first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Lane {
     /// A role an assignment names, or the agent's own session.
     Wanted,
-    /// Anything else: waits while a wanted call does.
-    OnDemand,
+    /// Anything else: waits while a wanted call does. With an owner (a
+    /// user whose own cgroups asked), at most `TURNS_PER_OWNER` at once.
+    OnDemand(Option<Arc<str>>),
 }
 
 /// At most `rate` calls a second on average, `burst` at once.
@@ -30,6 +39,12 @@ pub(crate) struct Budget {
     state: Mutex<(f64, Instant)>,
     /// Wanted calls waiting for the budget.
     wanted_waiting: AtomicUsize,
+    /// Each owner's turns, while any of its calls waits or runs.
+    owners: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    /// Calls of each lane wait in line (tokio's mutex is first come,
+    /// first served), one at a time for a token.
+    wanted_line: tokio::sync::Mutex<()>,
+    on_demand_line: tokio::sync::Mutex<()>,
 }
 
 /// Counts a wanted call as waiting while it lives.
@@ -41,6 +56,27 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// A call's place: hold it until STS has answered.
+#[derive(Debug)]
+pub(crate) struct Turn<'a> {
+    budget: &'a Budget,
+    owner: Option<(Arc<str>, Arc<Semaphore>, OwnedSemaphorePermit)>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let Some((owner, turns, permit)) = self.owner.take() else {
+            return;
+        };
+        drop(permit);
+        let mut owners = self.budget.lock_owners();
+        // Only the map and this turn hold it: nobody of this owner waits.
+        if Arc::strong_count(&turns) == 2 {
+            owners.remove(&owner);
+        }
+    }
+}
+
 impl Budget {
     pub(crate) fn new(rate: f64, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
@@ -49,16 +85,51 @@ impl Budget {
             burst,
             state: Mutex::new((burst, Instant::now())),
             wanted_waiting: AtomicUsize::new(0),
+            owners: Mutex::default(),
+            wanted_line: tokio::sync::Mutex::const_new(()),
+            on_demand_line: tokio::sync::Mutex::const_new(()),
         }
     }
 
-    /// Takes one call from the budget, waiting until there is one (and,
-    /// on demand, until no wanted call waits).
-    pub(crate) async fn acquire(&self, lane: Lane) {
-        let _waiting = (lane == Lane::Wanted).then(|| {
+    fn lock_owners(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Semaphore>>> {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one call from the budget, waiting until there is one (on
+    /// demand: until no wanted call waits, and until it is its owner's
+    /// turn).
+    pub(crate) async fn acquire(&self, lane: &Lane) -> Turn<'_> {
+        let owner = match lane {
+            Lane::OnDemand(Some(owner)) => {
+                let turns = Arc::clone(
+                    self.lock_owners()
+                        .entry(Arc::clone(owner))
+                        .or_insert_with(|| Arc::new(Semaphore::new(TURNS_PER_OWNER))),
+                );
+                // Never closed.
+                let permit = Arc::clone(&turns).acquire_owned().await.ok();
+                permit.map(|permit| (Arc::clone(owner), turns, permit))
+            }
+            _ => None,
+        };
+        let turn = Turn {
+            budget: self,
+            owner,
+        };
+        self.take(matches!(lane, Lane::Wanted)).await;
+        turn
+    }
+
+    async fn take(&self, wanted: bool) {
+        let _waiting = wanted.then(|| {
             self.wanted_waiting.fetch_add(1, Ordering::SeqCst);
             Waiting(&self.wanted_waiting)
         });
+        let _in_line = if wanted {
+            self.wanted_line.lock().await
+        } else {
+            self.on_demand_line.lock().await
+        };
         loop {
             let wait = {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -67,8 +138,7 @@ impl Budget {
                 *tokens =
                     (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
                 *last = now;
-                let yields =
-                    lane == Lane::OnDemand && self.wanted_waiting.load(Ordering::SeqCst) > 0;
+                let yields = !wanted && self.wanted_waiting.load(Ordering::SeqCst) > 0;
                 if *tokens >= 1.0 && !yields {
                     *tokens -= 1.0;
                     return;
@@ -78,6 +148,12 @@ impl Budget {
             };
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Owners with calls waiting or running (tests).
+    #[cfg(test)]
+    pub(crate) fn owners_waiting(&self) -> usize {
+        self.lock_owners().len()
     }
 }
 
@@ -90,14 +166,14 @@ mod tests {
         let budget = Budget::new(2.0, 3);
         let start = Instant::now();
         for _ in 0..3 {
-            budget.acquire(Lane::Wanted).await;
+            drop(budget.acquire(&Lane::Wanted).await);
         }
         assert!(
             start.elapsed() < Duration::from_millis(1),
             "the burst is immediate"
         );
         for _ in 0..4 {
-            budget.acquire(Lane::OnDemand).await;
+            drop(budget.acquire(&Lane::OnDemand(None)).await);
         }
         let elapsed = start.elapsed();
         assert!(
@@ -111,20 +187,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn wanted_calls_go_before_calls_on_demand() {
         let budget = std::sync::Arc::new(Budget::new(1.0, 1));
-        budget.acquire(Lane::OnDemand).await;
+        drop(budget.acquire(&Lane::OnDemand(None)).await);
         let order = std::sync::Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..20 {
             let (budget, order) = (budget.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                budget.acquire(Lane::OnDemand).await;
+                drop(budget.acquire(&Lane::OnDemand(None)).await);
                 order.lock().unwrap().push(i);
             }));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (b, o) = (budget.clone(), order.clone());
         let wanted = tokio::spawn(async move {
-            b.acquire(Lane::Wanted).await;
+            drop(b.acquire(&Lane::Wanted).await);
             o.lock().unwrap().push(99);
         });
         wanted.await.unwrap();
@@ -136,5 +212,46 @@ mod tests {
         for task in tasks {
             task.abort();
         }
+    }
+
+    /// One owner's thousand calls hold two places: another owner's call,
+    /// made after them, is among the next few.
+    #[tokio::test(start_paused = true)]
+    async fn an_owner_holds_two_places_in_the_queue() {
+        let budget = std::sync::Arc::new(Budget::new(1.0, 1));
+        drop(budget.acquire(&Lane::Wanted).await);
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let flood: Arc<str> = Arc::from("user:4242");
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let (budget, order, flood) = (budget.clone(), order.clone(), flood.clone());
+            tasks.push(tokio::spawn(async move {
+                let _turn = budget.acquire(&Lane::OnDemand(Some(flood))).await;
+                order.lock().unwrap().push(i);
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (b, o) = (budget.clone(), order.clone());
+        let other = tokio::spawn(async move {
+            let _turn = b
+                .acquire(&Lane::OnDemand(Some(Arc::from("user:1000"))))
+                .await;
+            o.lock().unwrap().push(99);
+        });
+        other.await.unwrap();
+        let seen = order.lock().unwrap().clone();
+        let place = seen.iter().position(|i| *i == 99).unwrap();
+        assert!(
+            place <= TURNS_PER_OWNER,
+            "at most the flood's places went first: {seen:?}"
+        );
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(
+            budget.owners_waiting(),
+            0,
+            "an owner with nothing waiting is forgotten"
+        );
     }
 }

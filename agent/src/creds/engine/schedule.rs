@@ -3,10 +3,29 @@
 
 use std::time::{Duration, SystemTime};
 
+/// What SDKs count as "about to expire": botocore refreshes credentials
+/// with less than 15 minutes left (and logs an expiration extension), the
+/// Java SDK v1 refetches on every call then. Served credentials are to keep
+/// at least this long.
+pub const SDK_REFRESH_WINDOW: Duration = Duration::from_secs(900);
+
+/// How long before expiry credentials with `lifetime` are replaced: `keep`,
+/// but never more than half their lifetime (credentials refreshed sooner
+/// than that would be refreshed again at once).
+pub fn effective_keep(keep: Duration, lifetime: Duration) -> Duration {
+    keep.min(lifetime / 2)
+}
+
+/// The most a refresh is moved earlier by jitter: an eighth of the
+/// lifetime, at most 5 minutes.
+pub(crate) fn jitter_spread(lifetime: Duration) -> Duration {
+    (lifetime / 8).min(Duration::from_secs(300))
+}
+
 /// When credentials issued at `issued` and expiring at `expiration` should
-/// be replaced: `keep` before expiry (at most half their lifetime), earlier
-/// by up to an eighth of the lifetime (at most 5 minutes) of jitter, so
-/// that roles fetched together do not all refresh in the same second.
+/// be replaced: `effective_keep` before expiry, earlier by up to
+/// `jitter_spread`, so that roles fetched together do not all refresh in
+/// the same second.
 ///
 /// `jitter` is a draw from `[0, 1)`.
 pub(crate) fn refresh_at(
@@ -16,10 +35,27 @@ pub(crate) fn refresh_at(
     jitter: f64,
 ) -> SystemTime {
     let lifetime = expiration.duration_since(issued).unwrap_or_default();
-    let keep = keep.min(lifetime / 2);
-    let spread = (lifetime / 8).min(Duration::from_secs(300));
-    let before = keep + spread.mul_f64(jitter.clamp(0.0, 1.0));
+    let before =
+        effective_keep(keep, lifetime) + jitter_spread(lifetime).mul_f64(jitter.clamp(0.0, 1.0));
     expiration.checked_sub(before).unwrap_or(issued).max(issued)
+}
+
+/// When a failed fetch is tried again: after `wait`, but while credentials
+/// are still served (valid until `valid_until`) never later than halfway
+/// to their expiry, so a refusal's `error_ttl` can't outlast them: the
+/// retries come closer together as expiry nears (at least a second apart).
+pub(crate) fn retry_at(
+    now: SystemTime,
+    wait: Duration,
+    valid_until: Option<SystemTime>,
+) -> SystemTime {
+    let left = valid_until
+        .and_then(|until| until.duration_since(now).ok())
+        .filter(|left| !left.is_zero());
+    match left {
+        Some(left) => now + wait.min((left / 2).max(Duration::from_secs(1))),
+        None => now + wait,
+    }
 }
 
 /// How long to wait before trying a failed role again. A refusal (access
@@ -108,6 +144,61 @@ mod tests {
         }
         // Already expired on arrival (clock skew): refresh at once, not before.
         assert_eq!(refresh_at(t(100), t(50), 30 * MIN, 0.5), t(100));
+    }
+
+    /// Every (lifetime, keep) pair the config allows: credentials are
+    /// replaced with at least `effective_keep` left whatever the jitter,
+    /// and that is at least the SDKs' 15 minutes exactly when the
+    /// lifetime is 30 minutes or more (`config` warns about the others).
+    #[test]
+    fn the_fifteen_minute_rule_over_every_allowed_pair() {
+        let issued = t(2_000_000);
+        for lifetime in (900..=43_200).step_by(60) {
+            let lifetime = Duration::from_secs(lifetime);
+            for keep in (900..=3600).step_by(60) {
+                let keep = Duration::from_secs(keep);
+                let kept = effective_keep(keep, lifetime);
+                for jitter in [0.0, 0.5, 0.999_999] {
+                    let at = refresh_at(issued, issued + lifetime, keep, jitter);
+                    assert!(at >= issued, "{lifetime:?} {keep:?}");
+                    let left = (issued + lifetime).duration_since(at).unwrap();
+                    assert!(left >= kept, "{lifetime:?} {keep:?} {jitter}: {left:?}");
+                    assert!(left <= lifetime, "{lifetime:?} {keep:?}");
+                }
+                assert_eq!(
+                    kept >= SDK_REFRESH_WINDOW,
+                    lifetime >= 2 * SDK_REFRESH_WINDOW,
+                    "{lifetime:?} {keep:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_retry_never_outlasts_the_credentials_still_served() {
+        let now = t(1000);
+        let ttl = HOUR;
+        assert_eq!(retry_at(now, ttl, None), now + ttl);
+        assert_eq!(retry_at(now, ttl, Some(now + 20 * MIN)), now + 10 * MIN);
+        assert_eq!(retry_at(now, MIN, Some(now + 20 * MIN)), now + MIN);
+        assert_eq!(
+            retry_at(now, ttl, Some(now + Duration::from_millis(500))),
+            now + Duration::from_secs(1),
+            "at least a second apart"
+        );
+        assert_eq!(
+            retry_at(now, ttl, Some(now)),
+            now + ttl,
+            "expired: the plain wait"
+        );
+        // Retries close in on the expiry: a bounded number before it.
+        let until = now + HOUR;
+        let (mut at, mut tries) = (now, 0);
+        while at < until {
+            at = retry_at(at, ttl, Some(until));
+            tries += 1;
+        }
+        assert!(tries <= 14, "{tries}");
     }
 
     #[test]

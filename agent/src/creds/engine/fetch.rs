@@ -1,0 +1,457 @@
+//! One fetch of one role: the calls to STS it takes (the account, the
+//! shared session, `AssumeRole`), and what its answer does to the entry.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::base::{Identity, MfaSettings, Mode};
+use super::budget::Lane;
+use super::entry::{Entry, EntryState, session_name_of};
+use super::schedule::{
+    SDK_REFRESH_WINDOW, effective_keep, jitter_spread, refresh_at, retry_after, retry_at,
+};
+use super::{Inner, SessionCache};
+use crate::clock::Now;
+use crate::creds::mfa::{MfaCode, TotpSecret};
+use crate::creds::session_name;
+use crate::creds::sts::{AssumeRoleRequest, BaseCreds, Issued, Mfa, StsError};
+use crate::creds::{Credentials, Role, RoleError, Unavailable};
+use crate::timefmt::iso8601;
+
+/// Credentials that expire sooner than this after they arrive are not
+/// served: the host's clock is wrong, or STS is.
+const LEAST_LIFE_ON_ARRIVAL: Duration = Duration::from_secs(60);
+
+/// Why the engine could not get credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum FetchError {
+    #[error("the agent has no credentials of its own yet: post them with `imds-agent bootstrap`")]
+    NoBase,
+    #[error("an MFA code is needed: run `imds-agent mfa`")]
+    MfaRequired,
+    #[error(transparent)]
+    Role(#[from] RoleError),
+    #[error(transparent)]
+    Sts(#[from] StsError),
+    #[error(
+        "STS issued credentials expiring at {0}, less than a minute from now by this host's clock: is the clock right?"
+    )]
+    ExpiredOnArrival(String),
+    #[error("the role left the cache before STS was asked")]
+    Abandoned,
+}
+
+impl FetchError {
+    fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Sts(e) => e.is_transient(),
+            FetchError::ExpiredOnArrival(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The `Code` and `Message` served while a role has nothing better.
+    /// The workload learns what to do, not how the agent reaches STS: the
+    /// endpoint, the HTTP stack's errors and STS's wording (which names
+    /// the agent's own identity) stay in the agent's log.
+    fn unavailable(&self, arn: &str, at: SystemTime) -> Unavailable {
+        let (code, message) = match self {
+            FetchError::Sts(StsError::Throttled(_) | StsError::Unavailable(_))
+            | FetchError::ExpiredOnArrival(_) => (
+                "ServiceUnavailable",
+                format!(
+                    "STS could not issue credentials for {arn} just now; the agent retries (its log says why)"
+                ),
+            ),
+            FetchError::Sts(StsError::Refused { code, .. }) => (
+                "AssumeRoleUnauthorizedAccess",
+                format!(
+                    "STS refused credentials for {arn}: {code} (the agent's log has STS's message)"
+                ),
+            ),
+            FetchError::Sts(_) => (
+                "AssumeRoleUnauthorizedAccess",
+                format!("STS could not issue credentials for {arn} (the agent's log says why)"),
+            ),
+            _ => (
+                "AssumeRoleUnauthorizedAccess",
+                format!("no credentials for {arn}: {self}"),
+            ),
+        };
+        Unavailable {
+            code: code.into(),
+            message,
+            last_updated: at,
+        }
+    }
+}
+
+/// What a fetch got: the credentials and when they were obtained (a shared
+/// session token may be older than this fetch).
+type Fetched = (Issued, SystemTime);
+
+impl Inner {
+    pub(super) fn spawn_fetch(self: &Arc<Self>, entry: Arc<Entry>) {
+        self.runtime.spawn(Arc::clone(self).fetch(entry));
+    }
+
+    /// One fetch of `entry` (whose `fetching` flag the caller set).
+    pub(super) async fn fetch(self: Arc<Self>, entry: Arc<Entry>) {
+        let (generation, profile) = {
+            let base = self.read_base();
+            (base.generation, base.profile.clone())
+        };
+        let session_name = session_name_of(&entry.role, &self.settings, profile.as_deref());
+        let started = self.clock.now();
+        let lane = {
+            let st = entry.lock();
+            if st.wanted {
+                Lane::Wanted
+            } else {
+                Lane::OnDemand(st.owner.clone())
+            }
+        };
+        let result = self.issue(&entry, &session_name, generation, &lane).await;
+        let now = self.clock.now();
+        let result = result.and_then(|(issued, obtained)| {
+            if issued.expiration <= now.wall + LEAST_LIFE_ON_ARRIVAL {
+                Err(FetchError::ExpiredOnArrival(iso8601(issued.expiration)))
+            } else {
+                Ok((issued, obtained))
+            }
+        });
+        let arn = self.arn_for_log(&entry.role);
+        let stale = self.read_base().generation != generation;
+        {
+            let mut st = entry.lock();
+            st.fetching = false;
+            entry
+                .waited
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            if stale {
+                // The base changed while STS answered: this answer belongs
+                // to the old identity. Fetch again as the new one (what
+                // the entry has is served until then).
+                st.next_fetch = Some(now.wall);
+            } else {
+                match &result {
+                    Ok(fetched) => self.store(&mut st, fetched, generation, &arn, now),
+                    Err(error) => self.failed(&mut st, error, generation, &arn, now),
+                }
+            }
+        }
+        entry.fetched.send_modify(|n| *n += 1);
+        self.wake.notify_one();
+        let latency_ms = now.mono.saturating_sub(started.mono).as_millis() as u64;
+        match (&result, stale) {
+            (_, true) => {
+                tracing::debug!(role = %arn, session = %session_name, "discarded an answer for a previous identity")
+            }
+            (Ok((issued, _)), false) => tracing::info!(
+                role = %arn,
+                session = %session_name,
+                access_key_suffix = %issued.keys.key_suffix(),
+                expiration = %iso8601(issued.expiration),
+                latency_ms,
+                "STS issued credentials"
+            ),
+            (Err(error), false) => tracing::warn!(
+                role = %arn,
+                session = %session_name,
+                error = %error,
+                latency_ms,
+                "STS could not issue credentials"
+            ),
+        }
+    }
+
+    fn store(&self, st: &mut EntryState, fetched: &Fetched, generation: u64, arn: &str, now: Now) {
+        let (issued, obtained) = fetched;
+        let obtained = (*obtained).min(now.wall);
+        st.creds = Some(Credentials {
+            keys: Arc::new(issued.keys.clone()),
+            last_updated: obtained,
+            expiration: issued.expiration,
+            account_id: issued.account_id.as_deref().map(Arc::from),
+            rendered: Default::default(),
+        });
+        st.creds_generation = generation;
+        st.error = None;
+        st.error_detail = None;
+        st.failures = 0;
+        let lifetime = issued
+            .expiration
+            .duration_since(obtained)
+            .unwrap_or_default();
+        let kept = effective_keep(self.settings.keep, lifetime);
+        if kept < SDK_REFRESH_WINDOW && !st.warned_short {
+            st.warned_short = true;
+            tracing::warn!(
+                role = %arn,
+                lifetime_seconds = lifetime.as_secs(),
+                kept_seconds = kept.as_secs(),
+                "credentials that last under 30 minutes are served with under 15 minutes left: SDKs refresh them on every call (use duration_seconds of 1800 or more)"
+            );
+        }
+        st.next_fetch = Some(refresh_at(
+            obtained,
+            issued.expiration,
+            self.settings.keep,
+            self.jitter(),
+        ));
+    }
+
+    fn failed(
+        &self,
+        st: &mut EntryState,
+        error: &FetchError,
+        generation: u64,
+        arn: &str,
+        now: Now,
+    ) {
+        st.failures += 1;
+        st.error = Some(error.unavailable(arn, now.wall));
+        st.error_detail = Some(error.to_string());
+        // The new identity was refused: what the old one fetched is not
+        // served on its behalf. (A transient failure keeps serving it
+        // until it expires, as for any refresh.)
+        if !error.is_transient() && st.creds_generation != generation {
+            st.creds = None;
+        }
+        let wait = retry_after(
+            st.failures,
+            error.is_transient(),
+            self.settings.error_ttl,
+            self.settings.max_backoff,
+            self.jitter(),
+        );
+        let valid_until = st.creds.as_ref().map(|c| c.expiration);
+        st.next_fetch = Some(retry_at(now.wall, wait, valid_until));
+    }
+
+    pub(super) fn arn_for_log(&self, role: &Role) -> String {
+        let partition = &self.settings.default_partition;
+        role.spec
+            .arn(self.settings.default_account.as_deref(), partition)
+            .unwrap_or_else(|_| role.spec.to_string())
+    }
+
+    /// Gets credentials for `role` from STS.
+    async fn issue(
+        &self,
+        entry: &Entry,
+        session_name: &str,
+        generation: u64,
+        lane: &Lane,
+    ) -> Result<Fetched, FetchError> {
+        let role = &entry.role;
+        let (base, identity) = {
+            let b = self.read_base();
+            (b.creds.clone(), b.identity().clone())
+        };
+        let base = base.ok_or(FetchError::NoBase)?;
+        match identity.mode {
+            Mode::SessionToken => self.session(&base, &identity, generation).await,
+            Mode::AssumeRole => {
+                let arn = self.role_arn(role, &base, generation).await?;
+                let caller = match identity.mfa {
+                    Some(_) => BaseCreds::Keys(Arc::new(
+                        self.session(&base, &identity, generation).await?.0.keys,
+                    )),
+                    None => base,
+                };
+                let request = self.assume_role_request(role, arn, session_name, &identity);
+                let _turn = self.budget.acquire(lane).await;
+                let _slot = self
+                    .in_flight
+                    .enter(&entry.waited, matches!(lane, Lane::Wanted))
+                    .await;
+                if entry.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(FetchError::Abandoned);
+                }
+                let issued = self
+                    .sts
+                    .assume_role(&caller, &identity.region, &request, None)
+                    .await?;
+                Ok((issued, self.clock.now().wall))
+            }
+        }
+    }
+
+    fn assume_role_request(
+        &self,
+        role: &Role,
+        role_arn: String,
+        session_name: &str,
+        identity: &Identity,
+    ) -> AssumeRoleRequest {
+        let s = &role.session;
+        let source_identity = s.source_identity.clone().or_else(|| {
+            self.settings
+                .source_identity
+                .then(|| session_name.to_owned())
+        });
+        let tags = if !s.tags.is_empty() || !self.settings.session_tags {
+            s.tags.clone()
+        } else {
+            let mut tags = vec![("imds-agent:workload".to_owned(), session_name.to_owned())];
+            if let Some(host) = session_name::sanitize(&self.settings.hostname) {
+                tags.push(("imds-agent:host".to_owned(), host));
+            }
+            tags
+        };
+        AssumeRoleRequest {
+            role_arn,
+            session_name: session_name.to_owned(),
+            duration: s.duration.unwrap_or(identity.duration),
+            external_id: s
+                .external_id
+                .clone()
+                .or_else(|| identity.external_id.clone()),
+            source_identity,
+            tags,
+        }
+    }
+
+    /// The role's ARN; a role named without an account is in the configured
+    /// account, else in the account of the agent's own credentials.
+    async fn role_arn(
+        &self,
+        role: &Role,
+        base: &BaseCreds,
+        generation: u64,
+    ) -> Result<String, FetchError> {
+        let partition = &self.settings.default_partition;
+        if role.spec.account_id().is_some() || self.settings.default_account.is_some() {
+            return Ok(role
+                .spec
+                .arn(self.settings.default_account.as_deref(), partition)?);
+        }
+        let mut account = self.account.lock().await;
+        if let Some((g, id)) = account.as_ref()
+            && *g == generation
+        {
+            return Ok(role.spec.arn(Some(id), partition)?);
+        }
+        let region = self.read_base().identity().region.clone();
+        // Every role waits for this one call: it goes first.
+        let _turn = self.budget.acquire(&Lane::Wanted).await;
+        let _slot = self.in_flight.enter(&self.everyone_waits, true).await;
+        let who = self.sts.get_caller_identity(base, &region).await?;
+        tracing::info!(account = %who.account, arn = %who.arn, "the agent's own identity");
+        *account = Some((generation, who.account.clone()));
+        Ok(role.spec.arn(Some(&who.account), partition)?)
+    }
+
+    /// The shared session: the MFA session (`AssumeRole` mode) or the
+    /// served session token (`SessionToken` mode). One call at a time:
+    /// concurrent fetches wait for it and share its answer.
+    async fn session(
+        &self,
+        base: &BaseCreds,
+        identity: &Identity,
+        generation: u64,
+    ) -> Result<Fetched, FetchError> {
+        let mut cache = self.session.lock().await;
+        let now = self.clock.now().wall;
+        if cache.generation == generation
+            && let Some(issued) = cache
+                .issued
+                .as_ref()
+                .filter(|s| self.reusable(identity.mode, s, cache.obtained, now))
+        {
+            return Ok((issued.clone(), cache.obtained));
+        }
+        let mfa = match &identity.mfa {
+            Some(settings) => Some(self.mfa(settings).await?),
+            None => None,
+        };
+        let duration = match identity.mode {
+            Mode::AssumeRole => identity.mfa_session,
+            Mode::SessionToken => identity.duration,
+        };
+        // Every role waits for the shared session: it goes first.
+        let turn = self.budget.acquire(&Lane::Wanted).await;
+        let slot = self.in_flight.enter(&self.everyone_waits, true).await;
+        let issued = self
+            .sts
+            .get_session_token(base, &identity.region, duration, mfa.as_ref())
+            .await?;
+        drop((slot, turn));
+        let obtained = self.clock.now().wall;
+        tracing::info!(
+            access_key_suffix = %issued.keys.key_suffix(),
+            expiration = %iso8601(issued.expiration),
+            mfa = mfa.is_some(),
+            "STS issued a session token"
+        );
+        *cache = SessionCache {
+            generation,
+            issued: Some(issued.clone()),
+            obtained,
+        };
+        Ok((issued, obtained))
+    }
+
+    /// Whether a cached session can be used at `now`. A served session
+    /// token is refreshed like any credentials: reused while it has more
+    /// left than it is refreshed at (with jitter and a minute to spare),
+    /// so every role shares it until then. An MFA session only has to
+    /// outlive the next call.
+    fn reusable(&self, mode: Mode, issued: &Issued, obtained: SystemTime, now: SystemTime) -> bool {
+        let margin = match mode {
+            Mode::SessionToken => {
+                let lifetime = issued
+                    .expiration
+                    .duration_since(obtained)
+                    .unwrap_or_default();
+                effective_keep(self.settings.keep, lifetime)
+                    + jitter_spread(lifetime)
+                    + Duration::from_secs(60)
+            }
+            Mode::AssumeRole => Duration::from_secs(300),
+        };
+        issued.expiration > now + margin
+    }
+
+    /// An MFA code: from the TOTP secret (never the same step twice: AWS
+    /// refuses a reused code), else the one a person handed in.
+    async fn mfa(&self, settings: &MfaSettings) -> Result<Mfa, FetchError> {
+        let code = match &settings.secret {
+            Some(secret) => self.totp_code(secret).await,
+            None => self
+                .write_base()
+                .mfa_code
+                .take()
+                .ok_or(FetchError::MfaRequired)?,
+        };
+        Ok(Mfa {
+            serial: settings.serial.clone(),
+            code,
+        })
+    }
+
+    async fn totp_code(&self, secret: &TotpSecret) -> MfaCode {
+        loop {
+            let now = self.clock.now().wall;
+            let step = TotpSecret::step(now);
+            {
+                let mut base = self.write_base();
+                if base.last_totp_step != Some(step) {
+                    base.last_totp_step = Some(step);
+                    return secret.code_for_step(step);
+                }
+            }
+            // This step's code was used: wait for the next one.
+            let into_step = now
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+                % crate::creds::mfa::STEP_SECONDS;
+            tokio::time::sleep(Duration::from_secs(
+                crate::creds::mfa::STEP_SECONDS - into_step,
+            ))
+            .await;
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! What the engine reports: per role, per profile, and as a whole, for the
+//! admin socket. Never a secret.
+
+use std::sync::Arc;
+
+use super::Engine;
+use super::base::BaseConfig;
+use super::entry::Entry;
+use crate::timefmt::iso8601;
+
+/// What `status` reports about one role.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoleStatus {
+    /// The role as configured.
+    pub role: String,
+    /// Its session name.
+    pub session_name: String,
+    /// Whether valid credentials are cached.
+    pub valid: bool,
+    /// When they expire.
+    pub expiration: Option<String>,
+    /// Seconds they have left.
+    pub remaining_seconds: Option<u64>,
+    /// The last access key id's last four characters.
+    pub access_key_suffix: Option<String>,
+    /// The last error, if the last fetch failed.
+    pub error: Option<String>,
+    /// A workload that is still there uses it (it is kept and refreshed
+    /// for as long as that workload lives).
+    pub in_use: bool,
+}
+
+/// One profile, as the admin socket shows it: never its secret key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProfileInfo {
+    /// Its name.
+    pub name: String,
+    /// Whether it is the active one.
+    pub active: bool,
+    /// Its access key id's last four characters.
+    pub access_key_suffix: String,
+    /// STS's region.
+    pub region: String,
+    /// `assume-role` or `session-token`.
+    pub mode: String,
+    /// Session duration.
+    pub duration_seconds: u64,
+    /// The role its workloads get, if it names one.
+    pub role: Option<String>,
+    /// Its MFA device.
+    pub mfa_serial: Option<String>,
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    /// Every wanted role has valid credentials.
+    pub ready: bool,
+    /// Where the agent's own credentials come from.
+    pub base: String,
+    /// The active profile.
+    pub profile: Option<String>,
+    /// `assume-role` or `session-token`.
+    pub mode: String,
+    /// Whether the last STS call reached STS (`None`: no call yet).
+    pub sts_reachable: Option<bool>,
+    /// The MFA device, when one is configured.
+    pub mfa_serial: Option<String>,
+    /// When the MFA session expires.
+    pub mfa_session_expiration: Option<String>,
+    /// Every cached role.
+    pub roles: Vec<RoleStatus>,
+}
+
+impl Engine {
+    /// What profile `name` is, without its secrets: `None` if there is no
+    /// such profile.
+    pub fn profile(&self, name: &str) -> Option<ProfileInfo> {
+        let base = self.inner.read_base();
+        let BaseConfig::Profiles { profiles, .. } = &base.config else {
+            return None;
+        };
+        let profile = profiles.get(name)?;
+        Some(ProfileInfo {
+            name: name.to_owned(),
+            active: base.profile.as_deref() == Some(name),
+            access_key_suffix: profile.keys.key_suffix().to_owned(),
+            region: profile.identity.region.clone(),
+            mode: profile.identity.mode.as_str().to_owned(),
+            duration_seconds: profile.identity.duration.as_secs(),
+            role: profile.role.as_ref().map(|r| r.spec.to_string()),
+            mfa_serial: profile.identity.mfa.as_ref().map(|m| m.serial.clone()),
+        })
+    }
+
+    /// The configured profiles and the active one (empty without profiles).
+    pub fn profiles(&self) -> (Vec<String>, Option<String>) {
+        let base = self.inner.read_base();
+        match &base.config {
+            BaseConfig::Profiles { profiles, .. } => {
+                (profiles.keys().cloned().collect(), base.profile.clone())
+            }
+            _ => (Vec::new(), None),
+        }
+    }
+
+    /// Whether every wanted role has valid credentials (what `status`
+    /// reports as `ready`), without the rest of the status.
+    pub fn is_ready(&self) -> bool {
+        let now = self.inner.clock.now().wall;
+        self.inner.lock_entries().values().all(|e| {
+            let st = e.lock();
+            !st.wanted || st.creds.as_ref().is_some_and(|c| c.expiration > now)
+        })
+    }
+
+    /// The engine's state, for the admin socket.
+    pub async fn status(&self) -> Status {
+        let now = self.inner.clock.now().wall;
+        let (base, profile, mode, mfa_serial, generation) = {
+            let b = self.inner.read_base();
+            let identity = b.identity();
+            (
+                b.describe(),
+                b.profile.clone(),
+                identity.mode.as_str().to_owned(),
+                identity.mfa.as_ref().map(|m| m.serial.clone()),
+                b.generation,
+            )
+        };
+        let mfa_session_expiration = {
+            let session = self.inner.session.lock().await;
+            session
+                .issued
+                .as_ref()
+                .filter(|_| session.generation == generation)
+                .map(|s| iso8601(s.expiration))
+        };
+        let entries: Vec<Arc<Entry>> = self.inner.lock_entries().values().cloned().collect();
+        let mut roles: Vec<RoleStatus> = entries
+            .iter()
+            .map(|e| e.status(&self.inner.settings, profile.as_deref(), now))
+            .collect();
+        roles.sort_by(|a, b| (&a.role, &a.session_name).cmp(&(&b.role, &b.session_name)));
+        let ready = self.is_ready();
+        let sts_reachable = entries
+            .iter()
+            .filter_map(|e| {
+                let st = e.lock();
+                match (&st.creds, &st.error) {
+                    (_, Some(u)) => Some(u.code != "ServiceUnavailable"),
+                    (Some(_), None) => Some(true),
+                    (None, None) => None,
+                }
+            })
+            .reduce(|a, b| a && b);
+        Status {
+            ready,
+            base,
+            profile,
+            mode,
+            sts_reachable,
+            mfa_serial,
+            mfa_session_expiration,
+            roles,
+        }
+    }
+}
