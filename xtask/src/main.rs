@@ -32,6 +32,13 @@ enum Command {
     /// One measurement from where it runs (`bench-redirect` starts it).
     #[command(hide = true)]
     BenchClient(bench::redirect::ClientOptions),
+    /// One new workload's first credentials (`bench` starts it).
+    #[command(hide = true)]
+    BenchFirstRequest {
+        /// The agent.
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+    },
     /// Build the eBPF programs (installing their toolchain on a fresh
     /// Debian machine when root) for the agent's `ebpf` feature.
     BuildEbpf(ebpf::Options),
@@ -49,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(options) => bench::run(&options),
         Command::BenchRedirect(options) => bench::redirect::run(&options),
         Command::BenchClient(options) => bench::redirect::client(&options),
+        Command::BenchFirstRequest { addr } => bench::first::client(addr),
         Command::BuildEbpf(options) => ebpf::build(&options).map(drop),
         Command::Install(options) => install::install(&options),
         Command::Uninstall(options) => install::uninstall(&options),

@@ -1,8 +1,10 @@
 //! `cargo xtask bench`: token PUTs and credential GETs at 1, 16 and 64
 //! connections, keep-alive and `Connection: close`, against the agent and,
 //! in the same run, against ectou-metadata, so that the ratio holds on a
-//! noisy machine.
+//! noisy machine; and, as root, the first requests of a hundred new
+//! workloads (`first.rs`).
 
+pub(crate) mod first;
 mod load;
 pub(crate) mod redirect;
 mod targets;
@@ -57,6 +59,9 @@ pub(crate) struct Options {
     /// Only this operation.
     #[arg(long, value_enum)]
     op: Option<Op>,
+    /// Only the first requests of new workloads (as root).
+    #[arg(long)]
+    first_requests_only: bool,
     /// Only this many connections.
     #[arg(long)]
     connections: Option<usize>,
@@ -86,6 +91,7 @@ impl Options {
             markdown: None,
             check: false,
             op: None,
+            first_requests_only: false,
             connections: None,
             mode: None,
         }
@@ -152,10 +158,12 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         token: fetch_token(attributed.addr)?,
         token_status: 200,
     });
+    let mut sts = None;
     let _helpers = if options.no_ectou {
         None
     } else {
         let moto = targets::moto()?;
+        sts = Some(moto.addr);
         let ectou = targets::ectou(moto.addr, "arn:aws:iam::123456789012:role/bench")?;
         let path = "/latest/meta-data/iam/security-credentials/role-name".to_owned();
         warm_up(ectou.addr, &path).context("ectou-metadata never served credentials")?;
@@ -184,7 +192,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let ops = [Op::Token, Op::Credentials]
         .into_iter()
-        .filter(|&o| options.op.is_none_or(|w| w == o));
+        .filter(|&o| !options.first_requests_only && options.op.is_none_or(|w| w == o));
     for op in ops {
         let counts = CONNECTIONS
             .into_iter()
@@ -223,7 +231,33 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
             }
         }
     }
-    let report = report(&rows, options);
+    let first = match sts {
+        Some(sts)
+            if crate::util::is_root() && (options.op.is_none() || options.first_requests_only) =>
+        {
+            let first = first::run(&bin, &options.agent_log_level, sts)
+                .context("the first-requests scenario")?;
+            eprintln!(
+                "xtask bench: first requests of {} new workloads: {} got credentials, p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+                first.workloads,
+                first.successes,
+                ms(first.p50),
+                ms(first.p99),
+                ms(first.max)
+            );
+            Some(first)
+        }
+        _ => {
+            eprintln!(
+                "xtask bench: first requests of new workloads: skipped (needs root for cgroups, and moto)"
+            );
+            None
+        }
+    };
+    let mut report = report(&rows, options);
+    if let Some(first) = &first {
+        report.push_str(&first_report(first));
+    }
     println!("{report}");
     if let Some(path) = &options.markdown {
         std::fs::write(path, &report).with_context(|| format!("writing {}", path.display()))?;
@@ -235,6 +269,15 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         .sum();
     if agent_errors > 0 {
         bail!("the agent answered {agent_errors} requests wrongly or not at all");
+    }
+    if let Some(first) = &first
+        && first.successes < first.workloads
+    {
+        bail!(
+            "{} of {} new workloads got no credentials on their first request",
+            first.workloads - first.successes,
+            first.workloads
+        );
     }
     if options.check && report.contains("| MISSED |") {
         bail!("a benchmark target was missed (see the table above)");
@@ -425,6 +468,28 @@ fn report(rows: &[Row], options: &Options) -> String {
         "zero errors (every agent scenario)".to_owned(),
         errors.to_string(),
         errors == 0,
+    );
+    out
+}
+
+fn first_report(first: &first::FirstRequests) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nFirst requests of {} new workloads (system units starting over {} ms, each in a cgroup made as it starts; cgroup attribution, `roles.default`, a session per workload, STS from moto; token PUT, listing and credentials GET, as an SDK asks):\n",
+        first.workloads,
+        first::SPREAD.as_millis()
+    );
+    let _ = writeln!(out, "| got credentials | p50 ms | p99 ms | max ms |");
+    let _ = writeln!(out, "|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| {} of {} | {:.1} | {:.1} | {:.1} |",
+        first.successes,
+        first.workloads,
+        ms(first.p50),
+        ms(first.p99),
+        ms(first.max)
     );
     out
 }

@@ -108,7 +108,7 @@ fn nix_uid() -> anyhow::Result<u32> {
         .context("reading the uid from /proc/self/status")
 }
 
-fn start_agent(mut cmd: Command, name: &str) -> anyhow::Result<Server> {
+pub(crate) fn start_agent(mut cmd: Command, name: &str) -> anyhow::Result<Server> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(log_file(name)?)
