@@ -204,7 +204,13 @@ impl Assignments {
         units: &mut Vec<Role>,
     ) {
         let facts = &entry.facts;
-        if *facts.trusted != *entry.path || facts.user_unit.is_some() || facts.container_scope {
+        // Users' sessions are root-named too (`session-N.scope`), but a
+        // user opens as many as it likes.
+        if *facts.trusted != *entry.path
+            || facts.user_unit.is_some()
+            || facts.user_slice.is_some()
+            || facts.container_scope
+        {
             return;
         }
         let label = facts.label().and_then(|l| session_name::sanitize(&l));
@@ -251,7 +257,6 @@ impl Assignments {
                 && crate::attribution::facts::user_manager_uid(u).is_none()
         });
         if unit.is_some()
-            && facts.user_slice.is_none()
             && let Some(role) = self.fallback()
         {
             units.push(named(&role));
@@ -324,7 +329,11 @@ impl RoleAssignment for Assignments {
         if let Some(cgroups) = &self.cgroups
             && per_workload
         {
-            for entry in cgroups.all() {
+            // In path order: when there are more than the prefetch may
+            // take, every sync keeps the same ones.
+            let mut all = cgroups.all();
+            all.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+            for entry in all {
                 self.prefetch_cgroup(&rules, cgroups.root(), &entry, &mut wanted, &mut units);
             }
         }

@@ -213,3 +213,39 @@ fn wanted_covers_known_containers_and_matching_cgroups() {
         ]
     );
 }
+
+/// A user's login sessions are root-named (`session-N.scope`) but the user
+/// opens as many as it likes: none of them is prefetched, even when a rule
+/// matches them, so they can't take the prefetch from the host's units.
+#[test]
+fn users_sessions_are_never_prefetched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("system.slice/db.service")).unwrap();
+    for n in 0..50 {
+        std::fs::create_dir_all(
+            dir.path()
+                .join(format!("user.slice/user-1000.slice/session-{n}.scope")),
+        )
+        .unwrap();
+    }
+    let index = Arc::new(CgroupIndex::new(dir.path().to_owned()));
+    index.rescan().unwrap();
+    let origin = Origin::File("test.toml".into());
+    let rules = "[[rule]]\ncgroup = \"/user.slice/**\"\nrole = \"users\"\n";
+    let set = RuleSet::from_files(vec![rules::parse_file(rules, &origin).unwrap()]);
+    let defaults = Defaults {
+        default: Some(Role::parse("fallback").unwrap()),
+        session_per_workload: true,
+        ..Defaults::default()
+    };
+    let a = Assignments::new(defaults, set, None, None, Some(index));
+    let wanted: Vec<(String, Option<String>)> = a
+        .wanted()
+        .iter()
+        .map(|r| (r.spec.to_string(), r.session.session_name.clone()))
+        .collect();
+    assert_eq!(
+        wanted,
+        vec![("fallback".to_owned(), Some("db.service".to_owned()))]
+    );
+}

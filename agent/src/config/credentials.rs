@@ -307,7 +307,9 @@ fn sts(
         )?),
         rate,
         burst: ranged(src, "credentials.burst", c.burst, 1..=1000, 100)? as u32,
-        max_roles: ranged(src, "credentials.max_roles", c.max_roles, 1..=100_000, 1024)? as usize,
+        // Making room scans the cache: beyond ten thousand that is felt on
+        // the request path. Two at least: prefetch takes half.
+        max_roles: ranged(src, "credentials.max_roles", c.max_roles, 2..=10_000, 1024)? as usize,
         source_identity: c.source_identity.unwrap_or(false),
         session_tags: c.session_tags.unwrap_or(false),
         first_fetch_wait: Duration::from_millis(ranged(

@@ -75,22 +75,35 @@ async fn handle(
     let role = conn.role(state.roles.generation(), || {
         state.roles.role_for(&identity.workload)
     });
-    let mut waited = false;
-    if let Some(role) = &role
-        && crate::imds::reads_credentials(parts.uri.path())
-        && let Some(fetch) = state.credentials.prepare(role, &identity.user)
-    {
-        // Only a role with nothing to serve yet gets here (a workload's
-        // first request): a bounded wait, below SDKs' one-second timeouts,
-        // beats failing its first call.
-        let _ = tokio::time::timeout(state.first_fetch_wait, fetch).await;
-        waited = true;
-    }
     let request = convert::imds_request(&parts.method, &parts.uri, &parts.headers);
     let caller = Caller {
         binding: &identity.binding,
         role: role.as_deref(),
     };
+    let mut waited = false;
+    if let Some(role) = &role
+        && state
+            .imds
+            .asks_for_credentials(&request, &caller, state.clock.now())
+    {
+        // Only a role with nothing to serve yet waits (a workload's first
+        // request), and for a bounded time, below SDKs' one-second
+        // timeouts: that beats failing its first call. A fetch whose
+        // answer was dropped (the agent's identity changed meanwhile) is
+        // followed by the next one, within the same bound (and a few
+        // tries: a churning cache must not turn one request into many
+        // fetches).
+        let deadline = tokio::time::Instant::now() + state.first_fetch_wait;
+        for _ in 0..3 {
+            let Some(fetch) = state.credentials.prepare(role, &identity.user) else {
+                break;
+            };
+            waited = true;
+            if tokio::time::timeout_at(deadline, fetch).await.is_err() {
+                break;
+            }
+        }
+    }
     let now = state.clock.now();
     let answer = state.imds.respond(&request, &caller, now);
     let class = answer.class();

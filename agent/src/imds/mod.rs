@@ -16,7 +16,7 @@ pub mod upstream;
 pub use catalog::identity_document;
 pub use instance::{InstanceData, NetworkInterface};
 pub use request::{HeaderField, Method, Request};
-pub use respond::{Caller, DEFAULT_HOST_NAMES, HttpTokens, Imds, Settings, reads_credentials};
+pub use respond::{Caller, DEFAULT_HOST_NAMES, HttpTokens, Imds, Settings};
 pub use response::{Answer, Class, ContentType, Forward, Forwarded, NOT_FOUND_PAGE, Response};
 pub use token::{InvalidTtl, TokenAuthority, TokenError, parse_ttl};
 

@@ -182,6 +182,40 @@ impl Imds {
         }
     }
 
+    /// Whether `req` would be answered with the caller's own credentials,
+    /// or with the role listing or `iam/info` an SDK reads first: a GET or
+    /// HEAD with a valid token (where one is required) of `iam/info`,
+    /// `iam/security-credentials[-extended]/` or `…/<the caller's role>`.
+    /// Only these start (and wait for) the role's first fetch: a tokenless
+    /// or misdirected request costs no STS call.
+    pub fn asks_for_credentials(&self, req: &Request<'_>, caller: &Caller<'_>, now: Now) -> bool {
+        let Some(role) = caller.role else {
+            return false;
+        };
+        if !self.settings.host_allowed(req.host)
+            || !matches!(req.method, Method::Get | Method::Head)
+        {
+            return false;
+        }
+        let Some(path) = Path::parse(req.path) else {
+            return false;
+        };
+        let [version, "meta-data", "iam", rest @ ..] = path.segments() else {
+            return false;
+        };
+        let kinds = ["security-credentials", "security-credentials-extended"];
+        let names_it = match rest {
+            ["info"] => true,
+            [kind] => kinds.contains(kind),
+            [kind, name] => kinds.contains(kind) && *name == role.name,
+            _ => false,
+        };
+        names_it
+            && catalog::is_version(version)
+            && catalog::has_iam(version)
+            && self.check_token(req, caller, now).is_ok()
+    }
+
     /// `PUT /<version>/api/token`.
     fn token_endpoint(
         &self,
@@ -354,12 +388,6 @@ fn is_plain(segment: &str) -> bool {
     segment
         .bytes()
         .all(|b| b.is_ascii_graphic() && !matches!(b, b'%' | b'\\' | b';'))
-}
-
-/// Whether a request for `path` may serve credentials (anything under
-/// `meta-data/iam/`): the HTTP layer may wait for a first fetch for these.
-pub fn reads_credentials(path: &str) -> bool {
-    path.contains("/iam/") || path.ends_with("/iam")
 }
 
 /// `/<version>/api/token`, with or without a trailing slash.

@@ -1373,3 +1373,77 @@ fn proxy_mode_forwards_only_allowed_paths() {
         .is_some()
     );
 }
+
+/// Only a request that would be served the caller's own credentials (or
+/// the listing and `info` an SDK reads first) may start, and wait for, a
+/// fetch: not a tokenless one where tokens are required, not another
+/// role's name, not a PUT, not a path under `iam/` that does not exist.
+#[test]
+fn only_requests_for_the_callers_own_credentials_ask_for_them() {
+    let imds = imds(HttpTokens::Required);
+    let role = role();
+    let me = Caller {
+        binding: ME,
+        role: Some(&role),
+    };
+    let valid = imds_token(&imds, ME, 60);
+    let theirs = imds_token(&imds, OTHER, 60);
+    let ask = |method, path, token: HeaderField<'_>, caller: &Caller<'_>| {
+        let req = Request {
+            method,
+            path,
+            token,
+            token_ttl: HeaderField::Absent,
+            forwarded_for: false,
+            host: HeaderField::Absent,
+        };
+        imds.asks_for_credentials(&req, caller, now())
+    };
+    let t = HeaderField::One(valid.as_str());
+    let creds = "/latest/meta-data/iam/security-credentials/app-role";
+    for path in [
+        creds,
+        "/latest/meta-data/iam/security-credentials/",
+        "/latest/meta-data/iam/security-credentials-extended/app-role",
+        "/latest/meta-data/iam/info",
+        "/2021-07-15/meta-data/iam/security-credentials/app-role",
+    ] {
+        assert!(ask(Method::Get, path, t, &me), "{path}");
+    }
+    assert!(ask(Method::Head, creds, t, &me));
+    assert!(
+        !ask(Method::Get, creds, HeaderField::Absent, &me),
+        "no token"
+    );
+    assert!(
+        !ask(Method::Get, creds, HeaderField::One(theirs.as_str()), &me),
+        "another caller's token"
+    );
+    assert!(!ask(Method::Put, creds, t, &me), "PUT");
+    for path in [
+        "/latest/meta-data/iam/security-credentials/other-role",
+        "/latest/meta-data/iam/",
+        "/latest/meta-data/iam/nothing-here",
+        "/latest/meta-data/instance-id",
+        "/latest/user-data/iam/info",
+        "/1.0/meta-data/iam/info",
+    ] {
+        assert!(!ask(Method::Get, path, t, &me), "{path}");
+    }
+    let nobody = Caller {
+        binding: ME,
+        role: None,
+    };
+    assert!(!ask(Method::Get, creds, t, &nobody), "no role");
+    // Where tokens are optional, a tokenless GET asks too (IMDSv1).
+    let v1 = self::imds(HttpTokens::Optional);
+    let req = Request {
+        method: Method::Get,
+        path: creds,
+        token: HeaderField::Absent,
+        token_ttl: HeaderField::Absent,
+        forwarded_for: false,
+        host: HeaderField::Absent,
+    };
+    assert!(v1.asks_for_credentials(&req, &me, now()));
+}

@@ -108,6 +108,10 @@ pub(crate) struct BaseState {
     /// Bumped whenever the base changes: everything cached under an older
     /// generation is discarded.
     pub(crate) generation: u64,
+    /// The generation the active profile (and so perhaps the account)
+    /// took over at: credentials from before it are another identity's,
+    /// never served on its behalf once it fails to replace them.
+    pub(crate) profile_generation: u64,
     /// A code a person handed in and no call has used yet.
     pub(crate) mfa_code: Option<MfaCode>,
     /// The TOTP step whose code was last used: AWS refuses a code twice.
@@ -131,6 +135,7 @@ impl BaseState {
             creds,
             profile,
             generation: 1,
+            profile_generation: 1,
             mfa_code: None,
             last_totp_step: None,
         }

@@ -61,10 +61,14 @@ pub(super) struct EntryState {
 }
 
 impl Entry {
-    pub(super) fn new(role: Role) -> Self {
+    /// A new entry, used (or named) at monotonic time `now`.
+    pub(super) fn new(role: Role, now: Duration) -> Self {
         Self {
             role,
-            state: Mutex::default(),
+            state: Mutex::new(EntryState {
+                last_used: now,
+                ..EntryState::default()
+            }),
             fetched: watch::channel(0).0,
             abandoned: AtomicBool::new(false),
             waited: Arc::new(AtomicBool::new(false)),

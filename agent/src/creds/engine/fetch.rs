@@ -8,7 +8,8 @@ use super::base::{Identity, MfaSettings, Mode};
 use super::budget::Lane;
 use super::entry::{Entry, EntryState, session_name_of};
 use super::schedule::{
-    SDK_REFRESH_WINDOW, effective_keep, jitter_spread, refresh_at, retry_after, retry_at,
+    SDK_REFRESH_WINDOW, effective_keep, jitter_spread, refresh_at, refresh_slack, retry_after,
+    retry_at,
 };
 use super::{Inner, SessionCache};
 use crate::clock::Now;
@@ -97,9 +98,13 @@ impl Inner {
 
     /// One fetch of `entry` (whose `fetching` flag the caller set).
     pub(super) async fn fetch(self: Arc<Self>, entry: Arc<Entry>) {
-        let (generation, profile) = {
+        let (generation, profile_generation, profile) = {
             let base = self.read_base();
-            (base.generation, base.profile.clone())
+            (
+                base.generation,
+                base.profile_generation,
+                base.profile.clone(),
+            )
         };
         let session_name = session_name_of(&entry.role, &self.settings, profile.as_deref());
         let started = self.clock.now();
@@ -121,9 +126,12 @@ impl Inner {
             }
         });
         let arn = self.arn_for_log(&entry.role);
-        let stale = self.read_base().generation != generation;
-        {
+        let stale = {
             let mut st = entry.lock();
+            // Looked at under the entry's lock: a rotation or a cleared
+            // session bumps the generation before it takes entries' locks,
+            // so an answer for the old identity is never stored after it.
+            let stale = self.read_base().generation != generation;
             st.fetching = false;
             entry
                 .waited
@@ -136,10 +144,14 @@ impl Inner {
             } else {
                 match &result {
                     Ok(fetched) => self.store(&mut st, fetched, generation, &arn, now),
-                    Err(error) => self.failed(&mut st, error, generation, &arn, now),
+                    Err(error) => {
+                        let generations = (generation, profile_generation);
+                        self.failed(&mut st, error, generations, &arn, now);
+                    }
                 }
             }
-        }
+            stale
+        };
         entry.fetched.send_modify(|n| *n += 1);
         self.wake.notify_one();
         let latency_ms = now.mono.saturating_sub(started.mono).as_millis() as u64;
@@ -201,21 +213,28 @@ impl Inner {
         ));
     }
 
+    /// Records a failed fetch made under base generation `generation`,
+    /// the active profile having taken over at `profile_generation`.
     fn failed(
         &self,
         st: &mut EntryState,
         error: &FetchError,
-        generation: u64,
+        (generation, profile_generation): (u64, u64),
         arn: &str,
         now: Now,
     ) {
         st.failures += 1;
         st.error = Some(error.unavailable(arn, now.wall));
         st.error_detail = Some(error.to_string());
-        // The new identity was refused: what the old one fetched is not
-        // served on its behalf. (A transient failure keeps serving it
-        // until it expires, as for any refresh.)
-        if !error.is_transient() && st.creds_generation != generation {
+        // What an earlier identity fetched is served until the new one has
+        // replaced it, not on the new one's behalf: dropped when the new
+        // identity is refused the role, and after a profile switch on any
+        // failure (the old profile may be another account). New bootstrap
+        // keys of the same identity that meet an outage keep serving it,
+        // as any refresh does.
+        let earlier = st.creds_generation != generation;
+        let other_profile = st.creds_generation < profile_generation;
+        if earlier && (!error.is_transient() || other_profile) {
             st.creds = None;
         }
         let wait = retry_after(
@@ -261,7 +280,13 @@ impl Inner {
                     None => base,
                 };
                 let request = self.assume_role_request(role, arn, session_name, &identity);
-                let _turn = self.budget.acquire(lane).await;
+                // An entry dropped while it waited for its owner's turn
+                // costs the budget nothing.
+                let _turn = self
+                    .budget
+                    .acquire(lane, &entry.abandoned)
+                    .await
+                    .ok_or(FetchError::Abandoned)?;
                 let _slot = self
                     .in_flight
                     .enter(&entry.waited, matches!(lane, Lane::Wanted))
@@ -335,7 +360,7 @@ impl Inner {
         }
         let region = self.read_base().identity().region.clone();
         // Every role waits for this one call: it goes first.
-        let _turn = self.budget.acquire(&Lane::Wanted).await;
+        let _turn = self.budget.acquire_wanted().await;
         let _slot = self.in_flight.enter(&self.everyone_waits, true).await;
         let who = self.sts.get_caller_identity(base, &region).await?;
         tracing::info!(account = %who.account, arn = %who.arn, "the agent's own identity");
@@ -362,6 +387,18 @@ impl Inner {
         {
             return Ok((issued.clone(), cache.obtained));
         }
+        self.open_session(&mut cache, base, identity, generation)
+            .await
+    }
+
+    /// Opens the shared session (the caller holds its lock) and caches it.
+    async fn open_session(
+        &self,
+        cache: &mut SessionCache,
+        base: &BaseCreds,
+        identity: &Identity,
+        generation: u64,
+    ) -> Result<Fetched, FetchError> {
         let mfa = match &identity.mfa {
             Some(settings) => Some(self.mfa(settings).await?),
             None => None,
@@ -371,7 +408,7 @@ impl Inner {
             Mode::SessionToken => identity.duration,
         };
         // Every role waits for the shared session: it goes first.
-        let turn = self.budget.acquire(&Lane::Wanted).await;
+        let turn = self.budget.acquire_wanted().await;
         let slot = self.in_flight.enter(&self.everyone_waits, true).await;
         let issued = self
             .sts
@@ -393,6 +430,43 @@ impl Inner {
         Ok((issued, obtained))
     }
 
+    /// Opens the session with the MFA code a person handed in, unless a
+    /// fetch took the code first. In `session-token` mode every role is
+    /// then served the new session (no STS call: they share it).
+    pub(super) async fn use_code_now(self: Arc<Self>) {
+        let (base, identity, generation) = {
+            let b = self.read_base();
+            (b.creds.clone(), b.identity().clone(), b.generation)
+        };
+        let Some(base) = base else { return };
+        let mut cache = self.session.lock().await;
+        {
+            let b = self.read_base();
+            if b.mfa_code.is_none() || b.generation != generation {
+                return;
+            }
+        }
+        match self
+            .open_session(&mut cache, &base, &identity, generation)
+            .await
+        {
+            Ok(_) => {
+                drop(cache);
+                if identity.mode == Mode::SessionToken {
+                    let now = self.clock.now().wall;
+                    for entry in self.lock_entries().values() {
+                        let mut st = entry.lock();
+                        if !st.fetching {
+                            st.next_fetch = Some(now);
+                        }
+                    }
+                    self.wake.notify_one();
+                }
+            }
+            Err(error) => tracing::warn!(%error, "the MFA code handed in did not open a session"),
+        }
+    }
+
     /// Whether a cached session can be used at `now`. A served session
     /// token is refreshed like any credentials: reused while it has more
     /// left than it is refreshed at (with jitter and a minute to spare),
@@ -406,6 +480,7 @@ impl Inner {
                     .duration_since(obtained)
                     .unwrap_or_default();
                 effective_keep(self.settings.keep, lifetime)
+                    + refresh_slack(lifetime)
                     + jitter_spread(lifetime)
                     + Duration::from_secs(60)
             }

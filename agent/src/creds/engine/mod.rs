@@ -215,11 +215,13 @@ impl Engine {
         let _ = self.inner.liveness.set(liveness);
     }
 
-    /// Runs the scheduler forever: fetches what is due, sleeps until the
-    /// next thing is due (at most 30 s, so a stepped wall clock is noticed).
+    /// Runs the scheduler forever: starts what is due, sleeps until the
+    /// next thing is due (at most 30 s, so a stepped wall clock is noticed)
+    /// or a fetch ends. It never waits for a fetch: a slow STS, or a long
+    /// queue for the budget, delays only the calls in it.
     pub async fn run(self) {
         loop {
-            let next = self.run_due().await;
+            let (next, _started) = self.start_due();
             let now = self.inner.clock.now().wall;
             let sleep = next
                 .duration_since(now)
@@ -232,10 +234,20 @@ impl Engine {
         }
     }
 
-    /// Fetches every role whose refresh or retry is due, waits for those
-    /// fetches, drops the entries nothing keeps (`EntryState::keeps`), and
-    /// returns when the next fetch is due.
+    /// What the scheduler does once, waiting for the fetches it started
+    /// (tests): returns when the next fetch is due.
     pub async fn run_due(&self) -> SystemTime {
+        let (next, started) = self.start_due();
+        for fetch in started {
+            let _ = fetch.await;
+        }
+        next
+    }
+
+    /// Starts every fetch whose refresh or retry is due, drops the entries
+    /// nothing keeps (`EntryState::keeps`), and says when the next fetch is
+    /// due.
+    fn start_due(&self) -> (SystemTime, Vec<tokio::task::JoinHandle<()>>) {
         let now = self.inner.clock.now();
         let idle_ttl = self.inner.settings.idle_ttl;
         let mut next = now.wall + Duration::from_secs(30);
@@ -272,16 +284,22 @@ impl Engine {
                 let same = map.get(&entry.role).is_some_and(|e| Arc::ptr_eq(e, &entry));
                 if same && !entry.lock().keeps(now.mono, idle_ttl) {
                     map.remove(&entry.role);
+                    entry
+                        .abandoned
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     tracing::debug!(role = %entry.role.spec, session = ?entry.role.session.session_name, "credentials nobody uses any more: dropped");
                 }
             }
         }
-        let mut fetches = tokio::task::JoinSet::new();
-        for entry in due {
-            fetches.spawn(Arc::clone(&self.inner).fetch(entry));
-        }
-        while fetches.join_next().await.is_some() {}
-        next
+        let started = due
+            .into_iter()
+            .map(|entry| {
+                self.inner
+                    .runtime
+                    .spawn(Arc::clone(&self.inner).fetch(entry))
+            })
+            .collect();
+        (next, started)
     }
 
     /// Makes `roles` the roles to keep fresh ahead of need: each is fetched
@@ -308,6 +326,7 @@ impl Engine {
             );
         }
         let mut start = Vec::new();
+        let now = self.inner.clock.now().mono;
         {
             let mut entries = self.inner.lock_entries();
             for (role, entry) in entries.iter() {
@@ -318,7 +337,7 @@ impl Engine {
             for role in wanted {
                 let entry = entries
                     .entry(role.clone())
-                    .or_insert_with(|| Arc::new(Entry::new(role)));
+                    .or_insert_with(|| Arc::new(Entry::new(role, now)));
                 let mut st = entry.lock();
                 st.wanted = true;
                 if st.creds.is_none() && !st.fetching && st.next_fetch.is_none() {
@@ -404,6 +423,7 @@ impl Engine {
             base.creds = Some(BaseCreds::Keys(Arc::new(profile.keys.clone())));
             base.profile = Some(name.to_owned());
             base.generation += 1;
+            base.profile_generation = base.generation;
             base.mfa_code = None;
         }
         tracing::info!(profile = name, "switched profile");
@@ -413,9 +433,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Takes an MFA code a person handed in and uses it at once: every role
-    /// whose last fetch failed, or that has nothing, is fetched now (one
-    /// session call, shared by all).
+    /// Takes an MFA code a person handed in and uses it at once: the
+    /// session is opened with it now (one call), and every role whose last
+    /// fetch failed, or that has nothing, is fetched again with it.
     pub fn mfa_code(&self, code: MfaCode) -> Result<(), BaseError> {
         {
             let mut base = self.inner.write_base();
@@ -426,6 +446,12 @@ impl Engine {
         }
         tracing::info!("MFA code received");
         self.inner.retry_failed();
+        // Whatever did not take the code (every role still had valid
+        // credentials) opens the session with it now: a code kept for
+        // later would be stale when the session runs out.
+        self.inner
+            .runtime
+            .spawn(Arc::clone(&self.inner).use_code_now());
         Ok(())
     }
 
@@ -447,15 +473,30 @@ impl Engine {
     /// out; nothing of the old session is served).
     pub async fn clear_session(&self) {
         self.inner.write_base().generation += 1;
-        *self.inner.session.lock().await = SessionCache::default();
+        // Dropped before the session's lock is waited for (a session call
+        // may hold it for seconds): the new generation already keeps a
+        // call under way from storing what it gets.
         self.inner.flush();
+        *self.inner.session.lock().await = SessionCache::default();
     }
 }
 
 impl CredentialSource for Engine {
     fn lookup(&self, role: &Role, now: SystemTime) -> Lookup {
-        let Some(entry) = self.inner.entry_for(role) else {
-            return Lookup::Unavailable(self.inner.cache_full(role, now));
+        // Entries are made by `prepare`, which knows who asks (their owner
+        // takes turns for the fetch): a request whose entry went meanwhile
+        // (a full cache) is told to come back.
+        let (entry, full) = {
+            let entries = self.inner.lock_entries();
+            let full = entries.len() >= self.inner.settings.max_roles;
+            (entries.get(role).cloned(), full)
+        };
+        let Some(entry) = entry else {
+            return Lookup::Unavailable(if full {
+                self.inner.cache_full(role, now)
+            } else {
+                being_fetched(role, now)
+            });
         };
         let mut st = entry.lock();
         st.last_used = self.inner.clock.now().mono;
@@ -475,19 +516,12 @@ impl CredentialSource for Engine {
         if start {
             self.inner.spawn_fetch(Arc::clone(&entry));
         }
-        Lookup::Unavailable(Unavailable {
-            code: "ServiceUnavailable".into(),
-            message: format!(
-                "credentials for {} are being fetched; retry shortly",
-                role.spec
-            ),
-            last_updated: now,
-        })
+        Lookup::Unavailable(being_fetched(role, now))
     }
 
     fn prepare(&self, role: &Role, user: &User) -> Option<Changed> {
-        let entry = self.inner.entry_for(role)?;
         let now = self.inner.clock.now();
+        let entry = self.inner.entry_for(role, now.mono)?;
         let checkable = self.inner.liveness.get().is_some();
         let mut st = entry.lock();
         st.last_used = now.mono;
@@ -517,6 +551,18 @@ impl CredentialSource for Engine {
     }
 }
 
+/// What a request for credentials still being fetched is answered.
+fn being_fetched(role: &Role, now: SystemTime) -> Unavailable {
+    Unavailable {
+        code: "ServiceUnavailable".into(),
+        message: format!(
+            "credentials for {} are being fetched; retry shortly",
+            role.spec
+        ),
+        last_updated: now,
+    }
+}
+
 impl Inner {
     fn lock_entries(&self) -> std::sync::MutexGuard<'_, HashMap<Role, Arc<Entry>>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
@@ -537,7 +583,7 @@ impl Inner {
     /// The entry for `role`, created (its first fetch started by the
     /// caller) if missing. A full cache makes room (`make_room`); `None`
     /// when every entry is wanted.
-    fn entry_for(&self, role: &Role) -> Option<Arc<Entry>> {
+    fn entry_for(&self, role: &Role, now: Duration) -> Option<Arc<Entry>> {
         let mut entries = self.lock_entries();
         if let Some(entry) = entries.get(role) {
             return Some(Arc::clone(entry));
@@ -545,7 +591,7 @@ impl Inner {
         if entries.len() >= self.settings.max_roles && !make_room(&mut entries) {
             return None;
         }
-        let entry = Arc::new(Entry::new(role.clone()));
+        let entry = Arc::new(Entry::new(role.clone(), now));
         entries.insert(role.clone(), Arc::clone(&entry));
         Some(entry)
     }

@@ -22,10 +22,17 @@ pub(crate) fn jitter_spread(lifetime: Duration) -> Duration {
     (lifetime / 8).min(Duration::from_secs(300))
 }
 
+/// Time the refresh itself may take (the budget's queue, STS): a refresh
+/// starts this much before `effective_keep` is reached, so what is served
+/// while it runs still keeps that long. A minute, less for short lifetimes.
+pub(crate) fn refresh_slack(lifetime: Duration) -> Duration {
+    (lifetime / 16).min(Duration::from_secs(60))
+}
+
 /// When credentials issued at `issued` and expiring at `expiration` should
-/// be replaced: `effective_keep` before expiry, earlier by up to
-/// `jitter_spread`, so that roles fetched together do not all refresh in
-/// the same second.
+/// be replaced: `effective_keep` and `refresh_slack` before expiry, earlier
+/// by up to `jitter_spread`, so that roles fetched together do not all
+/// refresh in the same second.
 ///
 /// `jitter` is a draw from `[0, 1)`.
 pub(crate) fn refresh_at(
@@ -35,8 +42,9 @@ pub(crate) fn refresh_at(
     jitter: f64,
 ) -> SystemTime {
     let lifetime = expiration.duration_since(issued).unwrap_or_default();
-    let before =
-        effective_keep(keep, lifetime) + jitter_spread(lifetime).mul_f64(jitter.clamp(0.0, 1.0));
+    let before = effective_keep(keep, lifetime)
+        + refresh_slack(lifetime)
+        + jitter_spread(lifetime).mul_f64(jitter.clamp(0.0, 1.0));
     expiration.checked_sub(before).unwrap_or(issued).max(issued)
 }
 
@@ -111,13 +119,13 @@ mod tests {
     }
 
     #[test]
-    fn one_hour_credentials_refresh_with_25_to_30_minutes_left() {
+    fn one_hour_credentials_refresh_with_31_to_36_minutes_left() {
         let issued = t(1_000_000);
         let expiration = issued + HOUR;
         for jitter in [0.0, 0.3, 0.999] {
             let at = refresh_at(issued, expiration, 30 * MIN, jitter);
             let left = expiration.duration_since(at).unwrap();
-            assert!(left >= 30 * MIN && left <= 35 * MIN, "{jitter}: {left:?}");
+            assert!(left >= 31 * MIN && left <= 36 * MIN, "{jitter}: {left:?}");
         }
     }
 
@@ -139,17 +147,18 @@ mod tests {
         for jitter in [0.0, 0.999] {
             let at = refresh_at(issued, expiration, 30 * MIN, jitter);
             let age = at.duration_since(issued).unwrap();
-            assert!(age >= Duration::from_secs(337), "{age:?}");
-            assert!(age <= Duration::from_secs(450), "{age:?}");
+            assert!(age >= Duration::from_secs(281), "{age:?}");
+            assert!(age <= Duration::from_secs(394), "{age:?}");
         }
         // Already expired on arrival (clock skew): refresh at once, not before.
         assert_eq!(refresh_at(t(100), t(50), 30 * MIN, 0.5), t(100));
     }
 
     /// Every (lifetime, keep) pair the config allows: credentials are
-    /// replaced with at least `effective_keep` left whatever the jitter,
-    /// and that is at least the SDKs' 15 minutes exactly when the
-    /// lifetime is 30 minutes or more (`config` warns about the others).
+    /// replaced with at least `effective_keep` and a minute for the fetch
+    /// left whatever the jitter (less only for lifetimes under 16 minutes),
+    /// and that is at least the SDKs' 15 minutes exactly when the lifetime
+    /// is 30 minutes or more (`config` warns about the others).
     #[test]
     fn the_fifteen_minute_rule_over_every_allowed_pair() {
         let issued = t(2_000_000);
@@ -162,7 +171,11 @@ mod tests {
                     let at = refresh_at(issued, issued + lifetime, keep, jitter);
                     assert!(at >= issued, "{lifetime:?} {keep:?}");
                     let left = (issued + lifetime).duration_since(at).unwrap();
-                    assert!(left >= kept, "{lifetime:?} {keep:?} {jitter}: {left:?}");
+                    let slack = MIN.min(lifetime / 16);
+                    assert!(
+                        left >= kept + slack,
+                        "{lifetime:?} {keep:?} {jitter}: {left:?}"
+                    );
                     assert!(left <= lifetime, "{lifetime:?} {keep:?}");
                 }
                 assert_eq!(

@@ -3,6 +3,7 @@
 //! profiles) and `lifecycle` (first requests, holders, rotation, MFA, the
 //! cache's bounds).
 
+mod attacks;
 mod basics;
 mod lifecycle;
 
