@@ -438,7 +438,11 @@ impl Inner {
             let b = self.read_base();
             (b.creds.clone(), b.identity().clone(), b.generation)
         };
-        let Some(base) = base else { return };
+        // With a TOTP secret the agent makes its own codes.
+        let Some(base) = base.filter(|_| identity.mfa.as_ref().is_some_and(|m| m.secret.is_none()))
+        else {
+            return;
+        };
         let mut cache = self.session.lock().await;
         {
             let b = self.read_base();

@@ -23,8 +23,8 @@
 //!   serves what is cached until then; clearing the session drops it all.
 //!
 //! The request path (`prepare`, `lookup`) only reads memory and spawns.
-//! STS calls happen in tasks the engine spawns and in `run_due`, which its
-//! scheduler calls.
+//! STS calls happen in tasks the engine spawns: for first requests, for
+//! prefetches, and from its scheduler (`run`), which never waits for them.
 
 mod base;
 mod budget;
@@ -95,7 +95,7 @@ pub struct Settings {
 /// Whether a holder (a cgroup, a container) still exists.
 pub type Liveness = Arc<dyn Fn(&Holder) -> bool + Send + Sync>;
 
-/// How often holders' lives are looked at (`run_due` runs after every
+/// How often holders' lives are looked at (the scheduler runs after every
 /// fetch; cgroups and containers are known from walks and events anyway).
 const HOLDER_CHECK_EVERY: Duration = Duration::from_secs(5);
 
@@ -267,8 +267,11 @@ impl Engine {
                 continue;
             }
             match st.next_fetch {
-                Some(at) if at <= now.wall && !st.fetching => {
+                // A fetch under way sets its next time when it ends.
+                _ if st.fetching => {}
+                Some(at) if at <= now.wall => {
                     st.fetching = true;
+                    st.next_fetch = None;
                     drop(st);
                     due.push(entry);
                 }
@@ -472,12 +475,20 @@ impl Engine {
     /// fetched with it: the next fetch opens a new session (a person logs
     /// out; nothing of the old session is served).
     pub async fn clear_session(&self) {
-        self.inner.write_base().generation += 1;
+        let generation = {
+            let mut base = self.inner.write_base();
+            base.generation += 1;
+            base.generation
+        };
         // Dropped before the session's lock is waited for (a session call
         // may hold it for seconds): the new generation already keeps a
         // call under way from storing what it gets.
         self.inner.flush();
-        *self.inner.session.lock().await = SessionCache::default();
+        let mut session = self.inner.session.lock().await;
+        // A fetch flush started may have opened the new session already.
+        if session.generation < generation {
+            *session = SessionCache::default();
+        }
     }
 }
 
@@ -511,6 +522,7 @@ impl CredentialSource for Engine {
         let start = !st.fetching && st.next_fetch.is_none_or(|at| at <= now);
         if start {
             st.fetching = true;
+            st.next_fetch = None;
         }
         drop(st);
         if start {

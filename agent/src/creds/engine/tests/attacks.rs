@@ -75,6 +75,11 @@ async fn a_stuck_refresh_does_not_hold_up_the_next() {
     }
     assert_eq!(sts.count("AssumeRole"), 4, "b's refresh started anyway");
     scheduler.abort();
+    // While they are stuck the scheduler sleeps: nothing is due before
+    // they end (a past time here would make it spin).
+    let (next, started) = engine.start_due();
+    assert!(started.is_empty());
+    assert!(next > clock.wall(), "{next:?}");
 }
 
 /// After a profile switch, a failure of the new profile, even a passing
