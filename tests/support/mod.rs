@@ -426,19 +426,7 @@ pub fn botocore_with(
         .arg(py_script("botocore_client.py"))
         .arg(endpoint)
         .args(script_args);
-    // Nothing but IMDS may provide credentials or config.
-    for var in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    only_imds_credentials(&mut cmd);
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
@@ -635,4 +623,21 @@ pub fn rust_sdk_child() {
         }
     });
     println!("REPORT {report}");
+}
+
+/// Leaves a client nothing but IMDS to get credentials or config from: no
+/// keys, profile or region in its environment, no config files.
+pub fn only_imds_credentials(cmd: &mut Command) {
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
 }

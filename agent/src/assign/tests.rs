@@ -35,6 +35,14 @@ fn role(a: &Assignments, w: &Workload) -> Option<(String, Option<String>)> {
         .map(|r| (r.spec.to_string(), r.session.session_name.clone()))
 }
 
+/// What `a` prefetches, as (role, session name) pairs.
+fn wanted_of(a: &Assignments) -> Vec<(String, Option<String>)> {
+    a.wanted()
+        .iter()
+        .map(|r| (r.spec.to_string(), r.session.session_name.clone()))
+        .collect()
+}
+
 fn named(spec: &str, session: &str) -> Option<(String, Option<String>)> {
     Some((spec.to_owned(), Some(session.to_owned())))
 }
@@ -196,11 +204,7 @@ fn wanted_covers_known_containers_and_matching_cgroups() {
         ..Defaults::default()
     };
     let a = Assignments::new(defaults, set, None, Some(registry), Some(index));
-    let wanted: Vec<(String, Option<String>)> = a
-        .wanted()
-        .iter()
-        .map(|r| (r.spec.to_string(), r.session.session_name.clone()))
-        .collect();
+    let wanted = wanted_of(&a);
     // The unit a rule names is prefetched under its own session, and every
     // other system unit gets the default under its own (what each will
     // ask for), after the ones rules name; nobody asks for the default
@@ -239,11 +243,7 @@ fn users_sessions_are_never_prefetched() {
         ..Defaults::default()
     };
     let a = Assignments::new(defaults, set, None, None, Some(index));
-    let wanted: Vec<(String, Option<String>)> = a
-        .wanted()
-        .iter()
-        .map(|r| (r.spec.to_string(), r.session.session_name.clone()))
-        .collect();
+    let wanted = wanted_of(&a);
     assert_eq!(
         wanted,
         vec![("fallback".to_owned(), Some("db.service".to_owned()))]

@@ -362,9 +362,13 @@ impl Engine {
     /// when its credentials expire.
     pub fn retain(&self, keep: impl Fn(&Role) -> bool) {
         let mut dropped = Vec::new();
-        self.inner.lock_entries().retain(|role, _| {
+        self.inner.lock_entries().retain(|role, entry| {
             let kept = keep(role);
             if !kept {
+                // A fetch still waiting for the budget gives up.
+                entry
+                    .abandoned
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 dropped.push((role.spec.to_string(), role.session.session_name.clone()));
             }
             kept

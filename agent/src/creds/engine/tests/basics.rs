@@ -252,17 +252,7 @@ async fn session_token_mode_with_a_totp_secret() {
         serial: "arn:aws:iam::123456789012:mfa/me".into(),
         secret: Some(secret.clone()),
     };
-    let base = BaseConfig::Profiles {
-        profiles: BTreeMap::from([(
-            "dev".to_owned(),
-            Profile {
-                keys: keys("AKIADEV"),
-                identity: identity(Mode::SessionToken, Some(mfa)),
-                role: None,
-            },
-        )]),
-        active: "dev".to_owned(),
-    };
+    let base = one_profile(identity(Mode::SessionToken, Some(mfa)));
     let engine = engine(&sts, &clock, base, settings());
     let (a, b) = (role("a"), role("b"));
     engine.set_wanted([a.clone(), b.clone()]);
@@ -291,17 +281,7 @@ async fn mfa_code_from_a_person_opens_a_session_for_assume_role() {
         serial: "arn:aws:iam::123456789012:mfa/me".into(),
         secret: None,
     };
-    let base = BaseConfig::Profiles {
-        profiles: BTreeMap::from([(
-            "dev".to_owned(),
-            Profile {
-                keys: keys("AKIADEV"),
-                identity: identity(Mode::AssumeRole, Some(mfa)),
-                role: None,
-            },
-        )]),
-        active: "dev".to_owned(),
-    };
+    let base = one_profile(identity(Mode::AssumeRole, Some(mfa)));
     let engine = engine(&sts, &clock, base, settings());
     let app = role("app");
     engine.set_wanted([app.clone()]);

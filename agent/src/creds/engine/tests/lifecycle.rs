@@ -233,17 +233,7 @@ async fn a_code_handed_in_refreshes_every_role_at_once() {
     };
     let mut id = identity(Mode::AssumeRole, Some(mfa));
     id.mfa_session = 15 * MIN;
-    let base = BaseConfig::Profiles {
-        profiles: BTreeMap::from([(
-            "dev".to_owned(),
-            Profile {
-                keys: keys("AKIADEV"),
-                identity: id,
-                role: None,
-            },
-        )]),
-        active: "dev".to_owned(),
-    };
+    let base = one_profile(id);
     let mut s = settings();
     s.error_ttl = HOUR;
     let engine = engine(&sts, &clock, base, s);
@@ -304,17 +294,7 @@ async fn a_short_session_token_is_shared_by_every_role() {
         let sts = FakeSts::new(&clock);
         let mut id = identity(Mode::SessionToken, None);
         id.duration = minutes * MIN;
-        let base = BaseConfig::Profiles {
-            profiles: BTreeMap::from([(
-                "dev".to_owned(),
-                Profile {
-                    keys: keys("AKIADEV"),
-                    identity: id,
-                    role: None,
-                },
-            )]),
-            active: "dev".to_owned(),
-        };
+        let base = one_profile(id);
         let engine = engine(&sts, &clock, base, settings());
         let (a, b) = (role("a"), role("b"));
         let ca = ready(settled(&engine, &a).await);

@@ -265,6 +265,21 @@ fn profiles_base() -> BaseConfig {
     }
 }
 
+/// One profile, "dev", with `identity`.
+fn one_profile(identity: Identity) -> BaseConfig {
+    BaseConfig::Profiles {
+        profiles: BTreeMap::from([(
+            "dev".to_owned(),
+            Profile {
+                keys: keys("AKIADEV"),
+                identity,
+                role: None,
+            },
+        )]),
+        active: "dev".to_owned(),
+    }
+}
+
 fn keys_base() -> BaseConfig {
     let mut profiles = BTreeMap::new();
     profiles.insert(
