@@ -65,6 +65,15 @@ pub fn iso8601(t: SystemTime) -> String {
     )
 }
 
+/// `YYYYMMDDTHHMMSSZ`, SigV4's `X-Amz-Date`.
+pub fn amz_date(t: SystemTime) -> String {
+    let c = civil_from_unix(unix_seconds(t));
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
+    )
+}
+
 /// RFC 9110 IMF-fixdate, the form of `Last-Modified`.
 pub fn http_date(t: SystemTime) -> String {
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
@@ -105,6 +114,11 @@ mod tests {
         for (secs, want) in cases {
             assert_eq!(iso8601(at(secs)), want, "{secs}");
         }
+    }
+
+    #[test]
+    fn amz_date_known_instant() {
+        assert_eq!(amz_date(at(1_700_000_000)), "20231114T221320Z");
     }
 
     #[test]

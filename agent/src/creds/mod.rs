@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod mfa;
 mod role;
+pub mod roles_anywhere;
 pub mod session_name;
 mod source;
 mod static_source;
