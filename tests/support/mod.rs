@@ -6,6 +6,7 @@
 pub mod cgroups;
 pub mod ec2;
 pub mod netns;
+pub mod roles_anywhere;
 pub mod sts;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -21,7 +21,7 @@ impl Drop for Helper {
     }
 }
 
-fn start(script: &str, args: &[&str], stderr: Stdio) -> Helper {
+pub(crate) fn start(script: &str, args: &[&str], stderr: Stdio) -> Helper {
     start_in(&[], script, args, stderr)
 }
 
