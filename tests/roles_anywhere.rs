@@ -6,6 +6,13 @@
 mod support;
 
 use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use imds_agent::creds::roles_anywhere::client::{
+    CreateSessionError, SessionParams, connector, create_session,
+};
+use imds_agent::creds::roles_anywhere::sign::{RingKey, Signer};
 
 use support::roles_anywhere::{OTHER_ROLE, PROFILE, Pki, REGION, ROLE, Service, TRUST_ANCHOR};
 use support::{py_script, python, sts};
@@ -64,4 +71,114 @@ fn a_third_party_client_proves_the_test_service() {
     for (case, got) in tampered {
         assert_eq!(got, "refused 403", "{case}");
     }
+}
+
+/// The DER inside a PEM file (its first block).
+fn pem_der(path: &str) -> Vec<u8> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let b64: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}
+
+/// The agent's own signer and client get sessions from the test service
+/// (RSA by the CA, P-256 through the intermediate), and its refusals come
+/// back as refusals, with the service's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_signer_gets_a_session() {
+    let pki = Pki::new();
+    let service = Service::start(&pki, sts::moto());
+    let host = format!("127.0.0.1:{}", service.port());
+    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
+    let https = connector(Some(&ca)).unwrap();
+    let params = SessionParams {
+        trust_anchor_arn: TRUST_ANCHOR.to_owned(),
+        profile_arn: PROFILE.to_owned(),
+        role_arn: ROLE.to_owned(),
+        duration: Duration::from_secs(900),
+        session_name: None,
+    };
+    let rsa = RingKey::rsa(&pem_der(&pki.path("rsa.key"))).unwrap();
+    let p256 = RingKey::ecdsa_p256(&pem_der(&pki.path("p256.key"))).unwrap();
+    let inter = vec![pem_der(&pki.path("inter.pem"))];
+    let cases: [(&str, &dyn Signer, &[Vec<u8>]); 2] = [("rsa", &rsa, &[]), ("p256", &p256, &inter)];
+    for (leaf, key, chain) in cases {
+        let cert = pem_der(&pki.path(&format!("{leaf}.pem")));
+        let issued = create_session(
+            &https,
+            &host,
+            REGION,
+            &params,
+            &cert,
+            chain,
+            key,
+            SystemTime::now(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{leaf}: {e}"));
+        assert!(issued.keys.access_key_id.starts_with("ASIA"), "{leaf}");
+        assert!(issued.expiration > SystemTime::now() + Duration::from_secs(600));
+        assert_eq!(issued.account_id.as_deref(), Some("123456789012"));
+    }
+    // Signed for another region: the service refuses the scope.
+    let cert = pem_der(&pki.path("rsa.pem"));
+    let refused = create_session(
+        &https,
+        &host,
+        "us-east-1",
+        &params,
+        &cert,
+        &[],
+        &rsa,
+        SystemTime::now(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&refused, CreateSessionError::Refused { status: 403, .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("region"), "{refused}");
+    // Not trusted: refused with the service's words.
+    let untrusted = RingKey::ecdsa_p256(&pem_der(&pki.path("untrusted.key"))).unwrap();
+    let cert = pem_der(&pki.path("untrusted.pem"));
+    let refused = create_session(
+        &https,
+        &host,
+        REGION,
+        &params,
+        &cert,
+        &[],
+        &untrusted,
+        SystemTime::now(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("Untrusted signing certificate"),
+        "{refused}"
+    );
+    assert!(!refused.is_transient());
+    // A clock far off: the signature has expired.
+    let late = create_session(
+        &https,
+        &host,
+        REGION,
+        &params,
+        &pem_der(&pki.path("rsa.pem")),
+        &[],
+        &rsa,
+        SystemTime::now() - Duration::from_secs(3600),
+    )
+    .await
+    .unwrap_err();
+    assert!(late.to_string().contains("expired"), "{late}");
 }

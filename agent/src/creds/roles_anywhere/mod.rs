@@ -3,5 +3,6 @@
 //! `aws_signing_helper` computes it for `CreateSession`; `der` reads what
 //! the signature needs from the certificate.
 
+pub mod client;
 pub mod der;
 pub mod sign;
