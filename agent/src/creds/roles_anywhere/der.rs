@@ -1,6 +1,9 @@
-//! The little DER reading the signer needs: a certificate's serial
-//! number, which `Credential=` carries in decimal. (Everything else about
-//! the certificate is the service's to check.)
+//! The little DER reading the agent needs: a certificate's serial number
+//! (`Credential=` carries it in decimal), its validity (to warn before it
+//! expires) and its public key (to check the private key is its). Whether
+//! the certificate is trusted is the service's to check.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why a certificate could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -11,7 +14,7 @@ pub enum DerError {
 }
 
 /// One DER element: its tag and contents, and what follows it.
-fn element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), DerError> {
+pub(crate) fn element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), DerError> {
     let (&tag, rest) = input
         .split_first()
         .ok_or(DerError::Malformed("truncated"))?;
@@ -35,24 +38,51 @@ fn element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), DerError> {
     Ok((tag, contents, after))
 }
 
-const SEQUENCE: u8 = 0x30;
-const INTEGER: u8 = 0x02;
+pub(crate) const SEQUENCE: u8 = 0x30;
+pub(crate) const INTEGER: u8 = 0x02;
+pub(crate) const BIT_STRING: u8 = 0x03;
+pub(crate) const OCTET_STRING: u8 = 0x04;
+pub(crate) const OID: u8 = 0x06;
+const UTC_TIME: u8 = 0x17;
+const GENERALIZED_TIME: u8 = 0x18;
 /// `[0] EXPLICIT Version`.
 const VERSION: u8 = 0xa0;
 
-/// The serial number of DER certificate `cert`, in decimal.
-pub fn serial_decimal(cert: &[u8]) -> Result<String, DerError> {
-    let (tag, certificate, _) = element(cert)?;
-    if tag != SEQUENCE {
-        return Err(DerError::Malformed("not a SEQUENCE"));
+/// What the agent reads from a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The serial number, in decimal.
+    pub serial: String,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// The subjectPublicKey bits: an RSAPublicKey (DER) or an EC point.
+    pub public_key: Vec<u8>,
+    /// The key's algorithm OID (contents).
+    pub key_algorithm: Vec<u8>,
+    /// The curve's OID (contents), for EC keys.
+    pub key_curve: Option<Vec<u8>>,
+}
+
+/// Expects an element with `tag`.
+fn expect<'a>(
+    input: &'a [u8],
+    tag: u8,
+    what: &'static str,
+) -> Result<(&'a [u8], &'a [u8]), DerError> {
+    let (got, contents, rest) = element(input)?;
+    if got != tag {
+        return Err(DerError::Malformed(what));
     }
-    let (tag, tbs, _) = element(certificate)?;
-    if tag != SEQUENCE {
-        return Err(DerError::Malformed("no tbsCertificate"));
-    }
-    let (mut tag, mut serial, rest) = element(tbs)?;
+    Ok((contents, rest))
+}
+
+/// Reads DER certificate `cert`.
+pub fn cert_info(cert: &[u8]) -> Result<CertInfo, DerError> {
+    let (certificate, _) = expect(cert, SEQUENCE, "not a SEQUENCE")?;
+    let (tbs, _) = expect(certificate, SEQUENCE, "no tbsCertificate")?;
+    let (mut tag, mut serial, mut rest) = element(tbs)?;
     if tag == VERSION {
-        (tag, serial, _) = element(rest)?;
+        (tag, serial, rest) = element(rest)?;
     }
     if tag != INTEGER || serial.is_empty() {
         return Err(DerError::Malformed("no serial number"));
@@ -61,7 +91,78 @@ pub fn serial_decimal(cert: &[u8]) -> Result<String, DerError> {
         // RFC 5280 serials are positive; a negative one is a broken CA.
         return Err(DerError::Malformed("negative serial number"));
     }
-    Ok(to_decimal(serial))
+    let (_, rest) = expect(rest, SEQUENCE, "no signature algorithm")?;
+    let (_, rest) = expect(rest, SEQUENCE, "no issuer")?;
+    let (validity, rest) = expect(rest, SEQUENCE, "no validity")?;
+    let (not_before, after) = time(validity)?;
+    let (not_after, _) = time(after)?;
+    let (_, rest) = expect(rest, SEQUENCE, "no subject")?;
+    let (spki, _) = expect(rest, SEQUENCE, "no subjectPublicKeyInfo")?;
+    let (algorithm, bits) = expect(spki, SEQUENCE, "no key algorithm")?;
+    let (key_algorithm, params) = expect(algorithm, OID, "no key algorithm")?;
+    let key_curve = match element(params) {
+        Ok((OID, curve, _)) => Some(curve.to_vec()),
+        _ => None,
+    };
+    let (bits, _) = expect(bits, BIT_STRING, "no public key")?;
+    let public_key = match bits.split_first() {
+        Some((0, key)) => key.to_vec(),
+        _ => return Err(DerError::Malformed("public key not whole bytes")),
+    };
+    Ok(CertInfo {
+        serial: to_decimal(serial),
+        not_before,
+        not_after,
+        public_key,
+        key_algorithm: key_algorithm.to_vec(),
+        key_curve,
+    })
+}
+
+/// The serial number of DER certificate `cert`, in decimal.
+pub fn serial_decimal(cert: &[u8]) -> Result<String, DerError> {
+    cert_info(cert).map(|c| c.serial)
+}
+
+/// A UTCTime or GeneralizedTime (`…Z`, whole seconds, as RFC 5280 wants).
+fn time(input: &[u8]) -> Result<(SystemTime, &[u8]), DerError> {
+    let (tag, text, rest) = element(input)?;
+    let bad = DerError::Malformed("bad validity time");
+    let text = std::str::from_utf8(text).map_err(|_| bad.clone())?;
+    let (year, rest_text) = match tag {
+        UTC_TIME if text.len() == 13 => {
+            let yy: i64 = text[..2].parse().map_err(|_| bad.clone())?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &text[2..])
+        }
+        GENERALIZED_TIME if text.len() == 15 => {
+            (text[..4].parse().map_err(|_| bad.clone())?, &text[4..])
+        }
+        _ => return Err(bad),
+    };
+    if !rest_text.ends_with('Z') || !rest_text[..10].bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad);
+    }
+    let n = |i: usize| -> i64 { rest_text[i..i + 2].parse().unwrap_or(-1) };
+    let (month, day, hour, minute, second) = (n(0), n(2), n(4), n(6), n(8));
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(bad);
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
+    let at = u64::try_from(secs).map_err(|_| bad)?;
+    Ok((UNIX_EPOCH + Duration::from_secs(at), rest))
 }
 
 /// A big-endian unsigned integer in decimal.
@@ -107,6 +208,43 @@ mod tests {
     }
 
     #[test]
+    fn a_real_certificate() {
+        let info = cert_info(include_bytes!("testdata/rsa.crt.der")).unwrap();
+        assert_eq!(info.serial, "4242");
+        assert!(info.not_after > info.not_before);
+        assert_eq!(
+            info.key_algorithm,
+            [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+            "rsaEncryption"
+        );
+        let ec = cert_info(include_bytes!("testdata/ec-p256.crt.der")).unwrap();
+        assert_eq!(ec.public_key.len(), 65, "an uncompressed P-256 point");
+        assert_eq!(
+            ec.key_curve.as_deref(),
+            Some(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07][..]),
+            "prime256v1"
+        );
+    }
+
+    #[test]
+    fn validity_times() {
+        let utc = [
+            0x17, 13, b'2', b'4', b'0', b'2', b'2', b'9', b'1', b'2', b'3', b'4', b'5', b'6', b'Z',
+        ];
+        let (t, _) = time(&utc).unwrap();
+        assert_eq!(crate::timefmt::iso8601(t), "2024-02-29T12:34:56Z");
+        let mut generalized = vec![0x18, 15];
+        generalized.extend_from_slice(b"20991231235959Z");
+        assert_eq!(
+            crate::timefmt::iso8601(time(&generalized).unwrap().0),
+            "2099-12-31T23:59:59Z"
+        );
+        let mut local = vec![0x18, 15];
+        local.extend_from_slice(b"20991231235959+");
+        assert!(time(&local).is_err());
+    }
+
+    #[test]
     fn malformed_certificates_are_refused() {
         for bad in [
             &[][..],
@@ -119,17 +257,7 @@ mod tests {
         ] {
             assert!(serial_decimal(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(
-            serial_decimal(&[0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x2a]).unwrap(),
-            "42"
-        );
-        // With the version field first.
-        assert_eq!(
-            serial_decimal(&[
-                0x30, 0x0a, 0x30, 0x08, 0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x01, 0x07
-            ])
-            .unwrap(),
-            "7"
-        );
+        // A serial alone is not a certificate.
+        assert!(serial_decimal(&[0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x2a]).is_err());
     }
 }

@@ -5,4 +5,5 @@
 
 pub mod client;
 pub mod der;
+pub mod keys;
 pub mod sign;

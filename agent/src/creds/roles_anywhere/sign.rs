@@ -222,6 +222,32 @@ impl RingKey {
         })
     }
 
+    /// A P-256 key from SEC1's parts: the private scalar and the
+    /// uncompressed public point.
+    pub fn ecdsa_p256_parts(private: &[u8], public: &[u8]) -> Result<Self, SignError> {
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            private,
+            public,
+            &rng,
+        )
+        .map_err(|e| SignError::Key(format!("not a P-256 key: {e}")))?;
+        Ok(Self {
+            key: RingKeyKind::EcdsaP256(key),
+        })
+    }
+
+    /// The public key, as a certificate carries it: an RSAPublicKey (DER)
+    /// or an uncompressed EC point.
+    pub fn public_key(&self) -> &[u8] {
+        use ring::signature::KeyPair as _;
+        match &self.key {
+            RingKeyKind::Rsa(key) => key.public_key().as_ref(),
+            RingKeyKind::EcdsaP256(key) => key.public_key().as_ref(),
+        }
+    }
+
     /// A P-256 key from PKCS#8 DER.
     pub fn ecdsa_p256(pkcs8: &[u8]) -> Result<Self, SignError> {
         let rng = ring::rand::SystemRandom::new();

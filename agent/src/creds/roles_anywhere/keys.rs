@@ -1,0 +1,188 @@
+//! The certificate, its chain and its private key, from PEM files as CAs
+//! hand them out: certificates (`CERTIFICATE` blocks, leaf first in the
+//! certificate file, issuers in the chain file) and a key as PKCS#8
+//! (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`).
+//! The key must be the certificate's: a mismatched pair is refused here,
+//! with a message that says so, not by the service later.
+
+use std::time::SystemTime;
+
+use base64::Engine as _;
+
+use super::der::{self, CertInfo, DerError, OCTET_STRING, element};
+use super::sign::{RingKey, SignError};
+
+/// Why the certificate or key could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}: no PEM block {1:?} in it")]
+    NoBlock(String, &'static str),
+    #[error("{0}: a PEM block is not base64")]
+    BadBase64(String),
+    #[error("{0}: {1}")]
+    Certificate(String, DerError),
+    #[error("{0}: {1}")]
+    Key(String, SignError),
+    #[error("{0}: {1}")]
+    Unsupported(String, &'static str),
+    #[error("the private key in {key} is not the key of the certificate in {cert}")]
+    Mismatch { key: String, cert: String },
+}
+
+/// One PEM block: its label and DER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub label: String,
+    pub der: Vec<u8>,
+}
+
+/// Every PEM block of `text` (`origin` names it in errors).
+pub fn blocks(origin: &str, text: &str) -> Result<Vec<Block>, KeyError> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let Some(label) = line
+            .trim()
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        else {
+            continue;
+        };
+        let end = format!("-----END {label}-----");
+        let mut b64 = String::new();
+        for line in lines.by_ref() {
+            let line = line.trim();
+            if line == end {
+                break;
+            }
+            // Encrypted PKCS#1 carries headers (`Proc-Type: …`).
+            if line.contains(':') {
+                return Err(KeyError::Unsupported(
+                    origin.to_owned(),
+                    "an encrypted PKCS#1/SEC1 key (\"Proc-Type\"): convert it to encrypted PKCS#8 (openssl pkcs8 -topk8)",
+                ));
+            }
+            b64.push_str(line);
+        }
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| KeyError::BadBase64(origin.to_owned()))?;
+        out.push(Block {
+            label: label.to_owned(),
+            der,
+        });
+    }
+    Ok(out)
+}
+
+/// The certificates of `text`, in order, each read (`origin` names it).
+pub fn certificates(origin: &str, text: &str) -> Result<Vec<(Vec<u8>, CertInfo)>, KeyError> {
+    let certs: Vec<(Vec<u8>, CertInfo)> = blocks(origin, text)?
+        .into_iter()
+        .filter(|b| b.label == "CERTIFICATE")
+        .map(|b| {
+            let info =
+                der::cert_info(&b.der).map_err(|e| KeyError::Certificate(origin.to_owned(), e))?;
+            Ok((b.der, info))
+        })
+        .collect::<Result<_, KeyError>>()?;
+    if certs.is_empty() {
+        return Err(KeyError::NoBlock(origin.to_owned(), "CERTIFICATE"));
+    }
+    Ok(certs)
+}
+
+const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+const EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// The private key of `text` (`origin` names it), for a certificate whose
+/// key is `cert`'s.
+pub fn private_key(origin: &str, text: &str, cert: &CertInfo) -> Result<RingKey, KeyError> {
+    let unsupported = |what| KeyError::Unsupported(origin.to_owned(), what);
+    let key_error = |e| KeyError::Key(origin.to_owned(), e);
+    let block = blocks(origin, text)?
+        .into_iter()
+        .find(|b| b.label.ends_with("PRIVATE KEY"))
+        .ok_or_else(|| KeyError::NoBlock(origin.to_owned(), "PRIVATE KEY"))?;
+    let is_rsa = cert.key_algorithm == RSA_ENCRYPTION;
+    let is_ec = cert.key_algorithm == EC_PUBLIC_KEY;
+    if is_ec && cert.key_curve.as_deref() == Some(P384) {
+        return Err(unsupported(
+            "a P-384 key (RSA and P-256 keys are supported)",
+        ));
+    }
+    if is_ec && cert.key_curve.as_deref() != Some(P256) {
+        return Err(unsupported("an EC key on a curve other than P-256"));
+    }
+    if !is_rsa && !is_ec {
+        return Err(unsupported("a certificate whose key is neither RSA nor EC"));
+    }
+    let key = match block.label.as_str() {
+        "PRIVATE KEY" if is_rsa => RingKey::rsa(&block.der).map_err(key_error)?,
+        "PRIVATE KEY" => RingKey::ecdsa_p256(&block.der).map_err(key_error)?,
+        "RSA PRIVATE KEY" if is_rsa => RingKey::rsa(&block.der).map_err(key_error)?,
+        "EC PRIVATE KEY" if is_ec => {
+            let (private, public) =
+                sec1_parts(&block.der).ok_or_else(|| unsupported("a malformed SEC1 key"))?;
+            let public = public.ok_or_else(|| {
+                unsupported("a SEC1 key without its public key: convert it to PKCS#8")
+            })?;
+            RingKey::ecdsa_p256_parts(&private, &public).map_err(key_error)?
+        }
+        "ENCRYPTED PRIVATE KEY" => {
+            return Err(unsupported("an encrypted PKCS#8 key (not supported yet)"));
+        }
+        _ => return Err(unsupported("a key of another kind than the certificate's")),
+    };
+    if key.public_key() != cert.public_key.as_slice() {
+        return Err(KeyError::Mismatch {
+            key: origin.to_owned(),
+            cert: "the certificate".to_owned(),
+        });
+    }
+    Ok(key)
+}
+
+/// SEC1's private scalar and public point (when present).
+fn sec1_parts(der: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let (tag, seq, _) = element(der).ok()?;
+    if tag != der::SEQUENCE {
+        return None;
+    }
+    let (tag, version, rest) = element(seq).ok()?;
+    if tag != der::INTEGER || version != [1] {
+        return None;
+    }
+    let (tag, private, mut rest) = element(rest).ok()?;
+    if tag != OCTET_STRING {
+        return None;
+    }
+    let mut public = None;
+    while !rest.is_empty() {
+        let (tag, contents, after) = element(rest).ok()?;
+        if tag == 0xa1 {
+            let (tag, bits, _) = element(contents).ok()?;
+            if tag == der::BIT_STRING && bits.first() == Some(&0) {
+                public = Some(bits[1..].to_vec());
+            }
+        }
+        rest = after;
+    }
+    Some((private.to_vec(), public))
+}
+
+/// Whether `cert` is valid at `now`, and if not, why.
+pub fn validity(cert: &CertInfo, now: SystemTime) -> Result<(), &'static str> {
+    if now < cert.not_before {
+        return Err("not valid yet");
+    }
+    if now >= cert.not_after {
+        return Err("expired");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
