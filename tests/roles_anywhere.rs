@@ -15,7 +15,8 @@ use imds_agent::creds::roles_anywhere::client::{
 use imds_agent::creds::roles_anywhere::sign::{RingKey, Signer};
 
 use support::roles_anywhere::{OTHER_ROLE, PROFILE, Pki, REGION, ROLE, Service, TRUST_ANCHOR};
-use support::{py_script, python, sts};
+use support::sts::StsProxy;
+use support::{Agent, agent_bin, botocore, config_file, py_script, python, sts};
 
 #[test]
 fn a_third_party_client_proves_the_test_service() {
@@ -181,4 +182,76 @@ async fn the_agents_signer_gets_a_session() {
     .await
     .unwrap_err();
     assert!(late.to_string().contains("expired"), "{late}");
+}
+
+/// The agent with no keys at all: its own credentials come from the test
+/// service (Roles Anywhere, a P-256 leaf and its intermediate), every
+/// AssumeRole is signed with that session, and botocore gets a workload
+/// role's credentials.
+#[test]
+fn the_agent_runs_on_roles_anywhere_with_no_keys() {
+    let pki = Pki::new();
+    let service = Service::start(&pki, sts::moto());
+    let proxy = StsProxy::start();
+    let config = format!(
+        "[instance]\naccount_id = \"123456789012\"\n\
+         [credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nendpoint = \"{sts}\"\n\
+         [credentials.roles_anywhere]\ncertificate = \"{cert}\"\nchain = \"{chain}\"\n\
+         private_key = \"{key}\"\ntrust_anchor_arn = \"{TRUST_ANCHOR}\"\nprofile_arn = \"{PROFILE}\"\n\
+         role_arn = \"{ROLE}\"\nendpoint = \"127.0.0.1:{port}\"\nca_bundle = \"{ca}\"\n\
+         [roles]\ndefault = \"app\"\n",
+        sts = proxy.url(),
+        cert = pki.path("p256.pem"),
+        chain = pki.path("inter.pem"),
+        key = pki.path("p256.key"),
+        port = service.port(),
+        ca = pki.path("ca.pem"),
+    );
+    let (_dir, path) = config_file(&config);
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(["dev", "--port", "0", "--config"]).arg(&path);
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    let agent = Agent::start(cmd);
+    let got = botocore(&format!("http://{}", agent.addr), &[], &[]);
+    assert_eq!(got["method"], "iam-role", "{got}\n{}", agent.logs());
+    assert!(
+        got["access_key"].as_str().unwrap_or("").starts_with("ASIA"),
+        "{got}"
+    );
+    agent.wait_for_log("Roles Anywhere issued a session");
+    let logs = agent.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("Roles Anywhere issued a session"))
+        .unwrap();
+    let suffix = line
+        .split("access_key_suffix=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let calls = proxy.calls();
+    let assumed: Vec<&serde_json::Value> = calls
+        .iter()
+        .filter(|c| c["action"] == "AssumeRole")
+        .collect();
+    assert!(!assumed.is_empty(), "{calls:?}");
+    for call in assumed {
+        let key = call["key"].as_str().unwrap_or("");
+        assert!(
+            key.ends_with(&suffix),
+            "AssumeRole signed with {key}, not the session …{suffix}"
+        );
+    }
+    assert!(!logs.contains("SecretAccessKey"), "no secret in the log");
 }

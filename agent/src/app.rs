@@ -263,6 +263,16 @@ fn sts_engine(config: &Config, sts: &StsConfig, clock: Arc<dyn Clock>) -> anyhow
         StsBase::Bootstrap => BaseConfig::Bootstrap {
             identity: sts.identity.clone(),
         },
+        StsBase::RolesAnywhere(settings) => {
+            let provider =
+                crate::creds::roles_anywhere::provider::RolesAnywhere::new(settings.clone())
+                    .context("IAM Roles Anywhere")?;
+            BaseConfig::RolesAnywhere {
+                provider: aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                identity: sts.identity.clone(),
+                certificate: settings.certificate.display().to_string(),
+            }
+        }
         StsBase::Profiles { profiles, active } => BaseConfig::Profiles {
             profiles: profiles.clone(),
             active: active.clone(),

@@ -447,6 +447,35 @@ fn base(
             ));
         }
     }
+    if c.roles_anywhere.is_some() && kind != BaseKind::RolesAnywhere {
+        return Err(src.invalid(
+            "credentials.roles_anywhere",
+            "is only read with base = \"roles-anywhere\"",
+        ));
+    }
+    if kind == BaseKind::RolesAnywhere {
+        // What Roles Anywhere gives is a role session: assuming a role with
+        // it is role chaining, which AWS caps at an hour, and a role
+        // session can't get a session token or use an MFA device.
+        if defaults.mode == Mode::SessionToken {
+            return Err(src.invalid(
+                "credentials.mode",
+                "\"session-token\" needs an IAM user's keys; Roles Anywhere gives a role session (leave mode out: each workload's role is assumed with it)",
+            ));
+        }
+        if defaults.mfa.is_some() {
+            return Err(src.invalid(
+                "credentials.mfa_serial",
+                "MFA needs an IAM user's keys; Roles Anywhere gives a role session",
+            ));
+        }
+        if defaults.duration > Duration::from_secs(3600) {
+            return Err(src.invalid(
+                "credentials.duration_seconds",
+                "roles assumed with Roles Anywhere credentials are chained, and AWS caps a chained session at one hour: use 3600 or less",
+            ));
+        }
+    }
     if c.instance_profile.is_some() && kind != BaseKind::Chain {
         return Err(src.invalid(
             "credentials.instance_profile",
@@ -458,6 +487,10 @@ fn base(
             instance_profile: c.instance_profile.unwrap_or(false),
         }),
         BaseKind::Bootstrap => Ok(StsBase::Bootstrap),
+        BaseKind::RolesAnywhere => Ok(StsBase::RolesAnywhere(super::roles_anywhere::settings(
+            c.roles_anywhere.as_ref(),
+            src,
+        )?)),
         BaseKind::Profiles => {
             if file.profiles.is_empty() {
                 return Err(src.invalid(

@@ -231,6 +231,26 @@ pub(crate) enum BaseKind {
     Bootstrap,
     /// The `[profiles.*]` tables.
     Profiles,
+    /// `[credentials.roles_anywhere]`: sessions from the host's certificate.
+    #[serde(rename = "roles-anywhere")]
+    RolesAnywhere,
+}
+
+/// `[credentials.roles_anywhere]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RolesAnywhere {
+    pub(crate) certificate: Option<PathBuf>,
+    pub(crate) chain: Option<PathBuf>,
+    pub(crate) private_key: Option<PathBuf>,
+    pub(crate) trust_anchor_arn: Option<String>,
+    pub(crate) profile_arn: Option<String>,
+    pub(crate) role_arn: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) ca_bundle: Option<PathBuf>,
+    pub(crate) duration_seconds: Option<u64>,
+    pub(crate) session_name: Option<String>,
 }
 
 /// What STS is asked for.
@@ -279,6 +299,7 @@ pub(crate) struct Credentials {
     pub(crate) session_tags: Option<bool>,
     pub(crate) first_fetch_wait_ms: Option<u64>,
     pub(crate) idle_ttl_seconds: Option<u64>,
+    pub(crate) roles_anywhere: Option<RolesAnywhere>,
 }
 
 impl Default for Credentials {
@@ -310,6 +331,7 @@ impl Default for Credentials {
             session_tags: None,
             first_fetch_wait_ms: None,
             idle_ttl_seconds: None,
+            roles_anywhere: None,
         }
     }
 }

@@ -8,6 +8,7 @@ mod error;
 mod file;
 mod host;
 mod network;
+mod roles_anywhere;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -211,6 +212,8 @@ pub enum StsBase {
     },
     /// Posted to the admin socket.
     Bootstrap,
+    /// IAM Roles Anywhere.
+    RolesAnywhere(crate::creds::roles_anywhere::provider::Settings),
     /// Named profiles.
     Profiles {
         /// All of them.

@@ -83,6 +83,15 @@ pub enum BaseConfig {
         /// Settings.
         identity: Identity,
     },
+    /// IAM Roles Anywhere: sessions from the host's certificate.
+    RolesAnywhere {
+        /// The provider (`roles_anywhere::provider::RolesAnywhere`).
+        provider: SharedCredentialsProvider,
+        /// Settings.
+        identity: Identity,
+        /// The certificate's file, for status and logs.
+        certificate: String,
+    },
     /// Keys posted to the admin socket; none until then.
     Bootstrap {
         /// Settings.
@@ -121,7 +130,9 @@ pub(crate) struct BaseState {
 impl BaseState {
     pub(crate) fn new(config: BaseConfig) -> Self {
         let (creds, profile) = match &config {
-            BaseConfig::Chain { provider, .. } => (Some(BaseCreds::Chain(provider.clone())), None),
+            BaseConfig::Chain { provider, .. } | BaseConfig::RolesAnywhere { provider, .. } => {
+                (Some(BaseCreds::Chain(provider.clone())), None)
+            }
             BaseConfig::Bootstrap { .. } => (None, None),
             BaseConfig::Profiles { profiles, active } => (
                 profiles
@@ -144,7 +155,9 @@ impl BaseState {
     /// The settings in force.
     pub(crate) fn identity(&self) -> &Identity {
         match &self.config {
-            BaseConfig::Chain { identity, .. } | BaseConfig::Bootstrap { identity } => identity,
+            BaseConfig::Chain { identity, .. }
+            | BaseConfig::RolesAnywhere { identity, .. }
+            | BaseConfig::Bootstrap { identity } => identity,
             BaseConfig::Profiles { profiles, active } => {
                 let name = self.profile.as_ref().unwrap_or(active);
                 // Safe: `profile` only ever names a configured profile, and
@@ -172,6 +185,9 @@ impl BaseState {
     pub(crate) fn describe(&self) -> String {
         match (&self.config, &self.creds) {
             (BaseConfig::Chain { .. }, _) => "the standard credential chain".to_owned(),
+            (BaseConfig::RolesAnywhere { certificate, .. }, _) => {
+                format!("IAM Roles Anywhere ({certificate})")
+            }
             (BaseConfig::Bootstrap { .. }, None) => {
                 "bootstrap (waiting for credentials)".to_owned()
             }

@@ -6,4 +6,5 @@
 pub mod client;
 pub mod der;
 pub mod keys;
+pub mod provider;
 pub mod sign;

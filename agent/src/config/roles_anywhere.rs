@@ -1,0 +1,131 @@
+//! `[credentials.roles_anywhere]`: the agent's own credentials from IAM
+//! Roles Anywhere.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::{ConfigError, Source};
+use super::file;
+use crate::creds::roles_anywhere::client::SessionParams;
+use crate::creds::roles_anywhere::provider::Settings;
+
+/// An ARN's parts: partition, service, region, account, resource.
+fn arn_parts(arn: &str) -> Option<[&str; 5]> {
+    let mut parts = arn.splitn(6, ':');
+    if parts.next()? != "arn" {
+        return None;
+    }
+    let p = [
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    ];
+    (p.iter().enumerate().all(|(i, s)| !s.is_empty() || i == 2)).then_some(p)
+}
+
+/// Reads the table (`base = "roles-anywhere"`).
+pub(crate) fn settings(
+    table: Option<&file::RolesAnywhere>,
+    src: Source<'_>,
+) -> Result<Settings, ConfigError> {
+    let key = |k: &str| format!("credentials.roles_anywhere.{k}");
+    let Some(t) = table else {
+        return Err(src.invalid(
+            "credentials.base",
+            "\"roles-anywhere\" needs a [credentials.roles_anywhere] table",
+        ));
+    };
+    let path = |name: &str, value: &Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
+        match value {
+            Some(p) if !p.is_absolute() => Err(src.invalid(&key(name), "must be an absolute path")),
+            other => Ok(other.clone()),
+        }
+    };
+    let required = |name: &str, value: Option<PathBuf>| {
+        value.ok_or_else(|| src.invalid(&key(name), "is required"))
+    };
+    let certificate = required("certificate", path("certificate", &t.certificate)?)?;
+    let private_key = required("private_key", path("private_key", &t.private_key)?)?;
+    let chain = path("chain", &t.chain)?;
+    let ca_bundle = path("ca_bundle", &t.ca_bundle)?;
+    let arn = |name: &str, value: &Option<String>, service: &str, kind: &str| {
+        let value = value
+            .as_deref()
+            .ok_or_else(|| src.invalid(&key(name), "is required"))?;
+        match arn_parts(value) {
+            Some([_, s, _, _, resource]) if s == service && resource.starts_with(kind) => {
+                Ok(value.to_owned())
+            }
+            _ => Err(src.invalid(
+                &key(name),
+                format!("must be an ARN like arn:aws:{service}:…:{kind}…"),
+            )),
+        }
+    };
+    let trust_anchor_arn = arn(
+        "trust_anchor_arn",
+        &t.trust_anchor_arn,
+        "rolesanywhere",
+        "trust-anchor/",
+    )?;
+    let profile_arn = arn("profile_arn", &t.profile_arn, "rolesanywhere", "profile/")?;
+    let role_arn = arn("role_arn", &t.role_arn, "iam", "role/")?;
+    let [partition, _, anchor_region, ..] =
+        arn_parts(&trust_anchor_arn).unwrap_or(["aws", "", "", "", ""]);
+    let [_, _, profile_region, ..] = arn_parts(&profile_arn).unwrap_or(["", "", "", "", ""]);
+    if anchor_region != profile_region {
+        return Err(src.invalid(
+            &key("profile_arn"),
+            format!("is in {profile_region}, the trust anchor in {anchor_region}: they must be in one region"),
+        ));
+    }
+    let region = t.region.clone().unwrap_or_else(|| anchor_region.to_owned());
+    if region != anchor_region {
+        return Err(src.invalid(
+            &key("region"),
+            format!("the trust anchor is in {anchor_region}"),
+        ));
+    }
+    let endpoint = match &t.endpoint {
+        Some(e) if e.contains('/') || e.is_empty() => {
+            return Err(src.invalid(
+                &key("endpoint"),
+                "is a host name, with a port if need be (HTTPS is implied): rolesanywhere-fips.us-east-1.amazonaws.com",
+            ));
+        }
+        Some(e) => e.clone(),
+        None if partition == "aws-cn" => format!("rolesanywhere.{region}.amazonaws.com.cn"),
+        None => format!("rolesanywhere.{region}.amazonaws.com"),
+    };
+    let duration = match t.duration_seconds {
+        None => 3600,
+        Some(d) if (900..=43_200).contains(&d) => d,
+        Some(_) => return Err(src.invalid(&key("duration_seconds"), "must be from 900 to 43200")),
+    };
+    let session_name = match &t.session_name {
+        Some(n) if crate::creds::session_name::sanitize(n).as_deref() != Some(n.as_str()) => {
+            return Err(src.invalid(
+                &key("session_name"),
+                "must be 2-64 characters of letters, digits and +=,.@-",
+            ));
+        }
+        other => other.clone(),
+    };
+    Ok(Settings {
+        certificate,
+        chain,
+        private_key,
+        endpoint,
+        region,
+        ca_bundle,
+        session: SessionParams {
+            trust_anchor_arn,
+            profile_arn,
+            role_arn,
+            duration: Duration::from_secs(duration),
+            session_name,
+        },
+    })
+}

@@ -1,0 +1,267 @@
+//! Roles Anywhere as a credentials provider: the agent's own credentials
+//! for every STS call, from `CreateSession`, cached and refreshed like any
+//! provider's by the STS client's identity cache (so never on a
+//! workload's request). The certificate, chain and key are read again when
+//! their files change (cert-manager, step-ca, Vault, certbot rotate them
+//! in place); a bad new set keeps the last good one in force, with an
+//! error in the log.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials as SdkCredentials;
+use aws_credential_types::provider::{self, ProvideCredentials, error::CredentialsError};
+
+use super::client::{SessionParams, connector, create_session};
+use super::der::CertInfo;
+use super::keys::{self, KeyError};
+use super::sign::RingKey;
+
+/// Warn when the certificate expires within this.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
+
+/// Where the agent's certificate and key are, and what to ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub certificate: PathBuf,
+    pub chain: Option<PathBuf>,
+    pub private_key: PathBuf,
+    /// `host[:port]` of the service (HTTPS).
+    pub endpoint: String,
+    pub region: String,
+    /// Extra CAs to trust for the endpoint (PEM), beside the system's.
+    pub ca_bundle: Option<PathBuf>,
+    pub session: SessionParams,
+}
+
+/// The certificate, chain and key in force, and the files' state they were
+/// read from.
+#[derive(Debug)]
+struct Material {
+    certificate: Vec<u8>,
+    info: CertInfo,
+    chain: Vec<Vec<u8>>,
+    key: Arc<RingKey>,
+    stamps: Vec<Stamp>,
+}
+
+/// What says a file changed: its inode, size and modification time.
+type Stamp = Option<(u64, u64, SystemTime)>;
+
+fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt as _;
+    // Followed: a Kubernetes secret volume swaps a symlink.
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.ino(), meta.len(), meta.modified().ok()?))
+}
+
+/// The provider.
+#[derive(Debug, Clone)]
+pub struct RolesAnywhere {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: Settings,
+    connector: aws_smithy_http_client::Connector,
+    material: Mutex<Option<Arc<Material>>>,
+}
+
+/// Why the provider could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("reading {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("the HTTPS client for Roles Anywhere: {0}")]
+    Https(String),
+}
+
+impl RolesAnywhere {
+    /// Reads the certificate, chain and key now (a bad set is an error at
+    /// start, not at the first STS call).
+    pub fn new(settings: Settings) -> Result<Self, StartError> {
+        let ca = match &settings.ca_bundle {
+            Some(path) => Some(
+                std::fs::read(path).map_err(|e| StartError::Read(path.display().to_string(), e))?,
+            ),
+            None => None,
+        };
+        let connector = connector(ca.as_deref()).map_err(|e| StartError::Https(e.to_string()))?;
+        let material = load(&settings)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings,
+                connector,
+                material: Mutex::new(Some(Arc::new(material))),
+            }),
+        })
+    }
+
+    /// The certificate in force.
+    pub fn certificate(&self) -> Option<CertInfo> {
+        self.lock().as_ref().map(|m| m.info.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Material>>> {
+        self.inner
+            .material
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The material to sign with: read again if a file changed (and kept
+    /// if what is there now is not usable).
+    fn current(&self) -> Option<Arc<Material>> {
+        let settings = &self.inner.settings;
+        let now_stamps = stamps(settings);
+        let held = self.lock().clone();
+        if let Some(held) = &held
+            && held.stamps == now_stamps
+        {
+            return Some(Arc::clone(held));
+        }
+        match load(settings) {
+            Ok(material) => {
+                tracing::info!(
+                    certificate = %settings.certificate.display(),
+                    serial = %material.info.serial,
+                    expires = %crate::timefmt::iso8601(material.info.not_after),
+                    "Roles Anywhere certificate and key read"
+                );
+                let material = Arc::new(material);
+                *self.lock() = Some(Arc::clone(&material));
+                Some(material)
+            }
+            Err(error) => {
+                tracing::error!(%error, "the new Roles Anywhere certificate or key can't be used: keeping the last good ones");
+                // Not tried again until the files change once more.
+                if let Some(held) = &held {
+                    let kept = Material {
+                        certificate: held.certificate.clone(),
+                        info: held.info.clone(),
+                        chain: held.chain.clone(),
+                        key: Arc::clone(&held.key),
+                        stamps: now_stamps,
+                    };
+                    let kept = Arc::new(kept);
+                    *self.lock() = Some(Arc::clone(&kept));
+                    return Some(kept);
+                }
+                None
+            }
+        }
+    }
+
+    async fn session(&self) -> Result<SdkCredentials, CredentialsError> {
+        let material = self.current().ok_or_else(|| {
+            CredentialsError::not_loaded("no usable Roles Anywhere certificate and key")
+        })?;
+        let now = SystemTime::now();
+        if let Err(why) = keys::validity(&material.info, now) {
+            return Err(CredentialsError::invalid_configuration(format!(
+                "the Roles Anywhere certificate {} is {why}",
+                self.inner.settings.certificate.display()
+            )));
+        }
+        if material.info.not_after < now + EXPIRY_WARNING {
+            tracing::warn!(
+                certificate = %self.inner.settings.certificate.display(),
+                expires = %crate::timefmt::iso8601(material.info.not_after),
+                "the Roles Anywhere certificate expires within a week: renew it"
+            );
+        }
+        let settings = &self.inner.settings;
+        let issued = create_session(
+            &self.inner.connector,
+            &settings.endpoint,
+            &settings.region,
+            &settings.session,
+            &material.certificate,
+            &material.chain,
+            &*material.key,
+            now,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "Roles Anywhere gave no session");
+            if e.is_transient() {
+                CredentialsError::provider_timed_out(Duration::ZERO)
+            } else {
+                CredentialsError::provider_error(e)
+            }
+        })?;
+        tracing::info!(
+            access_key_suffix = %issued.keys.key_suffix(),
+            expiration = %crate::timefmt::iso8601(issued.expiration),
+            "Roles Anywhere issued a session"
+        );
+        let token = issued.keys.session_token.expose().to_owned();
+        Ok(SdkCredentials::new(
+            issued.keys.access_key_id.clone(),
+            issued.keys.secret_access_key.expose(),
+            Some(token),
+            Some(issued.expiration),
+            "roles-anywhere",
+        ))
+    }
+}
+
+fn stamps(settings: &Settings) -> Vec<Stamp> {
+    let mut out = vec![stamp(&settings.certificate), stamp(&settings.private_key)];
+    if let Some(chain) = &settings.chain {
+        out.push(stamp(chain));
+    }
+    out
+}
+
+fn read(path: &Path) -> Result<String, StartError> {
+    std::fs::read_to_string(path).map_err(|e| StartError::Read(path.display().to_string(), e))
+}
+
+fn load(settings: &Settings) -> Result<Material, StartError> {
+    // Stamped before reading: a change while reading is seen next time.
+    let stamps = stamps(settings);
+    let cert_origin = settings.certificate.display().to_string();
+    let mut certs = keys::certificates(&cert_origin, &read(&settings.certificate)?)?;
+    let (certificate, info) = certs.remove(0);
+    // Issuers after the leaf in the certificate file count as its chain.
+    let mut chain: Vec<Vec<u8>> = certs.into_iter().map(|(der, _)| der).collect();
+    if let Some(path) = &settings.chain {
+        let origin = path.display().to_string();
+        chain.extend(
+            keys::certificates(&origin, &read(path)?)?
+                .into_iter()
+                .map(|(der, _)| der),
+        );
+    }
+    let key_origin = settings.private_key.display().to_string();
+    let key = keys::private_key(&key_origin, &read(&settings.private_key)?, &info).map_err(
+        |e| match e {
+            KeyError::Mismatch { key, .. } => KeyError::Mismatch {
+                key,
+                cert: cert_origin.clone(),
+            },
+            other => other,
+        },
+    )?;
+    Ok(Material {
+        certificate,
+        info,
+        chain,
+        key: Arc::new(key),
+        stamps,
+    })
+}
+
+impl ProvideCredentials for RolesAnywhere {
+    fn provide_credentials<'a>(&'a self) -> provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        provider::future::ProvideCredentials::new(self.session())
+    }
+}
