@@ -265,7 +265,7 @@ fn sts_engine(config: &Config, sts: &StsConfig, clock: Arc<dyn Clock>) -> anyhow
         },
         StsBase::RolesAnywhere(settings) => {
             let provider =
-                crate::creds::roles_anywhere::provider::RolesAnywhere::new(settings.clone())
+                crate::creds::roles_anywhere::provider::RolesAnywhere::new((**settings).clone())
                     .context("IAM Roles Anywhere")?;
             BaseConfig::RolesAnywhere {
                 provider: aws_credential_types::provider::SharedCredentialsProvider::new(provider),

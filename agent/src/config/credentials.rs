@@ -487,10 +487,9 @@ fn base(
             instance_profile: c.instance_profile.unwrap_or(false),
         }),
         BaseKind::Bootstrap => Ok(StsBase::Bootstrap),
-        BaseKind::RolesAnywhere => Ok(StsBase::RolesAnywhere(super::roles_anywhere::settings(
-            c.roles_anywhere.as_ref(),
-            src,
-        )?)),
+        BaseKind::RolesAnywhere => Ok(StsBase::RolesAnywhere(Box::new(
+            super::roles_anywhere::settings(c.roles_anywhere.as_ref(), src)?,
+        ))),
         BaseKind::Profiles => {
             if file.profiles.is_empty() {
                 return Err(src.invalid(

@@ -213,7 +213,7 @@ pub enum StsBase {
     /// Posted to the admin socket.
     Bootstrap,
     /// IAM Roles Anywhere.
-    RolesAnywhere(crate::creds::roles_anywhere::provider::Settings),
+    RolesAnywhere(Box<crate::creds::roles_anywhere::provider::Settings>),
     /// Named profiles.
     Profiles {
         /// All of them.

@@ -805,3 +805,75 @@ fn ebpf_mode_listens_on_loopback_and_the_bridge() {
         );
     }
 }
+
+const RA: &str = "[credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\n\
+    [credentials.roles_anywhere]\ncertificate = \"/etc/pki/host.pem\"\nprivate_key = \"/etc/pki/host.key\"\n\
+    trust_anchor_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/a\"\n\
+    profile_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:profile/p\"\n\
+    role_arn = \"arn:aws:iam::123456789012:role/host\"\n";
+
+#[test]
+fn roles_anywhere_defaults_from_its_arns() {
+    let config = parse(RA).unwrap();
+    let CredentialsConfig::Sts(sts) = &config.credentials else {
+        panic!("not sts")
+    };
+    let StsBase::RolesAnywhere(ra) = &sts.base else {
+        panic!("not roles anywhere")
+    };
+    assert_eq!(ra.region, "eu-west-1");
+    assert_eq!(ra.endpoint, "rolesanywhere.eu-west-1.amazonaws.com");
+    assert_eq!(ra.session.duration.as_secs(), 3600);
+}
+
+#[test]
+fn roles_anywhere_refusals_say_why() {
+    for (extra, key, why) in [
+        (
+            "duration_seconds = 7200\n",
+            "credentials.duration_seconds",
+            "chained",
+        ),
+        (
+            "mode = \"session-token\"\n",
+            "credentials.mode",
+            "role session",
+        ),
+    ] {
+        let text = RA.replace(
+            "base = \"roles-anywhere\"\n",
+            &format!("base = \"roles-anywhere\"\n{extra}"),
+        );
+        let e = error(&text);
+        assert!(e.contains(key) && e.contains(why), "{e}");
+    }
+    for (from, to, key) in [
+        ("/etc/pki/host.pem", "host.pem", "certificate"),
+        (
+            "profile/p\"",
+            "profile/p\"\nregion = \"us-east-1\"",
+            "region",
+        ),
+        (
+            ":eu-west-1:123456789012:profile",
+            ":us-east-1:123456789012:profile",
+            "profile_arn",
+        ),
+        ("role/host", "user/host", "role_arn"),
+        (
+            "role_arn = \"arn:aws:iam::123456789012:role/host\"\n",
+            "",
+            "role_arn",
+        ),
+    ] {
+        let e = error(&RA.replace(from, to));
+        assert!(
+            e.contains(&format!("credentials.roles_anywhere.{key}")),
+            "{to}: {e}"
+        );
+    }
+    let e = error("[credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\n");
+    assert!(e.contains("[credentials.roles_anywhere]"), "{e}");
+    let e = error(&RA.replace("base = \"roles-anywhere\"\n", ""));
+    assert!(e.contains("only read with base"), "{e}");
+}
