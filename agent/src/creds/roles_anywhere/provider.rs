@@ -17,6 +17,8 @@ use super::client::{SessionParams, connector, create_session};
 use super::der::CertInfo;
 use super::keys::{self, KeyError};
 use super::sign::RingKey;
+#[cfg(test)]
+use super::sign::Signer as _;
 
 /// Warn when the certificate expires within this.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
@@ -263,5 +265,85 @@ impl ProvideCredentials for RolesAnywhere {
         Self: 'a,
     {
         provider::future::ProvideCredentials::new(self.session())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/creds/roles_anywhere/testdata")
+            .join(name)
+    }
+
+    fn settings(dir: &Path) -> Settings {
+        Settings {
+            certificate: dir.join("host.pem"),
+            chain: None,
+            private_key: dir.join("host.key"),
+            endpoint: "127.0.0.1:1".into(),
+            region: "eu-west-1".into(),
+            ca_bundle: None,
+            session: SessionParams {
+                trust_anchor_arn: "arn:aws:rolesanywhere:eu-west-1:1:trust-anchor/a".into(),
+                profile_arn: "arn:aws:rolesanywhere:eu-west-1:1:profile/p".into(),
+                role_arn: "arn:aws:iam::1:role/r".into(),
+                duration: Duration::from_secs(900),
+                session_name: None,
+            },
+        }
+    }
+
+    /// Replaces `name` in `dir` as rotation tools do: a new file renamed
+    /// over the old one.
+    fn install(dir: &Path, name: &str, from: &str) {
+        let tmp = dir.join(format!(".{name}.new"));
+        std::fs::copy(testdata(from), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+
+    #[test]
+    fn a_rotated_pair_is_picked_up_and_a_broken_one_keeps_the_last_good() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "host.pem", "ec-sec1.crt.pem");
+        install(dir.path(), "host.key", "ec-sec1.pem");
+        let provider = RolesAnywhere::new(settings(dir.path())).unwrap();
+        let first = provider.current().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &provider.current().unwrap()),
+            "unchanged: not read again"
+        );
+        // Rotated to an RSA pair.
+        install(dir.path(), "host.pem", "rsa-pem.crt.pem");
+        install(dir.path(), "host.key", "rsa-pkcs1.pem");
+        let rotated = provider.current().unwrap();
+        assert_ne!(rotated.info.serial, first.info.serial);
+        assert_eq!(rotated.key.algorithm(), super::super::sign::Algorithm::Rsa);
+        // Half a rotation (the certificate without its key): the last good
+        // pair stays in force.
+        install(dir.path(), "host.pem", "ec-sec1.crt.pem");
+        let kept = provider.current().unwrap();
+        assert_eq!(kept.info.serial, rotated.info.serial);
+        // The key follows: the new pair is used.
+        install(dir.path(), "host.key", "ec-sec1.pem");
+        assert_eq!(provider.current().unwrap().info.serial, first.info.serial);
+    }
+
+    #[test]
+    fn a_bad_pair_at_start_is_an_error_that_names_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "host.pem", "ec-sec1.crt.pem");
+        install(dir.path(), "host.key", "rsa-pkcs1.pem");
+        let e = RolesAnywhere::new(settings(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("host.key"), "{e}");
+        let missing = tempfile::tempdir().unwrap();
+        let e = RolesAnywhere::new(settings(missing.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("host.pem"), "{e}");
     }
 }
