@@ -12,7 +12,7 @@ use base64::Engine as _;
 use imds_agent::creds::roles_anywhere::client::{
     CreateSessionError, SessionParams, connector, create_session,
 };
-use imds_agent::creds::roles_anywhere::sign::{RingKey, Signer};
+use imds_agent::creds::roles_anywhere::sign::{Signer, SoftKey};
 
 use support::roles_anywhere::{OTHER_ROLE, PROFILE, Pki, REGION, ROLE, Service, TRUST_ANCHOR};
 use support::sts::StsProxy;
@@ -89,7 +89,7 @@ fn pem_der(path: &str) -> Vec<u8> {
 }
 
 /// The agent's own signer and client get sessions from the test service
-/// (RSA by the CA, P-256 through the intermediate), and its refusals come
+/// (RSA by the CA, P-256 and P-384 through the intermediate), and its refusals come
 /// back as refusals, with the service's message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agents_signer_gets_a_session() {
@@ -105,10 +105,15 @@ async fn the_agents_signer_gets_a_session() {
         duration: Duration::from_secs(900),
         session_name: None,
     };
-    let rsa = RingKey::rsa(&pem_der(&pki.path("rsa.key"))).unwrap();
-    let p256 = RingKey::ecdsa_p256(&pem_der(&pki.path("p256.key"))).unwrap();
+    let rsa = SoftKey::rsa(&pem_der(&pki.path("rsa.key"))).unwrap();
+    let p256 = SoftKey::ecdsa_p256(&pem_der(&pki.path("p256.key"))).unwrap();
+    let p384 = SoftKey::ecdsa_p384(&pem_der(&pki.path("p384.key"))).unwrap();
     let inter = vec![pem_der(&pki.path("inter.pem"))];
-    let cases: [(&str, &dyn Signer, &[Vec<u8>]); 2] = [("rsa", &rsa, &[]), ("p256", &p256, &inter)];
+    let cases: [(&str, &dyn Signer, &[Vec<u8>]); 3] = [
+        ("rsa", &rsa, &[]),
+        ("p256", &p256, &inter),
+        ("p384", &p384, &inter),
+    ];
     for (leaf, key, chain) in cases {
         let cert = pem_der(&pki.path(&format!("{leaf}.pem")));
         let issued = create_session(
@@ -147,7 +152,7 @@ async fn the_agents_signer_gets_a_session() {
     );
     assert!(refused.to_string().contains("region"), "{refused}");
     // Not trusted: refused with the service's words.
-    let untrusted = RingKey::ecdsa_p256(&pem_der(&pki.path("untrusted.key"))).unwrap();
+    let untrusted = SoftKey::ecdsa_p256(&pem_der(&pki.path("untrusted.key"))).unwrap();
     let cert = pem_der(&pki.path("untrusted.pem"));
     let refused = create_session(
         &https,

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use base64::Engine as _;
 
 use super::der::{self, CertInfo, DerError, OCTET_STRING, element};
-use super::sign::{RingKey, SignError};
+use super::sign::{SignError, SoftKey};
 
 /// Why the certificate or key could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,8 +98,13 @@ const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 
 /// The private key of `text` (`origin` names it), for a certificate whose
-/// key is `cert`'s.
-pub fn private_key(origin: &str, text: &str, cert: &CertInfo) -> Result<RingKey, KeyError> {
+/// key is `cert`'s; `passphrase` decrypts an encrypted PKCS#8 key.
+pub fn private_key(
+    origin: &str,
+    text: &str,
+    passphrase: Option<&[u8]>,
+    cert: &CertInfo,
+) -> Result<SoftKey, KeyError> {
     let unsupported = |what| KeyError::Unsupported(origin.to_owned(), what);
     let key_error = |e| KeyError::Key(origin.to_owned(), e);
     let block = blocks(origin, text)?
@@ -108,35 +113,58 @@ pub fn private_key(origin: &str, text: &str, cert: &CertInfo) -> Result<RingKey,
         .ok_or_else(|| KeyError::NoBlock(origin.to_owned(), "PRIVATE KEY"))?;
     let is_rsa = cert.key_algorithm == RSA_ENCRYPTION;
     let is_ec = cert.key_algorithm == EC_PUBLIC_KEY;
-    if is_ec && cert.key_curve.as_deref() == Some(P384) {
+    let p384 = is_ec && cert.key_curve.as_deref() == Some(P384);
+    if is_ec && !p384 && cert.key_curve.as_deref() != Some(P256) {
         return Err(unsupported(
-            "a P-384 key (RSA and P-256 keys are supported)",
+            "an EC key on a curve other than P-256 and P-384",
         ));
-    }
-    if is_ec && cert.key_curve.as_deref() != Some(P256) {
-        return Err(unsupported("an EC key on a curve other than P-256"));
     }
     if !is_rsa && !is_ec {
         return Err(unsupported("a certificate whose key is neither RSA nor EC"));
     }
+    let pkcs8 = |der: &[u8]| {
+        if is_rsa {
+            SoftKey::rsa(der)
+        } else if p384 {
+            SoftKey::ecdsa_p384(der)
+        } else {
+            SoftKey::ecdsa_p256(der)
+        }
+    };
     let key = match block.label.as_str() {
-        "PRIVATE KEY" if is_rsa => RingKey::rsa(&block.der).map_err(key_error)?,
-        "PRIVATE KEY" => RingKey::ecdsa_p256(&block.der).map_err(key_error)?,
-        "RSA PRIVATE KEY" if is_rsa => RingKey::rsa(&block.der).map_err(key_error)?,
+        "PRIVATE KEY" => pkcs8(&block.der).map_err(key_error)?,
+        "ENCRYPTED PRIVATE KEY" => {
+            let passphrase = passphrase.ok_or_else(|| {
+                unsupported(
+                    "an encrypted key, and no passphrase is configured (private_key_passphrase_file or private_key_passphrase_credential)",
+                )
+            })?;
+            let encrypted = pkcs8::EncryptedPrivateKeyInfo::try_from(block.der.as_slice())
+                .map_err(|_| unsupported("a malformed encrypted PKCS#8 key"))?;
+            let decrypted = encrypted.decrypt(passphrase).map_err(|_| {
+                unsupported(
+                    "an encrypted key the passphrase does not open (or an unsupported cipher)",
+                )
+            })?;
+            pkcs8(decrypted.as_bytes()).map_err(key_error)?
+        }
+        "RSA PRIVATE KEY" if is_rsa => SoftKey::rsa(&block.der).map_err(key_error)?,
+        "EC PRIVATE KEY" if p384 => {
+            let (private, _) =
+                sec1_parts(&block.der).ok_or_else(|| unsupported("a malformed SEC1 key"))?;
+            SoftKey::ecdsa_p384(&private).map_err(key_error)?
+        }
         "EC PRIVATE KEY" if is_ec => {
             let (private, public) =
                 sec1_parts(&block.der).ok_or_else(|| unsupported("a malformed SEC1 key"))?;
             let public = public.ok_or_else(|| {
                 unsupported("a SEC1 key without its public key: convert it to PKCS#8")
             })?;
-            RingKey::ecdsa_p256_parts(&private, &public).map_err(key_error)?
-        }
-        "ENCRYPTED PRIVATE KEY" => {
-            return Err(unsupported("an encrypted PKCS#8 key (not supported yet)"));
+            SoftKey::ecdsa_p256_parts(&private, &public).map_err(key_error)?
         }
         _ => return Err(unsupported("a key of another kind than the certificate's")),
     };
-    if key.public_key() != cert.public_key.as_slice() {
+    if key.public_key() != cert.public_key {
         return Err(KeyError::Mismatch {
             key: origin.to_owned(),
             cert: "the certificate".to_owned(),

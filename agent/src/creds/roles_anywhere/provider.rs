@@ -16,9 +16,9 @@ use aws_credential_types::provider::{self, ProvideCredentials, error::Credential
 use super::client::{SessionParams, connector, create_session};
 use super::der::CertInfo;
 use super::keys::{self, KeyError};
-use super::sign::RingKey;
 #[cfg(test)]
 use super::sign::Signer as _;
+use super::sign::SoftKey;
 
 /// Warn when the certificate expires within this.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
@@ -44,7 +44,7 @@ struct Material {
     certificate: Vec<u8>,
     info: CertInfo,
     chain: Vec<Vec<u8>>,
-    key: Arc<RingKey>,
+    key: Arc<SoftKey>,
     stamps: Vec<Stamp>,
 }
 
@@ -241,7 +241,7 @@ fn load(settings: &Settings) -> Result<Material, StartError> {
         );
     }
     let key_origin = settings.private_key.display().to_string();
-    let key = keys::private_key(&key_origin, &read(&settings.private_key)?, &info).map_err(
+    let key = keys::private_key(&key_origin, &read(&settings.private_key)?, None, &info).map_err(
         |e| match e {
             KeyError::Mismatch { key, .. } => KeyError::Mismatch {
                 key,

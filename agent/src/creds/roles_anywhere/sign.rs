@@ -192,33 +192,47 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// A key ring holds: RSA (PKCS#8 or PKCS#1 DER) or ECDSA P-256 (PKCS#8).
-pub struct RingKey {
-    key: RingKeyKind,
+/// A private key in the agent's memory: RSA or ECDSA P-256 (ring), or
+/// ECDSA P-384 (RustCrypto: ring signs P-384 only over SHA-384, and
+/// SigV4-X509 signs SHA-256 with every key).
+pub struct SoftKey {
+    key: SoftKeyKind,
 }
 
-enum RingKeyKind {
+enum SoftKeyKind {
     Rsa(ring::rsa::KeyPair),
     EcdsaP256(ring::signature::EcdsaKeyPair),
+    EcdsaP384(p384::ecdsa::SigningKey),
 }
 
-impl std::fmt::Debug for RingKey {
+impl std::fmt::Debug for SoftKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the key itself.
-        f.debug_struct("RingKey")
+        f.debug_struct("SoftKey")
             .field("algorithm", &self.algorithm())
             .finish_non_exhaustive()
     }
 }
 
-impl RingKey {
+impl SoftKey {
     /// An RSA key from PKCS#8 or PKCS#1 DER.
     pub fn rsa(der: &[u8]) -> Result<Self, SignError> {
         let key = ring::rsa::KeyPair::from_pkcs8(der)
             .or_else(|_| ring::rsa::KeyPair::from_der(der))
             .map_err(|e| SignError::Key(format!("not an RSA key ring can use: {e}")))?;
         Ok(Self {
-            key: RingKeyKind::Rsa(key),
+            key: SoftKeyKind::Rsa(key),
+        })
+    }
+
+    /// A P-384 key from PKCS#8 DER, or SEC1's private scalar.
+    pub fn ecdsa_p384(pkcs8_or_scalar: &[u8]) -> Result<Self, SignError> {
+        use p384::pkcs8::DecodePrivateKey as _;
+        let key = p384::ecdsa::SigningKey::from_pkcs8_der(pkcs8_or_scalar)
+            .or_else(|_| p384::ecdsa::SigningKey::from_slice(pkcs8_or_scalar))
+            .map_err(|_| SignError::Key("not a P-384 key".to_owned()))?;
+        Ok(Self {
+            key: SoftKeyKind::EcdsaP384(key),
         })
     }
 
@@ -234,17 +248,22 @@ impl RingKey {
         )
         .map_err(|e| SignError::Key(format!("not a P-256 key: {e}")))?;
         Ok(Self {
-            key: RingKeyKind::EcdsaP256(key),
+            key: SoftKeyKind::EcdsaP256(key),
         })
     }
 
     /// The public key, as a certificate carries it: an RSAPublicKey (DER)
     /// or an uncompressed EC point.
-    pub fn public_key(&self) -> &[u8] {
+    pub fn public_key(&self) -> Vec<u8> {
         use ring::signature::KeyPair as _;
         match &self.key {
-            RingKeyKind::Rsa(key) => key.public_key().as_ref(),
-            RingKeyKind::EcdsaP256(key) => key.public_key().as_ref(),
+            SoftKeyKind::Rsa(key) => key.public_key().as_ref().to_vec(),
+            SoftKeyKind::EcdsaP256(key) => key.public_key().as_ref().to_vec(),
+            SoftKeyKind::EcdsaP384(key) => key
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
         }
     }
 
@@ -258,23 +277,23 @@ impl RingKey {
         )
         .map_err(|e| SignError::Key(format!("not a P-256 key: {e}")))?;
         Ok(Self {
-            key: RingKeyKind::EcdsaP256(key),
+            key: SoftKeyKind::EcdsaP256(key),
         })
     }
 }
 
-impl Signer for RingKey {
+impl Signer for SoftKey {
     fn algorithm(&self) -> Algorithm {
         match self.key {
-            RingKeyKind::Rsa(_) => Algorithm::Rsa,
-            RingKeyKind::EcdsaP256(_) => Algorithm::Ecdsa,
+            SoftKeyKind::Rsa(_) => Algorithm::Rsa,
+            SoftKeyKind::EcdsaP256(_) | SoftKeyKind::EcdsaP384(_) => Algorithm::Ecdsa,
         }
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
         let rng = ring::rand::SystemRandom::new();
         match &self.key {
-            RingKeyKind::Rsa(key) => {
+            SoftKeyKind::Rsa(key) => {
                 let mut signature = vec![0; key.public().modulus_len()];
                 key.sign(
                     &ring::signature::RSA_PKCS1_SHA256,
@@ -285,10 +304,18 @@ impl Signer for RingKey {
                 .map_err(|e| SignError::Key(e.to_string()))?;
                 Ok(signature)
             }
-            RingKeyKind::EcdsaP256(key) => key
+            SoftKeyKind::EcdsaP256(key) => key
                 .sign(&rng, message)
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|e| SignError::Key(e.to_string())),
+            SoftKeyKind::EcdsaP384(key) => {
+                use p384::ecdsa::signature::hazmat::PrehashSigner as _;
+                let digest = digest(&SHA256, message);
+                let signature: p384::ecdsa::Signature = key
+                    .sign_prehash(digest.as_ref())
+                    .map_err(|e| SignError::Key(e.to_string()))?;
+                Ok(signature.to_der().as_bytes().to_vec())
+            }
         }
     }
 }

@@ -25,9 +25,13 @@ fn every_supported_form_loads_and_signs() {
         ("ec-pkcs8.pem", "ec-sec1.crt.pem"),
         ("rsa-pkcs1.pem", "rsa-pem.crt.pem"),
         ("rsa-pkcs8.pem", "rsa-pem.crt.pem"),
+        ("rsa-encrypted.pem", "rsa-pem.crt.pem"),
+        ("p384.pem", "p384.crt.pem"),
+        ("p384-pkcs8.pem", "p384.crt.pem"),
     ] {
         let info = cert(crt);
-        let loaded = private_key(key, &data(key), &info).unwrap_or_else(|e| panic!("{key}: {e}"));
+        let loaded = private_key(key, &data(key), Some(b"secret"), &info)
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
         assert!(!loaded.sign(b"to sign").unwrap().is_empty(), "{key}");
     }
 }
@@ -36,16 +40,26 @@ fn every_supported_form_loads_and_signs() {
 fn what_cannot_be_used_says_why() {
     let rsa = cert("rsa-pem.crt.pem");
     let ec = cert("ec-sec1.crt.pem");
-    let err =
-        |key: &str, info: &CertInfo| private_key(key, &data(key), info).unwrap_err().to_string();
+    let err = |key: &str, info: &CertInfo| {
+        private_key(key, &data(key), None, info)
+            .unwrap_err()
+            .to_string()
+    };
     assert_eq!(
         err("rsa-pkcs1.pem", &ec),
         "rsa-pkcs1.pem: a key of another kind than the certificate's"
     );
     assert!(err("rsa-pkcs8.pem", &ec).contains("not a P-256 key"));
     assert!(err("ec-sec1-nopub.pem", &ec).contains("convert it to PKCS#8"));
-    assert!(err("rsa-encrypted.pem", &rsa).contains("encrypted PKCS#8"));
-    assert!(err("p384.pem", &cert("p384.crt.pem")).contains("P-384"));
+    assert!(err("rsa-encrypted.pem", &rsa).contains("no passphrase"));
+    let wrong = private_key(
+        "rsa-encrypted.pem",
+        &data("rsa-encrypted.pem"),
+        Some(b"wrong"),
+        &rsa,
+    );
+    assert!(wrong.unwrap_err().to_string().contains("does not open"));
+    assert!(err("p384.pem", &ec).contains("not a P-256 key"));
     // Another RSA key than the certificate's.
     let other = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -57,7 +71,7 @@ fn what_cannot_be_used_says_why() {
         base64::engine::general_purpose::STANDARD.encode(other)
     );
     assert_eq!(
-        private_key("other.pem", &pem, &rsa).unwrap_err(),
+        private_key("other.pem", &pem, None, &rsa).unwrap_err(),
         KeyError::Mismatch {
             key: "other.pem".into(),
             cert: "the certificate".into()
@@ -78,7 +92,7 @@ fn what_cannot_be_used_says_why() {
     ));
     let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
     assert!(
-        private_key("legacy.pem", legacy, &rsa)
+        private_key("legacy.pem", legacy, None, &rsa)
             .unwrap_err()
             .to_string()
             .contains("encrypted PKCS#1")

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use ring::signature::{ECDSA_P256_SHA256_ASN1, KeyPair as _, RSA_PKCS1_2048_8192_SHA256};
+use ring::signature::{ECDSA_P256_SHA256_ASN1, RSA_PKCS1_2048_8192_SHA256};
 
 use super::*;
 
@@ -145,11 +145,8 @@ fn signed_and_checked(
 
 #[test]
 fn an_ecdsa_p256_signature_checks_out_with_the_certificates_key() {
-    let key = RingKey::ecdsa_p256(EC_KEY).unwrap();
-    let public = match &key.key {
-        RingKeyKind::EcdsaP256(k) => k.public_key().as_ref().to_vec(),
-        RingKeyKind::Rsa(_) => unreachable!(),
-    };
+    let key = SoftKey::ecdsa_p256(EC_KEY).unwrap();
+    let public = key.public_key();
     let headers = signed_and_checked(&key, EC_CERT, &public, &ECDSA_P256_SHA256_ASN1);
     assert!(
         header(&headers, "authorization")
@@ -159,21 +156,18 @@ fn an_ecdsa_p256_signature_checks_out_with_the_certificates_key() {
 
 #[test]
 fn an_rsa_signature_checks_out_with_the_certificates_key() {
-    let key = RingKey::rsa(RSA_KEY).unwrap();
-    let public = match &key.key {
-        RingKeyKind::Rsa(k) => k.public_key().as_ref().to_vec(),
-        RingKeyKind::EcdsaP256(_) => unreachable!(),
-    };
+    let key = SoftKey::rsa(RSA_KEY).unwrap();
+    let public = key.public_key();
     let headers = signed_and_checked(&key, RSA_CERT, &public, &RSA_PKCS1_2048_8192_SHA256);
     assert!(header(&headers, "authorization").starts_with("AWS4-X509-RSA-SHA256 Credential=4242/"));
 }
 
 #[test]
 fn keys_of_the_wrong_kind_are_refused_and_never_printed() {
-    assert!(RingKey::rsa(EC_KEY).is_err());
-    assert!(RingKey::ecdsa_p256(RSA_KEY).is_err());
-    assert!(RingKey::ecdsa_p256(b"garbage").is_err());
-    let key = RingKey::ecdsa_p256(EC_KEY).unwrap();
+    assert!(SoftKey::rsa(EC_KEY).is_err());
+    assert!(SoftKey::ecdsa_p256(RSA_KEY).is_err());
+    assert!(SoftKey::ecdsa_p256(b"garbage").is_err());
+    let key = SoftKey::ecdsa_p256(EC_KEY).unwrap();
     let shown = format!("{key:?}");
-    assert_eq!(shown, "RingKey { algorithm: Ecdsa, .. }");
+    assert_eq!(shown, "SoftKey { algorithm: Ecdsa, .. }");
 }
