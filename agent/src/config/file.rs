@@ -243,6 +243,8 @@ pub(crate) struct RolesAnywhere {
     pub(crate) certificate: Option<PathBuf>,
     pub(crate) chain: Option<PathBuf>,
     pub(crate) private_key: Option<PathBuf>,
+    pub(crate) private_key_passphrase_file: Option<PathBuf>,
+    pub(crate) private_key_passphrase_credential: Option<String>,
     pub(crate) trust_anchor_arn: Option<String>,
     pub(crate) profile_arn: Option<String>,
     pub(crate) role_arn: Option<String>,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::error::{ConfigError, Source};
 use super::file;
 use crate::creds::roles_anywhere::client::SessionParams;
-use crate::creds::roles_anywhere::provider::Settings;
+use crate::creds::roles_anywhere::provider::{Passphrase, Settings};
 
 /// An ARN's parts: partition, service, region, account, resource.
 fn arn_parts(arn: &str) -> Option<[&str; 5]> {
@@ -50,6 +50,29 @@ pub(crate) fn settings(
     let private_key = required("private_key", path("private_key", &t.private_key)?)?;
     let chain = path("chain", &t.chain)?;
     let ca_bundle = path("ca_bundle", &t.ca_bundle)?;
+    let passphrase = match (
+        path(
+            "private_key_passphrase_file",
+            &t.private_key_passphrase_file,
+        )?,
+        &t.private_key_passphrase_credential,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(src.invalid(
+                &key("private_key_passphrase_credential"),
+                "give the passphrase one way: a file or a systemd credential",
+            ));
+        }
+        (Some(file), None) => Some(Passphrase::File(file)),
+        (None, Some(name)) if name.is_empty() || name.contains('/') => {
+            return Err(src.invalid(
+                &key("private_key_passphrase_credential"),
+                "is a credential's name (LoadCredential=NAME:…), not a path",
+            ));
+        }
+        (None, Some(name)) => Some(Passphrase::Credential(name.clone())),
+        (None, None) => None,
+    };
     let arn = |name: &str, value: &Option<String>, service: &str, kind: &str| {
         let value = value
             .as_deref()
@@ -117,6 +140,7 @@ pub(crate) fn settings(
         certificate,
         chain,
         private_key,
+        passphrase,
         endpoint,
         region,
         ca_bundle,

@@ -29,12 +29,45 @@ pub struct Settings {
     pub certificate: PathBuf,
     pub chain: Option<PathBuf>,
     pub private_key: PathBuf,
+    /// Where an encrypted key's passphrase is (never the config itself).
+    pub passphrase: Option<Passphrase>,
     /// `host[:port]` of the service (HTTPS).
     pub endpoint: String,
     pub region: String,
     /// Extra CAs to trust for the endpoint (PEM), beside the system's.
     pub ca_bundle: Option<PathBuf>,
     pub session: SessionParams,
+}
+
+/// Where a key's passphrase is read from, when the key is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Passphrase {
+    /// A file (its whole content, less a final newline).
+    File(PathBuf),
+    /// A systemd credential (`LoadCredential=`/`LoadCredentialEncrypted=`):
+    /// the file of that name in `$CREDENTIALS_DIRECTORY`.
+    Credential(String),
+}
+
+impl Passphrase {
+    fn path(&self) -> Result<PathBuf, StartError> {
+        match self {
+            Passphrase::File(path) => Ok(path.clone()),
+            Passphrase::Credential(name) => std::env::var_os("CREDENTIALS_DIRECTORY")
+                .map(|dir| PathBuf::from(dir).join(name))
+                .ok_or_else(|| StartError::NoCredentials(name.clone())),
+        }
+    }
+
+    fn read(&self) -> Result<Vec<u8>, StartError> {
+        let path = self.path()?;
+        let mut bytes =
+            std::fs::read(&path).map_err(|e| StartError::Read(path.display().to_string(), e))?;
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        }
+        Ok(bytes)
+    }
 }
 
 /// The certificate, chain and key in force, and the files' state they were
@@ -78,6 +111,10 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error("reading {0}: {1}")]
     Read(String, std::io::Error),
+    #[error(
+        "the key's passphrase is the systemd credential {0:?}, but $CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)"
+    )]
+    NoCredentials(String),
     #[error("the HTTPS client for Roles Anywhere: {0}")]
     Https(String),
 }
@@ -241,15 +278,23 @@ fn load(settings: &Settings) -> Result<Material, StartError> {
         );
     }
     let key_origin = settings.private_key.display().to_string();
-    let key = keys::private_key(&key_origin, &read(&settings.private_key)?, None, &info).map_err(
-        |e| match e {
-            KeyError::Mismatch { key, .. } => KeyError::Mismatch {
-                key,
-                cert: cert_origin.clone(),
-            },
-            other => other,
+    let passphrase = match &settings.passphrase {
+        Some(source) => Some(source.read()?),
+        None => None,
+    };
+    let key = keys::private_key(
+        &key_origin,
+        &read(&settings.private_key)?,
+        passphrase.as_deref(),
+        &info,
+    )
+    .map_err(|e| match e {
+        KeyError::Mismatch { key, .. } => KeyError::Mismatch {
+            key,
+            cert: cert_origin.clone(),
         },
-    )?;
+        other => other,
+    })?;
     Ok(Material {
         certificate,
         info,
@@ -283,6 +328,7 @@ mod tests {
             certificate: dir.join("host.pem"),
             chain: None,
             private_key: dir.join("host.key"),
+            passphrase: None,
             endpoint: "127.0.0.1:1".into(),
             region: "eu-west-1".into(),
             ca_bundle: None,
@@ -329,6 +375,23 @@ mod tests {
         // The key follows: the new pair is used.
         install(dir.path(), "host.key", "ec-sec1.pem");
         assert_eq!(provider.current().unwrap().info.serial, first.info.serial);
+    }
+
+    #[test]
+    fn an_encrypted_key_opens_with_its_passphrase_file() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "host.pem", "rsa-pem.crt.pem");
+        install(dir.path(), "host.key", "rsa-encrypted.pem");
+        std::fs::write(dir.path().join("pass"), "secret\n").unwrap();
+        let mut s = settings(dir.path());
+        let e = RolesAnywhere::new(s.clone()).unwrap_err().to_string();
+        assert!(e.contains("no passphrase"), "{e}");
+        s.passphrase = Some(Passphrase::File(dir.path().join("pass")));
+        let provider = RolesAnywhere::new(s.clone()).unwrap();
+        assert!(provider.certificate().is_some());
+        std::fs::write(dir.path().join("pass"), "wrong").unwrap();
+        let e = RolesAnywhere::new(s).unwrap_err().to_string();
+        assert!(e.contains("does not open"), "{e}");
     }
 
     #[test]
