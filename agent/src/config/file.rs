@@ -250,6 +250,8 @@ pub(crate) struct RolesAnywhere {
     pub(crate) role_arn: Option<String>,
     pub(crate) region: Option<String>,
     pub(crate) endpoint: Option<String>,
+    pub(crate) fips: bool,
+    pub(crate) dual_stack: bool,
     pub(crate) ca_bundle: Option<PathBuf>,
     pub(crate) duration_seconds: Option<u64>,
     pub(crate) session_name: Option<String>,

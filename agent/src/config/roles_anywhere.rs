@@ -111,6 +111,23 @@ pub(crate) fn settings(
             format!("the trust anchor is in {anchor_region}"),
         ));
     }
+    if t.endpoint.is_some() && (t.fips || t.dual_stack) {
+        return Err(src.invalid(
+            &key("endpoint"),
+            "fips and dual_stack choose AWS's endpoints; with an endpoint of your own leave them out",
+        ));
+    }
+    let service = if t.fips {
+        "rolesanywhere-fips"
+    } else {
+        "rolesanywhere"
+    };
+    let domain = match (partition, t.dual_stack) {
+        ("aws-cn", false) => "amazonaws.com.cn",
+        ("aws-cn", true) => "api.amazonwebservices.com.cn",
+        (_, false) => "amazonaws.com",
+        (_, true) => "api.aws",
+    };
     let endpoint = match &t.endpoint {
         Some(e) if e.contains('/') || e.is_empty() => {
             return Err(src.invalid(
@@ -119,8 +136,7 @@ pub(crate) fn settings(
             ));
         }
         Some(e) => e.clone(),
-        None if partition == "aws-cn" => format!("rolesanywhere.{region}.amazonaws.com.cn"),
-        None => format!("rolesanywhere.{region}.amazonaws.com"),
+        None => format!("{service}.{region}.{domain}"),
     };
     let duration = match t.duration_seconds {
         None => 3600,

@@ -824,6 +824,30 @@ fn roles_anywhere_defaults_from_its_arns() {
     assert_eq!(ra.region, "eu-west-1");
     assert_eq!(ra.endpoint, "rolesanywhere.eu-west-1.amazonaws.com");
     assert_eq!(ra.session.duration.as_secs(), 3600);
+    let endpoint = |extra: &str| {
+        let config = parse(&format!("{RA}{extra}")).unwrap();
+        let CredentialsConfig::Sts(sts) = &config.credentials else {
+            panic!("not sts")
+        };
+        let StsBase::RolesAnywhere(ra) = &sts.base else {
+            panic!("not roles anywhere")
+        };
+        ra.endpoint.clone()
+    };
+    assert_eq!(
+        endpoint("fips = true\n"),
+        "rolesanywhere-fips.eu-west-1.amazonaws.com"
+    );
+    assert_eq!(
+        endpoint("dual_stack = true\n"),
+        "rolesanywhere.eu-west-1.api.aws"
+    );
+    assert_eq!(
+        endpoint("fips = true\ndual_stack = true\n"),
+        "rolesanywhere-fips.eu-west-1.api.aws"
+    );
+    let e = error(&format!("{RA}fips = true\nendpoint = \"ra.example\"\n"));
+    assert!(e.contains("credentials.roles_anywhere.endpoint"), "{e}");
 }
 
 #[test]
