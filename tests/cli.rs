@@ -329,3 +329,39 @@ fn fixed_keys_with_rules_are_flagged() {
         "{plain:?}"
     );
 }
+
+/// With Roles Anywhere every role is assumed with a role session: a rule
+/// asking for more than an hour is refused by check-config, saying why.
+#[test]
+fn check_config_refuses_chained_sessions_over_an_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("roles.d");
+    std::fs::create_dir(&rules).unwrap();
+    let config = format!(
+        "[credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\n\
+         [credentials.roles_anywhere]\ncertificate = \"/etc/pki/host.pem\"\nprivate_key = \"/etc/pki/host.key\"\n\
+         trust_anchor_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/a\"\n\
+         profile_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:profile/p\"\n\
+         role_arn = \"arn:aws:iam::123456789012:role/host\"\n\
+         [roles]\ndir = \"{}\"\n",
+        rules.display()
+    );
+    std::fs::write(
+        rules.join("long.toml"),
+        "[[rule]]\nunit = \"web.service\"\nrole = \"web\"\nduration_seconds = 3600\n\
+         [[rule]]\nunit = \"batch.service\"\nrole = \"batch\"\nduration_seconds = 7200\n",
+    )
+    .unwrap();
+    let out = check_config(&config);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("long.toml:") && stderr.contains("chained session at one hour"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("duration_seconds over 3600").count(),
+        1,
+        "{stderr}"
+    );
+}

@@ -255,6 +255,13 @@ fn check_config(c: &Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let chained: Vec<String> = chained_too_long(c, &rules);
+    if !chained.is_empty() {
+        for e in &chained {
+            eprintln!("imds-agent: {e}");
+        }
+        return ExitCode::from(1);
+    }
     if let Some(warning) = c.shared_keys_warning(rules.len()) {
         eprintln!("imds-agent: warning: {warning}");
     }
@@ -269,6 +276,30 @@ fn check_config(c: &Config) -> ExitCode {
         c.roles.dir.display()
     );
     ExitCode::SUCCESS
+}
+
+/// The rules that ask for more than an hour where every session is chained
+/// (the agent's own credentials are a role session: Roles Anywhere), which
+/// STS would refuse at their first fetch.
+fn chained_too_long(c: &Config, rules: &crate::assign::rules::RuleSet) -> Vec<String> {
+    let config::CredentialsConfig::Sts(sts) = &c.credentials else {
+        return Vec::new();
+    };
+    if !matches!(sts.base, config::StsBase::RolesAnywhere(_)) {
+        return Vec::new();
+    }
+    let hour = std::time::Duration::from_secs(3600);
+    rules
+        .rules()
+        .iter()
+        .filter(|r| r.role.session.duration.is_some_and(|d| d > hour))
+        .map(|r| {
+            format!(
+                "{}: duration_seconds over 3600: with Roles Anywhere every role is assumed with a role session, and AWS caps a chained session at one hour",
+                r.origin
+            )
+        })
+        .collect()
 }
 
 fn cleanup(path: &std::path::Path, host: &HostFacts, env: config::Env<'_>) -> ExitCode {
