@@ -259,4 +259,50 @@ fn the_agent_runs_on_roles_anywhere_with_no_keys() {
         );
     }
     assert!(!logs.contains("SecretAccessKey"), "no secret in the log");
+    // status shows the certificate in force; metrics its expiry.
+    let status = agent.cli(&["status"], "");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let cert = &status["sts"]["certificate"];
+    assert_eq!(cert["serial"], pki.serials["p256"], "{status}");
+    assert!(
+        cert["expires_in_seconds"].as_u64().unwrap() > 86_400,
+        "{status}"
+    );
+    assert!(cert["error"].is_null(), "{status}");
+    assert!(
+        status["sts"]["base"]
+            .as_str()
+            .unwrap()
+            .starts_with("IAM Roles Anywhere"),
+        "{status}"
+    );
+    let metrics = agent.cli(&["metrics"], "");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("\nimds_certificate_expiry_seconds "),
+        "{metrics}"
+    );
+    drop(agent);
+
+    // A role the profile does not allow: the service's words in status,
+    // and not ready.
+    let refused = config.replace(ROLE, OTHER_ROLE);
+    let (_dir, path) = config_file(&refused);
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(["dev", "--port", "0", "--config"]).arg(&path);
+    support::only_imds_credentials(&mut cmd);
+    let agent = Agent::start(cmd);
+    let why = support::wait_for_showing(
+        "the refusal in status",
+        std::time::Duration::from_secs(15),
+        || {
+            let out = agent.cli(&["status"], "");
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            match status["sts"]["certificate"]["error"].as_str() {
+                Some(e) if out.status.code() == Some(1) => Ok(e.to_owned()),
+                _ => Err(status),
+            }
+        },
+    );
+    assert!(why.contains("does not allow"), "{why}");
 }

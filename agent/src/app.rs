@@ -268,7 +268,7 @@ fn sts_engine(config: &Config, sts: &StsConfig, clock: Arc<dyn Clock>) -> anyhow
                 crate::creds::roles_anywhere::provider::RolesAnywhere::new((**settings).clone())
                     .context("IAM Roles Anywhere")?;
             BaseConfig::RolesAnywhere {
-                provider: aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                provider,
                 identity: sts.identity.clone(),
                 certificate: settings.certificate.display().to_string(),
             }

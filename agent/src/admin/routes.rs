@@ -247,6 +247,19 @@ async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
         "Workloads seen recently.",
     );
     let _ = writeln!(out, "imds_workloads_seen {}", state.seen.len());
+    if let Some(left) = status
+        .as_ref()
+        .and_then(|s| s.certificate.as_ref())
+        .and_then(|c| c.expires_in_seconds)
+    {
+        metrics::help(
+            &mut out,
+            "imds_certificate_expiry_seconds",
+            "gauge",
+            "Seconds until the Roles Anywhere certificate expires (alert well before 0).",
+        );
+        let _ = writeln!(out, "imds_certificate_expiry_seconds {left}");
+    }
     if let Some(status) = &status {
         metrics::help(
             &mut out,

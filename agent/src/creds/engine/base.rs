@@ -85,8 +85,8 @@ pub enum BaseConfig {
     },
     /// IAM Roles Anywhere: sessions from the host's certificate.
     RolesAnywhere {
-        /// The provider (`roles_anywhere::provider::RolesAnywhere`).
-        provider: SharedCredentialsProvider,
+        /// The provider.
+        provider: crate::creds::roles_anywhere::provider::RolesAnywhere,
         /// Settings.
         identity: Identity,
         /// The certificate's file, for status and logs.
@@ -130,9 +130,13 @@ pub(crate) struct BaseState {
 impl BaseState {
     pub(crate) fn new(config: BaseConfig) -> Self {
         let (creds, profile) = match &config {
-            BaseConfig::Chain { provider, .. } | BaseConfig::RolesAnywhere { provider, .. } => {
-                (Some(BaseCreds::Chain(provider.clone())), None)
-            }
+            BaseConfig::Chain { provider, .. } => (Some(BaseCreds::Chain(provider.clone())), None),
+            BaseConfig::RolesAnywhere { provider, .. } => (
+                Some(BaseCreds::Chain(SharedCredentialsProvider::new(
+                    provider.clone(),
+                ))),
+                None,
+            ),
             BaseConfig::Bootstrap { .. } => (None, None),
             BaseConfig::Profiles { profiles, active } => (
                 profiles

@@ -68,6 +68,8 @@ pub struct Status {
     pub mfa_serial: Option<String>,
     /// When the MFA session expires.
     pub mfa_session_expiration: Option<String>,
+    /// The Roles Anywhere certificate, with `base = "roles-anywhere"`.
+    pub certificate: Option<crate::creds::roles_anywhere::provider::CertificateStatus>,
     /// Every cached role.
     pub roles: Vec<RoleStatus>,
 }
@@ -117,15 +119,20 @@ impl Engine {
     /// The engine's state, for the admin socket.
     pub async fn status(&self) -> Status {
         let now = self.inner.clock.now().wall;
-        let (base, profile, mode, mfa_serial, generation) = {
+        let (base, profile, mode, mfa_serial, generation, certificate) = {
             let b = self.inner.read_base();
             let identity = b.identity();
+            let certificate = match &b.config {
+                BaseConfig::RolesAnywhere { provider, .. } => Some(provider.status(now)),
+                _ => None,
+            };
             (
                 b.describe(),
                 b.profile.clone(),
                 identity.mode.as_str().to_owned(),
                 identity.mfa.as_ref().map(|m| m.serial.clone()),
                 b.generation,
+                certificate,
             )
         };
         let mfa_session_expiration = {
@@ -162,6 +169,7 @@ impl Engine {
             sts_reachable,
             mfa_serial,
             mfa_session_expiration,
+            certificate,
             roles,
         }
     }

@@ -102,6 +102,23 @@ struct Inner {
     settings: Settings,
     connector: aws_smithy_http_client::Connector,
     material: Mutex<Option<Arc<Material>>>,
+    /// Why the last session could not be had (`None` after a success).
+    last_error: Mutex<Option<String>>,
+}
+
+/// The certificate in force and the service's last word, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CertificateStatus {
+    /// Its file.
+    pub certificate: String,
+    /// Its serial number (decimal).
+    pub serial: Option<String>,
+    /// When it expires.
+    pub expires: Option<String>,
+    /// Seconds until then (0 once expired).
+    pub expires_in_seconds: Option<u64>,
+    /// Why the last session could not be had.
+    pub error: Option<String>,
 }
 
 /// Why the provider could not start.
@@ -136,6 +153,7 @@ impl RolesAnywhere {
                 settings,
                 connector,
                 material: Mutex::new(Some(Arc::new(material))),
+                last_error: Mutex::new(None),
             }),
         })
     }
@@ -143,6 +161,36 @@ impl RolesAnywhere {
     /// The certificate in force.
     pub fn certificate(&self) -> Option<CertInfo> {
         self.lock().as_ref().map(|m| m.info.clone())
+    }
+
+    /// What `status` shows.
+    pub fn status(&self, now: SystemTime) -> CertificateStatus {
+        let info = self.certificate();
+        CertificateStatus {
+            certificate: self.inner.settings.certificate.display().to_string(),
+            serial: info.as_ref().map(|i| i.serial.clone()),
+            expires: info.as_ref().map(|i| crate::timefmt::iso8601(i.not_after)),
+            expires_in_seconds: info.as_ref().map(|i| {
+                i.not_after
+                    .duration_since(now)
+                    .unwrap_or_default()
+                    .as_secs()
+            }),
+            error: self
+                .inner
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    fn set_error(&self, error: Option<String>) {
+        *self
+            .inner
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = error;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Material>>> {
@@ -196,6 +244,20 @@ impl RolesAnywhere {
     }
 
     async fn session(&self) -> Result<SdkCredentials, CredentialsError> {
+        let result = self.try_session().await;
+        self.set_error(result.as_ref().err().map(|e| {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                message = format!("{message}: {cause}");
+                source = cause.source();
+            }
+            message
+        }));
+        result
+    }
+
+    async fn try_session(&self) -> Result<SdkCredentials, CredentialsError> {
         let material = self.current().ok_or_else(|| {
             CredentialsError::not_loaded("no usable Roles Anywhere certificate and key")
         })?;
