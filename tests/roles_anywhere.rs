@@ -306,3 +306,47 @@ fn the_agent_runs_on_roles_anywhere_with_no_keys() {
     );
     assert!(why.contains("does not allow"), "{why}");
 }
+
+/// `mode = "direct"`: a host with one role is served the Roles Anywhere
+/// session itself, with no AssumeRole at all.
+#[test]
+fn a_host_with_one_role_is_served_the_session_itself() {
+    let pki = Pki::new();
+    let service = Service::start(&pki, sts::moto());
+    let proxy = StsProxy::start();
+    let config = format!(
+        "[instance]\naccount_id = \"123456789012\"\n\
+         [credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nmode = \"direct\"\nendpoint = \"{sts}\"\n\
+         [credentials.roles_anywhere]\ncertificate = \"{cert}\"\nprivate_key = \"{key}\"\n\
+         trust_anchor_arn = \"{TRUST_ANCHOR}\"\nprofile_arn = \"{PROFILE}\"\n\
+         role_arn = \"{ROLE}\"\nendpoint = \"127.0.0.1:{port}\"\nca_bundle = \"{ca}\"\n\
+         [roles]\ndefault = \"host-base\"\n",
+        sts = proxy.url(),
+        cert = pki.path("rsa.pem"),
+        key = pki.path("rsa.key"),
+        port = service.port(),
+        ca = pki.path("ca.pem"),
+    );
+    let (_dir, path) = config_file(&config);
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(["dev", "--port", "0", "--config"]).arg(&path);
+    support::only_imds_credentials(&mut cmd);
+    let agent = Agent::start(cmd);
+    let got = botocore(&format!("http://{}", agent.addr), &[], &[]);
+    assert_eq!(got["method"], "iam-role", "{got}\n{}", agent.logs());
+    let served = got["access_key"].as_str().unwrap_or("").to_owned();
+    let line = agent.wait_for_log("Roles Anywhere issued a session");
+    let logs = agent.logs();
+    let issued = logs
+        .lines()
+        .find(|l| l.contains("Roles Anywhere issued a session"))
+        .unwrap_or(&line);
+    assert!(
+        issued.contains(&format!(
+            "access_key_suffix={}",
+            &served[served.len() - 4..]
+        )),
+        "served {served}, issued: {issued}"
+    );
+    assert_eq!(proxy.count("AssumeRole"), 0, "{:?}", proxy.calls());
+}

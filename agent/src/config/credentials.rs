@@ -363,12 +363,15 @@ fn identity(
     let mode = match (keys.mode, parent) {
         (Some(ModeKind::AssumeRole), _) => Mode::AssumeRole,
         (Some(ModeKind::SessionToken), _) => Mode::SessionToken,
+        (Some(ModeKind::Direct), _) => Mode::Direct,
         (None, Some(p)) => p.mode,
         (None, None) => Mode::AssumeRole,
     };
     // AssumeRole sessions last at most 12 hours, session tokens 36.
     let (range, default) = match mode {
-        Mode::AssumeRole => (900..=43_200, 3600),
+        // Direct serves the base's own session (its duration is the
+        // base's); the value is only for symmetry.
+        Mode::AssumeRole | Mode::Direct => (900..=43_200, 3600),
         Mode::SessionToken => (900..=129_600, 43_200),
     };
     let inherited = parent
@@ -447,6 +450,12 @@ fn base(
             ));
         }
     }
+    if defaults.mode == Mode::Direct && kind != BaseKind::RolesAnywhere {
+        return Err(src.invalid(
+            "credentials.mode",
+            "\"direct\" serves the Roles Anywhere session itself: it needs base = \"roles-anywhere\"",
+        ));
+    }
     if c.roles_anywhere.is_some() && kind != BaseKind::RolesAnywhere {
         return Err(src.invalid(
             "credentials.roles_anywhere",
@@ -469,7 +478,7 @@ fn base(
                 "MFA needs an IAM user's keys; Roles Anywhere gives a role session",
             ));
         }
-        if defaults.duration > Duration::from_secs(3600) {
+        if defaults.mode == Mode::AssumeRole && defaults.duration > Duration::from_secs(3600) {
             return Err(src.invalid(
                 "credentials.duration_seconds",
                 "roles assumed with Roles Anywhere credentials are chained, and AWS caps a chained session at one hour: use 3600 or less",

@@ -266,6 +266,8 @@ pub(crate) enum ModeKind {
     AssumeRole,
     /// A session token of the agent's own identity.
     SessionToken,
+    /// The agent's own (Roles Anywhere) session.
+    Direct,
 }
 
 /// `[credentials]`.

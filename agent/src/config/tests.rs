@@ -896,6 +896,19 @@ fn roles_anywhere_refusals_say_why() {
             "{to}: {e}"
         );
     }
+    let e = error("[credentials]\nsource = \"sts\"\nmode = \"direct\"\n");
+    assert!(
+        e.contains("credentials.mode") && e.contains("roles-anywhere"),
+        "{e}"
+    );
+    let direct = RA.replace(
+        "base = \"roles-anywhere\"\n",
+        "base = \"roles-anywhere\"\nmode = \"direct\"\nduration_seconds = 7200\n",
+    );
+    assert!(
+        parse(&direct).is_ok(),
+        "direct mode assumes nothing: no chaining cap"
+    );
     let e = error("[credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\n");
     assert!(e.contains("[credentials.roles_anywhere]"), "{e}");
     let e = error(&RA.replace("base = \"roles-anywhere\"\n", ""));

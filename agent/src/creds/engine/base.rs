@@ -20,6 +20,9 @@ pub enum Mode {
     /// `GetSessionToken` of the agent's own identity, served to every
     /// workload that has a role (a developer's machine).
     SessionToken,
+    /// The agent's own session as it is (Roles Anywhere's), served to
+    /// every workload that has a role: a host with one role.
+    Direct,
 }
 
 impl Mode {
@@ -28,6 +31,7 @@ impl Mode {
         match self {
             Mode::AssumeRole => "assume-role",
             Mode::SessionToken => "session-token",
+            Mode::Direct => "direct",
         }
     }
 }

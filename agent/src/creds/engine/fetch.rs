@@ -270,7 +270,7 @@ impl Inner {
         };
         let base = base.ok_or(FetchError::NoBase)?;
         match identity.mode {
-            Mode::SessionToken => self.session(&base, &identity, generation).await,
+            Mode::SessionToken | Mode::Direct => self.session(&base, &identity, generation).await,
             Mode::AssumeRole => {
                 let arn = self.role_arn(role, &base, generation).await?;
                 let caller = match identity.mfa {
@@ -405,15 +405,19 @@ impl Inner {
         };
         let duration = match identity.mode {
             Mode::AssumeRole => identity.mfa_session,
-            Mode::SessionToken => identity.duration,
+            Mode::SessionToken | Mode::Direct => identity.duration,
         };
         // Every role waits for the shared session: it goes first.
         let turn = self.budget.acquire_wanted().await;
         let slot = self.in_flight.enter(&self.everyone_waits, true).await;
-        let issued = self
-            .sts
-            .get_session_token(base, &identity.region, duration, mfa.as_ref())
-            .await?;
+        let issued = match identity.mode {
+            Mode::Direct => own_session(base).await?,
+            _ => {
+                self.sts
+                    .get_session_token(base, &identity.region, duration, mfa.as_ref())
+                    .await?
+            }
+        };
         drop((slot, turn));
         let obtained = self.clock.now().wall;
         tracing::info!(
@@ -478,7 +482,7 @@ impl Inner {
     /// outlive the next call.
     fn reusable(&self, mode: Mode, issued: &Issued, obtained: SystemTime, now: SystemTime) -> bool {
         let margin = match mode {
-            Mode::SessionToken => {
+            Mode::SessionToken | Mode::Direct => {
                 let lifetime = issued
                     .expiration
                     .duration_since(obtained)
@@ -533,4 +537,35 @@ impl Inner {
             .await;
         }
     }
+}
+
+/// The base's own session, as its provider gives it (`mode = "direct"`).
+async fn own_session(base: &BaseCreds) -> Result<Issued, StsError> {
+    use aws_credential_types::provider::ProvideCredentials as _;
+    use aws_credential_types::provider::error::CredentialsError;
+    let BaseCreds::Chain(provider) = base else {
+        return Err(StsError::NoCredentials(
+            "\"direct\" serves a provider's session, and the agent holds fixed keys".into(),
+        ));
+    };
+    let creds = provider.provide_credentials().await.map_err(|e| match e {
+        CredentialsError::ProviderTimedOut(_) => StsError::Unavailable(e.to_string()),
+        other => StsError::NoCredentials(
+            std::error::Error::source(&other).map_or_else(|| other.to_string(), |s| s.to_string()),
+        ),
+    })?;
+    let expiration = creds.expiry().ok_or_else(|| {
+        StsError::NoCredentials(
+            "the agent's own credentials do not expire: nothing to serve".into(),
+        )
+    })?;
+    Ok(Issued {
+        keys: crate::creds::Keys {
+            access_key_id: creds.access_key_id().to_owned(),
+            secret_access_key: crate::creds::Secret::new(creds.secret_access_key()),
+            session_token: crate::creds::Secret::new(creds.session_token().unwrap_or_default()),
+        },
+        expiration,
+        account_id: creds.account_id().map(|a| a.as_str().to_owned()),
+    })
 }
