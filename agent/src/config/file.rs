@@ -241,6 +241,7 @@ pub(crate) enum BaseKind {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RolesAnywhere {
     pub(crate) certificate: Option<PathBuf>,
+    pub(crate) pkcs12: Option<PathBuf>,
     pub(crate) chain: Option<PathBuf>,
     pub(crate) private_key: Option<PathBuf>,
     pub(crate) private_key_passphrase_file: Option<PathBuf>,

@@ -46,9 +46,23 @@ pub(crate) fn settings(
     let required = |name: &str, value: Option<PathBuf>| {
         value.ok_or_else(|| src.invalid(&key(name), "is required"))
     };
-    let certificate = required("certificate", path("certificate", &t.certificate)?)?;
-    let private_key = required("private_key", path("private_key", &t.private_key)?)?;
-    let chain = path("chain", &t.chain)?;
+    let pkcs12 = path("pkcs12", &t.pkcs12)?;
+    let (certificate, private_key, chain) = match pkcs12 {
+        Some(file) => {
+            if t.certificate.is_some() || t.private_key.is_some() || t.chain.is_some() {
+                return Err(src.invalid(
+                    &key("pkcs12"),
+                    "holds the certificate, its chain and the key: leave certificate, chain and private_key out",
+                ));
+            }
+            (file.clone(), file, None)
+        }
+        None => (
+            required("certificate", path("certificate", &t.certificate)?)?,
+            required("private_key", path("private_key", &t.private_key)?)?,
+            path("chain", &t.chain)?,
+        ),
+    };
     let ca_bundle = path("ca_bundle", &t.ca_bundle)?;
     let passphrase = match (
         path(
@@ -153,6 +167,7 @@ pub(crate) fn settings(
         other => other.clone(),
     };
     Ok(Settings {
+        pkcs12: t.pkcs12.is_some(),
         certificate,
         chain,
         private_key,

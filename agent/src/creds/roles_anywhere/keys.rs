@@ -122,15 +122,7 @@ pub fn private_key(
     if !is_rsa && !is_ec {
         return Err(unsupported("a certificate whose key is neither RSA nor EC"));
     }
-    let pkcs8 = |der: &[u8]| {
-        if is_rsa {
-            SoftKey::rsa(der)
-        } else if p384 {
-            SoftKey::ecdsa_p384(der)
-        } else {
-            SoftKey::ecdsa_p256(der)
-        }
-    };
+    let pkcs8 = |der: &[u8]| pkcs8_key(der, cert);
     let key = match block.label.as_str() {
         "PRIVATE KEY" => pkcs8(&block.der).map_err(key_error)?,
         "ENCRYPTED PRIVATE KEY" => {
@@ -171,6 +163,61 @@ pub fn private_key(
         });
     }
     Ok(key)
+}
+
+/// A PKCS#8 key of the kind of `cert`'s.
+fn pkcs8_key(der: &[u8], cert: &CertInfo) -> Result<SoftKey, SignError> {
+    if cert.key_algorithm == RSA_ENCRYPTION {
+        SoftKey::rsa(der)
+    } else if cert.key_curve.as_deref() == Some(P384) {
+        SoftKey::ecdsa_p384(der)
+    } else {
+        SoftKey::ecdsa_p256(der)
+    }
+}
+
+/// The certificates (leaf first) and key of PKCS#12 file `der` (`origin`
+/// names it), opened with `password` (empty if none).
+pub fn pkcs12(
+    origin: &str,
+    der: &[u8],
+    password: Option<&[u8]>,
+) -> Result<(Vec<(Vec<u8>, CertInfo)>, SoftKey), KeyError> {
+    let unsupported = |what| KeyError::Unsupported(origin.to_owned(), what);
+    let password = std::str::from_utf8(password.unwrap_or_default())
+        .map_err(|_| unsupported("a PKCS#12 password that is not UTF-8"))?;
+    let store = p12_keystore::KeyStore::from_pkcs12(
+        der,
+        password,
+        p12_keystore::Pkcs12ImportPolicy::Strict,
+    )
+    .map_err(|_| {
+        unsupported("a PKCS#12 file the password does not open (or with legacy RC2/3DES encryption: re-export it with AES)")
+    })?;
+    let (_, chain) = store
+        .private_key_chain()
+        .ok_or_else(|| unsupported("a PKCS#12 file without a private key and its certificate"))?;
+    let certs: Vec<(Vec<u8>, CertInfo)> = chain
+        .certs()
+        .iter()
+        .map(|c| {
+            let info = der::cert_info(c.as_der())
+                .map_err(|e| KeyError::Certificate(origin.to_owned(), e))?;
+            Ok((c.as_der().to_vec(), info))
+        })
+        .collect::<Result<_, KeyError>>()?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| KeyError::NoBlock(origin.to_owned(), "CERTIFICATE"))?;
+    let key = pkcs8_key(chain.key().as_der(), &leaf.1)
+        .map_err(|e| KeyError::Key(origin.to_owned(), e))?;
+    if key.public_key() != leaf.1.public_key {
+        return Err(KeyError::Mismatch {
+            key: origin.to_owned(),
+            cert: origin.to_owned(),
+        });
+    }
+    Ok((certs, key))
 }
 
 /// SEC1's private scalar and public point (when present).

@@ -26,7 +26,10 @@ pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
 /// Where the agent's certificate and key are, and what to ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
+    /// The certificate (PEM), or with `pkcs12` the PKCS#12 file that holds
+    /// the certificate, its chain and the key.
     pub certificate: PathBuf,
+    pub pkcs12: bool,
     pub chain: Option<PathBuf>,
     pub private_key: PathBuf,
     /// Where an encrypted key's passphrase is (never the config itself).
@@ -326,6 +329,25 @@ fn read(path: &Path) -> Result<String, StartError> {
 fn load(settings: &Settings) -> Result<Material, StartError> {
     // Stamped before reading: a change while reading is seen next time.
     let stamps = stamps(settings);
+    let passphrase = match &settings.passphrase {
+        Some(source) => Some(source.read()?),
+        None => None,
+    };
+    if settings.pkcs12 {
+        let path = &settings.certificate;
+        let der =
+            std::fs::read(path).map_err(|e| StartError::Read(path.display().to_string(), e))?;
+        let (mut certs, key) =
+            keys::pkcs12(&path.display().to_string(), &der, passphrase.as_deref())?;
+        let (certificate, info) = certs.remove(0);
+        return Ok(Material {
+            certificate,
+            info,
+            chain: certs.into_iter().map(|(der, _)| der).collect(),
+            key: Arc::new(key),
+            stamps,
+        });
+    }
     let cert_origin = settings.certificate.display().to_string();
     let mut certs = keys::certificates(&cert_origin, &read(&settings.certificate)?)?;
     let (certificate, info) = certs.remove(0);
@@ -340,10 +362,6 @@ fn load(settings: &Settings) -> Result<Material, StartError> {
         );
     }
     let key_origin = settings.private_key.display().to_string();
-    let passphrase = match &settings.passphrase {
-        Some(source) => Some(source.read()?),
-        None => None,
-    };
     let key = keys::private_key(
         &key_origin,
         &read(&settings.private_key)?,
@@ -388,6 +406,7 @@ mod tests {
     fn settings(dir: &Path) -> Settings {
         Settings {
             certificate: dir.join("host.pem"),
+            pkcs12: false,
             chain: None,
             private_key: dir.join("host.key"),
             passphrase: None,
@@ -454,6 +473,38 @@ mod tests {
         std::fs::write(dir.path().join("pass"), "wrong").unwrap();
         let e = RolesAnywhere::new(s).unwrap_err().to_string();
         assert!(e.contains("does not open"), "{e}");
+    }
+
+    #[test]
+    fn a_pkcs12_file_holds_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "host.p12", "ec.p12");
+        std::fs::write(dir.path().join("pass"), "secret\n").unwrap();
+        let mut s = settings(dir.path());
+        s.certificate = dir.path().join("host.p12");
+        s.private_key = dir.path().join("host.p12");
+        s.pkcs12 = true;
+        s.passphrase = Some(Passphrase::File(dir.path().join("pass")));
+        let provider = RolesAnywhere::new(s.clone()).unwrap();
+        let expected = keys::certificates(
+            "ec-sec1.crt.pem",
+            &std::fs::read_to_string(testdata("ec-sec1.crt.pem")).unwrap(),
+        )
+        .unwrap()
+        .remove(0)
+        .1;
+        assert_eq!(provider.certificate().unwrap(), expected);
+        std::fs::write(dir.path().join("pass"), "wrong").unwrap();
+        let e = RolesAnywhere::new(s.clone()).unwrap_err().to_string();
+        assert!(e.contains("password does not open"), "{e}");
+        // No password at all.
+        install(dir.path(), "host.p12", "rsa-nopass.p12");
+        s.passphrase = None;
+        let provider = RolesAnywhere::new(s).unwrap();
+        assert_eq!(
+            provider.current().unwrap().key.algorithm(),
+            super::super::sign::Algorithm::Rsa
+        );
     }
 
     #[test]
