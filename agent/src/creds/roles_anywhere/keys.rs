@@ -75,9 +75,12 @@ pub fn blocks(origin: &str, text: &str) -> Result<Vec<Block>, KeyError> {
     Ok(out)
 }
 
+/// A certificate: its DER and what the agent reads from it.
+pub type Cert = (Vec<u8>, CertInfo);
+
 /// The certificates of `text`, in order, each read (`origin` names it).
-pub fn certificates(origin: &str, text: &str) -> Result<Vec<(Vec<u8>, CertInfo)>, KeyError> {
-    let certs: Vec<(Vec<u8>, CertInfo)> = blocks(origin, text)?
+pub fn certificates(origin: &str, text: &str) -> Result<Vec<Cert>, KeyError> {
+    let certs: Vec<Cert> = blocks(origin, text)?
         .into_iter()
         .filter(|b| b.label == "CERTIFICATE")
         .map(|b| {
@@ -182,7 +185,7 @@ pub fn pkcs12(
     origin: &str,
     der: &[u8],
     password: Option<&[u8]>,
-) -> Result<(Vec<(Vec<u8>, CertInfo)>, SoftKey), KeyError> {
+) -> Result<(Vec<Cert>, SoftKey), KeyError> {
     let unsupported = |what| KeyError::Unsupported(origin.to_owned(), what);
     let password = std::str::from_utf8(password.unwrap_or_default())
         .map_err(|_| unsupported("a PKCS#12 password that is not UTF-8"))?;
@@ -197,7 +200,7 @@ pub fn pkcs12(
     let (_, chain) = store
         .private_key_chain()
         .ok_or_else(|| unsupported("a PKCS#12 file without a private key and its certificate"))?;
-    let certs: Vec<(Vec<u8>, CertInfo)> = chain
+    let certs: Vec<Cert> = chain
         .certs()
         .iter()
         .map(|c| {
