@@ -223,6 +223,33 @@ pub fn pkcs12(
     Ok((certs, key))
 }
 
+/// Whether `signer` holds the key of certificate `cert`: a signature it
+/// makes checks out with the certificate's public key (for keys whose
+/// public half the agent can't read, such as a token's).
+pub fn signs_for(signer: &dyn super::sign::Signer, cert: &CertInfo) -> Result<bool, SignError> {
+    use ring::signature::{ECDSA_P256_SHA256_ASN1, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+    let message = b"imds-agent: is this key the certificate's?";
+    let signature = signer.sign(message)?;
+    if cert.key_algorithm == RSA_ENCRYPTION {
+        let key = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &cert.public_key);
+        return Ok(key.verify(message, &signature).is_ok());
+    }
+    if cert.key_curve.as_deref() == Some(P384) {
+        use p384::ecdsa::signature::hazmat::PrehashVerifier as _;
+        let (Ok(key), Ok(signature)) = (
+            p384::ecdsa::VerifyingKey::from_sec1_bytes(&cert.public_key),
+            p384::ecdsa::DerSignature::from_bytes(&signature),
+        ) else {
+            return Ok(false);
+        };
+        // SHA-256 prehash, as the signer signs.
+        let digest = ring::digest::digest(&ring::digest::SHA256, message);
+        return Ok(key.verify_prehash(digest.as_ref(), &signature).is_ok());
+    }
+    let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &cert.public_key);
+    Ok(key.verify(message, &signature).is_ok())
+}
+
 /// SEC1's private scalar and public point (when present).
 fn sec1_parts(der: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
     let (tag, seq, _) = element(der).ok()?;

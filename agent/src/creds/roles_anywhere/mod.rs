@@ -6,5 +6,7 @@
 pub mod client;
 pub mod der;
 pub mod keys;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 pub mod provider;
 pub mod sign;

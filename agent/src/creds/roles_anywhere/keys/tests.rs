@@ -33,6 +33,16 @@ fn every_supported_form_loads_and_signs() {
         let loaded = private_key(key, &data(key), Some(b"secret"), &info)
             .unwrap_or_else(|e| panic!("{key}: {e}"));
         assert!(!loaded.sign(b"to sign").unwrap().is_empty(), "{key}");
+        assert!(signs_for(&loaded, &info).unwrap(), "{key} signs for {crt}");
+        let other = if crt == "rsa-pem.crt.pem" {
+            "ec-sec1.crt.pem"
+        } else {
+            "rsa-pem.crt.pem"
+        };
+        assert!(
+            !signs_for(&loaded, &cert(other)).unwrap(),
+            "{key} does not sign for {other}"
+        );
     }
 }
 

@@ -1,0 +1,275 @@
+//! Roles Anywhere keys that never leave a PKCS#11 token (an HSM, SoftHSM2,
+//! a TPM behind its PKCS#11 module): `private_key = "pkcs11:token=…;
+//! object=…"` (RFC 7512), the module's path in the config, the PIN from a
+//! file or a systemd credential. EC keys sign a SHA-256 digest computed
+//! here (`CKM_ECDSA`, the token's r‖s turned into DER); RSA keys sign with
+//! `CKM_SHA256_RSA_PKCS`.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use ring::digest::{SHA256, digest};
+
+use super::sign::{Algorithm, SignError, Signer};
+
+/// The parts of a `pkcs11:` URI the agent uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Uri {
+    pub token: Option<String>,
+    pub serial: Option<String>,
+    pub object: Option<String>,
+    pub id: Option<Vec<u8>>,
+}
+
+/// Why a token key can't be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{0:?} is not a pkcs11: URI: {1}")]
+    Uri(String, &'static str),
+    #[error("the PKCS#11 module {0}: {1}")]
+    Module(String, cryptoki::error::Error),
+    #[error("no token matches {0}")]
+    NoToken(String),
+    #[error("the token refused the PIN: {0}")]
+    Login(cryptoki::error::Error),
+    #[error("no private key matches {0} (or more than one does)")]
+    NoKey(String),
+    #[error("the token: {0}")]
+    Token(cryptoki::error::Error),
+}
+
+/// `%XX` decoding of a URI component.
+fn unescape(raw: &str, uri: &str) -> Result<Vec<u8>, TokenError> {
+    let bad = || TokenError::Uri(uri.to_owned(), "a bad %-escape");
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = raw.get(i + 1..i + 3).ok_or_else(bad)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `pkcs11:token=…;object=…;id=%01;serial=…`. A PIN in the URI
+/// (`pin-value`) is refused: it would sit in the config.
+pub fn parse_uri(uri: &str) -> Result<Uri, TokenError> {
+    let rest = uri
+        .strip_prefix("pkcs11:")
+        .ok_or_else(|| TokenError::Uri(uri.to_owned(), "it does not start with pkcs11:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if query.split('&').any(|q| q.starts_with("pin-value")) {
+        return Err(TokenError::Uri(
+            uri.to_owned(),
+            "a PIN does not go in the URI: use the PIN file or systemd credential",
+        ));
+    }
+    let mut out = Uri::default();
+    for attribute in path.split(';').filter(|a| !a.is_empty()) {
+        let (name, value) = attribute
+            .split_once('=')
+            .ok_or_else(|| TokenError::Uri(uri.to_owned(), "an attribute without a value"))?;
+        let value = unescape(value, uri)?;
+        let text = || {
+            String::from_utf8(value.clone())
+                .map_err(|_| TokenError::Uri(uri.to_owned(), "a name that is not UTF-8"))
+        };
+        match name {
+            "token" => out.token = Some(text()?),
+            "serial" => out.serial = Some(text()?),
+            "object" => out.object = Some(text()?),
+            "id" => out.id = Some(value),
+            // Other attributes (manufacturer, model, type, slot-id…) narrow
+            // nothing the agent needs.
+            _ => {}
+        }
+    }
+    if out.object.is_none() && out.id.is_none() {
+        return Err(TokenError::Uri(
+            uri.to_owned(),
+            "name the key: object=LABEL or id=%XX",
+        ));
+    }
+    Ok(out)
+}
+
+/// A private key in a token, and the session that signs with it.
+pub struct TokenKey {
+    algorithm: Algorithm,
+    key: ObjectHandle,
+    /// One operation at a time per session (PKCS#11 sessions are not for
+    /// concurrent use).
+    session: Mutex<Session>,
+    /// Kept loaded for as long as the session is used.
+    _context: Pkcs11,
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKey")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenKey {
+    /// Opens the key `uri` names in module `module`, logging in with
+    /// `pin`; `algorithm` is the certificate's.
+    pub fn open(
+        module: &Path,
+        uri: &str,
+        pin: &str,
+        algorithm: Algorithm,
+    ) -> Result<Self, TokenError> {
+        let parsed = parse_uri(uri)?;
+        let context =
+            Pkcs11::new(module).map_err(|e| TokenError::Module(module.display().to_string(), e))?;
+        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(())
+            | Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::CryptokiAlreadyInitialized,
+                _,
+            )) => {}
+            Err(e) => return Err(TokenError::Module(module.display().to_string(), e)),
+        }
+        let slots = context.get_slots_with_token().map_err(TokenError::Token)?;
+        let slot = slots
+            .into_iter()
+            .find(|slot| {
+                context.get_token_info(*slot).is_ok_and(|info| {
+                    parsed
+                        .token
+                        .as_deref()
+                        .is_none_or(|t| info.label().trim_end() == t)
+                        && parsed
+                            .serial
+                            .as_deref()
+                            .is_none_or(|s| info.serial_number().trim_end() == s)
+                })
+            })
+            .ok_or_else(|| TokenError::NoToken(uri.to_owned()))?;
+        let session = context.open_ro_session(slot).map_err(TokenError::Token)?;
+        session
+            .login(UserType::User, Some(&AuthPin::from(pin.to_owned())))
+            .map_err(TokenError::Login)?;
+        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+        if let Some(label) = &parsed.object {
+            template.push(Attribute::Label(label.as_bytes().to_vec()));
+        }
+        if let Some(id) = &parsed.id {
+            template.push(Attribute::Id(id.clone()));
+        }
+        let found = session.find_objects(&template).map_err(TokenError::Token)?;
+        let [key] = found[..] else {
+            return Err(TokenError::NoKey(uri.to_owned()));
+        };
+        Ok(Self {
+            algorithm,
+            key,
+            session: Mutex::new(session),
+            _context: context,
+        })
+    }
+}
+
+/// DER `Ecdsa-Sig-Value` of a raw `r‖s` signature.
+pub fn der_of_raw_ecdsa(raw: &[u8]) -> Vec<u8> {
+    fn integer(bytes: &[u8]) -> Vec<u8> {
+        let start = bytes
+            .iter()
+            .position(|b| *b != 0)
+            .unwrap_or(bytes.len() - 1);
+        let mut v = bytes[start..].to_vec();
+        if v[0] & 0x80 != 0 {
+            v.insert(0, 0);
+        }
+        let mut out = vec![0x02, v.len() as u8];
+        out.extend(v);
+        out
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let mut body = integer(r);
+    body.extend(integer(s));
+    let mut out = vec![0x30];
+    if body.len() >= 0x80 {
+        out.push(0x81);
+    }
+    out.push(body.len() as u8);
+    out.extend(body);
+    out
+}
+
+impl Signer for TokenKey {
+    fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        match self.algorithm {
+            Algorithm::Ecdsa => {
+                let digest = digest(&SHA256, message);
+                let raw = session
+                    .sign(&Mechanism::Ecdsa, self.key, digest.as_ref())
+                    .map_err(|e| SignError::Key(format!("the token: {e}")))?;
+                if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 132 {
+                    return Err(SignError::Key(
+                        "the token's ECDSA signature is malformed".into(),
+                    ));
+                }
+                Ok(der_of_raw_ecdsa(&raw))
+            }
+            Algorithm::Rsa => session
+                .sign(&Mechanism::Sha256RsaPkcs, self.key, message)
+                .map_err(|e| SignError::Key(format!("the token: {e}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        let uri =
+            parse_uri("pkcs11:token=imds%20agent;object=host-key;id=%01%a2;type=private").unwrap();
+        assert_eq!(uri.token.as_deref(), Some("imds agent"));
+        assert_eq!(uri.object.as_deref(), Some("host-key"));
+        assert_eq!(uri.id, Some(vec![0x01, 0xa2]));
+        for bad in [
+            "token=x;object=y",
+            "pkcs11:token=x",
+            "pkcs11:object=y?pin-value=1234",
+            "pkcs11:object=%zz",
+            "pkcs11:object",
+        ] {
+            assert!(parse_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn raw_ecdsa_signatures_become_der() {
+        let mut raw = vec![0u8; 64];
+        raw[0] = 0x80; // r needs a leading zero
+        raw[63] = 0x01; // s is 1
+        let der = der_of_raw_ecdsa(&raw);
+        assert_eq!(&der[..4], &[0x30, 38, 0x02, 33]);
+        assert_eq!(der[4], 0x00);
+        assert_eq!(&der[der.len() - 3..], &[0x02, 0x01, 0x01]);
+        // P-384: 96 bytes, still short-form lengths.
+        let der = der_of_raw_ecdsa(&[0x7f; 96]);
+        assert_eq!(&der[..2], &[0x30, 100]);
+    }
+}
