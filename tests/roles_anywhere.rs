@@ -350,3 +350,97 @@ fn a_host_with_one_role_is_served_the_session_itself() {
     );
     assert_eq!(proxy.count("AssumeRole"), 0, "{:?}", proxy.calls());
 }
+
+/// A key that never leaves a token: SoftHSM2 (with a token of its own in a
+/// temporary directory) holds the P-256 and P-384 keys, and the agent, with
+/// no keys and no key file, signs CreateSession through PKCS#11: botocore
+/// gets credentials. (Debian 12's SoftHSM2 can't sign with RSA keys.)
+#[cfg(feature = "pkcs11")]
+#[test]
+fn keys_in_softhsm_get_sessions() {
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    assert!(
+        std::path::Path::new(MODULE).exists(),
+        "SoftHSM2 is not installed (Debian: softhsm2)"
+    );
+    let pki = Pki::new();
+    let service = Service::start(&pki, sts::moto());
+    let tokens = tempfile::tempdir().unwrap();
+    let conf = tokens.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            tokens.path().display()
+        ),
+    )
+    .unwrap();
+    let softhsm = |args: &[&str]| {
+        let out = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "softhsm2-util {args:?}: {out:?}");
+    };
+    softhsm(&[
+        "--init-token",
+        "--free",
+        "--label",
+        "imds-test",
+        "--pin",
+        "1234",
+        "--so-pin",
+        "5678",
+    ]);
+    for (label, id) in [("p256", "01"), ("p384", "02")] {
+        let key = pki.path(&format!("{label}.key"));
+        softhsm(&[
+            "--import",
+            &key,
+            "--token",
+            "imds-test",
+            "--label",
+            label,
+            "--id",
+            id,
+            "--pin",
+            "1234",
+        ]);
+    }
+    let pin = tokens.path().join("pin");
+    std::fs::write(&pin, "1234\n").unwrap();
+    for label in ["p256", "p384"] {
+        let config = format!(
+            "[instance]\naccount_id = \"123456789012\"\n\
+             [credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nendpoint = \"{sts}\"\n\
+             [credentials.roles_anywhere]\ncertificate = \"{cert}\"\nchain = \"{chain}\"\n\
+             private_key = \"pkcs11:token=imds-test;object={label}\"\npkcs11_module = \"{MODULE}\"\n\
+             private_key_passphrase_file = \"{pin}\"\n\
+             trust_anchor_arn = \"{TRUST_ANCHOR}\"\nprofile_arn = \"{PROFILE}\"\n\
+             role_arn = \"{ROLE}\"\nendpoint = \"127.0.0.1:{port}\"\nca_bundle = \"{ca}\"\n\
+             [roles]\ndefault = \"app\"\n",
+            sts = sts::moto(),
+            cert = pki.path(&format!("{label}.pem")),
+            chain = pki.path("inter.pem"),
+            pin = pin.display(),
+            port = service.port(),
+            ca = pki.path("ca.pem"),
+        );
+        let (_dir, path) = config_file(&config);
+        let mut cmd = Command::new(agent_bin());
+        cmd.args(["dev", "--port", "0", "--config"])
+            .arg(&path)
+            .env("SOFTHSM2_CONF", &conf);
+        support::only_imds_credentials(&mut cmd);
+        let agent = Agent::start(cmd);
+        let got = botocore(&format!("http://{}", agent.addr), &[], &[]);
+        assert_eq!(
+            got["method"],
+            "iam-role",
+            "{label}: {got}\n{}",
+            agent.logs()
+        );
+        agent.wait_for_log("Roles Anywhere issued a session");
+    }
+}

@@ -244,6 +244,7 @@ pub(crate) struct RolesAnywhere {
     pub(crate) pkcs12: Option<PathBuf>,
     pub(crate) chain: Option<PathBuf>,
     pub(crate) private_key: Option<PathBuf>,
+    pub(crate) pkcs11_module: Option<PathBuf>,
     pub(crate) private_key_passphrase_file: Option<PathBuf>,
     pub(crate) private_key_passphrase_credential: Option<String>,
     pub(crate) trust_anchor_arn: Option<String>,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::error::{ConfigError, Source};
 use super::file;
 use crate::creds::roles_anywhere::client::SessionParams;
-use crate::creds::roles_anywhere::provider::{Passphrase, Settings};
+use crate::creds::roles_anywhere::provider::{Passphrase, Settings, Token};
 
 /// An ARN's parts: partition, service, region, account, resource.
 fn arn_parts(arn: &str) -> Option<[&str; 5]> {
@@ -46,6 +46,32 @@ pub(crate) fn settings(
     let required = |name: &str, value: Option<PathBuf>| {
         value.ok_or_else(|| src.invalid(&key(name), "is required"))
     };
+    // A key in a token: private_key = "pkcs11:…" with the module's path.
+    let token_uri = t
+        .private_key
+        .as_deref()
+        .and_then(|p| p.to_str())
+        .filter(|p| p.starts_with("pkcs11:"))
+        .map(str::to_owned);
+    let token = match (&token_uri, path("pkcs11_module", &t.pkcs11_module)?) {
+        (Some(uri), Some(module)) => Some(Token {
+            module,
+            uri: uri.clone(),
+        }),
+        (Some(_), None) => {
+            return Err(src.invalid(
+                &key("pkcs11_module"),
+                "is required for a pkcs11: private_key (the token's module, e.g. /usr/lib/softhsm/libsofthsm2.so)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(src.invalid(
+                &key("pkcs11_module"),
+                "is only read with a pkcs11: private_key",
+            ));
+        }
+        (None, None) => None,
+    };
     let pkcs12 = path("pkcs12", &t.pkcs12)?;
     let (certificate, private_key, chain) = match pkcs12 {
         Some(file) => {
@@ -57,6 +83,11 @@ pub(crate) fn settings(
             }
             (file.clone(), file, None)
         }
+        None if token.is_some() => (
+            required("certificate", path("certificate", &t.certificate)?)?,
+            t.private_key.clone().unwrap_or_default(),
+            path("chain", &t.chain)?,
+        ),
         None => (
             required("certificate", path("certificate", &t.certificate)?)?,
             required("private_key", path("private_key", &t.private_key)?)?,
@@ -172,6 +203,7 @@ pub(crate) fn settings(
         chain,
         private_key,
         passphrase,
+        token,
         endpoint,
         region,
         ca_bundle,

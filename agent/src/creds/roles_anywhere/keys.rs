@@ -168,6 +168,11 @@ pub fn private_key(
     Ok(key)
 }
 
+/// Whether `cert`'s key is RSA (else EC).
+pub fn is_rsa(cert: &CertInfo) -> bool {
+    cert.key_algorithm == RSA_ENCRYPTION
+}
+
 /// A PKCS#8 key of the kind of `cert`'s.
 fn pkcs8_key(der: &[u8], cert: &CertInfo) -> Result<SoftKey, SignError> {
     if cert.key_algorithm == RSA_ENCRYPTION {

@@ -16,9 +16,7 @@ use aws_credential_types::provider::{self, ProvideCredentials, error::Credential
 use super::client::{SessionParams, connector, create_session};
 use super::der::CertInfo;
 use super::keys::{self, KeyError};
-#[cfg(test)]
-use super::sign::Signer as _;
-use super::sign::SoftKey;
+use super::sign::Signer;
 
 /// Warn when the certificate expires within this.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
@@ -32,14 +30,26 @@ pub struct Settings {
     pub pkcs12: bool,
     pub chain: Option<PathBuf>,
     pub private_key: PathBuf,
-    /// Where an encrypted key's passphrase is (never the config itself).
+    /// Where an encrypted key's passphrase (or a token's PIN) is, never
+    /// the config itself.
     pub passphrase: Option<Passphrase>,
+    /// The key is in a PKCS#11 token (`private_key` is then unused).
+    pub token: Option<Token>,
     /// `host[:port]` of the service (HTTPS).
     pub endpoint: String,
     pub region: String,
     /// Extra CAs to trust for the endpoint (PEM), beside the system's.
     pub ca_bundle: Option<PathBuf>,
     pub session: SessionParams,
+}
+
+/// A key in a PKCS#11 token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The module (`/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// `pkcs11:token=…;object=…`.
+    pub uri: String,
 }
 
 /// Where a key's passphrase is read from, when the key is read.
@@ -80,7 +90,7 @@ struct Material {
     certificate: Vec<u8>,
     info: CertInfo,
     chain: Vec<Vec<u8>>,
-    key: Arc<SoftKey>,
+    key: Arc<dyn Signer>,
     stamps: Vec<Stamp>,
 }
 
@@ -135,6 +145,10 @@ pub enum StartError {
         "the key's passphrase is the systemd credential {0:?}, but $CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)"
     )]
     NoCredentials(String),
+    #[error("the key in the token: {0}")]
+    Token(String),
+    #[error("{0} is not the key of the certificate in {1}")]
+    NotTheCertificates(String, String),
     #[error("the HTTPS client for Roles Anywhere: {0}")]
     Https(String),
 }
@@ -348,6 +362,37 @@ fn load(settings: &Settings) -> Result<Material, StartError> {
             stamps,
         });
     }
+    if let Some(token) = &settings.token {
+        let cert_origin = settings.certificate.display().to_string();
+        let mut certs = keys::certificates(&cert_origin, &read(&settings.certificate)?)?;
+        let (certificate, info) = certs.remove(0);
+        let mut chain: Vec<Vec<u8>> = certs.into_iter().map(|(der, _)| der).collect();
+        if let Some(path) = &settings.chain {
+            let origin = path.display().to_string();
+            chain.extend(
+                keys::certificates(&origin, &read(path)?)?
+                    .into_iter()
+                    .map(|(der, _)| der),
+            );
+        }
+        let pin = passphrase.ok_or_else(|| {
+            StartError::Token("no PIN is configured (private_key_passphrase_file or private_key_passphrase_credential)".into())
+        })?;
+        let key = open_token(token, &pin, &info)?;
+        if !keys::signs_for(&*key, &info).map_err(|e| StartError::Token(e.to_string()))? {
+            return Err(StartError::NotTheCertificates(
+                token.uri.clone(),
+                cert_origin,
+            ));
+        }
+        return Ok(Material {
+            certificate,
+            info,
+            chain,
+            key,
+            stamps,
+        });
+    }
     let cert_origin = settings.certificate.display().to_string();
     let mut certs = keys::certificates(&cert_origin, &read(&settings.certificate)?)?;
     let (certificate, info) = certs.remove(0);
@@ -384,6 +429,28 @@ fn load(settings: &Settings) -> Result<Material, StartError> {
     })
 }
 
+#[cfg(feature = "pkcs11")]
+fn open_token(token: &Token, pin: &[u8], info: &CertInfo) -> Result<Arc<dyn Signer>, StartError> {
+    let pin =
+        std::str::from_utf8(pin).map_err(|_| StartError::Token("the PIN is not UTF-8".into()))?;
+    let algorithm = if keys::is_rsa(info) {
+        super::sign::Algorithm::Rsa
+    } else {
+        super::sign::Algorithm::Ecdsa
+    };
+    super::pkcs11::TokenKey::open(&token.module, &token.uri, pin, algorithm)
+        .map(|k| Arc::new(k) as Arc<dyn Signer>)
+        .map_err(|e| StartError::Token(e.to_string()))
+}
+
+#[cfg(not(feature = "pkcs11"))]
+fn open_token(token: &Token, _: &[u8], _: &CertInfo) -> Result<Arc<dyn Signer>, StartError> {
+    Err(StartError::Token(format!(
+        "{} needs PKCS#11, and this build has none (cargo feature \"pkcs11\")",
+        token.uri
+    )))
+}
+
 impl ProvideCredentials for RolesAnywhere {
     fn provide_credentials<'a>(&'a self) -> provider::future::ProvideCredentials<'a>
     where
@@ -410,6 +477,7 @@ mod tests {
             chain: None,
             private_key: dir.join("host.key"),
             passphrase: None,
+            token: None,
             endpoint: "127.0.0.1:1".into(),
             region: "eu-west-1".into(),
             ca_bundle: None,
