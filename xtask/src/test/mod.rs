@@ -48,6 +48,14 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
             "xtask: no eBPF programs built (`cargo xtask build-ebpf` as root): building without eBPF mode"
         );
     }
+    // PKCS#11 keys are tested with SoftHSM2 (.ci/run installs it).
+    if std::path::Path::new("/usr/lib/softhsm/libsofthsm2.so").exists() {
+        features.push("imds-agent/pkcs11");
+    } else {
+        eprintln!(
+            "xtask: no SoftHSM2 (/usr/lib/softhsm/libsofthsm2.so): building without PKCS#11 keys (`bash .ci/run` installs softhsm2)"
+        );
+    }
     if is_root() {
         features.push("imds-agent/root-tests");
     } else {
