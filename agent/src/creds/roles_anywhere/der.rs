@@ -128,6 +128,12 @@ pub fn serial_decimal(cert: &[u8]) -> Result<String, DerError> {
 fn time(input: &[u8]) -> Result<(SystemTime, &[u8]), DerError> {
     let (tag, text, rest) = element(input)?;
     let bad = DerError::Malformed("bad validity time");
+    // Digits and a final Z only: anything else is refused before it is
+    // sliced (a multibyte character would split a slice).
+    let (digits, zulu) = text.split_at(text.len().saturating_sub(1));
+    if zulu != b"Z" || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad);
+    }
     let text = std::str::from_utf8(text).map_err(|_| bad.clone())?;
     let (year, rest_text) = match tag {
         UTC_TIME if text.len() == 13 => {
@@ -242,6 +248,19 @@ mod tests {
         let mut local = vec![0x18, 15];
         local.extend_from_slice(b"20991231235959+");
         assert!(time(&local).is_err());
+        // A multibyte character, a sign: refused, no panic.
+        for bad in [
+            &b"\xc3\xa92031231235959Z"[..],
+            b"-1231231235959Z",
+            b"2\xe2\x82\xac1231235959Z",
+        ] {
+            let mut t = vec![0x18, bad.len() as u8];
+            t.extend_from_slice(bad);
+            assert!(time(&t).is_err(), "{bad:?}");
+            let mut u = vec![0x17, bad.len() as u8];
+            u.extend_from_slice(bad);
+            assert!(time(&u).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
