@@ -222,12 +222,8 @@ fn liveness(
 ) -> engine::Liveness {
     Arc::new(move |holder: &Holder| match holder {
         Holder::Cgroup(id) => cgroups.as_ref().is_some_and(|c| c.contains(*id)),
-        Holder::Container(id) => containers
-            .as_ref()
-            .and_then(|c| c.by_id(id))
-            // Without a pidfd, the registry's word (it drops a container
-            // when it dies).
-            .is_some_and(|c| c.process.is_none() || c.alive()),
+        // The registry answers only for containers whose process lives.
+        Holder::Container(id) => containers.as_ref().is_some_and(|c| c.by_id(id).is_some()),
         Holder::Unchecked => false,
     })
 }

@@ -20,6 +20,48 @@ pub(crate) struct Home<'a> {
     pub(crate) partition: &'a str,
 }
 
+/// What `meta-data/iam/<rest>` names for a caller with a role named
+/// `role_name`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IamPath {
+    /// `iam/` itself.
+    Listing,
+    /// `iam/info`.
+    Info,
+    /// `iam/security-credentials[-extended]/`: the role's name.
+    RoleName,
+    /// The caller's own credentials document.
+    Credentials { extended: bool },
+    /// Anything else (another role's name included).
+    NotFound,
+}
+
+impl IamPath {
+    pub(crate) fn of(rest: &[&str], role_name: &str) -> Self {
+        match rest {
+            [] => IamPath::Listing,
+            ["info"] => IamPath::Info,
+            ["security-credentials" | "security-credentials-extended"] => IamPath::RoleName,
+            [
+                kind @ ("security-credentials" | "security-credentials-extended"),
+                name,
+            ] if *name == role_name => IamPath::Credentials {
+                extended: *kind == "security-credentials-extended",
+            },
+            _ => IamPath::NotFound,
+        }
+    }
+
+    /// Whether an SDK reads it on its way to credentials (the role's name,
+    /// `info`, the document): where a first request waits for its fetch.
+    pub(crate) fn leads_to_credentials(self) -> bool {
+        matches!(
+            self,
+            IamPath::Info | IamPath::RoleName | IamPath::Credentials { .. }
+        )
+    }
+}
+
 /// Answers `meta-data/iam/<rest>` for a caller with `role`.
 pub(crate) fn respond(
     rest: &[&str],
@@ -38,18 +80,14 @@ pub(crate) fn respond(
             Class::Iam,
         )
     };
-    match rest {
-        [] => listing("info\nsecurity-credentials/"),
-        ["info"] => info(role, home, &source.lookup(role, now)),
-        ["security-credentials" | "security-credentials-extended"] => listing(&role.name),
-        [
-            kind @ ("security-credentials" | "security-credentials-extended"),
-            name,
-        ] if *name == role.name => {
-            let extended = *kind == "security-credentials-extended";
+    match IamPath::of(rest, &role.name) {
+        IamPath::Listing => listing("info\nsecurity-credentials/"),
+        IamPath::Info => info(role, home, &source.lookup(role, now)),
+        IamPath::RoleName => listing(&role.name),
+        IamPath::Credentials { extended } => {
             credentials(role, home, &source.lookup(role, now), extended)
         }
-        _ => Response::not_found(Class::Iam),
+        IamPath::NotFound => Response::not_found(Class::Iam),
     }
 }
 

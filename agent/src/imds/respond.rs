@@ -203,14 +203,7 @@ impl Imds {
         let [version, "meta-data", "iam", rest @ ..] = path.segments() else {
             return false;
         };
-        let kinds = ["security-credentials", "security-credentials-extended"];
-        let names_it = match rest {
-            ["info"] => true,
-            [kind] => kinds.contains(kind),
-            [kind, name] => kinds.contains(kind) && *name == role.name,
-            _ => false,
-        };
-        names_it
+        iam::IamPath::of(rest, &role.name).leads_to_credentials()
             && catalog::is_version(version)
             && catalog::has_iam(version)
             && self.check_token(req, caller, now).is_ok()

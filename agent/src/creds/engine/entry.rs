@@ -111,6 +111,15 @@ impl Entry {
 }
 
 impl EntryState {
+    /// Forgets the last failure and when it was to be retried: what the
+    /// agent's identity changed or dropped.
+    pub(super) fn forget_errors(&mut self) {
+        self.error = None;
+        self.error_detail = None;
+        self.failures = 0;
+        self.next_fetch = None;
+    }
+
     /// Records that `user` used the entry; `checkable`: whether the agent
     /// can tell holders' lives.
     pub(super) fn note(&mut self, user: &User, checkable: bool) {

@@ -461,14 +461,7 @@ impl Inner {
             Ok(_) => {
                 drop(cache);
                 if identity.mode == Mode::SessionToken {
-                    let now = self.clock.now().wall;
-                    for entry in self.lock_entries().values() {
-                        let mut st = entry.lock();
-                        if !st.fetching {
-                            st.next_fetch = Some(now);
-                        }
-                    }
-                    self.wake.notify_one();
+                    self.refresh_all();
                 }
             }
             Err(error) => tracing::warn!(%error, "the MFA code handed in did not open a session"),

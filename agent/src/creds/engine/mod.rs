@@ -46,7 +46,7 @@ pub use status::{ProfileInfo, RoleStatus, Status};
 
 use self::base::BaseState;
 use self::budget::Budget;
-use self::entry::{Entry, make_room};
+use self::entry::{Entry, EntryState, make_room};
 use self::in_flight::{InFlight, MAX_IN_FLIGHT};
 use self::schedule::Jitter;
 use super::mfa::MfaCode;
@@ -465,14 +465,7 @@ impl Engine {
     /// Refreshes every cached role now, keeping what is cached until the new
     /// credentials arrive (or serving it on if STS fails).
     pub fn refresh_all(&self) {
-        let now = self.inner.clock.now().wall;
-        for entry in self.inner.lock_entries().values() {
-            let mut st = entry.lock();
-            if !st.fetching {
-                st.next_fetch = Some(now);
-            }
-        }
-        self.inner.wake.notify_one();
+        self.inner.refresh_all();
     }
 
     /// Discards the MFA session or session token, and every credential
@@ -655,55 +648,37 @@ impl Inner {
     /// then. Errors were the old identity's: they are forgotten (a request
     /// with nothing to serve waits for the new fetch).
     fn rotate(self: &Arc<Self>) {
-        let mut start = Vec::new();
-        for entry in self.lock_entries().values() {
-            let mut st = entry.lock();
-            st.error = None;
-            st.error_detail = None;
-            st.failures = 0;
-            st.next_fetch = None;
-            // A fetch under way notices the change when it ends and
-            // fetches again.
-            if !st.fetching {
-                st.fetching = true;
-                start.push(Arc::clone(entry));
-            }
-        }
-        for entry in start {
-            self.spawn_fetch(entry);
-        }
-        self.wake.notify_one();
+        // A fetch under way notices the change when it ends and fetches
+        // again.
+        self.refetch(|st| {
+            st.forget_errors();
+            true
+        });
     }
 
     /// Discards every cached credential and error (the session they came
     /// from is gone), and fetches the wanted roles again.
     fn flush(self: &Arc<Self>) {
-        let mut start = Vec::new();
-        for entry in self.lock_entries().values() {
-            let mut st = entry.lock();
+        self.refetch(|st| {
             st.creds = None;
-            st.error = None;
-            st.error_detail = None;
-            st.failures = 0;
-            st.next_fetch = None;
-            if st.wanted && !st.fetching {
-                st.fetching = true;
-                start.push(Arc::clone(entry));
-            }
-        }
-        for entry in start {
-            self.spawn_fetch(entry);
-        }
-        self.wake.notify_one();
+            st.forget_errors();
+            st.wanted
+        });
     }
 
     /// Fetches now every role that has nothing to serve or whose last fetch
     /// failed, and is not fetching.
     fn retry_failed(self: &Arc<Self>) {
+        self.refetch(|st| st.creds.is_none() || st.error.is_some());
+    }
+
+    /// Applies `change` to every entry, under its lock, and starts a fetch
+    /// now of each for which it says so and that is not fetching already.
+    fn refetch(self: &Arc<Self>, change: impl Fn(&mut EntryState) -> bool) {
         let mut start = Vec::new();
         for entry in self.lock_entries().values() {
             let mut st = entry.lock();
-            if (st.creds.is_none() || st.error.is_some()) && !st.fetching {
+            if change(&mut st) && !st.fetching {
                 st.fetching = true;
                 st.next_fetch = None;
                 start.push(Arc::clone(entry));
@@ -712,6 +687,20 @@ impl Inner {
         for entry in start {
             self.spawn_fetch(entry);
         }
+        self.wake.notify_one();
+    }
+
+    /// Makes every entry's refresh due now (what is cached is served until
+    /// the new credentials arrive); a fetch under way is not repeated.
+    fn refresh_all(&self) {
+        let now = self.clock.now().wall;
+        for entry in self.lock_entries().values() {
+            let mut st = entry.lock();
+            if !st.fetching {
+                st.next_fetch = Some(now);
+            }
+        }
+        self.wake.notify_one();
     }
 }
 
