@@ -41,37 +41,84 @@ fn a_third_party_client_proves_the_test_service() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let outcomes: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&out.stdout).unwrap();
-    let outcome = |case: &str| outcomes[case].as_str().unwrap_or("").to_owned();
-    for good in ["rsa", "p256 with chain", "p384 with chain", "as signed"] {
-        assert_eq!(outcome(good), "ok", "{good}: {outcomes:?}");
-    }
-    for (bad, status) in [
-        ("p256 without its chain", "403"),
-        ("expired", "403"),
-        ("not yet valid", "403"),
-        ("untrusted", "403"),
-        ("a CA as leaf", "403"),
-        ("wrong profile", "404"),
-        ("role not allowed", "403"),
+    let proof: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (sessions, tampered) = (&proof["sessions"], &proof["tampered"]);
+    // Good leaves, and the look-alikes the tampering below swaps in (the
+    // twin leaf, the intermediate's twin, 901 seconds): each of those is
+    // a request the service grants on its own.
+    for good in [
+        "rsa",
+        "p256 with chain",
+        "p384 with chain",
+        "rotated",
+        "twin with chain",
+        "p256 with the intermediate's twin",
+        "p256 for 901 seconds",
+        "as signed",
     ] {
-        let got = outcome(bad);
-        assert!(
-            got.starts_with("refused ") && got.contains(&format!("HTTP {status}")),
-            "{bad}: {got}"
-        );
+        assert_eq!(sessions[good]["outcome"], "ok", "{good}: {proof}");
     }
-    let tampered: Vec<(&String, &serde_json::Value)> = outcomes
-        .iter()
-        .filter(|(case, _)| case.contains("flipped") || *case == "serial changed")
-        .collect();
-    // Every signed header but host (two places each), the body, the
-    // signature and the serial.
-    assert!(tampered.len() >= 9, "{outcomes:?}");
+    // Each bad leaf or parameter is refused, and for its own reason.
+    for (bad, status, why) in [
+        (
+            "p256 without its chain",
+            403,
+            "Untrusted signing certificate",
+        ),
+        ("expired", 403, "has expired"),
+        ("not yet valid", 403, "not yet valid"),
+        ("untrusted", 403, "Untrusted signing certificate"),
+        ("a CA as leaf", 403, "is a CA"),
+        ("no keyUsage", 403, "no keyUsage"),
+        ("intermediate without keyCertSign", 403, "keyCertSign"),
+        ("pathLen exceeded", 403, "pathLen"),
+        ("sha1", 403, "signed with SHA1"),
+        ("wrong profile", 404, "no such profile"),
+        ("role not allowed", 403, "does not allow"),
+    ] {
+        let got = &sessions[bad];
+        assert_eq!(got["outcome"], "refused", "{bad}: {got}");
+        assert_eq!(got["status"], status, "{bad}: {got}");
+        assert_ne!(got["type"], "SignatureDoesNotMatch", "{bad}: {got}");
+        let reason = got["reason"].as_str().unwrap_or("");
+        assert!(reason.contains(why), "{bad}: {got}");
+    }
+    // One request the client signed, sent with one signed part changed to
+    // a value the service would otherwise take: every signed header, the
+    // body and the signature. Each is refused by the signature check and
+    // by nothing else.
+    let tampered = tampered.as_object().expect("the tampered cases");
+    for (part, at_least) in [
+        ("content-type ", 2),
+        ("host ", 2),
+        ("x-amz-date ", 2),
+        ("x-amz-x509 swapped", 1),
+        ("x-amz-x509-chain swapped", 1),
+        ("body ", 1),
+        ("signature ", 1),
+    ] {
+        let n = tampered.keys().filter(|c| c.starts_with(part)).count();
+        assert!(n >= at_least, "{part}: {n} cases in {proof}");
+    }
     for (case, got) in tampered {
-        assert_eq!(got, "refused 403", "{case}");
+        if case == "serial changed" {
+            continue;
+        }
+        assert_eq!(got["outcome"], "refused", "{case}: {got}");
+        assert_eq!(got["status"], 403, "{case}: {got}");
+        assert_eq!(got["type"], "SignatureDoesNotMatch", "{case}: {got}");
     }
+    // The credential's serial is not signed: the serial check catches it.
+    let serial = &tampered["serial changed"];
+    assert_eq!(serial["outcome"], "refused", "{serial}");
+    assert_eq!(serial["status"], 403, "{serial}");
+    assert!(
+        serial["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("serial number"),
+        "{serial}"
+    );
 }
 
 /// The DER inside a PEM file (its first block).
@@ -96,8 +143,7 @@ async fn the_agents_signer_gets_a_session() {
     let pki = Pki::new();
     let service = Service::start(&pki, sts::moto());
     let host = format!("127.0.0.1:{}", service.port());
-    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
-    let https = connector(Some(&ca)).unwrap();
+    let https = connector(&[pem_der(&pki.path("ca.pem"))]).unwrap();
     let params = SessionParams {
         trust_anchor_arn: TRUST_ANCHOR.to_owned(),
         profile_arn: PROFILE.to_owned(),

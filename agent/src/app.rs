@@ -16,12 +16,14 @@ use http::HeaderValue;
 use crate::admin::AdminSocket;
 use crate::assign::files::Snapshot;
 use crate::assign::glob::Glob;
+use crate::assign::policy::Policy;
+use crate::assign::rules::RuleSet;
 use crate::assign::watch::{OnChange, RulesStatus, SharedStatus};
 use crate::assign::{Assignments, Defaults, EnvRoles, RoleAssignment};
 use crate::attribution::{Attribution, ByPeerAddress, Containers, Kernel, Local, Rescanner};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, CredentialsConfig, HostMode, StsBase, StsConfig};
-use crate::creds::engine::{self, BaseConfig, Engine};
+use crate::creds::engine::{self, BaseConfig, Engine, Mode};
 use crate::creds::sts::{AwsSts, Metered, default_chain, endpoint_from_env};
 use crate::creds::{CredentialSource, Holder, StaticSource, session_name};
 use crate::http::{AppState, Seen, ServeOptions, Upstream, bind, router, serve};
@@ -85,6 +87,14 @@ pub fn build(
         .map(|_| Arc::new(Containers::default()));
     let snapshot = Snapshot::read(&config.roles.dir).map_err(anyhow::Error::from)?;
     let rules = snapshot.parse().map_err(rule_errors)?;
+    let policy = policy(config);
+    let problems = assignment_problems(config, &policy, &rules);
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "role assignments the agent can't serve:\n  {}",
+            problems.join("\n  ")
+        );
+    }
     let rules_status: SharedStatus = Arc::new(std::sync::Mutex::new(RulesStatus {
         dir: config.roles.dir.clone(),
         present: !snapshot.missing(),
@@ -158,6 +168,7 @@ pub fn build(
         Arc::clone(&assignments),
         Arc::clone(&rules_status),
         sync,
+        policy,
     ));
     let imds = Imds::new(
         &config.instance,
@@ -238,6 +249,49 @@ async fn rescan_periodically(rescanner: Arc<Rescanner>) {
         every.tick().await;
         rescanner.request().await;
     }
+}
+
+/// What the agent's own credentials can't give (role chaining's hour,
+/// `mode = "direct"`'s one role).
+pub fn policy(config: &Config) -> Policy {
+    let mut policy = Policy {
+        default_account: config.configured_account.clone(),
+        partition: config.instance.partition.clone(),
+        ..Policy::default()
+    };
+    if let CredentialsConfig::Sts(sts) = &config.credentials
+        && let StsBase::RolesAnywhere(settings) = &sts.base
+    {
+        policy.chained = true;
+        if sts.identity.mode == Mode::Direct {
+            policy.direct_role = Some(settings.session.role_arn.clone());
+        }
+    }
+    policy
+}
+
+/// Why the defaults and `rules` ask for what `policy` can't give.
+pub fn assignment_problems(config: &Config, policy: &Policy, rules: &RuleSet) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, role) in [
+        ("roles.default", &config.roles.default),
+        ("roles.container_default", &config.roles.container_default),
+    ] {
+        if let Some(role) = role {
+            out.extend(policy.problems_of(role, key));
+        }
+    }
+    if policy.direct_role.is_some()
+        && config
+            .attribution
+            .docker
+            .as_ref()
+            .is_some_and(|d| !d.allowed_env_roles.is_empty())
+    {
+        out.push("attribution.docker.allowed_env_roles: containers would name roles, and mode = \"direct\" serves every one of them the one Roles Anywhere role".to_owned());
+    }
+    out.extend(policy.problems(rules));
+    out
 }
 
 fn rule_errors(errors: Vec<crate::config::ConfigError>) -> anyhow::Error {

@@ -5,30 +5,52 @@ the service answers, with credentials from moto's AssumeRole.
 For each `POST /sessions` (over TLS, as the service speaks it):
 - the SigV4-X509 signature (aws_signing_helper's signer.go): the
   canonical request rebuilt from the headers the client says it signed,
-  which must include host, x-amz-date, x-amz-x509 (and x-amz-x509-chain
-  when sent); `AWS4-X509-RSA-SHA256` (PKCS#1 v1.5) or
-  `AWS4-X509-ECDSA-SHA256` (DER ECDSA), both over SHA-256 of the string
-  to sign, verified with the leaf certificate's public key; the
-  credential's serial number (decimal) must be the leaf's; the scope's
-  date must be X-Amz-Date's, its region this server's, its service
-  `rolesanywhere`; X-Amz-Date within 5 minutes of now;
-- the certificates: the leaf (X.509 v3, not a CA, digitalSignature) and
-  every intermediate in X-Amz-X509-Chain must be valid now and chain to
-  the trust anchor's CA, each signature checked;
+  as sent (Host too: whatever Host the client signed is the one checked,
+  and no other check is made of it), which must include host,
+  x-amz-date, x-amz-x509 (and x-amz-x509-chain when sent);
+  `AWS4-X509-RSA-SHA256` (PKCS#1 v1.5) or `AWS4-X509-ECDSA-SHA256` (DER
+  ECDSA), both over SHA-256 of the string to sign, verified with the
+  leaf certificate's public key; the credential's serial number
+  (decimal) must be the leaf's; the scope's date must be X-Amz-Date's,
+  its region this server's, its service `rolesanywhere`; X-Amz-Date
+  within 5 minutes of now;
+- the certificates (the service's trust model): the trust anchor's CA
+  must be valid now, and its pathLen holds too; the leaf must be X.509 v3,
+  not a CA, with a keyUsage that has digitalSignature; every
+  intermediate in X-Amz-X509-Chain must be X.509 v3, a CA, with a
+  keyUsage that has keyCertSign, and no more CAs below it than its
+  pathLen allows; the leaf and every intermediate must be valid now and
+  signed with SHA-256, SHA-384 or SHA-512 (not SHA-1 or MD5), each
+  signature checked up to the anchor;
 - the parameters, from the query or the JSON body (both allowed, as the
   docs say; a conflict is refused): the trust anchor and profile must be
   this server's, the role one the profile allows, durationSeconds
   900-43200.
+The signature is checked before the certificates and the parameters, so
+a request refused for its signature says so, whatever else is wrong.
 
 Answers: 201 `{"credentialSet": [...], "subjectArn": ...}`; errors as
-restJson1 does (`X-Amzn-ErrorType` and `{"message"}`): 403
-AccessDeniedException (signature, certificate, role), 400
-ValidationException (parameters), 404 ResourceNotFoundException (trust
-anchor, profile).
+restJson1 does (`X-Amzn-ErrorType`, and `{"__type", "message"}`): 403
+SignatureDoesNotMatch (a signature that is not the one over the request
+as received: the type the tests tell a signature check by), 403
+AccessDeniedException (any other signature or certificate fault, role),
+400 ValidationException (parameters), 404 ResourceNotFoundException
+(trust anchor, profile).
+
+`GET /_calls` (no auth; not part of the service) answers a JSON list of
+every other request received so far, in order: `{"serial": the decimal
+serial of the X-Amz-X509 certificate, or null when there is none or it
+does not parse, "status": the HTTP status answered, "reason": null when
+issued, else "<error type>: <message>"}`, so a test can tell which
+certificate the agent used and how often it asked.
 
 Usage: rolesanywhere_server.py PORT --moto URL --anchor-ca PEM
   --tls-cert PEM --tls-key PEM --region R --trust-anchor-arn A
-  --profile-arn P --role-arn R [--role-arn R2 ...]
+  --profile-arn P --role-arn R [--role-arn R2 ...] [--session-seconds N]
+--session-seconds N: every credentialSet issued expires N seconds from
+now (moto's credentials otherwise unchanged), so a test can watch an
+agent renew a session without waiting for STS's shortest (900 s).
+Without it, the expiration is moto's.
 Prints `ready PORT` once it listens on 127.0.0.1 (PORT 0: any free one);
 logs every decision to stderr."""
 
@@ -40,11 +62,12 @@ import http.server
 import json
 import ssl
 import sys
+import threading
 import urllib.parse
 
 import boto3
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -54,6 +77,9 @@ ALGORITHMS = {
 }
 MAX_SKEW = datetime.timedelta(minutes=5)
 MAX_CHAIN = 5
+# The hashes a certificate may be signed with (the trust model's "SHA256
+# or stronger": SHA-1 and MD5 are refused).
+STRONG_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 
 class Refused(Exception):
@@ -68,6 +94,17 @@ def denied(message):
 
 def invalid(message):
     return Refused(400, "ValidationException", message)
+
+
+def mismatch():
+    """The one refusal that means "the signature is not over this
+    request": the tests assert on its type to know a tampered request was
+    caught by the signature and not by some other check."""
+    return Refused(
+        403,
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided",
+    )
 
 
 def uri_encode(s):
@@ -108,29 +145,63 @@ def check_valid(cert, what):
         raise denied(f"{what} has expired")
 
 
-def is_ca(cert):
+def constraints(cert):
     try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
-        return False
+        return None
+
+
+def is_ca(cert):
+    c = constraints(cert)
+    return c is not None and c.ca
+
+
+def key_usage(cert):
+    try:
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def check_hash(cert, what):
+    """Signed with SHA-256 or stronger (an unknown algorithm too is
+    refused)."""
+    try:
+        algorithm = cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        algorithm = None
+    if not isinstance(algorithm, STRONG_HASHES):
+        name = algorithm.name.upper() if algorithm else "an unsupported algorithm"
+        raise denied(f"{what} is signed with {name}, not SHA-256 or stronger")
+
+
+def check_issuer(issuer, below, what):
+    """`issuer` may issue a certificate with `below` CA certificates
+    between it and the leaf."""
+    c = constraints(issuer)
+    if c is not None and c.path_length is not None and below > c.path_length:
+        raise denied(f"{what} allows no more than {c.path_length} CAs below it (pathLen)")
 
 
 def check_chain(leaf, chain, anchor):
     """The leaf chains to the anchor through `chain`, every link checked."""
+    check_valid(anchor, "the trust anchor's certificate")
     if leaf.version != x509.Version.v3:
         raise denied("the signing certificate is not X.509 v3")
     if is_ca(leaf):
         raise denied("the signing certificate is a CA")
-    try:
-        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not usage.digital_signature:
-            raise denied("the signing certificate may not sign (keyUsage)")
-    except x509.ExtensionNotFound:
-        pass
+    usage = key_usage(leaf)
+    if usage is None:
+        raise denied("the signing certificate has no keyUsage (digitalSignature is required)")
+    if not usage.digital_signature:
+        raise denied("the signing certificate may not sign (keyUsage lacks digitalSignature)")
+    check_hash(leaf, "the signing certificate")
     check_valid(leaf, "the signing certificate")
     current, pool = leaf, list(chain)
-    for _ in range(MAX_CHAIN + 1):
+    for below in range(MAX_CHAIN + 1):
         if current.issuer == anchor.subject:
+            check_issuer(anchor, below, "the trust anchor's certificate")
             try:
                 current.verify_directly_issued_by(anchor)
             except (ValueError, TypeError, InvalidSignature):
@@ -140,9 +211,17 @@ def check_chain(leaf, chain, anchor):
         if issuer is None:
             raise denied("Untrusted signing certificate")
         pool.remove(issuer)
+        what = "an intermediate certificate"
+        if issuer.version != x509.Version.v3:
+            raise denied(f"{what} is not X.509 v3")
         if not is_ca(issuer):
-            raise denied("an intermediate certificate is not a CA")
-        check_valid(issuer, "an intermediate certificate")
+            raise denied(f"{what} is not a CA")
+        usage = key_usage(issuer)
+        if usage is None or not usage.key_cert_sign:
+            raise denied(f"{what} may not sign certificates (keyUsage lacks keyCertSign)")
+        check_issuer(issuer, below, what)
+        check_hash(issuer, what)
+        check_valid(issuer, what)
         try:
             current.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature):
@@ -159,6 +238,8 @@ class Service:
         self.trust_anchor = args.trust_anchor_arn
         self.profile = args.profile_arn
         self.roles = set(args.role_arn)
+        self.session_seconds = args.session_seconds
+        self.calls, self.calls_lock = [], threading.Lock()
         self.sts = boto3.client(
             "sts",
             endpoint_url=args.moto,
@@ -245,9 +326,7 @@ class Service:
             else:
                 key.verify(signature, to_sign, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
-            raise denied(
-                "The request signature we calculated does not match the signature you provided"
-            )
+            raise mismatch()
         check_chain(leaf, chain, self.anchor)
         return leaf
 
@@ -294,6 +373,8 @@ class Service:
         )
         c = got["Credentials"]
         expiration = c["Expiration"].astimezone(datetime.timezone.utc)
+        if self.session_seconds is not None:
+            expiration = now() + datetime.timedelta(seconds=self.session_seconds)
         return {
             "credentialSet": [
                 {
@@ -315,12 +396,32 @@ class Service:
             "subjectArn": f"arn:aws:rolesanywhere:{self.region}:{self.profile.split(':')[4]}:subject/{session}",
         }
 
+    def record(self, headers, status, reason):
+        """One CreateSession received, for `GET /_calls`. The serial is
+        read here, apart from `verify`, so a refused request names its
+        certificate too."""
+        try:
+            leaf = x509.load_der_x509_certificate(
+                base64.b64decode(headers.get("x-amz-x509", ""), validate=True)
+            )
+            serial = str(leaf.serial_number)
+        except ValueError:
+            serial = None
+        with self.calls_lock:
+            self.calls.append({"serial": serial, "status": status, "reason": reason})
+
+    def calls_so_far(self):
+        with self.calls_lock:
+            return list(self.calls)
+
 
 def handler_for(service):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def answer(self, status, payload, error=None):
+            if error:
+                payload = {"__type": error, **payload}
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -339,17 +440,23 @@ def handler_for(service):
             for name, value in self.headers.items():
                 name = name.lower()
                 headers[name] = f"{headers[name]},{value}" if name in headers else value
+            if self.command == "GET" and self.path == "/_calls":
+                self.answer(200, service.calls_so_far())
+                return
             try:
                 out = service.create_session(self.command, self.path, headers, body)
             except Refused as e:
                 print(f"refused {e.status} {e.kind}: {e.message}", file=sys.stderr, flush=True)
+                service.record(headers, e.status, f"{e.kind}: {e.message}")
                 self.answer(e.status, {"message": e.message}, e.kind)
                 return
             except Exception as e:  # moto or a bug: the service's 500
                 print(f"failed: {e!r}", file=sys.stderr, flush=True)
+                service.record(headers, 500, "InternalServerException: internal error")
                 self.answer(500, {"message": "internal error"}, "InternalServerException")
                 return
             print(f"issued {out['credentialSet'][0]['credentials']['accessKeyId'][-4:]}", file=sys.stderr, flush=True)
+            service.record(headers, 201, None)
             self.answer(201, out)
 
         do_POST = handle_any
@@ -373,6 +480,7 @@ def main():
     p.add_argument("--trust-anchor-arn", required=True)
     p.add_argument("--profile-arn", required=True)
     p.add_argument("--role-arn", action="append", required=True)
+    p.add_argument("--session-seconds", type=int)
     args = p.parse_args()
     service = Service(args)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler_for(service))

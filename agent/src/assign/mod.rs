@@ -11,6 +11,7 @@
 
 pub mod files;
 pub mod glob;
+pub mod policy;
 pub mod rules;
 pub mod watch;
 

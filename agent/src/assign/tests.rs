@@ -249,3 +249,61 @@ fn users_sessions_are_never_prefetched() {
         vec![("fallback".to_owned(), Some("db.service".to_owned()))]
     );
 }
+
+mod policy {
+    use crate::assign::policy::Policy;
+    use crate::creds::Role;
+
+    fn role(text: &str) -> Role {
+        Role::parse(text).unwrap()
+    }
+
+    #[test]
+    fn chained_sessions_are_capped_at_an_hour() {
+        let policy = Policy {
+            chained: true,
+            partition: "aws".into(),
+            ..Policy::default()
+        };
+        let mut long = role("app");
+        long.session.duration = Some(std::time::Duration::from_secs(3601));
+        let problems = policy.problems_of(&long, "roles.d/a.toml:1");
+        assert!(
+            problems.len() == 1 && problems[0].contains("one hour"),
+            "{problems:?}"
+        );
+        let mut hour = long.clone();
+        hour.session.duration = Some(std::time::Duration::from_secs(3600));
+        assert!(policy.problems_of(&hour, "x").is_empty());
+    }
+
+    #[test]
+    fn direct_mode_serves_only_its_own_role() {
+        let policy = Policy {
+            chained: true,
+            direct_role: Some("arn:aws:iam::123456789012:role/host".into()),
+            default_account: None,
+            partition: "aws".into(),
+        };
+        assert!(
+            policy
+                .problems_of(&role("host"), "roles.default")
+                .is_empty()
+        );
+        assert!(
+            policy
+                .problems_of(&role("arn:aws:iam::123456789012:role/host"), "x")
+                .is_empty()
+        );
+        for other in ["readonly", "arn:aws:iam::999999999999:role/host"] {
+            let problems = policy.problems_of(&role(other), "roles.d/a.toml:3");
+            assert!(
+                problems.len() == 1 && problems[0].contains("\"direct\""),
+                "{other}: {problems:?}"
+            );
+        }
+        let mut long = role("host");
+        long.session.duration = Some(std::time::Duration::from_secs(900));
+        assert_eq!(policy.problems_of(&long, "x").len(), 1);
+    }
+}

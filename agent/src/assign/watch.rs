@@ -13,6 +13,7 @@ use inotify::{Inotify, WatchMask};
 
 use super::Assignments;
 use super::files::Snapshot;
+use super::policy::Policy;
 
 /// What to do after the rules changed (drop credentials no rule names any
 /// more, prefetch the new ones).
@@ -48,6 +49,7 @@ pub async fn watch(
     assignments: Arc<Assignments>,
     status: SharedStatus,
     on_change: OnChange,
+    policy: Policy,
 ) {
     let mut last = current;
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -80,7 +82,7 @@ pub async fn watch(
     }
     // A change made between the load at start and the watch just added
     // raised no event: look once now.
-    reload(&dir, &mut last, &assignments, &status, &on_change);
+    reload(&dir, &mut last, &assignments, &status, &on_change, &policy);
     loop {
         if let Some(stream) = &events {
             watch_dir(stream.watches(), &dir);
@@ -98,7 +100,7 @@ pub async fn watch(
             // Drain the rest of the burst.
             while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, stream.next()).await {}
         }
-        reload(&dir, &mut last, &assignments, &status, &on_change);
+        reload(&dir, &mut last, &assignments, &status, &on_change, &policy);
     }
 }
 
@@ -154,6 +156,7 @@ pub fn reload(
     assignments: &Assignments,
     status: &SharedStatus,
     on_change: &OnChange,
+    policy: &Policy,
 ) -> bool {
     let snapshot = match Snapshot::read(dir) {
         Ok(snapshot) => snapshot,
@@ -166,7 +169,18 @@ pub fn reload(
     if snapshot == *last {
         return false;
     }
-    match snapshot.parse() {
+    let parsed = snapshot
+        .parse()
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+        .and_then(|rules| {
+            let problems = policy.problems(&rules);
+            if problems.is_empty() {
+                Ok(rules)
+            } else {
+                Err(problems)
+            }
+        });
+    match parsed {
         Ok(rules) => {
             tracing::info!(
                 dir = %dir.display(),
@@ -190,8 +204,7 @@ pub fn reload(
             for error in &errors {
                 tracing::error!(error = %error, "role rules refused; the last good set stays in force");
             }
-            let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            lock(status).refused = Some(reasons.join("; "));
+            lock(status).refused = Some(errors.join("; "));
             // Remember the bad set, so it is reported once, not at every
             // unrelated event; a fix changes the snapshot again.
             *last = snapshot;

@@ -255,9 +255,30 @@ fn check_config(c: &Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let chained: Vec<String> = chained_too_long(c, &rules);
-    if !chained.is_empty() {
-        for e in &chained {
+    if let config::CredentialsConfig::Sts(sts) = &c.credentials
+        && let config::StsBase::RolesAnywhere(settings) = &sts.base
+    {
+        // The files as the agent will read them (and nothing sent yet).
+        let checked = crate::creds::roles_anywhere::files::check(settings).and_then(|warnings| {
+            crate::creds::roles_anywhere::provider::RolesAnywhere::new((**settings).clone())
+                .map(|_| warnings)
+        });
+        match checked {
+            Ok(warnings) => {
+                for w in warnings {
+                    eprintln!("imds-agent: warning: {w}");
+                }
+            }
+            Err(e) => {
+                eprintln!("imds-agent: credentials.roles_anywhere: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let policy = crate::app::policy(c);
+    let problems = crate::app::assignment_problems(c, &policy, &rules);
+    if !problems.is_empty() {
+        for e in &problems {
             eprintln!("imds-agent: {e}");
         }
         return ExitCode::from(1);
@@ -276,30 +297,6 @@ fn check_config(c: &Config) -> ExitCode {
         c.roles.dir.display()
     );
     ExitCode::SUCCESS
-}
-
-/// The rules that ask for more than an hour where every session is chained
-/// (the agent's own credentials are a role session: Roles Anywhere), which
-/// STS would refuse at their first fetch.
-fn chained_too_long(c: &Config, rules: &crate::assign::rules::RuleSet) -> Vec<String> {
-    let config::CredentialsConfig::Sts(sts) = &c.credentials else {
-        return Vec::new();
-    };
-    if !matches!(sts.base, config::StsBase::RolesAnywhere(_)) {
-        return Vec::new();
-    }
-    let hour = std::time::Duration::from_secs(3600);
-    rules
-        .rules()
-        .iter()
-        .filter(|r| r.role.session.duration.is_some_and(|d| d > hour))
-        .map(|r| {
-            format!(
-                "{}: duration_seconds over 3600: with Roles Anywhere every role is assumed with a role session, and AWS caps a chained session at one hour",
-                r.origin
-            )
-        })
-        .collect()
 }
 
 fn cleanup(path: &std::path::Path, host: &HostFacts, env: config::Env<'_>) -> ExitCode {

@@ -456,6 +456,16 @@ fn base(
             "\"direct\" serves the Roles Anywhere session itself: it needs base = \"roles-anywhere\"",
         ));
     }
+    if defaults.mode == Mode::Direct && (c.duration_seconds.is_some() || c.external_id.is_some()) {
+        return Err(src.invalid(
+            if c.duration_seconds.is_some() {
+                "credentials.duration_seconds"
+            } else {
+                "credentials.external_id"
+            },
+            "\"direct\" serves the Roles Anywhere session as it is (its length is credentials.roles_anywhere.duration_seconds): leave this out",
+        ));
+    }
     if c.roles_anywhere.is_some() && kind != BaseKind::RolesAnywhere {
         return Err(src.invalid(
             "credentials.roles_anywhere",
@@ -562,6 +572,12 @@ fn profile(
         Some(defaults),
         &defaults.region,
     )?;
+    if identity.mode == Mode::Direct {
+        return Err(src.invalid(
+            &key("mode"),
+            "\"direct\" serves the Roles Anywhere session itself: a profile's keys have none",
+        ));
+    }
     let role = p
         .role
         .as_deref()

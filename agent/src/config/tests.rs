@@ -905,10 +905,21 @@ fn roles_anywhere_refusals_say_why() {
         "base = \"roles-anywhere\"\n",
         "base = \"roles-anywhere\"\nmode = \"direct\"\nduration_seconds = 7200\n",
     );
+    let e = error(&direct);
     assert!(
-        parse(&direct).is_ok(),
-        "direct mode assumes nothing: no chaining cap"
+        e.contains("credentials.duration_seconds") && e.contains("as it is"),
+        "direct mode serves the session's own length: {e}"
     );
+    let direct = RA.replace(
+        "base = \"roles-anywhere\"\n",
+        "base = \"roles-anywhere\"\nmode = \"direct\"\n",
+    );
+    assert!(parse(&direct).is_ok());
+    let e = error(
+        "[credentials]\nsource = \"sts\"\nbase = \"profiles\"\n\
+         [profiles.a]\naccess_key_id = \"AKIAIOSFODNN7EXAMPLE\"\nsecret_access_key = \"s\"\nmode = \"direct\"\n",
+    );
+    assert!(e.contains("profiles.a.mode"), "{e}");
     let e = error("[credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\n");
     assert!(e.contains("[credentials.roles_anywhere]"), "{e}");
     let e = error(&RA.replace("base = \"roles-anywhere\"\n", ""));

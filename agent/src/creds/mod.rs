@@ -8,6 +8,7 @@ mod role;
 pub mod roles_anywhere;
 pub mod session_name;
 mod source;
+mod source_unavailable;
 mod static_source;
 pub mod sts;
 
@@ -16,4 +17,5 @@ pub use source::{
     Changed, CredentialSource, Credentials, Holder, KeySuffix, Keys, Lookup, Rendered, Secret,
     Unavailable, User,
 };
+pub use source_unavailable::{SourceUnavailable, is_outage, source_chain};
 pub use static_source::StaticSource;

@@ -532,6 +532,9 @@ impl Inner {
     }
 }
 
+/// How long the base's own session may take to come.
+const OWN_SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The base's own session, as its provider gives it (`mode = "direct"`).
 async fn own_session(base: &BaseCreds) -> Result<Issued, StsError> {
     use aws_credential_types::provider::ProvideCredentials as _;
@@ -541,12 +544,23 @@ async fn own_session(base: &BaseCreds) -> Result<Issued, StsError> {
             "\"direct\" serves a provider's session, and the agent holds fixed keys".into(),
         ));
     };
-    let creds = provider.provide_credentials().await.map_err(|e| match e {
-        CredentialsError::ProviderTimedOut(_) => StsError::Unavailable(e.to_string()),
-        other => StsError::NoCredentials(
-            std::error::Error::source(&other).map_or_else(|| other.to_string(), |s| s.to_string()),
-        ),
-    })?;
+    // The provider bounds its own calls; this bounds whatever it is, so
+    // the shared session (and every role waiting on it) can't hang.
+    let creds = tokio::time::timeout(OWN_SESSION_TIMEOUT, provider.provide_credentials())
+        .await
+        .map_err(|_| {
+            StsError::Unavailable(format!(
+                "the agent's own credentials took over {OWN_SESSION_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| {
+            let text = crate::creds::source_chain(&e);
+            match e {
+                CredentialsError::ProviderTimedOut(_) => StsError::Unavailable(text),
+                other if crate::creds::is_outage(&other) => StsError::Unavailable(text),
+                _ => StsError::NoCredentials(text),
+            }
+        })?;
     let expiration = creds.expiry().ok_or_else(|| {
         StsError::NoCredentials(
             "the agent's own credentials do not expire: nothing to serve".into(),

@@ -31,6 +31,7 @@ mod budget;
 mod entry;
 mod fetch;
 mod in_flight;
+mod rotation;
 mod schedule;
 mod status;
 
@@ -40,19 +41,18 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
-pub use base::{BaseConfig, Identity, MfaSettings, Mode, Profile};
+pub use base::{BaseConfig, BaseError, Identity, MfaSettings, Mode, Profile};
 pub use schedule::{SDK_REFRESH_WINDOW, effective_keep};
 pub use status::{ProfileInfo, RoleStatus, Status};
 
 use self::base::BaseState;
 use self::budget::Budget;
-use self::entry::{Entry, EntryState, make_room};
+use self::entry::{Entry, make_room};
 use self::in_flight::{InFlight, MAX_IN_FLIGHT};
 use self::schedule::Jitter;
-use super::mfa::MfaCode;
 use super::source::Changed;
-use super::sts::{BaseCreds, Issued, Sts};
-use super::{CredentialSource, Holder, Keys, Lookup, Role, Unavailable, User};
+use super::sts::{Issued, Sts};
+use super::{CredentialSource, Holder, Lookup, Role, Unavailable, User};
 use crate::clock::Clock;
 
 /// The engine's tunables.
@@ -98,25 +98,6 @@ pub type Liveness = Arc<dyn Fn(&Holder) -> bool + Send + Sync>;
 /// How often holders' lives are looked at (the scheduler runs after every
 /// fetch; cgroups and containers are known from walks and events anyway).
 const HOLDER_CHECK_EVERY: Duration = Duration::from_secs(5);
-
-/// Why a change to the agent's own identity was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BaseError {
-    /// No such profile.
-    #[error("no profile named {0:?}")]
-    UnknownProfile(String),
-    /// The agent does not use profiles.
-    #[error("the agent is not configured with profiles (credentials.base is not \"profiles\")")]
-    NotProfiles,
-    /// The agent does not take bootstrap credentials.
-    #[error(
-        "the agent is not configured for bootstrap credentials (credentials.base is not \"bootstrap\")"
-    )]
-    NotBootstrap,
-    /// No MFA device is configured for the active identity.
-    #[error("no MFA device is configured (credentials.mfa_serial)")]
-    NoMfa,
-}
 
 /// The MFA session or the session-token credentials, shared by all roles.
 #[derive(Debug)]
@@ -377,116 +358,6 @@ impl Engine {
             tracing::info!(%role, ?session_name, "role no longer assigned: credentials dropped");
         }
     }
-
-    /// Changes whenever the agent's own identity does (bootstrap, profile
-    /// switch, session cleared).
-    pub fn base_generation(&self) -> u64 {
-        self.inner.read_base().generation
-    }
-
-    /// The role the active profile gives every workload, if it names one.
-    pub fn profile_role(&self) -> Option<Arc<Role>> {
-        self.inner.read_base().profile_role().cloned()
-    }
-
-    /// Replaces the agent's own credentials with `keys` (bootstrap). Every
-    /// cached role is fetched again with the new keys, and what is cached
-    /// is served until then.
-    pub fn bootstrap(&self, keys: Keys) -> Result<(), BaseError> {
-        let suffix = keys.key_suffix().to_owned();
-        {
-            let mut base = self.inner.write_base();
-            if !matches!(base.config, BaseConfig::Bootstrap { .. }) {
-                return Err(BaseError::NotBootstrap);
-            }
-            base.creds = Some(BaseCreds::Keys(Arc::new(keys)));
-            base.generation += 1;
-        }
-        tracing::info!(access_key_suffix = %suffix, "bootstrap credentials received");
-        self.inner.rotate();
-        Ok(())
-    }
-
-    /// Switches to profile `name`. Roles no assignment names any more
-    /// (`assigned`, asked once the switch is made: the profile's own role
-    /// may change) are dropped at once; every other cached role is fetched
-    /// again as the new profile and served as cached until then (unless the
-    /// new profile is refused it). `wanted` gives the roles to prefetch as
-    /// the new profile.
-    pub fn use_profile(
-        &self,
-        name: &str,
-        assigned: impl Fn(&Role) -> bool,
-        wanted: impl FnOnce() -> Vec<Role>,
-    ) -> Result<(), BaseError> {
-        {
-            let mut base = self.inner.write_base();
-            let BaseConfig::Profiles { profiles, .. } = &base.config else {
-                return Err(BaseError::NotProfiles);
-            };
-            let profile = profiles
-                .get(name)
-                .ok_or_else(|| BaseError::UnknownProfile(name.to_owned()))?;
-            base.creds = Some(BaseCreds::Keys(Arc::new(profile.keys.clone())));
-            base.profile = Some(name.to_owned());
-            base.generation += 1;
-            base.profile_generation = base.generation;
-            base.mfa_code = None;
-        }
-        tracing::info!(profile = name, "switched profile");
-        self.retain(assigned);
-        self.inner.rotate();
-        self.set_wanted(wanted());
-        Ok(())
-    }
-
-    /// Takes an MFA code a person handed in and uses it at once: the
-    /// session is opened with it now (one call), and every role whose last
-    /// fetch failed, or that has nothing, is fetched again with it.
-    pub fn mfa_code(&self, code: MfaCode) -> Result<(), BaseError> {
-        {
-            let mut base = self.inner.write_base();
-            if base.identity().mfa.is_none() {
-                return Err(BaseError::NoMfa);
-            }
-            base.mfa_code = Some(code);
-        }
-        tracing::info!("MFA code received");
-        self.inner.retry_failed();
-        // Whatever did not take the code (every role still had valid
-        // credentials) opens the session with it now: a code kept for
-        // later would be stale when the session runs out.
-        self.inner
-            .runtime
-            .spawn(Arc::clone(&self.inner).use_code_now());
-        Ok(())
-    }
-
-    /// Refreshes every cached role now, keeping what is cached until the new
-    /// credentials arrive (or serving it on if STS fails).
-    pub fn refresh_all(&self) {
-        self.inner.refresh_all();
-    }
-
-    /// Discards the MFA session or session token, and every credential
-    /// fetched with it: the next fetch opens a new session (a person logs
-    /// out; nothing of the old session is served).
-    pub async fn clear_session(&self) {
-        let generation = {
-            let mut base = self.inner.write_base();
-            base.generation += 1;
-            base.generation
-        };
-        // Dropped before the session's lock is waited for (a session call
-        // may hold it for seconds): the new generation already keeps a
-        // call under way from storing what it gets.
-        self.inner.flush();
-        let mut session = self.inner.session.lock().await;
-        // A fetch flush started may have opened the new session already.
-        if session.generation < generation {
-            *session = SessionCache::default();
-        }
-    }
 }
 
 impl CredentialSource for Engine {
@@ -641,66 +512,6 @@ impl Inner {
         let mut st = entry.lock();
         st.holders.retain(|h| !dead.contains(h));
         st.live = !st.holders.is_empty();
-    }
-
-    /// After the base changed (bootstrap, profile switch): every entry is
-    /// fetched again as the new identity, and serves what it has until
-    /// then. Errors were the old identity's: they are forgotten (a request
-    /// with nothing to serve waits for the new fetch).
-    fn rotate(self: &Arc<Self>) {
-        // A fetch under way notices the change when it ends and fetches
-        // again.
-        self.refetch(|st| {
-            st.forget_errors();
-            true
-        });
-    }
-
-    /// Discards every cached credential and error (the session they came
-    /// from is gone), and fetches the wanted roles again.
-    fn flush(self: &Arc<Self>) {
-        self.refetch(|st| {
-            st.creds = None;
-            st.forget_errors();
-            st.wanted
-        });
-    }
-
-    /// Fetches now every role that has nothing to serve or whose last fetch
-    /// failed, and is not fetching.
-    fn retry_failed(self: &Arc<Self>) {
-        self.refetch(|st| st.creds.is_none() || st.error.is_some());
-    }
-
-    /// Applies `change` to every entry, under its lock, and starts a fetch
-    /// now of each for which it says so and that is not fetching already.
-    fn refetch(self: &Arc<Self>, change: impl Fn(&mut EntryState) -> bool) {
-        let mut start = Vec::new();
-        for entry in self.lock_entries().values() {
-            let mut st = entry.lock();
-            if change(&mut st) && !st.fetching {
-                st.fetching = true;
-                st.next_fetch = None;
-                start.push(Arc::clone(entry));
-            }
-        }
-        for entry in start {
-            self.spawn_fetch(entry);
-        }
-        self.wake.notify_one();
-    }
-
-    /// Makes every entry's refresh due now (what is cached is served until
-    /// the new credentials arrive); a fetch under way is not repeated.
-    fn refresh_all(&self) {
-        let now = self.clock.now().wall;
-        for entry in self.lock_entries().values() {
-            let mut st = entry.lock();
-            if !st.fetching {
-                st.next_fetch = Some(now);
-            }
-        }
-        self.wake.notify_one();
     }
 }
 

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use super::Engine;
-use super::base::BaseConfig;
 use super::entry::Entry;
 use crate::timefmt::iso8601;
 
@@ -79,10 +78,7 @@ impl Engine {
     /// such profile.
     pub fn profile(&self, name: &str) -> Option<ProfileInfo> {
         let base = self.inner.read_base();
-        let BaseConfig::Profiles { profiles, .. } = &base.config else {
-            return None;
-        };
-        let profile = profiles.get(name)?;
+        let profile = base.base.profiles()?.get(name)?;
         Some(ProfileInfo {
             name: name.to_owned(),
             active: base.profile.as_deref() == Some(name),
@@ -98,11 +94,9 @@ impl Engine {
     /// The configured profiles and the active one (empty without profiles).
     pub fn profiles(&self) -> (Vec<String>, Option<String>) {
         let base = self.inner.read_base();
-        match &base.config {
-            BaseConfig::Profiles { profiles, .. } => {
-                (profiles.keys().cloned().collect(), base.profile.clone())
-            }
-            _ => (Vec::new(), None),
+        match base.base.profiles() {
+            Some(profiles) => (profiles.keys().cloned().collect(), base.profile.clone()),
+            None => (Vec::new(), None),
         }
     }
 
@@ -122,10 +116,7 @@ impl Engine {
         let (base, profile, mode, mfa_serial, generation, certificate) = {
             let b = self.inner.read_base();
             let identity = b.identity();
-            let certificate = match &b.config {
-                BaseConfig::RolesAnywhere { provider, .. } => Some(provider.status(now)),
-                _ => None,
-            };
+            let certificate = b.base.roles_anywhere().cloned();
             (
                 b.describe(),
                 b.profile.clone(),
@@ -134,6 +125,10 @@ impl Engine {
                 b.generation,
                 certificate,
             )
+        };
+        let certificate = match certificate {
+            Some(provider) => Some(provider.status(now).await),
+            None => None,
         };
         let mfa_session_expiration = {
             let session = self.inner.session.lock().await;

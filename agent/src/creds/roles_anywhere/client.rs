@@ -3,8 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use aws_smithy_http_client::Connector;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
-use aws_smithy_http_client::{Connector, HttpClientError};
 use aws_smithy_runtime_api::client::http::HttpConnector as _;
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_types::body::SdkBody;
@@ -17,8 +17,11 @@ use crate::creds::{Keys, Secret};
 /// A session's answer is small: anything larger is not the service.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// How long one `CreateSession` may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one `CreateSession` may take, the answer's body included.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What `CreateSession` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,16 +69,35 @@ impl CreateSessionError {
     }
 }
 
-/// The HTTPS connector: rustls with ring, trusting the system's roots and,
-/// when given, the CAs of `ca_bundle` (PEM: a private endpoint, a proxy
-/// that inspects TLS, a test service).
-pub fn connector(ca_bundle: Option<&[u8]>) -> Result<Connector, HttpClientError> {
+/// The HTTPS connector: rustls with ring, trusting the system's roots and, when given,
+/// `extra_roots` (DER: a private endpoint, a proxy that inspects TLS, a
+/// test service). Each root is checked here: the HTTP stack panics on one
+/// it can't parse.
+pub fn connector(extra_roots: &[Vec<u8>]) -> Result<Connector, String> {
+    use base64::Engine as _;
     let mut roots = TrustStore::empty().with_native_roots(true);
-    if let Some(pem) = ca_bundle {
-        roots = roots.with_pem_certificate(pem.to_vec());
+    for (n, der) in extra_roots.iter().enumerate() {
+        rustls::RootCertStore::empty()
+            .add(rustls::pki_types::CertificateDer::from(der.as_slice()))
+            .map_err(|e| format!("certificate {} of the CA bundle: {e}", n + 1))?;
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64::engine::general_purpose::STANDARD.encode(der)
+        );
+        roots = roots.with_pem_certificate(pem.into_bytes());
     }
-    let context = TlsContext::builder().with_trust_store(roots).build()?;
+    let context = TlsContext::builder()
+        .with_trust_store(roots)
+        .build()
+        .map_err(|e| e.to_string())?;
     Ok(Connector::builder()
+        .connector_settings(
+            aws_smithy_runtime_api::client::http::HttpConnectorSettings::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(TIMEOUT)
+                .build(),
+        )
+        .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .tls_context(context)
         .build())
@@ -138,20 +160,28 @@ pub async fn create_session(
         .map_err(|e| CreateSessionError::Malformed(format!("building the request: {e}")))?;
     let request = HttpRequest::try_from(request)
         .map_err(|e| CreateSessionError::Malformed(format!("building the request: {e}")))?;
-    let answer = tokio::time::timeout(TIMEOUT, connector.call(request))
+    // One deadline for the whole exchange: a peer that sends the head and
+    // then stalls must not hold the session (and every role behind it).
+    let exchange = async {
+        let answer = connector
+            .call(request)
+            .await
+            .map_err(|e| CreateSessionError::Transient(format!("{e}")))?;
+        let status = answer.status().as_u16();
+        let error_type = answer
+            .headers()
+            .get("x-amzn-errortype")
+            .map(|v| v.split(':').next().unwrap_or(v).to_owned());
+        let body = http_body_util::Limited::new(answer.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| CreateSessionError::Transient(format!("reading the answer: {e}")))?
+            .to_bytes();
+        Ok::<_, CreateSessionError>((status, error_type, body))
+    };
+    let (status, error_type, body) = tokio::time::timeout(TIMEOUT, exchange)
         .await
-        .map_err(|_| CreateSessionError::Transient(format!("no answer in {TIMEOUT:?}")))?
-        .map_err(|e| CreateSessionError::Transient(format!("{e}")))?;
-    let status = answer.status().as_u16();
-    let error_type = answer
-        .headers()
-        .get("x-amzn-errortype")
-        .map(|v| v.split(':').next().unwrap_or(v).to_owned());
-    let body = http_body_util::Limited::new(answer.into_body(), MAX_ANSWER)
-        .collect()
-        .await
-        .map_err(|e| CreateSessionError::Transient(format!("reading the answer: {e}")))?
-        .to_bytes();
+        .map_err(|_| CreateSessionError::Transient(format!("no answer in {TIMEOUT:?}")))??;
     parse_answer(status, error_type, &body, &params.role_arn)
 }
 
@@ -177,7 +207,8 @@ pub fn parse_answer(
         let message = field("message")
             .or_else(|| field("Message"))
             .unwrap_or_else(|| "(no message)".to_owned());
-        if status >= 500 {
+        // 408: the request timed out on the way; asking again may work.
+        if status >= 500 || status == 408 {
             return Err(CreateSessionError::Transient(format!(
                 "{status} {kind}: {message}"
             )));

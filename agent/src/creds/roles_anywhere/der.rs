@@ -87,6 +87,11 @@ pub fn cert_info(cert: &[u8]) -> Result<CertInfo, DerError> {
     if tag != INTEGER || serial.is_empty() {
         return Err(DerError::Malformed("no serial number"));
     }
+    // RFC 5280 allows 20 octets; turning a huge one into decimal would
+    // take minutes.
+    if serial.len() > 64 {
+        return Err(DerError::Malformed("a serial number over 64 octets"));
+    }
     if serial[0] & 0x80 != 0 {
         // RFC 5280 serials are positive; a negative one is a broken CA.
         return Err(DerError::Malformed("negative serial number"));

@@ -136,6 +136,11 @@ pub fn private_key(
             })?;
             let encrypted = pkcs8::EncryptedPrivateKeyInfo::try_from(block.der.as_slice())
                 .map_err(|_| unsupported("a malformed encrypted PKCS#8 key"))?;
+            if !kdf_is_bounded(&encrypted.encryption_algorithm) {
+                return Err(unsupported(
+                    "an encrypted key whose key derivation costs more than the agent allows (PBKDF2 over 10 million iterations, or scrypt over N=2^20, r=16, p=16)",
+                ));
+            }
             let decrypted = encrypted.decrypt(passphrase).map_err(|_| {
                 unsupported(
                     "an encrypted key the passphrase does not open (or an unsupported cipher)",
@@ -166,6 +171,24 @@ pub fn private_key(
         });
     }
     Ok(key)
+}
+
+/// Whether decrypting with `scheme` takes bounded time and memory: the
+/// decoder takes any iteration count, and a key file of 2^32 PBKDF2
+/// iterations (or a huge scrypt) would hold a thread for hours.
+fn kdf_is_bounded(scheme: &pkcs8::pkcs5::EncryptionScheme<'_>) -> bool {
+    use pkcs8::pkcs5::{EncryptionScheme, pbes2::Kdf};
+    match scheme {
+        EncryptionScheme::Pbes2(params) => match &params.kdf {
+            Kdf::Pbkdf2(p) => p.iteration_count <= 10_000_000,
+            Kdf::Scrypt(p) => {
+                p.cost_parameter <= 1 << 20 && p.block_size <= 16 && p.parallelization <= 16
+            }
+            _ => false,
+        },
+        // PBES1 is refused by `decrypt` anyway.
+        _ => true,
+    }
 }
 
 /// Whether `cert`'s key is RSA (else EC).

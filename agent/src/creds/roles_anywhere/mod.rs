@@ -5,7 +5,9 @@
 
 pub mod client;
 pub mod der;
+pub mod files;
 pub mod keys;
+pub mod material;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 pub mod provider;

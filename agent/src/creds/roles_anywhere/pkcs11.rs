@@ -105,20 +105,37 @@ pub fn parse_uri(uri: &str) -> Result<Uri, TokenError> {
 }
 
 /// A private key in a token, and the session that signs with it.
+///
+/// One per provider, for the life of the agent: PKCS#11 login state
+/// belongs to the token (per application), so logging in again from a
+/// second session while the first is open fails with
+/// `CKR_USER_ALREADY_LOGGED_IN`. A rotated certificate for the same key
+/// reuses this; a session the token dropped (reset, removed, a network
+/// HSM reconnecting) is opened again on the next signature.
 pub struct TokenKey {
     algorithm: Algorithm,
-    key: ObjectHandle,
+    uri: Uri,
+    uri_text: String,
+    /// Kept for logging in again when the token drops the session.
+    pin: AuthPin,
     /// One operation at a time per session (PKCS#11 sessions are not for
     /// concurrent use).
-    session: Mutex<Session>,
+    open: Mutex<Open>,
     /// Kept loaded for as long as the session is used.
-    _context: Pkcs11,
+    context: Pkcs11,
+}
+
+/// A logged-in session and the key's handle in it.
+struct Open {
+    session: Session,
+    key: ObjectHandle,
 }
 
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenKey")
             .field("algorithm", &self.algorithm)
+            .field("uri", &self.uri_text)
             .finish_non_exhaustive()
     }
 }
@@ -143,44 +160,88 @@ impl TokenKey {
             )) => {}
             Err(e) => return Err(TokenError::Module(module.display().to_string(), e)),
         }
-        let slots = context.get_slots_with_token().map_err(TokenError::Token)?;
-        let slot = slots
-            .into_iter()
-            .find(|slot| {
-                context.get_token_info(*slot).is_ok_and(|info| {
-                    parsed
-                        .token
-                        .as_deref()
-                        .is_none_or(|t| info.label().trim_end() == t)
-                        && parsed
-                            .serial
-                            .as_deref()
-                            .is_none_or(|s| info.serial_number().trim_end() == s)
-                })
-            })
-            .ok_or_else(|| TokenError::NoToken(uri.to_owned()))?;
-        let session = context.open_ro_session(slot).map_err(TokenError::Token)?;
-        session
-            .login(UserType::User, Some(&AuthPin::from(pin.to_owned())))
-            .map_err(TokenError::Login)?;
-        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
-        if let Some(label) = &parsed.object {
-            template.push(Attribute::Label(label.as_bytes().to_vec()));
-        }
-        if let Some(id) = &parsed.id {
-            template.push(Attribute::Id(id.clone()));
-        }
-        let found = session.find_objects(&template).map_err(TokenError::Token)?;
-        let [key] = found[..] else {
-            return Err(TokenError::NoKey(uri.to_owned()));
-        };
+        let pin = AuthPin::from(pin.to_owned());
+        let open = connect(&context, &parsed, uri, &pin)?;
         Ok(Self {
             algorithm,
-            key,
-            session: Mutex::new(session),
-            _context: context,
+            uri: parsed,
+            uri_text: uri.to_owned(),
+            pin,
+            open: Mutex::new(open),
+            context,
         })
     }
+
+    fn sign_once(&self, open: &Open, message: &[u8]) -> Result<Vec<u8>, cryptoki::error::Error> {
+        match self.algorithm {
+            Algorithm::Ecdsa => {
+                let digest = digest(&SHA256, message);
+                open.session
+                    .sign(&Mechanism::Ecdsa, open.key, digest.as_ref())
+            }
+            Algorithm::Rsa => open
+                .session
+                .sign(&Mechanism::Sha256RsaPkcs, open.key, message),
+        }
+    }
+}
+
+/// Finds the token, opens a session, logs in and finds the key.
+fn connect(context: &Pkcs11, uri: &Uri, text: &str, pin: &AuthPin) -> Result<Open, TokenError> {
+    let slots = context.get_slots_with_token().map_err(TokenError::Token)?;
+    let slot = slots
+        .into_iter()
+        .find(|slot| {
+            context.get_token_info(*slot).is_ok_and(|info| {
+                uri.token
+                    .as_deref()
+                    .is_none_or(|t| info.label().trim_end() == t)
+                    && uri
+                        .serial
+                        .as_deref()
+                        .is_none_or(|s| info.serial_number().trim_end() == s)
+            })
+        })
+        .ok_or_else(|| TokenError::NoToken(text.to_owned()))?;
+    let session = context.open_ro_session(slot).map_err(TokenError::Token)?;
+    match session.login(UserType::User, Some(pin)) {
+        // Another session of this process is logged in: so is this one.
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => return Err(TokenError::Login(e)),
+    }
+    let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+    if let Some(label) = &uri.object {
+        template.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    if let Some(id) = &uri.id {
+        template.push(Attribute::Id(id.clone()));
+    }
+    let found = session.find_objects(&template).map_err(TokenError::Token)?;
+    let [key] = found[..] else {
+        return Err(TokenError::NoKey(text.to_owned()));
+    };
+    Ok(Open { session, key })
+}
+
+/// Whether the token lost the session (and a new one may work).
+fn session_lost(error: &cryptoki::error::Error) -> bool {
+    use cryptoki::error::RvError as Rv;
+    matches!(
+        error,
+        cryptoki::error::Error::Pkcs11(
+            Rv::SessionHandleInvalid
+                | Rv::SessionClosed
+                | Rv::DeviceRemoved
+                | Rv::DeviceError
+                | Rv::TokenNotPresent
+                | Rv::UserNotLoggedIn
+                | Rv::KeyHandleInvalid
+                | Rv::ObjectHandleInvalid,
+            _
+        )
+    )
 }
 
 /// DER `Ecdsa-Sig-Value` of a raw `r‖s` signature.
@@ -216,13 +277,19 @@ impl Signer for TokenKey {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
-        let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let raw = match self.sign_once(&open, message) {
+            Err(e) if session_lost(&e) => {
+                tracing::warn!(error = %e, uri = %self.uri_text, "the token dropped the session: opening a new one");
+                *open = connect(&self.context, &self.uri, &self.uri_text, &self.pin)
+                    .map_err(|e| SignError::Key(e.to_string()))?;
+                self.sign_once(&open, message)
+            }
+            other => other,
+        }
+        .map_err(|e| SignError::Key(format!("the token: {e}")))?;
         match self.algorithm {
             Algorithm::Ecdsa => {
-                let digest = digest(&SHA256, message);
-                let raw = session
-                    .sign(&Mechanism::Ecdsa, self.key, digest.as_ref())
-                    .map_err(|e| SignError::Key(format!("the token: {e}")))?;
                 if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 132 {
                     return Err(SignError::Key(
                         "the token's ECDSA signature is malformed".into(),
@@ -230,9 +297,7 @@ impl Signer for TokenKey {
                 }
                 Ok(der_of_raw_ecdsa(&raw))
             }
-            Algorithm::Rsa => session
-                .sign(&Mechanism::Sha256RsaPkcs, self.key, message)
-                .map_err(|e| SignError::Key(format!("the token: {e}"))),
+            Algorithm::Rsa => Ok(raw),
         }
     }
 }

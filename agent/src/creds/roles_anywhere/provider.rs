@@ -1,12 +1,10 @@
 //! Roles Anywhere as a credentials provider: the agent's own credentials
 //! for every STS call, from `CreateSession`, cached and refreshed like any
 //! provider's by the STS client's identity cache (so never on a
-//! workload's request). The certificate, chain and key are read again when
-//! their files change (cert-manager, step-ca, Vault, certbot rotate them
-//! in place); a bad new set keeps the last good one in force, with an
-//! error in the log.
+//! workload's request). The files are read again when they change
+//! (`material`); what could not be used shows in `status`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +14,8 @@ use aws_credential_types::provider::{self, ProvideCredentials, error::Credential
 use super::client::{SessionParams, connector, create_session};
 use super::der::CertInfo;
 use super::keys::{self, KeyError};
-use super::sign::Signer;
+use super::material::{Material, Materials};
+use crate::creds::SourceUnavailable;
 
 /// Warn when the certificate expires within this.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
@@ -62,48 +61,6 @@ pub enum Passphrase {
     Credential(String),
 }
 
-impl Passphrase {
-    fn path(&self) -> Result<PathBuf, StartError> {
-        match self {
-            Passphrase::File(path) => Ok(path.clone()),
-            Passphrase::Credential(name) => std::env::var_os("CREDENTIALS_DIRECTORY")
-                .map(|dir| PathBuf::from(dir).join(name))
-                .ok_or_else(|| StartError::NoCredentials(name.clone())),
-        }
-    }
-
-    fn read(&self) -> Result<Vec<u8>, StartError> {
-        let path = self.path()?;
-        let mut bytes =
-            std::fs::read(&path).map_err(|e| StartError::Read(path.display().to_string(), e))?;
-        if bytes.last() == Some(&b'\n') {
-            bytes.pop();
-        }
-        Ok(bytes)
-    }
-}
-
-/// The certificate, chain and key in force, and the files' state they were
-/// read from.
-#[derive(Debug)]
-struct Material {
-    certificate: Vec<u8>,
-    info: CertInfo,
-    chain: Vec<Vec<u8>>,
-    key: Arc<dyn Signer>,
-    stamps: Vec<Stamp>,
-}
-
-/// What says a file changed: its inode, size and modification time.
-type Stamp = Option<(u64, u64, SystemTime)>;
-
-fn stamp(path: &Path) -> Stamp {
-    use std::os::unix::fs::MetadataExt as _;
-    // Followed: a Kubernetes secret volume swaps a symlink.
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.ino(), meta.len(), meta.modified().ok()?))
-}
-
 /// The provider.
 #[derive(Debug, Clone)]
 pub struct RolesAnywhere {
@@ -112,9 +69,12 @@ pub struct RolesAnywhere {
 
 #[derive(Debug)]
 struct Inner {
-    settings: Settings,
+    materials: Materials,
+    certificate: PathBuf,
+    endpoint: String,
+    region: String,
+    session: SessionParams,
     connector: aws_smithy_http_client::Connector,
-    material: Mutex<Option<Arc<Material>>>,
     /// Why the last session could not be had (`None` after a success).
     last_error: Mutex<Option<String>>,
 }
@@ -132,9 +92,12 @@ pub struct CertificateStatus {
     pub expires_in_seconds: Option<u64>,
     /// Why the last session could not be had.
     pub error: Option<String>,
+    /// Why the files as they are now are not used (the certificate above
+    /// stays in force): a rotation that went wrong.
+    pub reload_error: Option<String>,
 }
 
-/// Why the provider could not start.
+/// Why the provider could not start (or a new set of files is not used).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -149,27 +112,49 @@ pub enum StartError {
     Token(String),
     #[error("{0} is not the key of the certificate in {1}")]
     NotTheCertificates(String, String),
-    #[error("the HTTPS client for Roles Anywhere: {0}")]
-    Https(String),
+    #[error("the new certificate in {0} (serial {1}) is {2}: the one in force is kept")]
+    NotValid(String, String, &'static str),
+    #[error("{0} can't be used: {1}")]
+    Unsafe(String, String),
+    #[error("the CA bundle {0}: {1}")]
+    CaBundle(String, String),
 }
 
 impl RolesAnywhere {
     /// Reads the certificate, chain and key now (a bad set is an error at
     /// start, not at the first STS call).
     pub fn new(settings: Settings) -> Result<Self, StartError> {
-        let ca = match &settings.ca_bundle {
-            Some(path) => Some(
-                std::fs::read(path).map_err(|e| StartError::Read(path.display().to_string(), e))?,
-            ),
-            None => None,
+        for warning in super::files::check(&settings)? {
+            tracing::warn!("{warning}");
+        }
+        let roots = match &settings.ca_bundle {
+            Some(path) => {
+                let origin = path.display().to_string();
+                let text = std::fs::read(path).map_err(|e| StartError::Read(origin.clone(), e))?;
+                keys::certificates(&origin, &String::from_utf8_lossy(&text))?
+                    .into_iter()
+                    .map(|(der, _)| der)
+                    .collect()
+            }
+            None => Vec::new(),
         };
-        let connector = connector(ca.as_deref()).map_err(|e| StartError::Https(e.to_string()))?;
-        let material = load(&settings)?;
+        let connector = connector(&roots).map_err(|e| {
+            StartError::CaBundle(
+                settings
+                    .ca_bundle
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.display().to_string()),
+                e,
+            )
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
-                settings,
+                certificate: settings.certificate.clone(),
+                endpoint: settings.endpoint.clone(),
+                region: settings.region.clone(),
+                session: settings.session.clone(),
+                materials: Materials::new(settings)?,
                 connector,
-                material: Mutex::new(Some(Arc::new(material))),
                 last_error: Mutex::new(None),
             }),
         })
@@ -177,14 +162,25 @@ impl RolesAnywhere {
 
     /// The certificate in force.
     pub fn certificate(&self) -> Option<CertInfo> {
-        self.lock().as_ref().map(|m| m.info.clone())
+        self.inner.materials.held().map(|m| m.info.clone())
     }
 
-    /// What `status` shows.
-    pub fn status(&self, now: SystemTime) -> CertificateStatus {
-        let info = self.certificate();
+    /// The set to sign with, read again first if a file changed (on a
+    /// blocking thread: key derivation and tokens take time).
+    async fn current(&self, now: SystemTime) -> Option<Arc<Material>> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.materials.current(now))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// What `status` shows: the files are looked at first, so a rotated
+    /// certificate shows (and is alerted on) before the next session.
+    pub async fn status(&self, now: SystemTime) -> CertificateStatus {
+        let info = self.current(now).await.map(|m| m.info.clone());
         CertificateStatus {
-            certificate: self.inner.settings.certificate.display().to_string(),
+            certificate: self.inner.certificate.display().to_string(),
             serial: info.as_ref().map(|i| i.serial.clone()),
             expires: info.as_ref().map(|i| crate::timefmt::iso8601(i.not_after)),
             expires_in_seconds: info.as_ref().map(|i| {
@@ -199,6 +195,7 @@ impl RolesAnywhere {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            reload_error: self.inner.materials.reload_error(),
         }
     }
 
@@ -210,94 +207,36 @@ impl RolesAnywhere {
             .unwrap_or_else(|e| e.into_inner()) = error;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Material>>> {
-        self.inner
-            .material
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The material to sign with: read again if a file changed (and kept
-    /// if what is there now is not usable).
-    fn current(&self) -> Option<Arc<Material>> {
-        let settings = &self.inner.settings;
-        let now_stamps = stamps(settings);
-        let held = self.lock().clone();
-        if let Some(held) = &held
-            && held.stamps == now_stamps
-        {
-            return Some(Arc::clone(held));
-        }
-        match load(settings) {
-            Ok(material) => {
-                tracing::info!(
-                    certificate = %settings.certificate.display(),
-                    serial = %material.info.serial,
-                    expires = %crate::timefmt::iso8601(material.info.not_after),
-                    "Roles Anywhere certificate and key read"
-                );
-                let material = Arc::new(material);
-                *self.lock() = Some(Arc::clone(&material));
-                Some(material)
-            }
-            Err(error) => {
-                tracing::error!(%error, "the new Roles Anywhere certificate or key can't be used: keeping the last good ones");
-                // Not tried again until the files change once more.
-                if let Some(held) = &held {
-                    let kept = Material {
-                        certificate: held.certificate.clone(),
-                        info: held.info.clone(),
-                        chain: held.chain.clone(),
-                        key: Arc::clone(&held.key),
-                        stamps: now_stamps,
-                    };
-                    let kept = Arc::new(kept);
-                    *self.lock() = Some(Arc::clone(&kept));
-                    return Some(kept);
-                }
-                None
-            }
-        }
-    }
-
     async fn session(&self) -> Result<SdkCredentials, CredentialsError> {
         let result = self.try_session().await;
-        self.set_error(result.as_ref().err().map(|e| {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(cause) = source {
-                message = format!("{message}: {cause}");
-                source = cause.source();
-            }
-            message
-        }));
+        self.set_error(result.as_ref().err().map(|e| crate::creds::source_chain(e)));
         result
     }
 
     async fn try_session(&self) -> Result<SdkCredentials, CredentialsError> {
-        let material = self.current().ok_or_else(|| {
+        let now = SystemTime::now();
+        let material = self.current(now).await.ok_or_else(|| {
             CredentialsError::not_loaded("no usable Roles Anywhere certificate and key")
         })?;
-        let now = SystemTime::now();
         if let Err(why) = keys::validity(&material.info, now) {
             return Err(CredentialsError::invalid_configuration(format!(
                 "the Roles Anywhere certificate {} is {why}",
-                self.inner.settings.certificate.display()
+                self.inner.certificate.display()
             )));
         }
         if material.info.not_after < now + EXPIRY_WARNING {
             tracing::warn!(
-                certificate = %self.inner.settings.certificate.display(),
+                certificate = %self.inner.certificate.display(),
                 expires = %crate::timefmt::iso8601(material.info.not_after),
                 "the Roles Anywhere certificate expires within a week: renew it"
             );
         }
-        let settings = &self.inner.settings;
+        let inner = &self.inner;
         let issued = create_session(
-            &self.inner.connector,
-            &settings.endpoint,
-            &settings.region,
-            &settings.session,
+            &inner.connector,
+            &inner.endpoint,
+            &inner.region,
+            &inner.session,
             &material.certificate,
             &material.chain,
             &*material.key,
@@ -307,7 +246,9 @@ impl RolesAnywhere {
         .map_err(|e| {
             tracing::warn!(error = %e, "Roles Anywhere gave no session");
             if e.is_transient() {
-                CredentialsError::provider_timed_out(Duration::ZERO)
+                // Marked so that STS calls made with it count it as an
+                // outage (retried with backoff), not as missing keys.
+                CredentialsError::provider_error(SourceUnavailable(e.to_string()))
             } else {
                 CredentialsError::provider_error(e)
             }
@@ -328,129 +269,6 @@ impl RolesAnywhere {
     }
 }
 
-fn stamps(settings: &Settings) -> Vec<Stamp> {
-    let mut out = vec![stamp(&settings.certificate), stamp(&settings.private_key)];
-    if let Some(chain) = &settings.chain {
-        out.push(stamp(chain));
-    }
-    out
-}
-
-fn read(path: &Path) -> Result<String, StartError> {
-    std::fs::read_to_string(path).map_err(|e| StartError::Read(path.display().to_string(), e))
-}
-
-fn load(settings: &Settings) -> Result<Material, StartError> {
-    // Stamped before reading: a change while reading is seen next time.
-    let stamps = stamps(settings);
-    let passphrase = match &settings.passphrase {
-        Some(source) => Some(source.read()?),
-        None => None,
-    };
-    if settings.pkcs12 {
-        let path = &settings.certificate;
-        let der =
-            std::fs::read(path).map_err(|e| StartError::Read(path.display().to_string(), e))?;
-        let (mut certs, key) =
-            keys::pkcs12(&path.display().to_string(), &der, passphrase.as_deref())?;
-        let (certificate, info) = certs.remove(0);
-        return Ok(Material {
-            certificate,
-            info,
-            chain: certs.into_iter().map(|(der, _)| der).collect(),
-            key: Arc::new(key),
-            stamps,
-        });
-    }
-    if let Some(token) = &settings.token {
-        let cert_origin = settings.certificate.display().to_string();
-        let mut certs = keys::certificates(&cert_origin, &read(&settings.certificate)?)?;
-        let (certificate, info) = certs.remove(0);
-        let mut chain: Vec<Vec<u8>> = certs.into_iter().map(|(der, _)| der).collect();
-        if let Some(path) = &settings.chain {
-            let origin = path.display().to_string();
-            chain.extend(
-                keys::certificates(&origin, &read(path)?)?
-                    .into_iter()
-                    .map(|(der, _)| der),
-            );
-        }
-        let pin = passphrase.ok_or_else(|| {
-            StartError::Token("no PIN is configured (private_key_passphrase_file or private_key_passphrase_credential)".into())
-        })?;
-        let key = open_token(token, &pin, &info)?;
-        if !keys::signs_for(&*key, &info).map_err(|e| StartError::Token(e.to_string()))? {
-            return Err(StartError::NotTheCertificates(
-                token.uri.clone(),
-                cert_origin,
-            ));
-        }
-        return Ok(Material {
-            certificate,
-            info,
-            chain,
-            key,
-            stamps,
-        });
-    }
-    let cert_origin = settings.certificate.display().to_string();
-    let mut certs = keys::certificates(&cert_origin, &read(&settings.certificate)?)?;
-    let (certificate, info) = certs.remove(0);
-    // Issuers after the leaf in the certificate file count as its chain.
-    let mut chain: Vec<Vec<u8>> = certs.into_iter().map(|(der, _)| der).collect();
-    if let Some(path) = &settings.chain {
-        let origin = path.display().to_string();
-        chain.extend(
-            keys::certificates(&origin, &read(path)?)?
-                .into_iter()
-                .map(|(der, _)| der),
-        );
-    }
-    let key_origin = settings.private_key.display().to_string();
-    let key = keys::private_key(
-        &key_origin,
-        &read(&settings.private_key)?,
-        passphrase.as_deref(),
-        &info,
-    )
-    .map_err(|e| match e {
-        KeyError::Mismatch { key, .. } => KeyError::Mismatch {
-            key,
-            cert: cert_origin.clone(),
-        },
-        other => other,
-    })?;
-    Ok(Material {
-        certificate,
-        info,
-        chain,
-        key: Arc::new(key),
-        stamps,
-    })
-}
-
-#[cfg(feature = "pkcs11")]
-fn open_token(token: &Token, pin: &[u8], info: &CertInfo) -> Result<Arc<dyn Signer>, StartError> {
-    let pin =
-        std::str::from_utf8(pin).map_err(|_| StartError::Token("the PIN is not UTF-8".into()))?;
-    let algorithm = if keys::is_rsa(info) {
-        super::sign::Algorithm::Rsa
-    } else {
-        super::sign::Algorithm::Ecdsa
-    };
-    super::pkcs11::TokenKey::open(&token.module, &token.uri, pin, algorithm)
-        .map(|k| Arc::new(k) as Arc<dyn Signer>)
-        .map_err(|e| StartError::Token(e.to_string()))
-}
-
-#[cfg(not(feature = "pkcs11"))]
-fn open_token(token: &Token, _: &[u8], _: &CertInfo) -> Result<Arc<dyn Signer>, StartError> {
-    Err(StartError::Token(format!(
-        "{} needs PKCS#11, and this build has none (cargo feature \"pkcs11\")",
-        token.uri
-    )))
-}
-
 impl ProvideCredentials for RolesAnywhere {
     fn provide_credentials<'a>(&'a self) -> provider::future::ProvideCredentials<'a>
     where
@@ -463,6 +281,7 @@ impl ProvideCredentials for RolesAnywhere {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn testdata(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -505,25 +324,37 @@ mod tests {
         install(dir.path(), "host.pem", "ec-sec1.crt.pem");
         install(dir.path(), "host.key", "ec-sec1.pem");
         let provider = RolesAnywhere::new(settings(dir.path())).unwrap();
-        let first = provider.current().unwrap();
+        let first = provider.inner.materials.current(SystemTime::now()).unwrap();
         assert!(
-            Arc::ptr_eq(&first, &provider.current().unwrap()),
+            Arc::ptr_eq(
+                &first,
+                &provider.inner.materials.current(SystemTime::now()).unwrap()
+            ),
             "unchanged: not read again"
         );
         // Rotated to an RSA pair.
         install(dir.path(), "host.pem", "rsa-pem.crt.pem");
         install(dir.path(), "host.key", "rsa-pkcs1.pem");
-        let rotated = provider.current().unwrap();
+        let rotated = provider.inner.materials.current(SystemTime::now()).unwrap();
         assert_ne!(rotated.info.serial, first.info.serial);
         assert_eq!(rotated.key.algorithm(), super::super::sign::Algorithm::Rsa);
         // Half a rotation (the certificate without its key): the last good
         // pair stays in force.
         install(dir.path(), "host.pem", "ec-sec1.crt.pem");
-        let kept = provider.current().unwrap();
+        let kept = provider.inner.materials.current(SystemTime::now()).unwrap();
         assert_eq!(kept.info.serial, rotated.info.serial);
         // The key follows: the new pair is used.
         install(dir.path(), "host.key", "ec-sec1.pem");
-        assert_eq!(provider.current().unwrap().info.serial, first.info.serial);
+        assert_eq!(
+            provider
+                .inner
+                .materials
+                .current(SystemTime::now())
+                .unwrap()
+                .info
+                .serial,
+            first.info.serial
+        );
     }
 
     #[test]
@@ -570,7 +401,13 @@ mod tests {
         s.passphrase = None;
         let provider = RolesAnywhere::new(s).unwrap();
         assert_eq!(
-            provider.current().unwrap().key.algorithm(),
+            provider
+                .inner
+                .materials
+                .current(SystemTime::now())
+                .unwrap()
+                .key
+                .algorithm(),
             super::super::sign::Algorithm::Rsa
         );
     }
@@ -589,5 +426,108 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("host.pem"), "{e}");
+    }
+    #[test]
+    fn a_failed_reload_is_tried_again_and_shows_in_status() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "host.pem", "ec-sec1.crt.pem");
+        install(dir.path(), "host.key", "ec-sec1.pem");
+        let mut provider = RolesAnywhere::new(settings(dir.path())).unwrap();
+        Arc::get_mut(&mut provider.inner)
+            .unwrap()
+            .materials
+            .retry_after_failure = Duration::ZERO;
+        let materials = &provider.inner.materials;
+        let first = materials.current(SystemTime::now()).unwrap();
+        // Half a rotation: kept, and the reason is there for status.
+        install(dir.path(), "host.key", "rsa-pkcs1.pem");
+        let kept = materials.current(SystemTime::now()).unwrap();
+        assert_eq!(kept.info.serial, first.info.serial);
+        let why = materials.reload_error().unwrap();
+        assert!(why.contains("host.key"), "{why}");
+        // The missing half arrives in a way no stamp sees (same inode,
+        // size and time): the retry after a failure still finds it.
+        let key = dir.path().join("host.key");
+        let stamp = std::fs::metadata(&key).unwrap().modified().unwrap();
+        install(dir.path(), "host.pem", "rsa-pem.crt.pem");
+        let _ = materials.current(SystemTime::now());
+        std::fs::write(&key, std::fs::read(testdata("rsa-pkcs1.pem")).unwrap()).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&key)
+            .unwrap()
+            .set_modified(stamp)
+            .unwrap();
+        let rotated = materials.current(SystemTime::now()).unwrap();
+        assert_eq!(rotated.key.algorithm(), super::super::sign::Algorithm::Rsa);
+        assert_eq!(materials.reload_error(), None);
+    }
+
+    #[test]
+    fn an_expired_certificate_does_not_replace_a_valid_one() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "host.pem", "ec-sec1.crt.pem");
+        install(dir.path(), "host.key", "ec-sec1.pem");
+        let provider = RolesAnywhere::new(settings(dir.path())).unwrap();
+        let materials = &provider.inner.materials;
+        let first = materials.current(SystemTime::now()).unwrap();
+        install(dir.path(), "host.pem", "ec-expired.crt.pem");
+        let kept = materials.current(SystemTime::now()).unwrap();
+        assert_eq!(kept.info.serial, first.info.serial);
+        let why = materials.reload_error().unwrap();
+        assert!(why.contains("4242") && why.contains("expired"), "{why}");
+        // At start there is nothing better: it is used, and refused at
+        // the session with a message that says why.
+        let provider = RolesAnywhere::new(settings(dir.path())).unwrap();
+        assert_eq!(provider.certificate().unwrap().serial, "4242");
+    }
+
+    #[test]
+    fn a_new_passphrase_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "host.pem", "rsa-pem.crt.pem");
+        install(dir.path(), "host.key", "rsa-encrypted.pem");
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "wrong\n").unwrap();
+        let mut s = settings(dir.path());
+        s.passphrase = Some(Passphrase::File(pass.clone()));
+        std::fs::write(&pass, "secret\r\n").unwrap();
+        let provider = RolesAnywhere::new(s).unwrap();
+        let materials = &provider.inner.materials;
+        // The key is re-encrypted (here: rewritten) before its passphrase.
+        install(dir.path(), "host.key", "rsa-pkcs8.pem");
+        std::fs::write(&pass, "wrong").unwrap();
+        assert!(materials.current(SystemTime::now()).is_some());
+        install(dir.path(), "host.key", "rsa-encrypted.pem");
+        assert!(materials.current(SystemTime::now()).is_some());
+        assert!(materials.reload_error().is_some(), "the wrong passphrase");
+        std::fs::write(&pass, "secret").unwrap();
+        materials.current(SystemTime::now());
+        assert_eq!(
+            materials.reload_error(),
+            None,
+            "the passphrase's change is seen"
+        );
+    }
+
+    #[test]
+    fn a_bad_ca_bundle_is_an_error_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "host.pem", "ec-sec1.crt.pem");
+        install(dir.path(), "host.key", "ec-sec1.pem");
+        let mut s = settings(dir.path());
+        let bundle = dir.path().join("ca.pem");
+        s.ca_bundle = Some(bundle.clone());
+        for bad in [
+            "".to_owned(),
+            "no PEM here".to_owned(),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_owned(),
+        ] {
+            std::fs::write(&bundle, &bad).unwrap();
+            let e = RolesAnywhere::new(s.clone()).unwrap_err().to_string();
+            assert!(e.contains("ca.pem"), "{bad:?}: {e}");
+        }
+        std::fs::copy(testdata("ec-sec1.crt.pem"), &bundle).unwrap();
+        RolesAnywhere::new(s).unwrap();
     }
 }

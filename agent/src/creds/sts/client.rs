@@ -300,8 +300,10 @@ where
         _ => {
             let text = DisplayErrorContext(&err).to_string();
             // The SDK resolves credentials while dispatching; a chain that
-            // found nothing is not an outage.
-            if text.contains("credentials") && text.contains("provider") {
+            // found nothing is not an outage, a source that is down is.
+            if crate::creds::is_outage(&err) {
+                StsError::Unavailable(text)
+            } else if text.contains("credentials") && text.contains("provider") {
                 StsError::NoCredentials(text)
             } else {
                 StsError::Unavailable(text)
