@@ -410,7 +410,8 @@ fn keys_in_softhsm_get_sessions() {
         "SoftHSM2 is not installed (Debian: softhsm2)"
     );
     let pki = Pki::new();
-    let service = Service::start(&pki, sts::moto());
+    // Sessions the STS client's cache gives up after 5 s (see below).
+    let service = Service::start_with(&pki, sts::moto(), &["--session-seconds", "15"]);
     let tokens = tempfile::tempdir().unwrap();
     let conf = tokens.path().join("softhsm2.conf");
     std::fs::write(
@@ -488,5 +489,276 @@ fn keys_in_softhsm_get_sessions() {
             agent.logs()
         );
         agent.wait_for_log("Roles Anywhere issued a session");
+        // The certificate is renewed for the same key in the token: the
+        // key's session is kept (a second login to the token is refused),
+        // and the next CreateSession is signed with it.
+        let cert = pki.path(&format!("{label}.pem"));
+        let renewed = format!("{cert}.renewed");
+        std::fs::copy(&cert, &renewed).unwrap();
+        std::fs::rename(&renewed, &cert).unwrap();
+        let out = agent.cli(&["status"], "");
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            status["sts"]["certificate"]["reload_error"].is_null(),
+            "{label}: {status}"
+        );
+        let issued =
+            |calls: &[serde_json::Value]| calls.iter().filter(|c| c["status"] == 201).count();
+        let before = issued(&service.calls());
+        std::thread::sleep(Duration::from_secs(6));
+        assert!(agent.cli(&["refresh"], "").status.success());
+        support::wait_for_showing(
+            "a new session signed by the token",
+            Duration::from_secs(20),
+            || {
+                let calls = service.calls();
+                if issued(&calls) > before {
+                    Ok(())
+                } else {
+                    Err(serde_json::Value::from(calls))
+                }
+            },
+        );
     }
+}
+
+/// A client process the tests start (the Rust SDK's IMDS provider).
+#[test]
+#[ignore = "a client process that the tests start"]
+fn rust_sdk_client() {
+    support::rust_sdk_child();
+}
+
+/// Replaces `to` with a copy of `from` as rotation tools do (a new file
+/// renamed over the old), owned by `uid`, mode 600.
+fn install(from: &str, to: &std::path::Path, uid: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = to.with_extension("new");
+    std::fs::copy(from, &tmp).unwrap();
+    std::os::unix::fs::chown(&tmp, Some(uid), Some(uid)).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+/// The agent as a host runs it (`run`, cgroup attribution, privileges
+/// dropped) with no keys at all: two workloads in two cgroups get their own
+/// roles, which botocore, the Rust SDK and STS's GetCallerIdentity see,
+/// every AssumeRole signed with the Roles Anywhere session. Then, while it
+/// serves: the certificate is rotated (status shows the new one at once,
+/// the next session is signed with it), a rotation to an expired
+/// certificate is refused and shows in status, and with the service down
+/// the cached credentials are served on and the outage shows.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn workloads_get_their_own_roles_and_the_certificate_rotates_under_them() {
+    const AGENT_UID: u32 = 61006;
+    let pki = Pki::new();
+    // A session the STS client's cache (which renews 10 s before the end)
+    // gives up after 5 s: every fetch after that needs a new one.
+    let service = Service::start_with(&pki, sts::moto(), &["--session-seconds", "15"]);
+    let proxy = StsProxy::start();
+    let cgroups = support::cgroups::Cgroups::new(&["a", "b"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(AGENT_UID), Some(AGENT_UID)).unwrap();
+    let (cert, key) = (dir.path().join("host.pem"), dir.path().join("host.key"));
+    install(&pki.path("p256.pem"), &cert, AGENT_UID);
+    install(&pki.path("p256.key"), &key, AGENT_UID);
+    std::fs::create_dir(dir.path().join("roles.d")).unwrap();
+    std::fs::write(
+        dir.path().join("roles.d/10-test.toml"),
+        format!(
+            "[[rule]]\ncgroup = \"{a}\"\nrole = \"role-a\"\n\n\
+             [[rule]]\ncgroup = \"{b}\"\nrole = \"role-b@210987654321\"\n",
+            a = cgroups.path("a"),
+            b = cgroups.path("b"),
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[host]\nmode = \"off\"\n\
+             [privileges]\nuser = \"{AGENT_UID}\"\n\
+             [attribution]\ncgroups = true\ncgroup_root = \"{root}\"\n\
+             [instance]\naccount_id = \"123456789012\"\n\
+             [credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nendpoint = \"{sts}\"\nduration_seconds = 900\n\
+             [credentials.roles_anywhere]\ncertificate = \"{cert}\"\nchain = \"{chain}\"\n\
+             private_key = \"{key}\"\ntrust_anchor_arn = \"{TRUST_ANCHOR}\"\nprofile_arn = \"{PROFILE}\"\n\
+             role_arn = \"{ROLE}\"\nendpoint = \"127.0.0.1:{port}\"\nca_bundle = \"{ca}\"\n\
+             [roles]\ndir = \"{roles}\"\n",
+            root = cgroups.root().display(),
+            sts = proxy.url(),
+            cert = cert.display(),
+            chain = pki.path("inter.pem"),
+            key = key.display(),
+            port = service.port(),
+            ca = pki.path("ca.pem"),
+            roles = dir.path().join("roles.d").display(),
+        ),
+    )
+    .unwrap();
+    // The test's PKI directory is root's: the agent reads the chain and the
+    // CA there after it has dropped root.
+    for name in ["", "inter.pem", "ca.pem"] {
+        let path = pki.dir.path().join(name);
+        let mode = if name.is_empty() { 0o755 } else { 0o644 };
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let mut cmd = Command::new(agent_bin());
+    cmd.arg("run").arg("--config").arg(&config);
+    support::only_imds_credentials(&mut cmd);
+    let agent = Agent::start_run(cmd);
+    agent.wait_ready();
+    let url = agent.url();
+    let in_cgroup = |name: &str| -> Vec<String> {
+        let procs = cgroups.dir(name).join("cgroup.procs");
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo $$ > {} && exec \"$@\"", procs.display()),
+            "sh".into(),
+        ]
+    };
+    let client = |name: &str| {
+        let prefix = in_cgroup(name);
+        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        support::botocore_with(&url, &prefix, &[], &[sts::moto()])
+    };
+    let mut served = std::collections::BTreeMap::new();
+    for (name, arn_part) in [
+        ("a", "123456789012:assumed-role/role-a/"),
+        ("b", "210987654321:assumed-role/role-b/"),
+    ] {
+        let got = client(name);
+        assert_eq!(got["method"], "iam-role", "{name}: {got}\n{}", agent.logs());
+        let arn = got["caller_arn"].as_str().unwrap_or_default();
+        assert!(arn.contains(arn_part), "{name}: {arn}");
+        let key = got["access_key"].as_str().unwrap().to_owned();
+        let sdk = support::rust_sdk(&in_cgroup(name), "rust_sdk_client", &url, false);
+        assert_eq!(
+            sdk["access_key"].as_str(),
+            Some(key.as_str()),
+            "{name}: {sdk}"
+        );
+        served.insert(name, key);
+    }
+    assert_ne!(served["a"], served["b"]);
+    // Outside both cgroups: no role.
+    let none = support::python_get(
+        &["env".to_owned()],
+        &format!("{url}/latest/meta-data/iam/security-credentials/"),
+        "5",
+    );
+    assert_eq!(none["status"], 404, "{none}");
+    // Every AssumeRole was signed with a Roles Anywhere session.
+    let sessions: Vec<String> = agent
+        .logs()
+        .lines()
+        .filter(|l| l.contains("Roles Anywhere issued a session"))
+        .filter_map(|l| l.split("access_key_suffix=").nth(1))
+        .filter_map(|s| s.split_whitespace().next())
+        .map(|s| s.trim_matches('"').to_owned())
+        .collect();
+    assert!(!sessions.is_empty(), "{}", agent.logs());
+    for call in proxy.calls().iter().filter(|c| c["action"] == "AssumeRole") {
+        let signer = call["key"].as_str().unwrap_or("");
+        assert!(
+            sessions.iter().any(|s| signer.ends_with(s)),
+            "AssumeRole signed with {signer}, not a Roles Anywhere session ({sessions:?})"
+        );
+    }
+    let status = |agent: &Agent| -> serde_json::Value {
+        let out = agent.cli(&["status"], "");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(
+        status(&agent)["sts"]["certificate"]["serial"],
+        pki.serials["p256"]
+    );
+
+    // Rotation while serving: status shows the new certificate at once...
+    install(&pki.path("rotated.pem"), &cert, AGENT_UID);
+    install(&pki.path("rotated.key"), &key, AGENT_UID);
+    let now = status(&agent);
+    assert_eq!(
+        now["sts"]["certificate"]["serial"], pki.serials["rotated"],
+        "{now}"
+    );
+    assert!(now["sts"]["certificate"]["reload_error"].is_null(), "{now}");
+    // ...and the next session is signed with it.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(agent.cli(&["refresh"], "").status.success());
+    support::wait_for_showing(
+        "a session with the rotated certificate",
+        Duration::from_secs(20),
+        || {
+            let calls = service.calls();
+            match calls.last() {
+                Some(c) if c["serial"] == pki.serials["rotated"] && c["status"] == 201 => Ok(()),
+                _ => Err(serde_json::Value::from(calls)),
+            }
+        },
+    );
+    support::wait_for_showing("role-a refreshed", Duration::from_secs(20), || {
+        let got = client("a");
+        match got["access_key"].as_str() {
+            Some(k) if k != served["a"] => Ok(()),
+            _ => Err(got),
+        }
+    });
+    let got = client("a");
+    assert!(
+        got["caller_arn"]
+            .as_str()
+            .unwrap_or("")
+            .contains("assumed-role/role-a/"),
+        "{got}"
+    );
+    let served_a = got["access_key"].as_str().unwrap().to_owned();
+
+    // A rotation to an expired certificate (and its key) is not taken.
+    install(&pki.path("expired.pem"), &cert, AGENT_UID);
+    install(&pki.path("expired.key"), &key, AGENT_UID);
+    let now = status(&agent);
+    let c = &now["sts"]["certificate"];
+    assert_eq!(c["serial"], pki.serials["rotated"], "{now}");
+    let why = c["reload_error"].as_str().unwrap_or("");
+    assert!(why.contains("expired") && why.contains("kept"), "{now}");
+    let metrics = agent.cli(&["metrics"], "");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("\nimds_certificate_reload_failed 1\n"),
+        "{metrics}"
+    );
+
+    // The service goes down: what is cached is served on, and status says
+    // why nothing new comes.
+    drop(service);
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(agent.cli(&["refresh"], "").status.success());
+    let why = support::wait_for_showing("the outage in status", Duration::from_secs(30), || {
+        let now = status(&agent);
+        match now["sts"]["certificate"]["error"].as_str() {
+            Some(e) if e.contains("could not be reached") => Ok(now),
+            _ => Err(now),
+        }
+    });
+    let role_a = why["sts"]["roles"]
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .find(|r| r["role"].as_str().is_some_and(|n| n.contains("role-a")))
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(role_a["valid"], true, "{why}");
+    let got = client("a");
+    assert_eq!(got["access_key"].as_str(), Some(served_a.as_str()), "{got}");
+    let logs = agent.logs();
+    assert!(!logs.contains("SecretAccessKey"), "no secret in the log");
 }

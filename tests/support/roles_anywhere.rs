@@ -54,10 +54,17 @@ impl Pki {
 /// for 127.0.0.1, by the test CA), with credentials from `moto`.
 pub struct Service {
     helper: Helper,
+    /// The CA its TLS certificate is from.
+    ca: String,
 }
 
 impl Service {
     pub fn start(pki: &Pki, moto: &str) -> Service {
+        Service::start_with(pki, moto, &[])
+    }
+
+    /// `start`, with more of the server's options (`--session-seconds N`).
+    pub fn start_with(pki: &Pki, moto: &str, extra: &[&str]) -> Service {
         let (ca, cert, key) = (
             pki.path("ca.pem"),
             pki.path("server.pem"),
@@ -81,9 +88,32 @@ impl Service {
             "--role-arn",
             ROLE,
         ];
+        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
         Service {
             helper: start("rolesanywhere_server.py", &args, Stdio::inherit()),
+            ca: ca.clone(),
         }
+    }
+
+    /// Every CreateSession it was sent: `{"serial", "status", "reason"}`.
+    pub fn calls(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(python())
+            .args([
+                "-c",
+                "import ssl, sys, urllib.request\n\
+                 ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+                 print(urllib.request.urlopen(sys.argv[2], context=ctx, timeout=10).read().decode())",
+                &self.ca,
+                &format!("https://127.0.0.1:{}/_calls", self.port()),
+            ])
+            .output()
+            .expect("asking the service for its calls");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("the calls as JSON")
     }
 
     /// Its port on 127.0.0.1.

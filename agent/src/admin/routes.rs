@@ -260,6 +260,24 @@ async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
         );
         let _ = writeln!(out, "imds_certificate_expiry_seconds {left}");
     }
+    if let Some(certificate) = status.as_ref().and_then(|s| s.certificate.as_ref()) {
+        metrics::help(
+            &mut out,
+            "imds_certificate_reload_failed",
+            "gauge",
+            "1 while the Roles Anywhere files as they are now can't be used (the last good certificate stays in force).",
+        );
+        let failed = u8::from(certificate.reload_error.is_some());
+        let _ = writeln!(out, "imds_certificate_reload_failed {failed}");
+        metrics::help(
+            &mut out,
+            "imds_certificate_session_failed",
+            "gauge",
+            "1 while Roles Anywhere gives the agent no session (the status says why).",
+        );
+        let failed = u8::from(certificate.error.is_some());
+        let _ = writeln!(out, "imds_certificate_session_failed {failed}");
+    }
     if let Some(status) = &status {
         metrics::help(
             &mut out,

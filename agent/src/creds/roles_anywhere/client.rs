@@ -166,7 +166,7 @@ pub async fn create_session(
         let answer = connector
             .call(request)
             .await
-            .map_err(|e| CreateSessionError::Transient(format!("{e}")))?;
+            .map_err(|e| CreateSessionError::Transient(crate::creds::source_chain(&e)))?;
         let status = answer.status().as_u16();
         let error_type = answer
             .headers()

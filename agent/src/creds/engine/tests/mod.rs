@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
 use super::*;
-use crate::creds::sts::BaseCreds;
 use crate::clock::Now;
 use crate::creds::mfa::{MfaCode, TotpSecret};
+use crate::creds::sts::BaseCreds;
 use crate::creds::sts::{AssumeRoleRequest, CallerIdentity, Mfa, StsError};
 use crate::creds::{Credentials, Holder, Keys, Lookup, Unavailable, User};
 use crate::creds::{Secret, SessionParams};
