@@ -364,4 +364,53 @@ fn check_config_refuses_chained_sessions_over_an_hour() {
         1,
         "{stderr}"
     );
+    // The certificate and key are read as the agent would read them.
+    assert!(
+        stderr.contains("credentials.roles_anywhere: reading /etc/pki/host.pem"),
+        "{stderr}"
+    );
+    // `run` refuses to start with them, saying the same.
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &config).unwrap();
+    let out = Command::new(agent_bin())
+        .args(["dev", "--port", "0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("chained session at one hour"), "{stderr}");
+}
+
+/// `mode = "direct"` serves the host's one role to every workload that has
+/// any: a default or a rule naming another role is refused, saying why.
+#[test]
+fn direct_mode_refuses_assignments_of_other_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("roles.d");
+    std::fs::create_dir(&rules).unwrap();
+    let config = format!(
+        "[credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nmode = \"direct\"\n\
+         [credentials.roles_anywhere]\ncertificate = \"/etc/pki/host.pem\"\nprivate_key = \"/etc/pki/host.key\"\n\
+         trust_anchor_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/a\"\n\
+         profile_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:profile/p\"\n\
+         role_arn = \"arn:aws:iam::123456789012:role/host\"\n\
+         [roles]\ndir = \"{}\"\ndefault = \"readonly\"\n",
+        rules.display()
+    );
+    std::fs::write(
+        rules.join("a.toml"),
+        "[[rule]]\nunit = \"web.service\"\nrole = \"host\"\n\
+         [[rule]]\nunit = \"batch.service\"\nrole = \"admin\"\n",
+    )
+    .unwrap();
+    let out = check_config(&config);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("roles.default: names readonly")
+            && stderr.contains("a.toml:4: names admin")
+            && !stderr.contains("names host"),
+        "{stderr}"
+    );
 }

@@ -351,6 +351,40 @@ fn the_agent_runs_on_roles_anywhere_with_no_keys() {
         },
     );
     assert!(why.contains("does not allow"), "{why}");
+    drop(agent);
+
+    // An expired certificate: the agent starts (it may be renewed while it
+    // runs), asks nothing of the service, says why in status, and is not
+    // ready; workloads get an error, not keys.
+    let expired = config
+        .replace(&pki.path("p256.pem"), &pki.path("expired.pem"))
+        .replace(&pki.path("p256.key"), &pki.path("expired.key"))
+        .replace(&format!("chain = \"{}\"\n", pki.path("inter.pem")), "");
+    let (_dir, path) = config_file(&expired);
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(["dev", "--port", "0", "--config"]).arg(&path);
+    support::only_imds_credentials(&mut cmd);
+    let agent = Agent::start(cmd);
+    let why = support::wait_for_showing(
+        "the expired certificate in status",
+        std::time::Duration::from_secs(15),
+        || {
+            let out = agent.cli(&["status"], "");
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            match status["sts"]["certificate"]["error"].as_str() {
+                Some(e) if out.status.code() == Some(1) => Ok(e.to_owned()),
+                _ => Err(status),
+            }
+        },
+    );
+    assert!(why.contains("expired.pem is expired"), "{why}");
+    let got = botocore(&format!("http://{}", agent.addr), &[], &[]);
+    assert_eq!(got["method"], serde_json::Value::Null, "{got}");
+    let calls = service.calls();
+    assert!(
+        !calls.iter().any(|c| c["serial"] == pki.serials["expired"]),
+        "{calls:?}"
+    );
 }
 
 /// `mode = "direct"`: a host with one role is served the Roles Anywhere
@@ -680,6 +714,26 @@ fn workloads_get_their_own_roles_and_the_certificate_rotates_under_them() {
         status(&agent)["sts"]["certificate"]["serial"],
         pki.serials["p256"]
     );
+
+    // A rule file that asks for more than chaining allows is refused when
+    // it is reloaded (the rules in force stay), saying why.
+    std::fs::write(
+        dir.path().join("roles.d/20-long.toml"),
+        format!(
+            "[[rule]]\ncgroup = \"{}\"\nrole = \"role-long\"\nduration_seconds = 7200\n",
+            cgroups.path("b")
+        ),
+    )
+    .unwrap();
+    support::wait_for_showing("the long rule refused", Duration::from_secs(10), || {
+        let now = status(&agent);
+        match now["rules"]["refused"].as_str() {
+            Some(why) if why.contains("20-long.toml") && why.contains("one hour") => Ok(()),
+            _ => Err(now),
+        }
+    });
+    assert_eq!(status(&agent)["rules"]["rules"], 2);
+    std::fs::remove_file(dir.path().join("roles.d/20-long.toml")).unwrap();
 
     // Rotation while serving: status shows the new certificate at once...
     install(&pki.path("rotated.pem"), &cert, AGENT_UID);

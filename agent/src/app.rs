@@ -64,6 +64,18 @@ pub fn build(
     clock: Arc<dyn Clock>,
     kernel: Option<Kernel>,
 ) -> anyhow::Result<Agent> {
+    // Checked before the credentials are: what the rules ask for is the
+    // first thing to fix.
+    let snapshot = Snapshot::read(&config.roles.dir).map_err(anyhow::Error::from)?;
+    let rules = snapshot.parse().map_err(rule_errors)?;
+    let policy = policy(config);
+    let problems = assignment_problems(config, &policy, &rules);
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "role assignments the agent can't serve:\n  {}",
+            problems.join("\n  ")
+        );
+    }
     let (credentials, engine, first_fetch_wait): (Arc<dyn CredentialSource>, _, _) =
         match &config.credentials {
             CredentialsConfig::Static { keys, lifetime } => (
@@ -85,16 +97,6 @@ pub fn build(
         .docker
         .as_ref()
         .map(|_| Arc::new(Containers::default()));
-    let snapshot = Snapshot::read(&config.roles.dir).map_err(anyhow::Error::from)?;
-    let rules = snapshot.parse().map_err(rule_errors)?;
-    let policy = policy(config);
-    let problems = assignment_problems(config, &policy, &rules);
-    if !problems.is_empty() {
-        anyhow::bail!(
-            "role assignments the agent can't serve:\n  {}",
-            problems.join("\n  ")
-        );
-    }
     let rules_status: SharedStatus = Arc::new(std::sync::Mutex::new(RulesStatus {
         dir: config.roles.dir.clone(),
         present: !snapshot.missing(),

@@ -255,10 +255,12 @@ fn check_config(c: &Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let policy = crate::app::policy(c);
+    let mut problems = crate::app::assignment_problems(c, &policy, &rules);
     if let config::CredentialsConfig::Sts(sts) = &c.credentials
         && let config::StsBase::RolesAnywhere(settings) = &sts.base
     {
-        // The files as the agent will read them (and nothing sent yet).
+        // The files as the agent will read them (nothing is sent).
         let checked = crate::creds::roles_anywhere::files::check(settings).and_then(|warnings| {
             crate::creds::roles_anywhere::provider::RolesAnywhere::new((**settings).clone())
                 .map(|_| warnings)
@@ -269,14 +271,9 @@ fn check_config(c: &Config) -> ExitCode {
                     eprintln!("imds-agent: warning: {w}");
                 }
             }
-            Err(e) => {
-                eprintln!("imds-agent: credentials.roles_anywhere: {e}");
-                return ExitCode::from(1);
-            }
+            Err(e) => problems.push(format!("credentials.roles_anywhere: {e}")),
         }
     }
-    let policy = crate::app::policy(c);
-    let problems = crate::app::assignment_problems(c, &policy, &rules);
     if !problems.is_empty() {
         for e in &problems {
             eprintln!("imds-agent: {e}");
