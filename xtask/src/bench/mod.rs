@@ -1,12 +1,14 @@
 //! `cargo xtask bench`: token PUTs and credential GETs at 1, 16 and 64
 //! connections, keep-alive and `Connection: close`, against the agent and,
 //! in the same run, against ectou-metadata, so that the ratio holds on a
-//! noisy machine; and, as root, the first requests of a hundred new
-//! workloads (`first.rs`).
+//! noisy machine; the agent on a Roles Anywhere base beside it, counting
+//! that serving calls out for nothing (`roles_anywhere.rs`); and, as root,
+//! the first requests of a hundred new workloads (`first.rs`).
 
 pub(crate) mod first;
 mod load;
 pub(crate) mod redirect;
+mod roles_anywhere;
 mod targets;
 
 use std::fmt::Write as _;
@@ -101,6 +103,7 @@ impl Options {
 const ROLE: &str = "imds-agent-demo";
 const ECTOU: &str = "ectou-metadata";
 const ATTRIBUTED: &str = "imds-agent, attributed";
+const ROLES_ANYWHERE: &str = "imds-agent, Roles Anywhere";
 const CONNECTIONS: [usize; 3] = [1, 16, 64];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -159,7 +162,8 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         token_status: 200,
     });
     let mut sts = None;
-    let _helpers = if options.no_ectou {
+    let mut ra_calls_before = None;
+    let helpers = if options.no_ectou {
         None
     } else {
         let moto = targets::moto()?;
@@ -175,10 +179,24 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
             name: "imds-agent, STS",
             credentials_only: true,
             addr: sts_agent.addr,
-            credentials_path: sts_path,
+            credentials_path: sts_path.clone(),
             token: fetch_token(sts_agent.addr)?,
             token_status: 200,
         });
+        let ra =
+            roles_anywhere::RolesAnywhereAgent::start(&bin, &options.agent_log_level, moto.addr)
+                .context("the Roles Anywhere-backed agent")?;
+        warm_up(ra.agent.addr, &sts_path)
+            .context("the Roles Anywhere-backed agent never served credentials")?;
+        list.push(Target {
+            name: ROLES_ANYWHERE,
+            credentials_only: true,
+            addr: ra.agent.addr,
+            credentials_path: sts_path,
+            token: fetch_token(ra.agent.addr)?,
+            token_status: 200,
+        });
+        ra_calls_before = Some(ra.calls()?);
         list.push(Target {
             name: ECTOU,
             credentials_only: false,
@@ -187,7 +205,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
             token: "unused".to_owned(),
             token_status: 404,
         });
-        Some((moto, ectou, sts_agent))
+        Some((moto, ectou, sts_agent, ra))
     };
     let mut rows = Vec::new();
     let ops = [Op::Token, Op::Credentials]
@@ -231,6 +249,18 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
             }
         }
     }
+    // Serving never asks Roles Anywhere or STS for anything.
+    let ra_calls = match (&helpers, ra_calls_before) {
+        (Some((_, _, _, ra)), Some(before)) => Some((before, ra.calls()?)),
+        _ => None,
+    };
+    if let Some((before, after)) = ra_calls {
+        eprintln!(
+            "xtask bench: {ROLES_ANYWHERE}: {} CreateSession and {} STS calls while serving",
+            after.create_session - before.create_session,
+            after.sts - before.sts
+        );
+    }
     let first = match sts {
         Some(sts)
             if crate::util::is_root() && (options.op.is_none() || options.first_requests_only) =>
@@ -255,6 +285,14 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         }
     };
     let mut report = report(&rows, options);
+    if let Some((before, after)) = ra_calls {
+        let _ = writeln!(
+            report,
+            "\n{ROLES_ANYWHERE}: {} CreateSession and {} STS calls while serving (its session and the role's credentials were fetched before the measured runs).",
+            after.create_session - before.create_session,
+            after.sts - before.sts
+        );
+    }
     if let Some(first) = &first {
         report.push_str(&first_report(first));
     }
@@ -269,6 +307,13 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         .sum();
     if agent_errors > 0 {
         bail!("the agent answered {agent_errors} requests wrongly or not at all");
+    }
+    if let Some((before, after)) = ra_calls
+        && before != after
+    {
+        bail!(
+            "the Roles Anywhere-backed agent called out while serving: {before:?} then {after:?}"
+        );
     }
     if let Some(first) = &first
         && first.successes < first.workloads

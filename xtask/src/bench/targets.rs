@@ -16,7 +16,7 @@ use crate::util::{free_port, work_dir};
 
 /// A server process, killed on drop.
 pub(crate) struct Server {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) addr: SocketAddr,
 }
 
