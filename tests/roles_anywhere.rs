@@ -6,6 +6,7 @@
 mod support;
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -121,6 +122,9 @@ fn a_third_party_client_proves_the_test_service() {
     );
 }
 
+/// A key the agent signs with.
+type Key = Arc<dyn Signer>;
+
 /// The DER inside a PEM file (its first block).
 fn pem_der(path: &str) -> Vec<u8> {
     let text = std::fs::read_to_string(path).unwrap();
@@ -151,11 +155,13 @@ async fn the_agents_signer_gets_a_session() {
         duration: Duration::from_secs(900),
         session_name: None,
     };
-    let rsa = SoftKey::rsa(&pem_der(&pki.path("rsa.key"))).unwrap();
-    let p256 = SoftKey::ecdsa_p256(&pem_der(&pki.path("p256.key"))).unwrap();
-    let p384 = SoftKey::ecdsa_p384(&pem_der(&pki.path("p384.key"))).unwrap();
+    let rsa: Arc<dyn Signer> = Arc::new(SoftKey::rsa(&pem_der(&pki.path("rsa.key"))).unwrap());
+    let p256: Arc<dyn Signer> =
+        Arc::new(SoftKey::ecdsa_p256(&pem_der(&pki.path("p256.key"))).unwrap());
+    let p384: Arc<dyn Signer> =
+        Arc::new(SoftKey::ecdsa_p384(&pem_der(&pki.path("p384.key"))).unwrap());
     let inter = vec![pem_der(&pki.path("inter.pem"))];
-    let cases: [(&str, &dyn Signer, &[Vec<u8>]); 3] = [
+    let cases: [(&str, &Key, &[Vec<u8>]); 3] = [
         ("rsa", &rsa, &[]),
         ("p256", &p256, &inter),
         ("p384", &p384, &inter),
@@ -169,7 +175,7 @@ async fn the_agents_signer_gets_a_session() {
             &params,
             &cert,
             chain,
-            key,
+            Arc::clone(key),
             SystemTime::now(),
         )
         .await
@@ -187,7 +193,7 @@ async fn the_agents_signer_gets_a_session() {
         &params,
         &cert,
         &[],
-        &rsa,
+        Arc::clone(&rsa),
         SystemTime::now(),
     )
     .await
@@ -198,7 +204,8 @@ async fn the_agents_signer_gets_a_session() {
     );
     assert!(refused.to_string().contains("region"), "{refused}");
     // Not trusted: refused with the service's words.
-    let untrusted = SoftKey::ecdsa_p256(&pem_der(&pki.path("untrusted.key"))).unwrap();
+    let untrusted: Arc<dyn Signer> =
+        Arc::new(SoftKey::ecdsa_p256(&pem_der(&pki.path("untrusted.key"))).unwrap());
     let cert = pem_der(&pki.path("untrusted.pem"));
     let refused = create_session(
         &https,
@@ -207,7 +214,7 @@ async fn the_agents_signer_gets_a_session() {
         &params,
         &cert,
         &[],
-        &untrusted,
+        untrusted,
         SystemTime::now(),
     )
     .await
@@ -227,7 +234,7 @@ async fn the_agents_signer_gets_a_session() {
         &params,
         &pem_der(&pki.path("rsa.pem")),
         &[],
-        &rsa,
+        Arc::clone(&rsa),
         SystemTime::now() - Duration::from_secs(3600),
     )
     .await
@@ -351,6 +358,14 @@ fn the_agent_runs_on_roles_anywhere_with_no_keys() {
         },
     );
     assert!(why.contains("does not allow"), "{why}");
+    // A refusal, retried after error_ttl_seconds: not an outage.
+    let out = agent.cli(&["status"], "");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = status["sts"]["roles"][0]["error"].as_str().unwrap_or("");
+    assert!(
+        error.starts_with("AssumeRoleUnauthorizedAccess"),
+        "{status}"
+    );
     drop(agent);
 
     // An expired certificate: the agent starts (it may be renewed while it
@@ -444,8 +459,9 @@ fn keys_in_softhsm_get_sessions() {
         "SoftHSM2 is not installed (Debian: softhsm2)"
     );
     let pki = Pki::new();
-    // Sessions the STS client's cache gives up after 5 s (see below).
-    let service = Service::start_with(&pki, sts::moto(), &["--session-seconds", "15"]);
+    // Sessions the STS client's cache keeps for 15 to 20 s (it renews
+    // 10 s before the end, less up to 5 s of jitter).
+    let service = Service::start_with(&pki, sts::moto(), &["--session-seconds", "30"]);
     let tokens = tempfile::tempdir().unwrap();
     let conf = tokens.path().join("softhsm2.conf");
     std::fs::write(
@@ -539,12 +555,11 @@ fn keys_in_softhsm_get_sessions() {
         let issued =
             |calls: &[serde_json::Value]| calls.iter().filter(|c| c["status"] == 201).count();
         let before = issued(&service.calls());
-        std::thread::sleep(Duration::from_secs(6));
-        assert!(agent.cli(&["refresh"], "").status.success());
         support::wait_for_showing(
             "a new session signed by the token",
-            Duration::from_secs(20),
+            Duration::from_secs(40),
             || {
+                refresh_soon(&agent);
                 let calls = service.calls();
                 if issued(&calls) > before {
                     Ok(())
@@ -561,6 +576,13 @@ fn keys_in_softhsm_get_sessions() {
 #[ignore = "a client process that the tests start"]
 fn rust_sdk_client() {
     support::rust_sdk_child();
+}
+
+/// Asks `agent` to refresh every role, and gives it a moment: a new
+/// session is only made once the cached one is due.
+fn refresh_soon(agent: &Agent) {
+    assert!(agent.cli(&["refresh"], "").status.success());
+    std::thread::sleep(Duration::from_millis(500));
 }
 
 /// Replaces `to` with a copy of `from` as rotation tools do (a new file
@@ -590,9 +612,10 @@ fn install(from: &str, to: &std::path::Path, uid: u32) {
 fn workloads_get_their_own_roles_and_the_certificate_rotates_under_them() {
     const AGENT_UID: u32 = 61006;
     let pki = Pki::new();
-    // A session the STS client's cache (which renews 10 s before the end)
-    // gives up after 5 s: every fetch after that needs a new one.
-    let service = Service::start_with(&pki, sts::moto(), &["--session-seconds", "15"]);
+    // A session the STS client's cache keeps for 15 to 20 s (it renews
+    // 10 s before the end, less up to 5 s of jitter): every fetch after
+    // that needs a new one.
+    let service = Service::start_with(&pki, sts::moto(), &["--session-seconds", "30"]);
     let proxy = StsProxy::start();
     let cgroups = support::cgroups::Cgroups::new(&["a", "b"]);
     let dir = tempfile::tempdir().unwrap();
@@ -682,6 +705,15 @@ fn workloads_get_their_own_roles_and_the_certificate_rotates_under_them() {
         served.insert(name, key);
     }
     assert_ne!(served["a"], served["b"]);
+    // Both roles were assumed with one session: the STS client's cache
+    // holds it.
+    let sessions_made: Vec<serde_json::Value> = service
+        .calls()
+        .into_iter()
+        .filter(|c| c["status"] == 201)
+        .collect();
+    assert_eq!(sessions_made.len(), 1, "{sessions_made:?}");
+    assert!(proxy.count("AssumeRole") >= 2, "{:?}", proxy.calls());
     // Outside both cgroups: no role.
     let none = support::python_get(
         &["env".to_owned()],
@@ -745,12 +777,11 @@ fn workloads_get_their_own_roles_and_the_certificate_rotates_under_them() {
     );
     assert!(now["sts"]["certificate"]["reload_error"].is_null(), "{now}");
     // ...and the next session is signed with it.
-    std::thread::sleep(Duration::from_secs(6));
-    assert!(agent.cli(&["refresh"], "").status.success());
     support::wait_for_showing(
         "a session with the rotated certificate",
-        Duration::from_secs(20),
+        Duration::from_secs(40),
         || {
+            refresh_soon(&agent);
             let calls = service.calls();
             match calls.last() {
                 Some(c) if c["serial"] == pki.serials["rotated"] && c["status"] == 201 => Ok(()),
@@ -773,7 +804,6 @@ fn workloads_get_their_own_roles_and_the_certificate_rotates_under_them() {
             .contains("assumed-role/role-a/"),
         "{got}"
     );
-    let served_a = got["access_key"].as_str().unwrap().to_owned();
 
     // A rotation to an expired certificate (and its key) is not taken.
     install(&pki.path("expired.pem"), &cert, AGENT_UID);
@@ -793,9 +823,8 @@ fn workloads_get_their_own_roles_and_the_certificate_rotates_under_them() {
     // The service goes down: what is cached is served on, and status says
     // why nothing new comes.
     drop(service);
-    std::thread::sleep(Duration::from_secs(6));
-    assert!(agent.cli(&["refresh"], "").status.success());
-    let why = support::wait_for_showing("the outage in status", Duration::from_secs(30), || {
+    let why = support::wait_for_showing("the outage in status", Duration::from_secs(40), || {
+        refresh_soon(&agent);
         let now = status(&agent);
         match now["sts"]["certificate"]["error"].as_str() {
             Some(e) if e.contains("could not be reached") => Ok(now),
@@ -811,8 +840,25 @@ fn workloads_get_their_own_roles_and_the_certificate_rotates_under_them() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(role_a["valid"], true, "{why}");
+    // An outage, retried with backoff: not a refusal.
+    assert!(
+        role_a["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("ServiceUnavailable")),
+        "{why}"
+    );
+    // What was cached when the session ran out is what is served, refresh
+    // or not.
+    let cached = client("a");
+    assert_eq!(cached["method"], "iam-role", "{cached}");
+    refresh_soon(&agent);
     let got = client("a");
-    assert_eq!(got["access_key"].as_str(), Some(served_a.as_str()), "{got}");
+    assert_eq!(got["access_key"], cached["access_key"], "{got}");
+    assert_eq!(
+        role_a["access_key_suffix"].as_str(),
+        cached["access_key"].as_str().map(|k| &k[k.len() - 4..]),
+        "{why}"
+    );
     let logs = agent.logs();
     assert!(!logs.contains("SecretAccessKey"), "no secret in the log");
 }

@@ -290,7 +290,7 @@ pub fn assignment_problems(config: &Config, policy: &Policy, rules: &RuleSet) ->
             .as_ref()
             .is_some_and(|d| !d.allowed_env_roles.is_empty())
     {
-        out.push("attribution.docker.allowed_env_roles: containers would name roles, and mode = \"direct\" serves every one of them the one Roles Anywhere role".to_owned());
+        out.push("attribution.allowed_env_roles: containers would name roles, and mode = \"direct\" serves every one of them the one Roles Anywhere role (set it to [])".to_owned());
     }
     out.extend(policy.problems(rules));
     out

@@ -9,9 +9,16 @@ pub struct SourceUnavailable(pub String);
 
 /// Whether `error` or any error behind it is a [`SourceUnavailable`].
 pub fn is_outage(error: &(dyn std::error::Error + 'static)) -> bool {
+    has_source::<SourceUnavailable>(error)
+}
+
+/// Whether `error` or any error behind it is a `T`.
+pub fn has_source<T: std::error::Error + 'static>(
+    error: &(dyn std::error::Error + 'static),
+) -> bool {
     let mut next = Some(error);
     while let Some(e) = next {
-        if e.is::<SourceUnavailable>() {
+        if e.is::<T>() {
             return true;
         }
         next = e.source();

@@ -123,7 +123,9 @@ fn body(params: &SessionParams) -> Vec<u8> {
     serde_json::Value::Object(fields).to_string().into_bytes()
 }
 
-/// Asks `host` (`host[:port]`, over HTTPS) for a session.
+/// Asks `host` (`host[:port]`, over HTTPS) for a session, signed by
+/// `signer` (on a blocking thread: a token may take its time, and the
+/// deadline covers it too).
 #[allow(clippy::too_many_arguments)]
 pub async fn create_session(
     connector: &Connector,
@@ -132,22 +134,32 @@ pub async fn create_session(
     params: &SessionParams,
     certificate: &[u8],
     chain: &[Vec<u8>],
-    signer: &dyn Signer,
+    signer: std::sync::Arc<dyn Signer>,
     now: SystemTime,
 ) -> Result<Issued, CreateSessionError> {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let late = || CreateSessionError::Transient(format!("no answer in {TIMEOUT:?}"));
     let body = body(params);
-    let headers = sign(
-        &Request {
-            host,
-            query: &[],
-            body: &body,
-            region,
-            time: now,
-            certificate,
-            chain,
-        },
-        signer,
-    )?;
+    let signing = {
+        let (host, region, body) = (host.to_owned(), region.to_owned(), body.clone());
+        let (certificate, chain) = (certificate.to_vec(), chain.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let request = Request {
+                host: &host,
+                query: &[],
+                body: &body,
+                region: &region,
+                time: now,
+                certificate: &certificate,
+                chain: &chain,
+            };
+            sign(&request, &*signer)
+        })
+    };
+    let headers = tokio::time::timeout_at(deadline, signing)
+        .await
+        .map_err(|_| late())?
+        .map_err(|e| SignError::Key(format!("the signing thread: {e}")))??;
     let mut request = http::Request::builder()
         .method("POST")
         .uri(format!("https://{host}{PATH}"));
@@ -179,9 +191,9 @@ pub async fn create_session(
             .to_bytes();
         Ok::<_, CreateSessionError>((status, error_type, body))
     };
-    let (status, error_type, body) = tokio::time::timeout(TIMEOUT, exchange)
+    let (status, error_type, body) = tokio::time::timeout_at(deadline, exchange)
         .await
-        .map_err(|_| CreateSessionError::Transient(format!("no answer in {TIMEOUT:?}")))??;
+        .map_err(|_| late())??;
     parse_answer(status, error_type, &body, &params.role_arn)
 }
 

@@ -5,7 +5,7 @@
 //! one made to break the parser), is warned about.
 
 use std::os::unix::fs::MetadataExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::provider::{Settings, StartError};
 
@@ -13,7 +13,7 @@ use super::provider::{Settings, StartError};
 pub fn check(settings: &Settings) -> Result<Vec<String>, StartError> {
     let mut warnings = Vec::new();
     if let Some(token) = &settings.token {
-        only_root_can_write(&token.module)?;
+        trusted_module(&token.module)?;
     }
     let mut secret = Vec::new();
     if settings.token.is_none() {
@@ -53,9 +53,12 @@ pub fn check(settings: &Settings) -> Result<Vec<String>, StartError> {
     Ok(warnings)
 }
 
-/// Refuses `path` unless it and every directory above it are root's and
-/// writable by no one else.
-fn only_root_can_write(path: &Path) -> Result<(), StartError> {
+/// The PKCS#11 module's real path (symlinks resolved), refused unless it
+/// and every directory above it are root's and writable by no one else.
+/// The module is then loaded from that path, not the configured one: a
+/// symlink in a directory a user can write could be swapped between the
+/// check and the load.
+pub fn trusted_module(path: &Path) -> Result<PathBuf, StartError> {
     let unsafe_ = |why: String| StartError::Unsafe(path.display().to_string(), why);
     let path = std::fs::canonicalize(path).map_err(|e| unsafe_(e.to_string()))?;
     for dir in path.ancestors() {
@@ -69,7 +72,7 @@ fn only_root_can_write(path: &Path) -> Result<(), StartError> {
             )));
         }
     }
-    Ok(())
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -83,14 +86,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let module = dir.path().join("module.so");
         std::fs::write(&module, b"").unwrap();
-        let e = only_root_can_write(&module).unwrap_err().to_string();
+        let e = trusted_module(&module).unwrap_err().to_string();
         assert!(
             e.contains("module.so") && e.contains("not root's alone"),
             "{e}"
         );
         if nix::unistd::geteuid().is_root() {
             // The system's libraries pass.
-            only_root_can_write(Path::new("/usr/lib")).unwrap();
+            trusted_module(Path::new("/usr/lib")).unwrap();
         }
     }
 

@@ -138,7 +138,7 @@ pub fn private_key(
                 .map_err(|_| unsupported("a malformed encrypted PKCS#8 key"))?;
             if !kdf_is_bounded(&encrypted.encryption_algorithm) {
                 return Err(unsupported(
-                    "an encrypted key whose key derivation costs more than the agent allows (PBKDF2 over 10 million iterations, or scrypt over N=2^20, r=16, p=16)",
+                    "an encrypted key whose key derivation costs more than the agent allows (PBKDF2 over 10 million iterations, or scrypt over 256 MiB or p=4)",
                 ));
             }
             let decrypted = encrypted.decrypt(passphrase).map_err(|_| {
@@ -181,8 +181,13 @@ fn kdf_is_bounded(scheme: &pkcs8::pkcs5::EncryptionScheme<'_>) -> bool {
     match scheme {
         EncryptionScheme::Pbes2(params) => match &params.kdf {
             Kdf::Pbkdf2(p) => p.iteration_count <= 10_000_000,
+            // Memory is 128·r·N bytes: at most 256 MiB.
             Kdf::Scrypt(p) => {
-                p.cost_parameter <= 1 << 20 && p.block_size <= 16 && p.parallelization <= 16
+                p.parallelization <= 4
+                    && p.block_size <= 16
+                    && p.cost_parameter
+                        .saturating_mul(128 * u64::from(p.block_size))
+                        <= 256 << 20
             }
             _ => false,
         },

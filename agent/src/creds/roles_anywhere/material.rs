@@ -67,8 +67,8 @@ struct State {
 #[derive(Debug)]
 pub struct Materials {
     settings: Settings,
-    /// [`RETRY_FAILED`] (shorter in tests).
-    pub(super) retry_after_failure: Duration,
+    /// [`RETRY_FAILED`], in milliseconds (shorter in tests).
+    pub(super) retry_after_failure_ms: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
     /// One reload at a time (a token's session is not for two).
     reloading: Mutex<()>,
@@ -82,7 +82,9 @@ impl Materials {
     pub fn new(settings: Settings) -> Result<Self, StartError> {
         let this = Self {
             settings,
-            retry_after_failure: RETRY_FAILED,
+            retry_after_failure_ms: std::sync::atomic::AtomicU64::new(
+                RETRY_FAILED.as_millis() as u64
+            ),
             state: Mutex::new(State::default()),
             reloading: Mutex::new(()),
             token: Mutex::new(None),
@@ -116,13 +118,34 @@ impl Materials {
     /// a token): called off the async workers.
     pub fn current(&self, now: SystemTime) -> Option<Arc<Material>> {
         let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        self.reload_if_changed(now)
+    }
+
+    /// `current`, unless a reload is under way: then the set in force, at
+    /// once (`status` and the metrics must not wait on a slow token or
+    /// key derivation).
+    pub fn current_or_held(&self, now: SystemTime) -> Option<Arc<Material>> {
+        match self.reloading.try_lock() {
+            Ok(_one) => self.reload_if_changed(now),
+            Err(std::sync::TryLockError::Poisoned(e)) => {
+                let _one = e.into_inner();
+                self.reload_if_changed(now)
+            }
+            Err(std::sync::TryLockError::WouldBlock) => self.held(),
+        }
+    }
+
+    /// The reload itself; the caller holds `reloading`.
+    fn reload_if_changed(&self, now: SystemTime) -> Option<Arc<Material>> {
         let seen = stamps(&self.settings);
         let held = {
             let st = self.lock();
-            let retry = st
-                .failure
-                .as_ref()
-                .is_some_and(|(_, at)| at.elapsed() >= self.retry_after_failure);
+            let retry = st.failure.as_ref().is_some_and(|(_, at)| {
+                let ms = self
+                    .retry_after_failure_ms
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                at.elapsed() >= Duration::from_millis(ms)
+            });
             if st.seen == seen && !retry {
                 return st.held.clone();
             }
@@ -195,16 +218,17 @@ fn load(
     settings: &Settings,
     token_slot: &Mutex<Option<Arc<dyn Signer>>>,
 ) -> Result<Material, StartError> {
-    let passphrase = match &settings.passphrase {
-        Some(source) => Some(source.read()?),
-        None => None,
+    // Read only where it is used: a token's PIN only when it logs in.
+    let passphrase = || match &settings.passphrase {
+        Some(source) => source.read().map(Some),
+        None => Ok(None),
     };
     if settings.pkcs12 {
         let path = &settings.certificate;
         let der =
             std::fs::read(path).map_err(|e| StartError::Read(path.display().to_string(), e))?;
         let (mut certs, key) =
-            keys::pkcs12(&path.display().to_string(), &der, passphrase.as_deref())?;
+            keys::pkcs12(&path.display().to_string(), &der, passphrase()?.as_deref())?;
         let (certificate, info) = certs.remove(0);
         return Ok(Material {
             certificate,
@@ -221,10 +245,10 @@ fn load(
             match &*slot {
                 Some(key) => Arc::clone(key),
                 None => {
-                    let pin = passphrase.ok_or_else(|| {
+                    let source = settings.passphrase.clone().ok_or_else(|| {
                         StartError::Token("no PIN is configured (private_key_passphrase_file or private_key_passphrase_credential)".into())
                     })?;
-                    let key = open_token(token, &pin, &info)?;
+                    let key = open_token(token, source, &info)?;
                     *slot = Some(Arc::clone(&key));
                     key
                 }
@@ -247,7 +271,7 @@ fn load(
     let key = keys::private_key(
         &key_origin,
         &read(&settings.private_key)?,
-        passphrase.as_deref(),
+        passphrase()?.as_deref(),
         &info,
     )
     .map_err(|e| match e {
@@ -266,21 +290,31 @@ fn load(
 }
 
 #[cfg(feature = "pkcs11")]
-fn open_token(token: &Token, pin: &[u8], info: &CertInfo) -> Result<Arc<dyn Signer>, StartError> {
-    let pin =
-        std::str::from_utf8(pin).map_err(|_| StartError::Token("the PIN is not UTF-8".into()))?;
+fn open_token(
+    token: &Token,
+    pin: Passphrase,
+    info: &CertInfo,
+) -> Result<Arc<dyn Signer>, StartError> {
+    // Read again at every login: it may change while the agent runs.
+    let pin: super::pkcs11::PinSource = Arc::new(move || {
+        let bytes = pin.read().map_err(|e| e.to_string())?;
+        String::from_utf8(bytes).map_err(|_| "the PIN is not UTF-8".to_owned())
+    });
+    // The module is loaded from the path that was checked: nobody but
+    // root can change what it resolves to.
+    let module = super::files::trusted_module(&token.module)?;
     let algorithm = if keys::is_rsa(info) {
         super::sign::Algorithm::Rsa
     } else {
         super::sign::Algorithm::Ecdsa
     };
-    super::pkcs11::TokenKey::open(&token.module, &token.uri, pin, algorithm)
+    super::pkcs11::TokenKey::open(&module, &token.uri, pin, algorithm)
         .map(|k| Arc::new(k) as Arc<dyn Signer>)
         .map_err(|e| StartError::Token(e.to_string()))
 }
 
 #[cfg(not(feature = "pkcs11"))]
-fn open_token(token: &Token, _: &[u8], _: &CertInfo) -> Result<Arc<dyn Signer>, StartError> {
+fn open_token(token: &Token, _: Passphrase, _: &CertInfo) -> Result<Arc<dyn Signer>, StartError> {
     Err(StartError::Token(format!(
         "{} needs PKCS#11, and this build has none (cargo feature \"pkcs11\")",
         token.uri

@@ -37,6 +37,12 @@ pub enum TokenError {
     NoToken(String),
     #[error("the token refused the PIN: {0}")]
     Login(cryptoki::error::Error),
+    #[error("the PIN: {0}")]
+    Pin(String),
+    #[error(
+        "the token refused this PIN before: not tried again (a token locks after a few wrong PINs) until the PIN file changes"
+    )]
+    PinRefusedBefore,
     #[error("no private key matches {0} (or more than one does)")]
     NoKey(String),
     #[error("the token: {0}")]
@@ -116,14 +122,21 @@ pub struct TokenKey {
     algorithm: Algorithm,
     uri: Uri,
     uri_text: String,
-    /// Kept for logging in again when the token drops the session.
-    pin: AuthPin,
+    /// Where the PIN is read from when the token drops the session and the
+    /// agent logs in again (it may have changed since).
+    pin: PinSource,
+    /// A PIN the token refused: never offered again (tokens lock after a
+    /// few wrong ones).
+    refused: Mutex<Option<String>>,
     /// One operation at a time per session (PKCS#11 sessions are not for
     /// concurrent use).
     open: Mutex<Open>,
     /// Kept loaded for as long as the session is used.
     context: Pkcs11,
 }
+
+/// Reads the token's PIN (its file or systemd credential) when it is needed.
+pub type PinSource = std::sync::Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
 /// A logged-in session and the key's handle in it.
 struct Open {
@@ -141,12 +154,12 @@ impl std::fmt::Debug for TokenKey {
 }
 
 impl TokenKey {
-    /// Opens the key `uri` names in module `module`, logging in with
-    /// `pin`; `algorithm` is the certificate's.
+    /// Opens the key `uri` names in module `module`, logging in with the
+    /// PIN `pin` reads; `algorithm` is the certificate's.
     pub fn open(
         module: &Path,
         uri: &str,
-        pin: &str,
+        pin: PinSource,
         algorithm: Algorithm,
     ) -> Result<Self, TokenError> {
         let parsed = parse_uri(uri)?;
@@ -160,13 +173,14 @@ impl TokenKey {
             )) => {}
             Err(e) => return Err(TokenError::Module(module.display().to_string(), e)),
         }
-        let pin = AuthPin::from(pin.to_owned());
-        let open = connect(&context, &parsed, uri, &pin)?;
+        let refused = Mutex::new(None);
+        let open = connect(&context, &parsed, uri, &pin, &refused)?;
         Ok(Self {
             algorithm,
             uri: parsed,
             uri_text: uri.to_owned(),
             pin,
+            refused,
             open: Mutex::new(open),
             context,
         })
@@ -186,8 +200,15 @@ impl TokenKey {
     }
 }
 
-/// Finds the token, opens a session, logs in and finds the key.
-fn connect(context: &Pkcs11, uri: &Uri, text: &str, pin: &AuthPin) -> Result<Open, TokenError> {
+/// Finds the token, opens a session, logs in with the PIN `pin` reads
+/// (unless the token refused that one before) and finds the key.
+fn connect(
+    context: &Pkcs11,
+    uri: &Uri,
+    text: &str,
+    pin: &PinSource,
+    refused: &Mutex<Option<String>>,
+) -> Result<Open, TokenError> {
     let slots = context.get_slots_with_token().map_err(TokenError::Token)?;
     let slot = slots
         .into_iter()
@@ -204,10 +225,27 @@ fn connect(context: &Pkcs11, uri: &Uri, text: &str, pin: &AuthPin) -> Result<Ope
         })
         .ok_or_else(|| TokenError::NoToken(text.to_owned()))?;
     let session = context.open_ro_session(slot).map_err(TokenError::Token)?;
-    match session.login(UserType::User, Some(pin)) {
+    let pin = pin().map_err(TokenError::Pin)?;
+    let mut refused = refused.lock().unwrap_or_else(|e| e.into_inner());
+    if refused.as_deref() == Some(pin.as_str()) {
+        return Err(TokenError::PinRefusedBefore);
+    }
+    use cryptoki::error::{Error as Ck, RvError as Rv};
+    match session.login(UserType::User, Some(&AuthPin::from(pin.clone()))) {
         // Another session of this process is logged in: so is this one.
-        Ok(())
-        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        Ok(()) | Err(Ck::Pkcs11(Rv::UserAlreadyLoggedIn, _)) => {}
+        Err(
+            e @ Ck::Pkcs11(
+                Rv::PinIncorrect
+                | Rv::PinInvalid
+                | Rv::PinLenRange
+                | Rv::PinLocked
+                | Rv::PinExpired,
+                _,
+            ),
+        ) => {
+            *refused = Some(pin);
+            return Err(TokenError::Login(e));
         }
         Err(e) => return Err(TokenError::Login(e)),
     }
@@ -281,7 +319,13 @@ impl Signer for TokenKey {
         let raw = match self.sign_once(&open, message) {
             Err(e) if session_lost(&e) => {
                 tracing::warn!(error = %e, uri = %self.uri_text, "the token dropped the session: opening a new one");
-                *open = connect(&self.context, &self.uri, &self.uri_text, &self.pin)
+                *open = connect(
+                    &self.context,
+                    &self.uri,
+                    &self.uri_text,
+                    &self.pin,
+                    &self.refused,
+                )
                     .map_err(|e| SignError::Key(e.to_string()))?;
                 self.sign_once(&open, message)
             }

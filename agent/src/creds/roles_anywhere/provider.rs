@@ -166,19 +166,25 @@ impl RolesAnywhere {
     }
 
     /// The set to sign with, read again first if a file changed (on a
-    /// blocking thread: key derivation and tokens take time).
-    async fn current(&self, now: SystemTime) -> Option<Arc<Material>> {
+    /// blocking thread: key derivation and tokens take time). `quick`:
+    /// what is in force if a reload is under way.
+    async fn current(&self, now: SystemTime, quick: bool) -> Option<Arc<Material>> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.materials.current(now))
-            .await
-            .ok()
-            .flatten()
+        let read = tokio::task::spawn_blocking(move || match quick {
+            true => inner.materials.current_or_held(now),
+            false => inner.materials.current(now),
+        });
+        match read.await {
+            Ok(material) => material,
+            // A panic while reading: what was in force stays.
+            Err(_) => self.inner.materials.held(),
+        }
     }
 
     /// What `status` shows: the files are looked at first, so a rotated
     /// certificate shows (and is alerted on) before the next session.
     pub async fn status(&self, now: SystemTime) -> CertificateStatus {
-        let info = self.current(now).await.map(|m| m.info.clone());
+        let info = self.current(now, true).await.map(|m| m.info.clone());
         CertificateStatus {
             certificate: self.inner.certificate.display().to_string(),
             serial: info.as_ref().map(|i| i.serial.clone()),
@@ -215,7 +221,7 @@ impl RolesAnywhere {
 
     async fn try_session(&self) -> Result<SdkCredentials, CredentialsError> {
         let now = SystemTime::now();
-        let material = self.current(now).await.ok_or_else(|| {
+        let material = self.current(now, false).await.ok_or_else(|| {
             CredentialsError::not_loaded("no usable Roles Anywhere certificate and key")
         })?;
         if let Err(why) = keys::validity(&material.info, now) {
@@ -239,7 +245,7 @@ impl RolesAnywhere {
             &inner.session,
             &material.certificate,
             &material.chain,
-            &*material.key,
+            Arc::clone(&material.key),
             now,
         )
         .await
@@ -430,37 +436,43 @@ mod tests {
     #[test]
     fn a_failed_reload_is_tried_again_and_shows_in_status() {
         let dir = tempfile::tempdir().unwrap();
-        install(dir.path(), "host.pem", "ec-sec1.crt.pem");
-        install(dir.path(), "host.key", "ec-sec1.pem");
-        let mut provider = RolesAnywhere::new(settings(dir.path())).unwrap();
-        Arc::get_mut(&mut provider.inner)
-            .unwrap()
-            .materials
-            .retry_after_failure = Duration::ZERO;
+        install(dir.path(), "host.pem", "rsa-pem.crt.pem");
+        install(dir.path(), "host.key", "rsa-encrypted.pem");
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "secret").unwrap();
+        let mut s = settings(dir.path());
+        s.passphrase = Some(Passphrase::File(pass.clone()));
+        let provider = RolesAnywhere::new(s).unwrap();
         let materials = &provider.inner.materials;
         let first = materials.current(SystemTime::now()).unwrap();
-        // Half a rotation: kept, and the reason is there for status.
-        install(dir.path(), "host.key", "rsa-pkcs1.pem");
+        // A wrong passphrase: the set in force is kept, and why is there
+        // for status.
+        std::fs::write(&pass, "wrongg").unwrap();
         let kept = materials.current(SystemTime::now()).unwrap();
-        assert_eq!(kept.info.serial, first.info.serial);
+        assert!(Arc::ptr_eq(&kept, &first));
         let why = materials.reload_error().unwrap();
-        assert!(why.contains("host.key"), "{why}");
-        // The missing half arrives in a way no stamp sees (same inode,
-        // size and time): the retry after a failure still finds it.
-        let key = dir.path().join("host.key");
-        let stamp = std::fs::metadata(&key).unwrap().modified().unwrap();
-        install(dir.path(), "host.pem", "rsa-pem.crt.pem");
-        let _ = materials.current(SystemTime::now());
-        std::fs::write(&key, std::fs::read(testdata("rsa-pkcs1.pem")).unwrap()).unwrap();
+        assert!(why.contains("does not open"), "{why}");
+        // Put right in a way no stamp sees (same inode, size and time), as
+        // a file that could not be read for a moment would be.
+        let stamp = std::fs::metadata(&pass).unwrap().modified().unwrap();
+        std::fs::write(&pass, "secret").unwrap();
         std::fs::File::options()
             .write(true)
-            .open(&key)
+            .open(&pass)
             .unwrap()
             .set_modified(stamp)
             .unwrap();
-        let rotated = materials.current(SystemTime::now()).unwrap();
-        assert_eq!(rotated.key.algorithm(), super::super::sign::Algorithm::Rsa);
+        materials.current(SystemTime::now());
+        assert!(
+            materials.reload_error().is_some(),
+            "not before the retry is due"
+        );
+        materials
+            .retry_after_failure_ms
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        let healed = materials.current(SystemTime::now()).unwrap();
         assert_eq!(materials.reload_error(), None);
+        assert!(!Arc::ptr_eq(&healed, &first), "read again");
     }
 
     #[test]

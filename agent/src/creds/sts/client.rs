@@ -12,6 +12,7 @@ use aws_config::provider_config::ProviderConfig;
 use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
 use aws_credential_types::Credentials as SdkCredentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_sts::config::{IdentityCache, Region, SharedIdentityCache};
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::types::Tag;
@@ -114,7 +115,11 @@ impl AwsSts {
         Self {
             http: http_client(),
             endpoint,
-            chain_cache: IdentityCache::lazy().build(),
+            // Longer than a Roles Anywhere session takes (its own
+            // deadline is 10 s, and a token's signature comes first).
+            chain_cache: IdentityCache::lazy()
+                .load_timeout(Duration::from_secs(20))
+                .build(),
         }
     }
 
@@ -137,9 +142,13 @@ impl AwsSts {
             config = config.endpoint_url(endpoint);
         }
         let config = match base {
-            BaseCreds::Chain(provider) => config
-                .credentials_provider(provider.clone())
-                .identity_cache(self.chain_cache.clone()),
+            // Handed over as it is: `credentials_provider()` would wrap it
+            // in a new provider, with a cache slot of its own, and the
+            // cache would never hit (every call a new session).
+            BaseCreds::Chain(provider) => {
+                config.set_credentials_provider(Some(provider.clone()));
+                config.identity_cache(self.chain_cache.clone())
+            }
             // Fixed keys need no cache, and a cache per call would grow.
             BaseCreds::Keys(keys) => config
                 .credentials_provider(sdk_credentials(keys))
@@ -299,15 +308,71 @@ where
         }
         _ => {
             let text = DisplayErrorContext(&err).to_string();
-            // The SDK resolves credentials while dispatching; a chain that
-            // found nothing is not an outage, a source that is down is.
-            if crate::creds::is_outage(&err) {
+            // The SDK resolves credentials while dispatching: a source that
+            // is down is an outage; one that refused or found nothing is
+            // not (asking again soon gets the same).
+            if crate::creds::is_outage(&err) || source_timed_out(&err) {
                 StsError::Unavailable(text)
-            } else if text.contains("credentials") && text.contains("provider") {
+            } else if crate::creds::has_source::<CredentialsError>(&err)
+                || (text.contains("credentials") && text.contains("provider"))
+            {
                 StsError::NoCredentials(text)
             } else {
                 StsError::Unavailable(text)
             }
         }
+    }
+}
+
+/// Whether the agent's own credentials took too long to come (the
+/// identity cache gave up on them): an outage.
+fn source_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(CredentialsError::ProviderTimedOut(_)) = e.downcast_ref::<CredentialsError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+
+    /// The error an STS call ends with when the agent's own credentials
+    /// could not be had: the SDK's, around the provider's.
+    fn failed_dispatch(
+        cause: CredentialsError,
+    ) -> SdkError<AssumeRoleError, aws_smithy_runtime_api::http::Response> {
+        SdkError::dispatch_failure(ConnectorError::other(Box::new(cause), None))
+    }
+
+    #[test]
+    fn a_source_that_refused_is_no_outage_and_one_that_is_down_is() {
+        let refused = failed_dispatch(CredentialsError::provider_error(
+            "Roles Anywhere refused the session (403 AccessDeniedException): no",
+        ));
+        assert!(
+            matches!(classify(refused), StsError::NoCredentials(_)),
+            "a refusal is retried at error_ttl"
+        );
+        let not_loaded = failed_dispatch(CredentialsError::not_loaded("no usable certificate"));
+        assert!(matches!(classify(not_loaded), StsError::NoCredentials(_)));
+        let down = failed_dispatch(CredentialsError::provider_error(
+            crate::creds::SourceUnavailable("Roles Anywhere could not be reached".into()),
+        ));
+        assert!(matches!(classify(down), StsError::Unavailable(_)));
+        let slow = failed_dispatch(CredentialsError::provider_timed_out(Duration::from_secs(
+            20,
+        )));
+        assert!(matches!(classify(slow), StsError::Unavailable(_)));
+        let network = SdkError::<AssumeRoleError, _>::dispatch_failure(ConnectorError::io(
+            Box::new(std::io::Error::other("connection refused")),
+        ));
+        assert!(matches!(classify(network), StsError::Unavailable(_)));
     }
 }
