@@ -862,3 +862,215 @@ fn workloads_get_their_own_roles_and_the_certificate_rotates_under_them() {
     let logs = agent.logs();
     assert!(!logs.contains("SecretAccessKey"), "no secret in the log");
 }
+
+/// swtpm, a software TPM 2.0 of the test's own (its state and socket in a
+/// temporary directory), killed on drop.
+#[cfg(feature = "pkcs11")]
+struct SoftwareTpm {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+#[cfg(feature = "pkcs11")]
+impl SoftwareTpm {
+    fn start() -> SoftwareTpm {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("state")).unwrap();
+        std::fs::create_dir(dir.path().join("store")).unwrap();
+        let socket = dir.path().join("swtpm.sock");
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+            .arg("--tpmstate")
+            .arg(format!("dir={}", dir.path().join("state").display()))
+            .arg("--server")
+            .arg(format!("type=unixio,path={}", socket.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}.ctrl", socket.display()))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting swtpm");
+        let tpm = SoftwareTpm { child, dir };
+        support::wait_until("swtpm's socket", Duration::from_secs(10), || {
+            socket.exists()
+        });
+        tpm
+    }
+
+    /// What tpm2-pkcs11 (in the agent too) and the tpm2 tools need to find
+    /// it, and where the token's store is.
+    fn env(&self) -> [(&'static str, String); 3] {
+        let tcti = format!(
+            "swtpm:path={}",
+            self.dir.path().join("swtpm.sock").display()
+        );
+        [
+            ("TPM2_PKCS11_TCTI", tcti.clone()),
+            ("TPM2TOOLS_TCTI", tcti),
+            (
+                "TPM2_PKCS11_STORE",
+                self.dir.path().join("store").display().to_string(),
+            ),
+        ]
+    }
+
+    /// Runs `program` against it, asserting success.
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = Command::new(program)
+            .envs(self.env())
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        assert!(out.status.success(), "{program} {args:?}: {out:?}");
+    }
+
+    /// Unloads what a client left in the TPM: with no resource manager, a
+    /// killed client's objects and sessions stay, and swtpm holds three.
+    fn flush(&self) {
+        for what in ["-t", "-l", "-s"] {
+            self.run("tpm2_flushcontext", &[what]);
+        }
+    }
+}
+
+#[cfg(feature = "pkcs11")]
+impl Drop for SoftwareTpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A key made in a TPM 2.0 (swtpm) that never leaves it, reached through
+/// tpm2-pkcs11 on the same PKCS#11 path as any token: a P-256 and an
+/// RSA-2048 key, each with a certificate from the test CA, get sessions and
+/// botocore gets credentials.
+#[cfg(feature = "pkcs11")]
+#[test]
+fn keys_in_a_tpm_get_sessions() {
+    const MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so";
+    for needed in [
+        MODULE,
+        "/usr/bin/swtpm",
+        "/usr/bin/pkcs11-tool",
+        "/usr/bin/tpm2_flushcontext",
+    ] {
+        assert!(
+            std::path::Path::new(needed).exists(),
+            "{needed} is missing (Debian: swtpm libtpm2-pkcs11-1 tpm2-tools opensc; `bash .ci/run` installs them)"
+        );
+    }
+    let pki = Pki::new();
+    let service = Service::start(&pki, sts::moto());
+    let tpm = SoftwareTpm::start();
+    let p11 = |args: &[&str]| {
+        let mut all = vec!["--module", MODULE];
+        all.extend(args);
+        tpm.run("pkcs11-tool", &all);
+    };
+    p11(&["--init-token", "--label", "imds-tpm", "--so-pin", "5678"]);
+    p11(&[
+        "--token-label",
+        "imds-tpm",
+        "--login",
+        "--login-type",
+        "so",
+        "--so-pin",
+        "5678",
+        "--init-pin",
+        "--pin",
+        "1234",
+    ]);
+    // tpm2-pkcs11 leaves the token's primary key loaded.
+    tpm.run("tpm2_flushcontext", &["-t"]);
+    for (label, id, kind) in [
+        ("host-ec", "01", "EC:prime256v1"),
+        ("host-rsa", "02", "rsa:2048"),
+    ] {
+        p11(&[
+            "--token-label",
+            "imds-tpm",
+            "--login",
+            "--pin",
+            "1234",
+            "--keypairgen",
+            "--key-type",
+            kind,
+            "--label",
+            label,
+            "--id",
+            id,
+        ]);
+        // The public half, for the CA to certify.
+        let public = pki.dir.path().join(format!("{label}.pub.der"));
+        let public_arg = public.display().to_string();
+        p11(&[
+            "--token-label",
+            "imds-tpm",
+            "--read-object",
+            "--type",
+            "pubkey",
+            "--id",
+            id,
+            "-o",
+            &public_arg,
+        ]);
+        let out = Command::new(python())
+            .arg(py_script("ra_pki.py"))
+            .arg(pki.dir.path())
+            .args(["leaf", label, &public_arg])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let pin = tpm.dir.path().join("pin");
+    std::fs::write(&pin, "1234\n").unwrap();
+    for label in ["host-ec", "host-rsa"] {
+        tpm.flush();
+        let config = format!(
+            "[instance]\naccount_id = \"123456789012\"\n\
+             [credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nendpoint = \"{sts}\"\n\
+             [credentials.roles_anywhere]\ncertificate = \"{cert}\"\n\
+             private_key = \"pkcs11:token=imds-tpm;object={label}\"\npkcs11_module = \"{MODULE}\"\n\
+             private_key_passphrase_file = \"{pin}\"\n\
+             trust_anchor_arn = \"{TRUST_ANCHOR}\"\nprofile_arn = \"{PROFILE}\"\n\
+             role_arn = \"{ROLE}\"\nendpoint = \"127.0.0.1:{port}\"\nca_bundle = \"{ca}\"\n\
+             [roles]\ndefault = \"app\"\n",
+            sts = sts::moto(),
+            cert = pki.path(&format!("{label}.pem")),
+            pin = pin.display(),
+            port = service.port(),
+            ca = pki.path("ca.pem"),
+        );
+        let (_dir, path) = config_file(&config);
+        let mut cmd = Command::new(agent_bin());
+        cmd.args(["dev", "--port", "0", "--config"])
+            .arg(&path)
+            .envs(tpm.env());
+        support::only_imds_credentials(&mut cmd);
+        let agent = Agent::start(cmd);
+        let got = botocore(&format!("http://{}", agent.addr), &[], &[]);
+        assert_eq!(
+            got["method"],
+            "iam-role",
+            "{label}: {got}\n{}",
+            agent.logs()
+        );
+        agent.wait_for_log("Roles Anywhere issued a session");
+        let calls = service.calls();
+        let serial = pki_serial(&pki.path(&format!("{label}.pem")));
+        assert!(
+            calls
+                .iter()
+                .any(|c| c["status"] == 201 && c["serial"] == serial.as_str()),
+            "{label}: {calls:?}"
+        );
+    }
+}
+
+/// A certificate's serial number in decimal, as the service reports it.
+#[cfg(feature = "pkcs11")]
+fn pki_serial(path: &str) -> String {
+    imds_agent::creds::roles_anywhere::der::cert_info(&pem_der(path))
+        .unwrap()
+        .serial
+}

@@ -20,7 +20,11 @@ signature SHA-256, as the service wants, but `sha1`'s):
 Each X has X.pem and X.key (PKCS#8, unencrypted). Prints every
 certificate's serial number (decimal) as JSON, by name.
 
-Usage: ra_pki.py DIR"""
+Usage: ra_pki.py DIR
+       ra_pki.py DIR leaf NAME PUBLIC_KEY.der
+The second form issues DIR/NAME.pem, by the CA in DIR, for a public key
+whose private half is elsewhere (a token's: SubjectPublicKeyInfo DER), and
+prints its serial."""
 
 import datetime
 import ipaddress
@@ -78,6 +82,11 @@ def resigned_sha1(c, issuer_key):
     )
 
 
+def public_of(key):
+    """A private key's public half; a public key as it is."""
+    return key.public_key() if hasattr(key, "public_key") else key
+
+
 def cert(
     name,
     subject_key,
@@ -100,7 +109,7 @@ def cert(
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer_cert.subject if issuer_cert else subject)
-        .public_key(subject_key.public_key())
+        .public_key(public_of(subject_key))
         .serial_number(serial or x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
@@ -114,7 +123,7 @@ def cert(
             x509.KeyUsage(
                 digital_signature=True,
                 content_commitment=False,
-                key_encipherment=not ca and isinstance(subject_key, rsa.RSAPrivateKey),
+                key_encipherment=not ca and isinstance(public_of(subject_key), rsa.RSAPublicKey),
                 data_encipherment=False,
                 key_agreement=False,
                 key_cert_sign=ca if key_cert_sign is None else key_cert_sign,
@@ -150,8 +159,26 @@ def write(directory, name, c, k):
         )
 
 
+def leaf_for(directory, name, public_der):
+    """`name`.pem for the public key in `public_der`, by the CA in
+    `directory`."""
+    with open(os.path.join(directory, "ca.pem"), "rb") as f:
+        ca = x509.load_pem_x509_certificate(f.read())
+    with open(os.path.join(directory, "ca.key"), "rb") as f:
+        ca_key = serialization.load_pem_private_key(f.read(), None)
+    with open(public_der, "rb") as f:
+        public = serialization.load_der_public_key(f.read())
+    c = cert(f"imds-agent test {name}", public, (ca, ca_key))
+    with open(os.path.join(directory, f"{name}.pem"), "wb") as f:
+        f.write(c.public_bytes(serialization.Encoding.PEM))
+    print(json.dumps({name: str(c.serial_number)}), flush=True)
+
+
 def main():
     directory = sys.argv[1]
+    if sys.argv[2:3] == ["leaf"]:
+        leaf_for(directory, sys.argv[3], sys.argv[4])
+        return
     os.makedirs(directory, exist_ok=True)
     ca_key = key("p256")
     ca = cert("imds-agent test trust anchor", ca_key, ca=True, end=NOW + 365 * DAY)
