@@ -568,6 +568,54 @@ fn keys_in_softhsm_get_sessions() {
                 }
             },
         );
+        // The token loses the key's object (deleted and imported again, as
+        // a token reset would): the agent's handle is stale, and the next
+        // signature opens a new session and finds the key again.
+        let p11 = |args: &[&str]| {
+            Command::new("pkcs11-tool")
+                .env("SOFTHSM2_CONF", &conf)
+                .args(["--module", MODULE, "--token-label", "imds-test"])
+                .args(["--login", "--pin", "1234"])
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        for kind in ["privkey", "pubkey"] {
+            p11(&["--delete-object", "--type", kind, "--label", label]);
+        }
+        let id = if label == "p256" { "01" } else { "02" };
+        let key = pki.path(&format!("{label}.key"));
+        softhsm(&[
+            "--import",
+            &key,
+            "--token",
+            "imds-test",
+            "--label",
+            label,
+            "--id",
+            id,
+            "--pin",
+            "1234",
+        ]);
+        let before = issued(&service.calls());
+        support::wait_for_showing(
+            "a session signed after the token lost the key",
+            Duration::from_secs(40),
+            || {
+                refresh_soon(&agent);
+                let calls = service.calls();
+                if issued(&calls) > before {
+                    Ok(())
+                } else {
+                    Err(serde_json::Value::from(calls))
+                }
+            },
+        );
+        assert!(
+            agent.logs().contains("the token dropped the session"),
+            "{label}: {}",
+            agent.logs()
+        );
     }
 }
 

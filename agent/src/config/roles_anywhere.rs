@@ -25,6 +25,28 @@ fn arn_parts(arn: &str) -> Option<[&str; 5]> {
     (p.iter().enumerate().all(|(i, s)| !s.is_empty() || i == 2)).then_some(p)
 }
 
+/// `host[:port]`: a DNS name or an IP address (IPv6 in brackets), and
+/// nothing a URL would read as more (`@`, `/`, `?`, `#`, spaces).
+fn is_host_and_port(text: &str) -> bool {
+    if text.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, Some(port)),
+        _ => (text, None),
+    };
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    name_ok && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
 /// Reads the table (`base = "roles-anywhere"`).
 pub(crate) fn settings(
     table: Option<&file::RolesAnywhere>,
@@ -123,7 +145,13 @@ pub(crate) fn settings(
             .as_deref()
             .ok_or_else(|| src.invalid(&key(name), "is required"))?;
         match arn_parts(value) {
-            Some([_, s, _, _, resource]) if s == service && resource.starts_with(kind) => {
+            // Roles Anywhere's ARNs are regional (the region makes the
+            // endpoint and the signature's scope); IAM's are not.
+            Some([_, s, region, _, resource])
+                if s == service
+                    && resource.starts_with(kind)
+                    && (service == "iam" || super::validate::is_region(region)) =>
+            {
                 Ok(value.to_owned())
             }
             _ => Err(src.invalid(
@@ -174,7 +202,7 @@ pub(crate) fn settings(
         (_, true) => "api.aws",
     };
     let endpoint = match &t.endpoint {
-        Some(e) if e.contains('/') || e.is_empty() => {
+        Some(e) if !is_host_and_port(e) => {
             return Err(src.invalid(
                 &key("endpoint"),
                 "is a host name, with a port if need be (HTTPS is implied): rolesanywhere-fips.us-east-1.amazonaws.com",

@@ -848,6 +848,31 @@ fn roles_anywhere_defaults_from_its_arns() {
     );
     let e = error(&format!("{RA}fips = true\nendpoint = \"ra.example\"\n"));
     assert!(e.contains("credentials.roles_anywhere.endpoint"), "{e}");
+    for bad in [
+        "",
+        "a/b",
+        "user@ra.example",
+        "ra.example?x",
+        "ra.example#",
+        "ra example",
+        "ra.example:0",
+        "ra.example:99999",
+        "[::1",
+    ] {
+        let e = error(&format!("{RA}endpoint = \"{bad}\"\n"));
+        assert!(
+            e.contains("credentials.roles_anywhere.endpoint"),
+            "{bad:?}: {e}"
+        );
+    }
+    for good in [
+        "ra.example",
+        "127.0.0.1:8443",
+        "[::1]:443",
+        "ra-1.example.internal:443",
+    ] {
+        assert_eq!(endpoint(&format!("endpoint = \"{good}\"\n")), good);
+    }
 }
 
 #[test]
@@ -884,6 +909,11 @@ fn roles_anywhere_refusals_say_why() {
             "profile_arn",
         ),
         ("role/host", "user/host", "role_arn"),
+        (
+            ":eu-west-1:123456789012:trust-anchor",
+            "::123456789012:trust-anchor",
+            "trust_anchor_arn",
+        ),
         (
             "role_arn = \"arn:aws:iam::123456789012:role/host\"\n",
             "",
