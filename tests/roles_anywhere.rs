@@ -125,6 +125,78 @@ fn a_third_party_client_proves_the_test_service() {
 /// A key the agent signs with.
 type Key = Arc<dyn Signer>;
 
+/// `imds-agent dev` on config `text`, with no credentials of its own but
+/// what the config gives, and `env` besides.
+fn dev_agent(text: &str, env: &[(&str, String)]) -> Agent {
+    let (dir, path) = config_file(text);
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(["dev", "--port", "0", "--config"]).arg(&path);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    support::only_imds_credentials(&mut cmd);
+    let agent = Agent::start(cmd);
+    // The agent has read the file: the directory may go.
+    drop(dir);
+    agent
+}
+
+/// The `[credentials.roles_anywhere]` config of a key in a PKCS#11 token
+/// (`module`, `uri`) for certificate `cert`, with the PIN in `pin`.
+fn token_config(
+    service: &Service,
+    pki: &Pki,
+    cert: &str,
+    module: &str,
+    uri: &str,
+    pin: &std::path::Path,
+) -> String {
+    format!(
+        "[instance]\naccount_id = \"123456789012\"\n\
+         [credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nendpoint = \"{sts}\"\n\
+         [credentials.roles_anywhere]\ncertificate = \"{cert}\"\n\
+         private_key = \"{uri}\"\npkcs11_module = \"{module}\"\n\
+         private_key_passphrase_file = \"{pin}\"\n\
+         trust_anchor_arn = \"{TRUST_ANCHOR}\"\nprofile_arn = \"{PROFILE}\"\n\
+         role_arn = \"{ROLE}\"\nendpoint = \"127.0.0.1:{port}\"\nca_bundle = \"{ca}\"\n\
+         [roles]\ndefault = \"app\"\n",
+        sts = sts::moto(),
+        pin = pin.display(),
+        port = service.port(),
+        ca = pki.path("ca.pem"),
+    )
+}
+
+/// The service's last refusal once the agent says it is not ready.
+fn certificate_error_when_not_ready(agent: &Agent, what: &str) -> String {
+    support::wait_for_showing(what, Duration::from_secs(15), || {
+        let out = agent.cli(&["status"], "");
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        match status["sts"]["certificate"]["error"].as_str() {
+            Some(e) if out.status.code() == Some(1) => Ok(e.to_owned()),
+            _ => Err(status),
+        }
+    })
+}
+
+/// Waits, refreshing, until the service has issued one more session than
+/// it had when this was called.
+fn wait_for_a_new_session(agent: &Agent, service: &Service, what: &str) {
+    let issued = || {
+        service
+            .calls()
+            .iter()
+            .filter(|c| c["status"] == 201)
+            .count()
+    };
+    let before = issued();
+    support::wait_for_showing(what, Duration::from_secs(40), || {
+        refresh_soon(agent);
+        match issued() {
+            n if n > before => Ok(()),
+            n => Err(n),
+        }
+    });
+}
+
 /// The DER inside a PEM file (its first block).
 fn pem_der(path: &str) -> Vec<u8> {
     let text = std::fs::read_to_string(path).unwrap();
@@ -265,20 +337,7 @@ fn the_agent_runs_on_roles_anywhere_with_no_keys() {
         port = service.port(),
         ca = pki.path("ca.pem"),
     );
-    let (_dir, path) = config_file(&config);
-    let mut cmd = Command::new(agent_bin());
-    cmd.args(["dev", "--port", "0", "--config"]).arg(&path);
-    for var in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
-    let agent = Agent::start(cmd);
+    let agent = dev_agent(&config, &[]);
     let got = botocore(&format!("http://{}", agent.addr), &[], &[]);
     assert_eq!(got["method"], "iam-role", "{got}\n{}", agent.logs());
     assert!(
@@ -339,24 +398,8 @@ fn the_agent_runs_on_roles_anywhere_with_no_keys() {
 
     // A role the profile does not allow: the service's words in status,
     // and not ready.
-    let refused = config.replace(ROLE, OTHER_ROLE);
-    let (_dir, path) = config_file(&refused);
-    let mut cmd = Command::new(agent_bin());
-    cmd.args(["dev", "--port", "0", "--config"]).arg(&path);
-    support::only_imds_credentials(&mut cmd);
-    let agent = Agent::start(cmd);
-    let why = support::wait_for_showing(
-        "the refusal in status",
-        std::time::Duration::from_secs(15),
-        || {
-            let out = agent.cli(&["status"], "");
-            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            match status["sts"]["certificate"]["error"].as_str() {
-                Some(e) if out.status.code() == Some(1) => Ok(e.to_owned()),
-                _ => Err(status),
-            }
-        },
-    );
+    let agent = dev_agent(&config.replace(ROLE, OTHER_ROLE), &[]);
+    let why = certificate_error_when_not_ready(&agent, "the refusal in status");
     assert!(why.contains("does not allow"), "{why}");
     // A refusal, retried after error_ttl_seconds: not an outage.
     let out = agent.cli(&["status"], "");
@@ -375,23 +418,8 @@ fn the_agent_runs_on_roles_anywhere_with_no_keys() {
         .replace(&pki.path("p256.pem"), &pki.path("expired.pem"))
         .replace(&pki.path("p256.key"), &pki.path("expired.key"))
         .replace(&format!("chain = \"{}\"\n", pki.path("inter.pem")), "");
-    let (_dir, path) = config_file(&expired);
-    let mut cmd = Command::new(agent_bin());
-    cmd.args(["dev", "--port", "0", "--config"]).arg(&path);
-    support::only_imds_credentials(&mut cmd);
-    let agent = Agent::start(cmd);
-    let why = support::wait_for_showing(
-        "the expired certificate in status",
-        std::time::Duration::from_secs(15),
-        || {
-            let out = agent.cli(&["status"], "");
-            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            match status["sts"]["certificate"]["error"].as_str() {
-                Some(e) if out.status.code() == Some(1) => Ok(e.to_owned()),
-                _ => Err(status),
-            }
-        },
-    );
+    let agent = dev_agent(&expired, &[]);
+    let why = certificate_error_when_not_ready(&agent, "the expired certificate in status");
     assert!(why.contains("expired.pem is expired"), "{why}");
     let got = botocore(&format!("http://{}", agent.addr), &[], &[]);
     assert_eq!(got["method"], serde_json::Value::Null, "{got}");
@@ -422,11 +450,7 @@ fn a_host_with_one_role_is_served_the_session_itself() {
         port = service.port(),
         ca = pki.path("ca.pem"),
     );
-    let (_dir, path) = config_file(&config);
-    let mut cmd = Command::new(agent_bin());
-    cmd.args(["dev", "--port", "0", "--config"]).arg(&path);
-    support::only_imds_credentials(&mut cmd);
-    let agent = Agent::start(cmd);
+    let agent = dev_agent(&config, &[]);
     let got = botocore(&format!("http://{}", agent.addr), &[], &[]);
     assert_eq!(got["method"], "iam-role", "{got}\n{}", agent.logs());
     let served = got["access_key"].as_str().unwrap_or("").to_owned();
@@ -508,29 +532,19 @@ fn keys_in_softhsm_get_sessions() {
     let pin = tokens.path().join("pin");
     std::fs::write(&pin, "1234\n").unwrap();
     for label in ["p256", "p384"] {
-        let config = format!(
-            "[instance]\naccount_id = \"123456789012\"\n\
-             [credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nendpoint = \"{sts}\"\n\
-             [credentials.roles_anywhere]\ncertificate = \"{cert}\"\nchain = \"{chain}\"\n\
-             private_key = \"pkcs11:token=imds-test;object={label}\"\npkcs11_module = \"{MODULE}\"\n\
-             private_key_passphrase_file = \"{pin}\"\n\
-             trust_anchor_arn = \"{TRUST_ANCHOR}\"\nprofile_arn = \"{PROFILE}\"\n\
-             role_arn = \"{ROLE}\"\nendpoint = \"127.0.0.1:{port}\"\nca_bundle = \"{ca}\"\n\
-             [roles]\ndefault = \"app\"\n",
-            sts = sts::moto(),
-            cert = pki.path(&format!("{label}.pem")),
-            chain = pki.path("inter.pem"),
-            pin = pin.display(),
-            port = service.port(),
-            ca = pki.path("ca.pem"),
+        let config = token_config(
+            &service,
+            &pki,
+            &pki.path(&format!("{label}.pem")),
+            MODULE,
+            &format!("pkcs11:token=imds-test;object={label}"),
+            &pin,
+        )
+        .replace(
+            "private_key =",
+            &format!("chain = \"{}\"\nprivate_key =", pki.path("inter.pem")),
         );
-        let (_dir, path) = config_file(&config);
-        let mut cmd = Command::new(agent_bin());
-        cmd.args(["dev", "--port", "0", "--config"])
-            .arg(&path)
-            .env("SOFTHSM2_CONF", &conf);
-        support::only_imds_credentials(&mut cmd);
-        let agent = Agent::start(cmd);
+        let agent = dev_agent(&config, &[("SOFTHSM2_CONF", conf.display().to_string())]);
         let got = botocore(&format!("http://{}", agent.addr), &[], &[]);
         assert_eq!(
             got["method"],
@@ -552,22 +566,7 @@ fn keys_in_softhsm_get_sessions() {
             status["sts"]["certificate"]["reload_error"].is_null(),
             "{label}: {status}"
         );
-        let issued =
-            |calls: &[serde_json::Value]| calls.iter().filter(|c| c["status"] == 201).count();
-        let before = issued(&service.calls());
-        support::wait_for_showing(
-            "a new session signed by the token",
-            Duration::from_secs(40),
-            || {
-                refresh_soon(&agent);
-                let calls = service.calls();
-                if issued(&calls) > before {
-                    Ok(())
-                } else {
-                    Err(serde_json::Value::from(calls))
-                }
-            },
-        );
+        wait_for_a_new_session(&agent, &service, "a new session signed by the token");
         // The token loses the key's object (deleted and imported again, as
         // a token reset would): the agent's handle is stale, and the next
         // signature opens a new session and finds the key again.
@@ -597,19 +596,10 @@ fn keys_in_softhsm_get_sessions() {
             "--pin",
             "1234",
         ]);
-        let before = issued(&service.calls());
-        support::wait_for_showing(
+        wait_for_a_new_session(
+            &agent,
+            &service,
             "a session signed after the token lost the key",
-            Duration::from_secs(40),
-            || {
-                refresh_soon(&agent);
-                let calls = service.calls();
-                if issued(&calls) > before {
-                    Ok(())
-                } else {
-                    Err(serde_json::Value::from(calls))
-                }
-            },
         );
         assert!(
             agent.logs().contains("the token dropped the session"),
@@ -935,6 +925,8 @@ impl SoftwareTpm {
             .arg("--ctrl")
             .arg(format!("type=unixio,path={}.ctrl", socket.display()))
             .stdout(std::process::Stdio::null())
+            // It says so each time a client goes.
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("starting swtpm");
         let tpm = SoftwareTpm { child, dir };
@@ -1074,28 +1066,16 @@ fn keys_in_a_tpm_get_sessions() {
     std::fs::write(&pin, "1234\n").unwrap();
     for label in ["host-ec", "host-rsa"] {
         tpm.flush();
-        let config = format!(
-            "[instance]\naccount_id = \"123456789012\"\n\
-             [credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nendpoint = \"{sts}\"\n\
-             [credentials.roles_anywhere]\ncertificate = \"{cert}\"\n\
-             private_key = \"pkcs11:token=imds-tpm;object={label}\"\npkcs11_module = \"{MODULE}\"\n\
-             private_key_passphrase_file = \"{pin}\"\n\
-             trust_anchor_arn = \"{TRUST_ANCHOR}\"\nprofile_arn = \"{PROFILE}\"\n\
-             role_arn = \"{ROLE}\"\nendpoint = \"127.0.0.1:{port}\"\nca_bundle = \"{ca}\"\n\
-             [roles]\ndefault = \"app\"\n",
-            sts = sts::moto(),
-            cert = pki.path(&format!("{label}.pem")),
-            pin = pin.display(),
-            port = service.port(),
-            ca = pki.path("ca.pem"),
+        let config = token_config(
+            &service,
+            &pki,
+            &pki.path(&format!("{label}.pem")),
+            MODULE,
+            &format!("pkcs11:token=imds-tpm;object={label}"),
+            &pin,
         );
-        let (_dir, path) = config_file(&config);
-        let mut cmd = Command::new(agent_bin());
-        cmd.args(["dev", "--port", "0", "--config"])
-            .arg(&path)
-            .envs(tpm.env());
-        support::only_imds_credentials(&mut cmd);
-        let agent = Agent::start(cmd);
+        let env: Vec<(&str, String)> = tpm.env().into_iter().collect();
+        let agent = dev_agent(&config, &env);
         let got = botocore(&format!("http://{}", agent.addr), &[], &[]);
         assert_eq!(
             got["method"],
