@@ -330,6 +330,20 @@ fn fixed_keys_with_rules_are_flagged() {
     );
 }
 
+/// A Roles Anywhere config (its files need not exist) with `credentials`
+/// and `roles` added to those tables, and rules in `rules`.
+fn roles_anywhere_config(credentials: &str, rules: &std::path::Path, roles: &str) -> String {
+    format!(
+        "[credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\n{credentials}\
+         [credentials.roles_anywhere]\ncertificate = \"/etc/pki/host.pem\"\nprivate_key = \"/etc/pki/host.key\"\n\
+         trust_anchor_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/a\"\n\
+         profile_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:profile/p\"\n\
+         role_arn = \"arn:aws:iam::123456789012:role/host\"\n\
+         [roles]\ndir = \"{}\"\n{roles}",
+        rules.display()
+    )
+}
+
 /// With Roles Anywhere every role is assumed with a role session: a rule
 /// asking for more than an hour is refused by check-config, saying why.
 #[test]
@@ -337,15 +351,7 @@ fn check_config_refuses_chained_sessions_over_an_hour() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("roles.d");
     std::fs::create_dir(&rules).unwrap();
-    let config = format!(
-        "[credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\n\
-         [credentials.roles_anywhere]\ncertificate = \"/etc/pki/host.pem\"\nprivate_key = \"/etc/pki/host.key\"\n\
-         trust_anchor_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/a\"\n\
-         profile_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:profile/p\"\n\
-         role_arn = \"arn:aws:iam::123456789012:role/host\"\n\
-         [roles]\ndir = \"{}\"\n",
-        rules.display()
-    );
+    let config = roles_anywhere_config("", &rules, "");
     std::fs::write(
         rules.join("long.toml"),
         "[[rule]]\nunit = \"web.service\"\nrole = \"web\"\nduration_seconds = 3600\n\
@@ -389,15 +395,7 @@ fn direct_mode_refuses_assignments_of_other_roles() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("roles.d");
     std::fs::create_dir(&rules).unwrap();
-    let config = format!(
-        "[credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nmode = \"direct\"\n\
-         [credentials.roles_anywhere]\ncertificate = \"/etc/pki/host.pem\"\nprivate_key = \"/etc/pki/host.key\"\n\
-         trust_anchor_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/a\"\n\
-         profile_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:profile/p\"\n\
-         role_arn = \"arn:aws:iam::123456789012:role/host\"\n\
-         [roles]\ndir = \"{}\"\ndefault = \"readonly\"\n",
-        rules.display()
-    );
+    let config = roles_anywhere_config("mode = \"direct\"\n", &rules, "default = \"readonly\"\n");
     std::fs::write(
         rules.join("a.toml"),
         "[[rule]]\nunit = \"web.service\"\nrole = \"host\"\n\

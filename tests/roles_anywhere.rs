@@ -514,7 +514,8 @@ fn keys_in_softhsm_get_sessions() {
         "--so-pin",
         "5678",
     ]);
-    for (label, id) in [("p256", "01"), ("p384", "02")] {
+    let import = |label: &str| {
+        let id = if label == "p256" { "01" } else { "02" };
         let key = pki.path(&format!("{label}.key"));
         softhsm(&[
             "--import",
@@ -528,6 +529,9 @@ fn keys_in_softhsm_get_sessions() {
             "--pin",
             "1234",
         ]);
+    };
+    for label in ["p256", "p384"] {
+        import(label);
     }
     let pin = tokens.path().join("pin");
     std::fs::write(&pin, "1234\n").unwrap();
@@ -582,20 +586,7 @@ fn keys_in_softhsm_get_sessions() {
         for kind in ["privkey", "pubkey"] {
             p11(&["--delete-object", "--type", kind, "--label", label]);
         }
-        let id = if label == "p256" { "01" } else { "02" };
-        let key = pki.path(&format!("{label}.key"));
-        softhsm(&[
-            "--import",
-            &key,
-            "--token",
-            "imds-test",
-            "--label",
-            label,
-            "--id",
-            id,
-            "--pin",
-            "1234",
-        ]);
+        import(label);
         wait_for_a_new_session(
             &agent,
             &service,

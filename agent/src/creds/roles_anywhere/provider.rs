@@ -316,6 +316,24 @@ mod tests {
         }
     }
 
+    /// A directory with the encrypted RSA pair, and its passphrase file
+    /// holding `passphrase`.
+    fn encrypted_pair(passphrase: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "host.pem", "rsa-pem.crt.pem");
+        install(dir.path(), "host.key", "rsa-encrypted.pem");
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, passphrase).unwrap();
+        (dir, pass)
+    }
+
+    fn with_passphrase(dir: &Path, pass: &Path) -> Settings {
+        Settings {
+            passphrase: Some(Passphrase::File(pass.to_owned())),
+            ..settings(dir)
+        }
+    }
+
     /// Replaces `name` in `dir` as rotation tools do: a new file renamed
     /// over the old one.
     fn install(dir: &Path, name: &str, from: &str) {
@@ -435,14 +453,8 @@ mod tests {
     }
     #[test]
     fn a_failed_reload_is_tried_again_and_shows_in_status() {
-        let dir = tempfile::tempdir().unwrap();
-        install(dir.path(), "host.pem", "rsa-pem.crt.pem");
-        install(dir.path(), "host.key", "rsa-encrypted.pem");
-        let pass = dir.path().join("pass");
-        std::fs::write(&pass, "secret").unwrap();
-        let mut s = settings(dir.path());
-        s.passphrase = Some(Passphrase::File(pass.clone()));
-        let provider = RolesAnywhere::new(s).unwrap();
+        let (dir, pass) = encrypted_pair("secret");
+        let provider = RolesAnywhere::new(with_passphrase(dir.path(), &pass)).unwrap();
         let materials = &provider.inner.materials;
         let first = materials.current(SystemTime::now()).unwrap();
         // A wrong passphrase: the set in force is kept, and why is there
@@ -496,15 +508,8 @@ mod tests {
 
     #[test]
     fn a_new_passphrase_is_a_change() {
-        let dir = tempfile::tempdir().unwrap();
-        install(dir.path(), "host.pem", "rsa-pem.crt.pem");
-        install(dir.path(), "host.key", "rsa-encrypted.pem");
-        let pass = dir.path().join("pass");
-        std::fs::write(&pass, "wrong\n").unwrap();
-        let mut s = settings(dir.path());
-        s.passphrase = Some(Passphrase::File(pass.clone()));
-        std::fs::write(&pass, "secret\r\n").unwrap();
-        let provider = RolesAnywhere::new(s).unwrap();
+        let (dir, pass) = encrypted_pair("secret\r\n");
+        let provider = RolesAnywhere::new(with_passphrase(dir.path(), &pass)).unwrap();
         let materials = &provider.inner.materials;
         // The key is re-encrypted (here: rewritten) before its passphrase.
         install(dir.path(), "host.key", "rsa-pkcs8.pem");
