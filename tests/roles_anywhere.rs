@@ -139,8 +139,31 @@ fn dev_agent(text: &str, env: &[(&str, String)]) -> Agent {
     agent
 }
 
-/// The `[credentials.roles_anywhere]` config of a key in a PKCS#11 token
-/// (`module`, `uri`) for certificate `cert`, with the PIN in `pin`.
+/// A config on a Roles Anywhere base served by `service` (STS at `sts`):
+/// `files` names the certificate and key, `credentials` adds to
+/// `[credentials]`, and every workload gets role `default`.
+fn ra_config(
+    sts: &str,
+    service: &Service,
+    pki: &Pki,
+    files: &str,
+    credentials: &str,
+    default: &str,
+) -> String {
+    format!(
+        "[instance]\naccount_id = \"123456789012\"\n\
+         [credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nendpoint = \"{sts}\"\n{credentials}\
+         [credentials.roles_anywhere]\n{files}\
+         trust_anchor_arn = \"{TRUST_ANCHOR}\"\nprofile_arn = \"{PROFILE}\"\n\
+         role_arn = \"{ROLE}\"\nendpoint = \"127.0.0.1:{port}\"\nca_bundle = \"{ca}\"\n\
+         [roles]\ndefault = \"{default}\"\n",
+        port = service.port(),
+        ca = pki.path("ca.pem"),
+    )
+}
+
+/// The config of a key in a PKCS#11 token (`module`, `uri`) for
+/// certificate `cert`, with the PIN in `pin`.
 fn token_config(
     service: &Service,
     pki: &Pki,
@@ -149,20 +172,12 @@ fn token_config(
     uri: &str,
     pin: &std::path::Path,
 ) -> String {
-    format!(
-        "[instance]\naccount_id = \"123456789012\"\n\
-         [credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nendpoint = \"{sts}\"\n\
-         [credentials.roles_anywhere]\ncertificate = \"{cert}\"\n\
-         private_key = \"{uri}\"\npkcs11_module = \"{module}\"\n\
-         private_key_passphrase_file = \"{pin}\"\n\
-         trust_anchor_arn = \"{TRUST_ANCHOR}\"\nprofile_arn = \"{PROFILE}\"\n\
-         role_arn = \"{ROLE}\"\nendpoint = \"127.0.0.1:{port}\"\nca_bundle = \"{ca}\"\n\
-         [roles]\ndefault = \"app\"\n",
-        sts = sts::moto(),
-        pin = pin.display(),
-        port = service.port(),
-        ca = pki.path("ca.pem"),
-    )
+    let files = format!(
+        "certificate = \"{cert}\"\nprivate_key = \"{uri}\"\npkcs11_module = \"{module}\"\n\
+         private_key_passphrase_file = \"{}\"\n",
+        pin.display()
+    );
+    ra_config(sts::moto(), service, pki, &files, "", "app")
 }
 
 /// The service's last refusal once the agent says it is not ready.
@@ -323,20 +338,13 @@ fn the_agent_runs_on_roles_anywhere_with_no_keys() {
     let pki = Pki::new();
     let service = Service::start(&pki, sts::moto());
     let proxy = StsProxy::start();
-    let config = format!(
-        "[instance]\naccount_id = \"123456789012\"\n\
-         [credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nendpoint = \"{sts}\"\n\
-         [credentials.roles_anywhere]\ncertificate = \"{cert}\"\nchain = \"{chain}\"\n\
-         private_key = \"{key}\"\ntrust_anchor_arn = \"{TRUST_ANCHOR}\"\nprofile_arn = \"{PROFILE}\"\n\
-         role_arn = \"{ROLE}\"\nendpoint = \"127.0.0.1:{port}\"\nca_bundle = \"{ca}\"\n\
-         [roles]\ndefault = \"app\"\n",
-        sts = proxy.url(),
-        cert = pki.path("p256.pem"),
-        chain = pki.path("inter.pem"),
-        key = pki.path("p256.key"),
-        port = service.port(),
-        ca = pki.path("ca.pem"),
+    let files = format!(
+        "certificate = \"{}\"\nchain = \"{}\"\nprivate_key = \"{}\"\n",
+        pki.path("p256.pem"),
+        pki.path("inter.pem"),
+        pki.path("p256.key"),
     );
+    let config = ra_config(proxy.url(), &service, &pki, &files, "", "app");
     let agent = dev_agent(&config, &[]);
     let got = botocore(&format!("http://{}", agent.addr), &[], &[]);
     assert_eq!(got["method"], "iam-role", "{got}\n{}", agent.logs());
@@ -437,18 +445,18 @@ fn a_host_with_one_role_is_served_the_session_itself() {
     let pki = Pki::new();
     let service = Service::start(&pki, sts::moto());
     let proxy = StsProxy::start();
-    let config = format!(
-        "[instance]\naccount_id = \"123456789012\"\n\
-         [credentials]\nsource = \"sts\"\nbase = \"roles-anywhere\"\nmode = \"direct\"\nendpoint = \"{sts}\"\n\
-         [credentials.roles_anywhere]\ncertificate = \"{cert}\"\nprivate_key = \"{key}\"\n\
-         trust_anchor_arn = \"{TRUST_ANCHOR}\"\nprofile_arn = \"{PROFILE}\"\n\
-         role_arn = \"{ROLE}\"\nendpoint = \"127.0.0.1:{port}\"\nca_bundle = \"{ca}\"\n\
-         [roles]\ndefault = \"host-base\"\n",
-        sts = proxy.url(),
-        cert = pki.path("rsa.pem"),
-        key = pki.path("rsa.key"),
-        port = service.port(),
-        ca = pki.path("ca.pem"),
+    let files = format!(
+        "certificate = \"{}\"\nprivate_key = \"{}\"\n",
+        pki.path("rsa.pem"),
+        pki.path("rsa.key"),
+    );
+    let config = ra_config(
+        proxy.url(),
+        &service,
+        &pki,
+        &files,
+        "mode = \"direct\"\n",
+        "host-base",
     );
     let agent = dev_agent(&config, &[]);
     let got = botocore(&format!("http://{}", agent.addr), &[], &[]);
