@@ -402,6 +402,20 @@ fn the_agent_runs_on_roles_anywhere_with_no_keys() {
         metrics.contains("\nimds_certificate_expiry_seconds "),
         "{metrics}"
     );
+    // `session clear` drops the cached session too (after a revocation,
+    // say): the next fetch asks Roles Anywhere again.
+    let sessions = || {
+        service
+            .calls()
+            .iter()
+            .filter(|c| c["status"] == 201)
+            .count()
+    };
+    let before = sessions();
+    assert!(agent.cli(&["session", "clear"], "").status.success());
+    let got = botocore(&format!("http://{}", agent.addr), &[], &[]);
+    assert_eq!(got["method"], "iam-role", "{got}");
+    assert_eq!(sessions(), before + 1, "{:?}", service.calls());
     drop(agent);
 
     // A role the profile does not allow: the service's words in status,
@@ -986,9 +1000,14 @@ impl Drop for SoftwareTpm {
 #[cfg(feature = "pkcs11")]
 #[test]
 fn keys_in_a_tpm_get_sessions() {
-    const MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so";
+    // Debian's multiarch directory.
+    let module = format!(
+        "/usr/lib/{}-linux-gnu/pkcs11/libtpm2_pkcs11.so",
+        std::env::consts::ARCH
+    );
+    let module = module.as_str();
     for needed in [
-        MODULE,
+        module,
         "/usr/bin/swtpm",
         "/usr/bin/pkcs11-tool",
         "/usr/bin/tpm2_flushcontext",
@@ -1002,7 +1021,7 @@ fn keys_in_a_tpm_get_sessions() {
     let service = Service::start(&pki, sts::moto());
     let tpm = SoftwareTpm::start();
     let p11 = |args: &[&str]| {
-        let mut all = vec!["--module", MODULE];
+        let mut all = vec!["--module", module];
         all.extend(args);
         tpm.run("pkcs11-tool", &all);
     };
@@ -1069,7 +1088,7 @@ fn keys_in_a_tpm_get_sessions() {
             &service,
             &pki,
             &pki.path(&format!("{label}.pem")),
-            MODULE,
+            module,
             &format!("pkcs11:token=imds-tpm;object={label}"),
             &pin,
         );

@@ -28,13 +28,20 @@ fn arn_parts(arn: &str) -> Option<[&str; 5]> {
 /// `host[:port]`: a DNS name or an IP address (IPv6 in brackets), and
 /// nothing a URL would read as more (`@`, `/`, `?`, `#`, spaces).
 fn is_host_and_port(text: &str) -> bool {
-    if text.parse::<std::net::SocketAddr>().is_ok() {
+    let bracketed_v6 = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok());
+    if bracketed_v6 || text.parse::<std::net::SocketAddr>().is_ok() {
         return true;
     }
     let (host, port) = match text.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => (host, Some(port)),
         _ => (text, None),
     };
+    // An absolute name's final dot is allowed; `_` is in some internal
+    // names.
+    let host = host.strip_suffix('.').unwrap_or(host);
     let name_ok = !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {
@@ -42,7 +49,7 @@ fn is_host_and_port(text: &str) -> bool {
                 && label.len() <= 63
                 && label
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     name_ok && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }

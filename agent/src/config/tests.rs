@@ -870,6 +870,9 @@ fn roles_anywhere_defaults_from_its_arns() {
         "127.0.0.1:8443",
         "[::1]:443",
         "ra-1.example.internal:443",
+        "[::1]",
+        "ra.example.:443",
+        "ra_1.corp",
     ] {
         assert_eq!(endpoint(&format!("endpoint = \"{good}\"\n")), good);
     }

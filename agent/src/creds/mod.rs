@@ -17,5 +17,7 @@ pub use source::{
     Changed, CredentialSource, Credentials, Holder, KeySuffix, Keys, Lookup, Rendered, Secret,
     Unavailable, User,
 };
-pub use source_unavailable::{SourceUnavailable, has_source, is_outage, source_chain};
+pub use source_unavailable::{
+    SourceRefused, SourceUnavailable, has_source, is_outage, source_chain,
+};
 pub use static_source::StaticSource;

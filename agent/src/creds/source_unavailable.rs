@@ -1,11 +1,18 @@
-//! An outage of the agent's own credential source (Roles Anywhere down or
-//! throttling), marked so that the STS calls made with it are retried as
-//! an outage, with backoff, and not taken for missing keys.
+//! An outage or a refusal of the agent's own credential source (Roles
+//! Anywhere down or throttling; or refusing the certificate), marked so
+//! that the STS calls made with it are retried as what they are: an outage
+//! with backoff, a refusal after `error_ttl`.
 
 /// The source could not answer now; asking again later may work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct SourceUnavailable(pub String);
+
+/// The source refused (a certificate it does not trust, a profile that
+/// does not allow the role): asking again soon gets the same.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceRefused(pub String);
 
 /// Whether `error` or any error behind it is a [`SourceUnavailable`].
 pub fn is_outage(error: &(dyn std::error::Error + 'static)) -> bool {

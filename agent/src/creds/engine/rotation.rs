@@ -100,6 +100,11 @@ impl Engine {
     pub async fn clear_session(&self) {
         let generation = {
             let mut base = self.inner.write_base();
+            // A provider's cached session goes too (a revoked one would
+            // otherwise be used until it expires).
+            if let Some(renewed) = base.base.renewed() {
+                base.creds = Some(renewed);
+            }
             base.generation += 1;
             base.generation
         };

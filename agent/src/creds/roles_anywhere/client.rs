@@ -17,8 +17,9 @@ use crate::creds::{Keys, Secret};
 /// A session's answer is small: anything larger is not the service.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// How long one `CreateSession` may take, the answer's body included.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one `CreateSession` may take, the signature and the answer's
+/// body included (the STS call it is made for allows 10 s in all).
+pub const TIMEOUT: Duration = Duration::from_secs(8);
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -158,7 +159,9 @@ pub async fn create_session(
     };
     let headers = tokio::time::timeout_at(deadline, signing)
         .await
-        .map_err(|_| late())?
+        .map_err(|_| {
+            CreateSessionError::Transient(format!("the key did not sign within {TIMEOUT:?}"))
+        })?
         .map_err(|e| SignError::Key(format!("the signing thread: {e}")))??;
     let mut request = http::Request::builder()
         .method("POST")

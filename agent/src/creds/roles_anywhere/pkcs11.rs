@@ -234,16 +234,9 @@ fn connect(
     match session.login(UserType::User, Some(&AuthPin::from(pin.clone()))) {
         // Another session of this process is logged in: so is this one.
         Ok(()) | Err(Ck::Pkcs11(Rv::UserAlreadyLoggedIn, _)) => {}
-        Err(
-            e @ Ck::Pkcs11(
-                Rv::PinIncorrect
-                | Rv::PinInvalid
-                | Rv::PinLenRange
-                | Rv::PinLocked
-                | Rv::PinExpired,
-                _,
-            ),
-        ) => {
+        // Locked or expired: the PIN may be right, and a locked token
+        // counts no more tries.
+        Err(e @ Ck::Pkcs11(Rv::PinIncorrect | Rv::PinInvalid | Rv::PinLenRange, _)) => {
             *refused = Some(pin);
             return Err(TokenError::Login(e));
         }
@@ -315,7 +308,25 @@ impl Signer for TokenKey {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        // Waited for a while, not for ever: a token that hangs in one
+        // signature must not pile up threads waiting behind it.
+        let started = std::time::Instant::now();
+        let mut open = loop {
+            match self.open.try_lock() {
+                Ok(open) => break open,
+                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock)
+                    if started.elapsed() < std::time::Duration::from_secs(5) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(SignError::Key(
+                        "the token is still busy with an earlier signature".into(),
+                    ));
+                }
+            }
+        };
         let raw = match self.sign_once(&open, message) {
             Err(e) if session_lost(&e) => {
                 tracing::warn!(error = %e, uri = %self.uri_text, "the token dropped the session: opening a new one");

@@ -15,7 +15,12 @@ use super::client::{SessionParams, connector, create_session};
 use super::der::CertInfo;
 use super::keys::{self, KeyError};
 use super::material::{Material, Materials};
-use crate::creds::SourceUnavailable;
+use crate::creds::{SourceRefused, SourceUnavailable};
+
+/// How long a session may take, the files, the signature and
+/// CreateSession together: less than the STS call it is made for allows
+/// (10 s), so that it ends with its own error.
+const SESSION_DEADLINE: Duration = Duration::from_secs(9);
 
 /// Warn when the certificate expires within this.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
@@ -214,7 +219,28 @@ impl RolesAnywhere {
     }
 
     async fn session(&self) -> Result<SdkCredentials, CredentialsError> {
-        let result = self.try_session().await;
+        // The STS call this runs in gives up after 10 s and drops it: say
+        // so in status if that is how it ends.
+        struct Unfinished<'a>(&'a RolesAnywhere, bool);
+        impl Drop for Unfinished<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.set_error(Some(
+                        "no session: CreateSession did not finish before the STS call gave up"
+                            .to_owned(),
+                    ));
+                }
+            }
+        }
+        let mut unfinished = Unfinished(self, false);
+        let result = tokio::time::timeout(SESSION_DEADLINE, self.try_session())
+            .await
+            .unwrap_or_else(|_| {
+                Err(CredentialsError::provider_error(SourceUnavailable(format!(
+                    "no session in {SESSION_DEADLINE:?} (reading the files, signing and CreateSession)"
+                ))))
+            });
+        unfinished.1 = true;
         self.set_error(result.as_ref().err().map(|e| crate::creds::source_chain(e)));
         result
     }
@@ -251,12 +277,12 @@ impl RolesAnywhere {
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "Roles Anywhere gave no session");
+            // Marked so that the STS calls made with it are retried as
+            // what it is: an outage with backoff, a refusal after error_ttl.
             if e.is_transient() {
-                // Marked so that STS calls made with it count it as an
-                // outage (retried with backoff), not as missing keys.
                 CredentialsError::provider_error(SourceUnavailable(e.to_string()))
             } else {
-                CredentialsError::provider_error(e)
+                CredentialsError::provider_error(SourceRefused(e.to_string()))
             }
         })?;
         tracing::info!(

@@ -313,7 +313,8 @@ where
             // not (asking again soon gets the same).
             if crate::creds::is_outage(&err) || source_timed_out(&err) {
                 StsError::Unavailable(text)
-            } else if crate::creds::has_source::<CredentialsError>(&err)
+            } else if crate::creds::has_source::<crate::creds::SourceRefused>(&err)
+                || source_has_nothing(&err)
                 || (text.contains("credentials") && text.contains("provider"))
             {
                 StsError::NoCredentials(text)
@@ -324,17 +325,36 @@ where
     }
 }
 
-/// Whether the agent's own credentials took too long to come (the
-/// identity cache gave up on them): an outage.
-fn source_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+/// The first [`CredentialsError`] in `error`'s chain.
+fn credentials_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a CredentialsError> {
     let mut next = Some(error);
     while let Some(e) = next {
-        if let Some(CredentialsError::ProviderTimedOut(_)) = e.downcast_ref::<CredentialsError>() {
-            return true;
+        if let Some(found) = e.downcast_ref::<CredentialsError>() {
+            return Some(found);
         }
         next = e.source();
     }
-    false
+    None
+}
+
+/// Whether the agent's own credentials took too long to come: an outage.
+fn source_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        credentials_error(error),
+        Some(CredentialsError::ProviderTimedOut(_))
+    )
+}
+
+/// Whether the agent's own credentials are not there at all, or
+/// misconfigured: asking again soon gets the same. (A provider's error is
+/// often a network one, SSO or a profile's role chain: not this.)
+fn source_has_nothing(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        credentials_error(error),
+        Some(CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_))
+    )
 }
 
 #[cfg(test)]
@@ -354,7 +374,9 @@ mod tests {
     #[test]
     fn a_source_that_refused_is_no_outage_and_one_that_is_down_is() {
         let refused = failed_dispatch(CredentialsError::provider_error(
-            "Roles Anywhere refused the session (403 AccessDeniedException): no",
+            crate::creds::SourceRefused(
+                "Roles Anywhere refused the session (403 AccessDeniedException): no".into(),
+            ),
         ));
         assert!(
             matches!(classify(refused), StsError::NoCredentials(_)),
@@ -370,6 +392,18 @@ mod tests {
             20,
         )));
         assert!(matches!(classify(slow), StsError::Unavailable(_)));
+        // The standard chain's providers report their network failures
+        // (SSO, a profile's role chain, IMDS) as provider errors: outages.
+        let sso_down = failed_dispatch(CredentialsError::provider_error(std::io::Error::other(
+            "dns error: failed to lookup address information",
+        )));
+        assert!(matches!(classify(sso_down), StsError::Unavailable(_)));
+        let misconfigured =
+            failed_dispatch(CredentialsError::invalid_configuration("no such profile"));
+        assert!(matches!(
+            classify(misconfigured),
+            StsError::NoCredentials(_)
+        ));
         let network = SdkError::<AssumeRoleError, _>::dispatch_failure(ConnectorError::io(
             Box::new(std::io::Error::other("connection refused")),
         ));

@@ -18,6 +18,13 @@ impl Base for Chain {
         Some(BaseCreds::Chain(self.provider.clone()))
     }
 
+    fn renewed(&self) -> Option<BaseCreds> {
+        // A new provider around the same one: a cache slot of its own.
+        Some(BaseCreds::Chain(SharedCredentialsProvider::new(
+            self.provider.clone(),
+        )))
+    }
+
     fn identity(&self, _: Option<&str>) -> &Identity {
         &self.identity
     }

@@ -120,6 +120,12 @@ pub(crate) trait Base: std::fmt::Debug + Send + Sync {
     /// How status and logs name it, holding `creds`.
     fn describe(&self, creds: Option<&BaseCreds>, profile: Option<&str>) -> String;
 
+    /// Credentials from the same source that share no cache with those
+    /// held now (the next call asks the source again), if it caches.
+    fn renewed(&self) -> Option<BaseCreds> {
+        None
+    }
+
     /// The profile active at start.
     fn initial_profile(&self) -> Option<String> {
         None

@@ -24,6 +24,11 @@ impl Base for FromCertificate {
         )))
     }
 
+    fn renewed(&self) -> Option<BaseCreds> {
+        // Each wrapping has a cache slot of its own.
+        self.initial()
+    }
+
     fn identity(&self, _: Option<&str>) -> &Identity {
         &self.identity
     }
