@@ -261,12 +261,8 @@ fn check_config(c: &Config) -> ExitCode {
         && let config::StsBase::RolesAnywhere(settings) = &sts.base
     {
         // The files as the agent will read them (nothing is sent).
-        let checked = crate::creds::roles_anywhere::files::check(settings).and_then(|warnings| {
-            crate::creds::roles_anywhere::provider::RolesAnywhere::new((**settings).clone())
-                .map(|_| warnings)
-        });
-        match checked {
-            Ok(warnings) => {
+        match crate::creds::roles_anywhere::provider::RolesAnywhere::open((**settings).clone()) {
+            Ok((_, warnings)) => {
                 for w in warnings {
                     eprintln!("imds-agent: warning: {w}");
                 }

@@ -8,7 +8,7 @@ mod role;
 pub mod roles_anywhere;
 pub mod session_name;
 mod source;
-mod source_unavailable;
+mod source_failure;
 mod static_source;
 pub mod sts;
 
@@ -17,7 +17,7 @@ pub use source::{
     Changed, CredentialSource, Credentials, Holder, KeySuffix, Keys, Lookup, Rendered, Secret,
     Unavailable, User,
 };
-pub use source_unavailable::{
-    SourceRefused, SourceUnavailable, has_source, is_outage, source_chain,
+pub use source_failure::{
+    SourceFailure, SourceRefused, SourceUnavailable, source_chain, source_failure,
 };
 pub use static_source::StaticSource;

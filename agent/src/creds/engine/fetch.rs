@@ -538,7 +538,6 @@ const OWN_SESSION_TIMEOUT: Duration = Duration::from_secs(30);
 /// The base's own session, as its provider gives it (`mode = "direct"`).
 async fn own_session(base: &BaseCreds) -> Result<Issued, StsError> {
     use aws_credential_types::provider::ProvideCredentials as _;
-    use aws_credential_types::provider::error::CredentialsError;
     let BaseCreds::Chain(provider) = base else {
         return Err(StsError::NoCredentials(
             "\"direct\" serves a provider's session, and the agent holds fixed keys".into(),
@@ -555,9 +554,8 @@ async fn own_session(base: &BaseCreds) -> Result<Issued, StsError> {
         })?
         .map_err(|e| {
             let text = crate::creds::source_chain(&e);
-            match e {
-                CredentialsError::ProviderTimedOut(_) => StsError::Unavailable(text),
-                other if crate::creds::is_outage(&other) => StsError::Unavailable(text),
+            match crate::creds::source_failure(&e) {
+                Some(crate::creds::SourceFailure::Outage) => StsError::Unavailable(text),
                 _ => StsError::NoCredentials(text),
             }
         })?;

@@ -139,7 +139,6 @@ pub async fn create_session(
     now: SystemTime,
 ) -> Result<Issued, CreateSessionError> {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
-    let late = || CreateSessionError::Transient(format!("no answer in {TIMEOUT:?}"));
     let body = body(params);
     let signing = {
         let (host, region, body) = (host.to_owned(), region.to_owned(), body.clone());
@@ -196,7 +195,7 @@ pub async fn create_session(
     };
     let (status, error_type, body) = tokio::time::timeout_at(deadline, exchange)
         .await
-        .map_err(|_| late())??;
+        .map_err(|_| CreateSessionError::Transient(format!("no answer in {TIMEOUT:?}")))??;
     parse_answer(status, error_type, &body, &params.role_arn)
 }
 

@@ -11,7 +11,6 @@ use super::provider::{Settings, StartError};
 
 /// Warnings about `settings`' files, or why they can't be used at all.
 pub fn check(settings: &Settings) -> Result<Vec<String>, StartError> {
-    let mut warnings = Vec::new();
     if let Some(token) = &settings.token {
         trusted_module(&token.module)?;
     }
@@ -24,33 +23,40 @@ pub fn check(settings: &Settings) -> Result<Vec<String>, StartError> {
     }
     let passphrase = settings.passphrase.as_ref().and_then(|p| p.path().ok());
     secret.extend(passphrase.as_deref());
-    for path in secret {
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.mode() & 0o007 != 0
-        {
-            warnings.push(format!(
-                "{} holds a secret and every user can read it (mode {:o}): chmod o= {}",
-                path.display(),
-                meta.mode() & 0o777,
-                path.display()
-            ));
-        }
-    }
     let mut public = vec![settings.certificate.as_path()];
     public.extend(settings.chain.as_deref());
-    for path in public {
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.mode() & 0o022 != 0
-        {
-            warnings.push(format!(
-                "{} can be replaced by other users (mode {:o}): chmod go-w {}",
-                path.display(),
-                meta.mode() & 0o777,
-                path.display()
-            ));
-        }
-    }
+    let mut warnings = mode_warnings(
+        &secret,
+        0o007,
+        "holds a secret and every user can read it",
+        "o=",
+    );
+    warnings.extend(mode_warnings(
+        &public,
+        0o022,
+        "can be replaced by other users",
+        "go-w",
+    ));
     Ok(warnings)
+}
+
+/// A warning for each of `paths` whose mode has a bit of `mask`: `what` it
+/// means, and the `chmod` that mends it.
+fn mode_warnings(paths: &[&Path], mask: u32, what: &str, chmod: &str) -> Vec<String> {
+    paths
+        .iter()
+        .filter_map(|path| {
+            let mode = std::fs::metadata(path).ok()?.mode();
+            (mode & mask != 0).then(|| {
+                format!(
+                    "{} {what} (mode {:o}): chmod {chmod} {}",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                )
+            })
+        })
+        .collect()
 }
 
 /// The PKCS#11 module's real path (symlinks resolved), refused unless it

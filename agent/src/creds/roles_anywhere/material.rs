@@ -186,7 +186,8 @@ impl Materials {
     }
 }
 
-fn read(path: &Path) -> Result<String, StartError> {
+/// A PEM file's text.
+pub(super) fn read(path: &Path) -> Result<String, StartError> {
     let bytes = std::fs::read(path).map_err(|e| StartError::Read(path.display().to_string(), e))?;
     // Bytes outside the PEM blocks (comments, bag attributes) may be in
     // any encoding: only the blocks matter.

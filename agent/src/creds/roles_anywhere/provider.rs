@@ -14,7 +14,7 @@ use aws_credential_types::provider::{self, ProvideCredentials, error::Credential
 use super::client::{SessionParams, connector, create_session};
 use super::der::CertInfo;
 use super::keys::{self, KeyError};
-use super::material::{Material, Materials};
+use super::material::{Material, Materials, read};
 use crate::creds::{SourceRefused, SourceUnavailable};
 
 /// How long a session may take, the files, the signature and
@@ -127,20 +127,25 @@ pub enum StartError {
 
 impl RolesAnywhere {
     /// Reads the certificate, chain and key now (a bad set is an error at
-    /// start, not at the first STS call).
+    /// start, not at the first STS call), and logs what `files::check`
+    /// warns of.
     pub fn new(settings: Settings) -> Result<Self, StartError> {
-        for warning in super::files::check(&settings)? {
+        let (provider, warnings) = Self::open(settings)?;
+        for warning in warnings {
             tracing::warn!("{warning}");
         }
+        Ok(provider)
+    }
+
+    /// `new`, handing the warnings about the files back (`check-config`
+    /// prints them).
+    pub fn open(settings: Settings) -> Result<(Self, Vec<String>), StartError> {
+        let warnings = super::files::check(&settings)?;
         let roots = match &settings.ca_bundle {
-            Some(path) => {
-                let origin = path.display().to_string();
-                let text = std::fs::read(path).map_err(|e| StartError::Read(origin.clone(), e))?;
-                keys::certificates(&origin, &String::from_utf8_lossy(&text))?
-                    .into_iter()
-                    .map(|(der, _)| der)
-                    .collect()
-            }
+            Some(path) => keys::certificates(&path.display().to_string(), &read(path)?)?
+                .into_iter()
+                .map(|(der, _)| der)
+                .collect(),
             None => Vec::new(),
         };
         let connector = connector(&roots).map_err(|e| {
@@ -152,7 +157,7 @@ impl RolesAnywhere {
                 e,
             )
         })?;
-        Ok(Self {
+        let provider = Self {
             inner: Arc::new(Inner {
                 certificate: settings.certificate.clone(),
                 endpoint: settings.endpoint.clone(),
@@ -162,7 +167,8 @@ impl RolesAnywhere {
                 connector,
                 last_error: Mutex::new(None),
             }),
-        })
+        };
+        Ok((provider, warnings))
     }
 
     /// The certificate in force.

@@ -12,7 +12,6 @@ use aws_config::provider_config::ProviderConfig;
 use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
 use aws_credential_types::Credentials as SdkCredentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_sts::config::{IdentityCache, Region, SharedIdentityCache};
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::types::Tag;
@@ -26,7 +25,7 @@ use super::{
     AssumeRoleRequest, BaseCreds, BoxFuture, CallerIdentity, Issued, Mfa, Sts, StsError,
     account_of_arn,
 };
-use crate::creds::{Keys, Secret};
+use crate::creds::{Keys, Secret, SourceFailure};
 
 /// aws-sdk-sts. Each call builds a client for its region and base
 /// credentials; the HTTPS connection pool and the chain's credential cache
@@ -311,55 +310,22 @@ where
             // The SDK resolves credentials while dispatching: a source that
             // is down is an outage; one that refused or found nothing is
             // not (asking again soon gets the same).
-            if crate::creds::is_outage(&err) || source_timed_out(&err) {
-                StsError::Unavailable(text)
-            } else if crate::creds::has_source::<crate::creds::SourceRefused>(&err)
-                || source_has_nothing(&err)
-                || (text.contains("credentials") && text.contains("provider"))
-            {
-                StsError::NoCredentials(text)
-            } else {
-                StsError::Unavailable(text)
+            match crate::creds::source_failure(&err) {
+                Some(SourceFailure::Outage) => StsError::Unavailable(text),
+                Some(SourceFailure::Refusal) => StsError::NoCredentials(text),
+                None if text.contains("credentials") && text.contains("provider") => {
+                    StsError::NoCredentials(text)
+                }
+                None => StsError::Unavailable(text),
             }
         }
     }
 }
 
-/// The first [`CredentialsError`] in `error`'s chain.
-fn credentials_error<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a CredentialsError> {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if let Some(found) = e.downcast_ref::<CredentialsError>() {
-            return Some(found);
-        }
-        next = e.source();
-    }
-    None
-}
-
-/// Whether the agent's own credentials took too long to come: an outage.
-fn source_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    matches!(
-        credentials_error(error),
-        Some(CredentialsError::ProviderTimedOut(_))
-    )
-}
-
-/// Whether the agent's own credentials are not there at all, or
-/// misconfigured: asking again soon gets the same. (A provider's error is
-/// often a network one, SSO or a profile's role chain: not this.)
-fn source_has_nothing(error: &(dyn std::error::Error + 'static)) -> bool {
-    matches!(
-        credentials_error(error),
-        Some(CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_))
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_credential_types::provider::error::CredentialsError;
     use aws_sdk_sts::operation::assume_role::AssumeRoleError;
     use aws_smithy_runtime_api::client::result::ConnectorError;
 
