@@ -20,6 +20,10 @@ use super::sign::Signer;
 /// changed.
 pub const RETRY_FAILED: Duration = Duration::from_secs(300);
 
+/// How long a session waits for another call's reload (the session's own
+/// deadline is 9 s).
+const RELOAD_WAIT: Duration = Duration::from_secs(5);
+
 /// The certificate, chain and key in force, and the files' state they were
 /// read from.
 #[derive(Debug)]
@@ -41,9 +45,13 @@ fn stamp(path: &Path) -> Stamp {
 }
 
 /// Every file the set is read from, the passphrase's (or PIN's) included:
-/// a key re-encrypted with a new passphrase is often written before it.
+/// a key re-encrypted with a new passphrase is often written before it. A
+/// token's key has no file (`private_key` is its URI, not a path).
 fn stamps(settings: &Settings) -> Vec<Stamp> {
-    let mut out = vec![stamp(&settings.certificate), stamp(&settings.private_key)];
+    let mut out = vec![stamp(&settings.certificate)];
+    if settings.token.is_none() {
+        out.push(stamp(&settings.private_key));
+    }
     if let Some(chain) = &settings.chain {
         out.push(stamp(chain));
     }
@@ -115,10 +123,14 @@ impl Materials {
 
     /// The set to sign with at `now`: read again if a file changed, or if
     /// the last read failed a while ago. Blocking (files, key derivation,
-    /// a token): called off the async workers.
+    /// a token): called off the async workers. A reload that another call
+    /// has had under way for [`RELOAD_WAIT`] is not waited for: the set in
+    /// force is used.
     pub fn current(&self, now: SystemTime) -> Option<Arc<Material>> {
-        let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
-        self.reload_if_changed(now)
+        match super::lock::lock_within(&self.reloading, RELOAD_WAIT) {
+            Some(_one) => self.reload_if_changed(now),
+            None => self.held(),
+        }
     }
 
     /// `current`, unless a reload is under way: then the set in force, at
@@ -345,5 +357,44 @@ impl Passphrase {
             }
         }
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tokens_uri_is_not_a_file_to_watch() {
+        let settings = Settings {
+            certificate: PathBuf::from("/etc/pki/host.pem"),
+            pkcs12: false,
+            chain: None,
+            // Relative: stat-ing it would look in the working directory,
+            // where another user might make a file of that name.
+            private_key: PathBuf::from("pkcs11:token=t;object=k"),
+            passphrase: Some(Passphrase::File(PathBuf::from("/etc/pki/pin"))),
+            token: Some(Token {
+                module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
+                uri: "pkcs11:token=t;object=k".into(),
+            }),
+            endpoint: String::new(),
+            region: String::new(),
+            ca_bundle: None,
+            session: super::super::client::SessionParams {
+                trust_anchor_arn: String::new(),
+                profile_arn: String::new(),
+                role_arn: String::new(),
+                duration: Duration::from_secs(900),
+                session_name: None,
+            },
+        };
+        // The certificate and the PIN file.
+        assert_eq!(stamps(&settings).len(), 2);
+        let file_key = Settings {
+            token: None,
+            ..settings
+        };
+        assert_eq!(stamps(&file_key).len(), 3);
     }
 }

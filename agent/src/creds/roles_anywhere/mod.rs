@@ -7,6 +7,7 @@ pub mod client;
 pub mod der;
 pub mod files;
 pub mod keys;
+mod lock;
 pub mod material;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;

@@ -310,23 +310,10 @@ impl Signer for TokenKey {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
         // Waited for a while, not for ever: a token that hangs in one
         // signature must not pile up threads waiting behind it.
-        let started = std::time::Instant::now();
-        let mut open = loop {
-            match self.open.try_lock() {
-                Ok(open) => break open,
-                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock)
-                    if started.elapsed() < std::time::Duration::from_secs(5) =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    return Err(SignError::Key(
-                        "the token is still busy with an earlier signature".into(),
-                    ));
-                }
-            }
-        };
+        let mut open = super::lock::lock_within(&self.open, std::time::Duration::from_secs(5))
+            .ok_or_else(|| {
+                SignError::Key("the token is still busy with an earlier signature".into())
+            })?;
         let raw = match self.sign_once(&open, message) {
             Err(e) if session_lost(&e) => {
                 tracing::warn!(error = %e, uri = %self.uri_text, "the token dropped the session: opening a new one");
