@@ -57,6 +57,7 @@ fn settings() -> Settings {
         session_tags: false,
         hostname: "test".to_owned(),
         jitter_seed: 1,
+        mfa_prompt_wait: Duration::ZERO,
     }
 }
 

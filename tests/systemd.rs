@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 use support::netns::unique;
 use support::wait_for;
 
+/// How long a machine may take to boot its systemd.
+const BOOT_WAIT: Duration = Duration::from_secs(120);
+
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/imds-agent.service");
 
 fn output(cmd: &mut Command) -> Output {
@@ -152,7 +155,10 @@ impl Machine {
             .expect("systemd-nspawn (apt-get install systemd-container)");
         let pid = nspawn.id();
         machine.nspawn = Some(nspawn);
-        machine.leader = wait_for("the machine's systemd", Duration::from_secs(30), || {
+        // Generous: the other tests of this binary build and install the
+        // agent meanwhile, and a machine booting on two busy cores has been
+        // seen to take over 30 s.
+        machine.leader = wait_for("the machine's systemd", BOOT_WAIT, || {
             // The first child may be nspawn's short-lived outer child: the
             // machine's PID 1 is the one called systemd.
             let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
@@ -173,7 +179,7 @@ impl Machine {
             }
             found
         });
-        wait_for("systemd's private socket", Duration::from_secs(30), || {
+        wait_for("systemd's private socket", BOOT_WAIT, || {
             machine
                 .run(&["test", "-S", "/run/systemd/private"])
                 .status

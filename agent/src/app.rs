@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use http::HeaderValue;
 
-use crate::admin::AdminSocket;
+use crate::admin::{AdminSocket, Backend};
 use crate::assign::files::Snapshot;
 use crate::assign::glob::Glob;
 use crate::assign::policy::Policy;
@@ -49,6 +49,19 @@ pub struct Agent {
     pub seen: Arc<Seen>,
     /// The state of the rule files.
     pub rules_status: SharedStatus,
+}
+
+impl Agent {
+    /// What the admin socket and the `/manage` page serve from.
+    pub fn backend(&self) -> Backend {
+        Backend {
+            engine: self.engine.clone(),
+            roles: Arc::clone(&self.roles),
+            assignments: Arc::clone(&self.assignments),
+            rules_status: Arc::clone(&self.rules_status),
+            seen: Arc::clone(&self.seen),
+        }
+    }
 }
 
 /// How often the cgroup tree is walked even when no lookup missed, so new
@@ -346,6 +359,7 @@ fn sts_engine(config: &Config, sts: &StsConfig, clock: Arc<dyn Clock>) -> anyhow
         session_tags: sts.session_tags,
         hostname: config.hostname.clone(),
         jitter_seed: random_u64()?,
+        mfa_prompt_wait: sts.mfa_prompt_wait,
     };
     Ok(Engine::new(
         Arc::new(Metered::new(AwsSts::new(endpoint))),
@@ -522,9 +536,13 @@ fn exe_source(target: &Target) -> anyhow::Result<Arc<crate::attribution::exe::Ex
 }
 
 /// Sets up, binds every listen address of `config`, calls `on_listening`
-/// with the bound addresses (port 0 resolved), then serves until SIGTERM or
+/// with the bound addresses (port 0 resolved) and the `/manage` page's
+/// address, then serves until SIGTERM or
 /// SIGINT, and undoes the address at the end.
-pub fn run(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> anyhow::Result<()> {
+pub fn run(
+    config: Config,
+    on_listening: impl FnOnce(&[SocketAddr], Option<&str>),
+) -> anyhow::Result<()> {
     let mut on_stop = OnStop::Nothing;
     let notifier = Notifier::from_env();
     let served = privileged_phase(&config, &mut on_stop)
@@ -539,7 +557,7 @@ fn serve_phase(
     config: &Config,
     prepared: Prepared,
     notifier: Option<Notifier>,
-    on_listening: impl FnOnce(&[SocketAddr]),
+    on_listening: impl FnOnce(&[SocketAddr], Option<&str>),
 ) -> anyhow::Result<()> {
     let Prepared {
         listeners,
@@ -557,7 +575,12 @@ fn serve_phase(
         .context("starting the async runtime")?;
     let served = runtime.block_on(async {
         let agent = build(config, Arc::new(SystemClock::new()), kernel)?;
-        let admin = admin.serve(config, &bound, &agent)?;
+        let admin = admin.serve(config, &bound, agent.backend())?;
+        if config.desktop
+            && let Some(engine) = &agent.engine
+        {
+            crate::desktop::start(engine, admin.manage_url());
+        }
         let options = ServeOptions {
             max_connections: config.max_connections,
             per_workload: config.max_connections_per_workload,
@@ -574,7 +597,7 @@ fn serve_phase(
                 "listening"
             );
         }
-        on_listening(&bound);
+        on_listening(&bound, admin.manage_url());
         let notifier = notifier.map(Arc::new);
         if let Some(notifier) = &notifier {
             notifier.ready(&status_line(config, &bound, &agent));

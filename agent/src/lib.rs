@@ -16,6 +16,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod creds;
+pub mod desktop;
 pub mod docker;
 pub mod http;
 pub mod imds;

@@ -21,7 +21,10 @@ def main():
     endpoint = sys.argv[1]
     os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = endpoint
     session = botocore.session.get_session()
-    session.set_config_variable("metadata_service_timeout", 1)
+    # What a test of a long wait (an MFA prompt) tells botocore; 1 s, as
+    # botocore's own default, otherwise.
+    timeout = int(os.environ.get("IMDS_TEST_METADATA_TIMEOUT", "1"))
+    session.set_config_variable("metadata_service_timeout", timeout)
     session.set_config_variable("metadata_service_num_attempts", 1)
     creds = session.get_credentials()
     report = {"method": None}

@@ -11,6 +11,11 @@ change what the proxy does:
   POST /__proxy/mode  {"mode": "pass" | "error500" | "throttle" | "denied" | "drop",
                        "actions": ["AssumeRole", ...] (default: all),
                        "delay": seconds before answering (default 0)}
+  POST /__proxy/totp {"secret": BASE32 | null}
+                       GetSessionToken's TokenCode must then be the TOTP
+                       code of the moment (or a step either side) for that
+                       secret, as AWS checks it: anything else is refused
+                       with AWS's AccessDenied (moto checks no code).
   POST /__proxy/offset {"seconds": N, "actions": [...] (default: all)}
                        every <Expiration> moto answers (to those actions)
                        is moved N seconds later (earlier when negative):
@@ -19,8 +24,12 @@ change what the proxy does:
                        expiry get sessions shorter than STS's shortest.
 """
 
+import base64
 import datetime
+import hashlib
+import hmac
 import json
+import struct
 import os
 import re
 import sys
@@ -31,7 +40,22 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STATE = {"mode": "pass", "actions": None, "delay": 0.0, "offset": 0.0, "offset_actions": None, "calls": []}
+STATE = {"mode": "pass", "actions": None, "delay": 0.0, "offset": 0.0, "offset_actions": None, "calls": [],
+         "totp": None}
+
+
+def totp(secret, step):
+    """RFC 6238 with SHA-1, 30 s steps and 6 digits: what AWS's virtual MFA devices use."""
+    key = base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
+    digest = hmac.new(key, struct.pack(">Q", step), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    value = struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF
+    return "%06d" % (value % 1000000)
+
+
+def code_accepted(secret, code):
+    step = int(time.time()) // 30
+    return any(totp(secret, s) == code for s in (step - 1, step, step + 1))
 EXPIRATION = re.compile(rb"<Expiration>([^<]+)</Expiration>")
 
 
@@ -96,6 +120,11 @@ class Handler(BaseHTTPRequestHandler):
                 STATE["offset"] = float(wanted.get("seconds", 0))
                 STATE["offset_actions"] = wanted.get("actions")
             return self.reply(200, b"{}", "application/json")
+        if self.path == "/__proxy/totp":
+            wanted = json.loads(body or b"{}")
+            with LOCK:
+                STATE["totp"] = wanted.get("secret")
+            return self.reply(200, b"{}", "application/json")
         if self.path == "/__proxy/mode":
             wanted = json.loads(body or b"{}")
             with LOCK:
@@ -124,6 +153,12 @@ class Handler(BaseHTTPRequestHandler):
         if applies and mode in ERRORS:
             status, kind, code, message = ERRORS[mode]
             return self.reply(status, error_body(kind, code, message))
+        with LOCK:
+            secret = STATE["totp"]
+        if secret and action == "GetSessionToken" and not code_accepted(secret, params.get("TokenCode", "")):
+            return self.reply(403, error_body(
+                "Sender", "AccessDenied",
+                "MultiFactorAuthentication failed with invalid MFA one time pass code."))
         request = urllib.request.Request(UPSTREAM + self.path, data=body or None, method=self.command)
         for name in ("Content-Type", "Authorization", "X-Amz-Date", "X-Amz-Security-Token", "User-Agent"):
             if self.headers.get(name):

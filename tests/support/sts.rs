@@ -153,6 +153,16 @@ impl StsProxy {
 }
 
 impl StsProxy {
+    /// Makes GetSessionToken accept only the TOTP codes of `secret` (base32).
+    pub fn check_totp(&self, secret: &str) {
+        let body = serde_json::json!({ "secret": secret }).to_string();
+        let request = format!(
+            "POST /__proxy/totp HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(raw(self.addr(), request.as_bytes()).status, 200);
+    }
+
     /// Moves every `<Expiration>` moto answers `seconds` later.
     pub fn set_offset(&self, seconds: u64) {
         self.set_offset_of(seconds as i64, None);

@@ -3,20 +3,44 @@
 //! on the IMDS address. What it serves: status, metrics, the workloads seen
 //! and the assignments, bootstrap credentials (write-only), MFA codes,
 //! profiles and the session. `client.rs` is the CLI's side. Metrics alone
-//! may also be served over TCP (`admin.metrics_listen`).
+//! may also be served over TCP (`admin.metrics_listen`), and the `/manage`
+//! page on loopback (`web/`, `admin.web_listen` and `dev`).
 
+mod actions;
 pub mod client;
 mod peer;
 mod routes;
+mod web;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::app::Agent;
+use crate::assign::watch::SharedStatus;
+use crate::assign::{Assignments, RoleAssignment};
 use crate::config::Config;
+use crate::creds::engine::Engine;
+use crate::http::Seen;
+
+/// What the admin routes and the `/manage` page serve from: the parts of
+/// the running agent they read and change. The app fills it in; the admin
+/// side knows nothing else of the app.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// The STS engine, with `source = "sts"`.
+    pub engine: Option<Engine>,
+    /// Which role workloads get.
+    pub roles: Arc<dyn RoleAssignment>,
+    /// The same, with the rules it holds.
+    pub assignments: Arc<Assignments>,
+    /// The state of the rule files.
+    pub rules_status: SharedStatus,
+    /// The workloads seen recently.
+    pub seen: Arc<Seen>,
+}
 
 /// Where `run` puts the socket unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/imds-agent/admin.sock";
@@ -26,12 +50,19 @@ pub const DEFAULT_SOCKET: &str = "/run/imds-agent/admin.sock";
 pub struct AdminServer {
     path: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    manage_url: Option<String>,
 }
 
 impl AdminServer {
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The `/manage` page's address, its secret included, when it is
+    /// served.
+    pub fn manage_url(&self) -> Option<&str> {
+        self.manage_url.as_deref()
     }
 }
 
@@ -69,6 +100,7 @@ pub struct AdminSocket {
     created_dir: bool,
     group: Option<u32>,
     metrics: Option<std::net::TcpListener>,
+    web: Option<std::net::TcpListener>,
 }
 
 impl AdminSocket {
@@ -89,12 +121,14 @@ impl AdminSocket {
             }
             None => None,
         };
+        let web = config.web_listen.map(web::bind).transpose()?;
         Ok(Self {
             path,
             listener,
             created_dir,
             group,
             metrics,
+            web,
         })
     }
 
@@ -114,13 +148,13 @@ impl AdminSocket {
         Ok(())
     }
 
-    /// Serves the admin API (and the metrics listener) on the current
-    /// runtime.
+    /// Serves the admin API (and the metrics listener and the `/manage`
+    /// page) on the current runtime.
     pub fn serve(
         self,
         config: &Config,
         bound: &[SocketAddr],
-        agent: &Agent,
+        backend: Backend,
     ) -> anyhow::Result<AdminServer> {
         self.listener
             .set_nonblocking(true)
@@ -135,13 +169,20 @@ impl AdminSocket {
                 group: self.group,
             },
         };
-        let state = routes::AdminState::new(config, bound, agent);
+        let web = self.web.map(web::Page::new).transpose()?;
+        let manage_url = web.as_ref().map(web::Page::url);
+        let state = routes::AdminState::new(config, bound, backend, manage_url.clone());
         let app = routes::router(state.clone());
-        let mut tasks = vec![tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        if let Some(page) = web {
+            tracing::info!(addr = %page.addr(), "the /manage page (its address with the secret: imds-agent manage)");
+            tasks.push(page.serve(state.clone())?);
+        }
+        tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "the admin socket stopped");
             }
-        })];
+        }));
         tracing::info!(socket = %self.path.display(), "admin socket");
         if let Some(metrics) = self.metrics {
             let addr = metrics
@@ -160,6 +201,7 @@ impl AdminSocket {
         Ok(AdminServer {
             path: self.path,
             tasks,
+            manage_url,
         })
     }
 }

@@ -11,7 +11,6 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::app::Agent;
 use crate::assign::watch::{RulesStatus, SharedStatus};
 use crate::assign::{Assignments, RoleAssignment};
 use crate::config::{Config, CredentialsConfig};
@@ -19,29 +18,40 @@ use crate::creds::engine::{BaseError, Engine, ProfileInfo, Status};
 use crate::creds::mfa::MfaCode;
 use crate::creds::{Keys, Secret};
 use crate::http::{Seen, SeenWorkload};
+
+use super::Backend;
+use super::actions::{self, ActionError};
 use crate::metrics;
 
 #[derive(Debug, Clone)]
 pub(super) struct AdminState {
-    engine: Option<Engine>,
-    roles: Arc<dyn RoleAssignment>,
+    pub(super) engine: Option<Engine>,
+    pub(super) roles: Arc<dyn RoleAssignment>,
     assignments: Arc<Assignments>,
     rules: SharedStatus,
-    seen: Arc<Seen>,
+    pub(super) seen: Arc<Seen>,
     listen: Vec<SocketAddr>,
     http_tokens: &'static str,
     host_mode: &'static str,
     source: &'static str,
+    /// The `/manage` page's address with its secret, when it is served.
+    manage_url: Option<String>,
 }
 
 impl AdminState {
-    pub(super) fn new(config: &Config, bound: &[SocketAddr], agent: &Agent) -> Self {
+    pub(super) fn new(
+        config: &Config,
+        bound: &[SocketAddr],
+        backend: Backend,
+        manage_url: Option<String>,
+    ) -> Self {
         Self {
-            engine: agent.engine.clone(),
-            roles: Arc::clone(&agent.roles),
-            assignments: Arc::clone(&agent.assignments),
-            rules: Arc::clone(&agent.rules_status),
-            seen: Arc::clone(&agent.seen),
+            engine: backend.engine,
+            roles: backend.roles,
+            assignments: backend.assignments,
+            rules: backend.rules_status,
+            seen: backend.seen,
+            manage_url,
             listen: bound.to_vec(),
             http_tokens: config.settings.http_tokens.as_str(),
             host_mode: config.host.mode.as_str(),
@@ -72,6 +82,7 @@ pub(super) fn router(state: AdminState) -> Router {
         .route("/assignments", get(assignments))
         .route("/bootstrap/creds", post(bootstrap))
         .route("/mfa", post(mfa))
+        .route("/manage-url", get(manage_url))
         .route("/profiles", get(profiles))
         .route("/profiles/active", put(use_profile))
         .route("/profiles/{name}", get(profile))
@@ -360,11 +371,12 @@ struct MfaBody {
     code: String,
 }
 
+/// Takes an MFA code and answers once it opened the session (200), or STS
+/// refused it (403: type another).
 async fn mfa(
     State(state): State<AdminState>,
     body: Result<Json<MfaBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<StatusCode, ApiError> {
-    let engine = state.engine()?;
+) -> Result<Json<actions::Opened>, ApiError> {
     let Json(body) = body.map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -373,10 +385,35 @@ async fn mfa(
     })?;
     let code =
         MfaCode::parse(&body.code).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    engine
-        .mfa_code(code)
-        .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
-    Ok(StatusCode::ACCEPTED)
+    actions::hand_in_code(&state, code)
+        .await
+        .map(Json)
+        .map_err(action_error)
+}
+
+/// An action's error as the admin socket answers it.
+fn action_error(e: ActionError) -> ApiError {
+    let status = match &e {
+        ActionError::NoSession => StatusCode::CONFLICT,
+        ActionError::Base(BaseError::UnknownProfile(_)) => StatusCode::NOT_FOUND,
+        ActionError::Base(_) => StatusCode::CONFLICT,
+        ActionError::CodeRefused(_) => StatusCode::FORBIDDEN,
+        ActionError::CodeFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError(status, e.to_string())
+}
+
+/// The `/manage` page's address, secret included: the socket's users are
+/// the agent's own.
+async fn manage_url(State(state): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
+    match &state.manage_url {
+        Some(url) => Ok(Json(serde_json::json!({ "url": url }))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "the agent serves no /manage page (set admin.web_listen, or run `imds-agent dev`)"
+                .to_owned(),
+        )),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -437,30 +474,16 @@ async fn use_profile(
     State(state): State<AdminState>,
     body: Result<Json<UseProfileBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let engine = state.engine()?;
+    state.engine()?;
     let Json(body) = body.map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
             format!("expected {{\"name\": \"PROFILE\"}}: {}", e.body_text()),
         )
     })?;
-    // The new profile may give workloads another role: the old one's
-    // credentials go, the new one's are fetched. Working out what to
-    // prefetch reads the cgroup tree: not on a worker.
-    let (engine, roles) = (engine.clone(), Arc::clone(&state.roles));
-    tokio::task::spawn_blocking(move || {
-        engine.use_profile(
-            &body.name,
-            |role| roles.still_assigned(role),
-            || roles.wanted(),
-        )
-    })
-    .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| match e {
-        BaseError::UnknownProfile(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
-        _ => ApiError(StatusCode::CONFLICT, e.to_string()),
-    })?;
+    actions::switch_profile(&state, body.name)
+        .await
+        .map_err(action_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

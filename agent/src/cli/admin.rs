@@ -1,7 +1,6 @@
 //! The commands that talk to a running agent over its admin socket.
 
 use std::io::Read as _;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -51,47 +50,7 @@ pub(super) enum SessionAction {
 /// Where `dev` puts its socket unless told otherwise: in a directory of
 /// the user's own, one socket per port.
 pub(super) fn dev_socket_path() -> PathBuf {
-    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|d| d.is_dir());
-    let dir = runtime.unwrap_or_else(|| {
-        let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
-        PathBuf::from(format!("/tmp/imds-agent-{uid}"))
-    });
-    dir.join("imds-agent-dev-{port}.sock")
-}
-
-/// Makes `dir` (mode 0700) unless it exists, then checks that it is the
-/// user's own and closed to others (mode 0700, not a link): in /tmp anyone
-/// could have made it first, and would then see, or replace, the dev
-/// agent's socket. Made here, in one step, not later: between a check that
-/// found nothing and a later mkdir someone else's could appear.
-pub(super) fn private_dir(dir: &std::path::Path) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
-    }
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| format!("cannot check {}: {e}", dir.display()))?;
-    let me = nix::unistd::geteuid().as_raw();
-    let mode = meta.permissions().mode() & 0o777;
-    if meta.is_dir() && meta.uid() == me && mode & 0o077 == 0 {
-        return Ok(());
-    }
-    Err(format!(
-        "{} is not a directory of your own with mode 0700 (it is {}, owned by uid {}, mode {mode:o}): another user may have made it; remove it, or set admin.socket",
-        dir.display(),
-        if meta.file_type().is_symlink() {
-            "a symbolic link"
-        } else if meta.is_dir() {
-            "a directory"
-        } else {
-            "a file"
-        },
-        meta.uid()
-    ))
+    crate::desktop::runtime_dir().join("imds-agent-dev-{port}.sock")
 }
 
 pub(super) fn status(arg: &SocketArg) -> ExitCode {
@@ -211,8 +170,12 @@ pub(super) fn mfa(arg: &SocketArg, code: Option<&str>) -> ExitCode {
         return ExitCode::from(2);
     }
     let body = serde_json::json!({ "code": code }).to_string();
-    ask(&arg.socket, "POST", "/mfa", Some(&body), |_| {
-        println!("the agent took the code");
+    ask(&arg.socket, "POST", "/mfa", Some(&body), |reply| {
+        let opened = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap_or_default();
+        match opened["expiration"].as_str() {
+            Some(expiration) => println!("the MFA session is open until {expiration}"),
+            None => println!("the agent took the code"),
+        }
         ExitCode::SUCCESS
     })
 }
@@ -277,6 +240,36 @@ pub(super) fn session(arg: &SocketArg, action: &SessionAction) -> ExitCode {
             ExitCode::SUCCESS
         }),
     }
+}
+
+/// Prints the `/manage` page's address and, unless `print_only` or there is
+/// no display, opens it with `xdg-open` (through a file: the address
+/// carries the page's secret, and command lines are public).
+pub(super) fn manage(arg: &SocketArg, print_only: bool) -> ExitCode {
+    ask(&arg.socket, "GET", "/manage-url", None, |reply| {
+        let url = serde_json::from_str::<serde_json::Value>(&reply.body)
+            .ok()
+            .and_then(|v| v["url"].as_str().map(str::to_owned));
+        let Some(url) = url.filter(|u| crate::desktop::is_local_page(u)) else {
+            eprintln!("imds-agent: the agent's answer is not a /manage address on loopback");
+            return ExitCode::from(3);
+        };
+        println!("{url}");
+        if print_only || !crate::desktop::has_display() {
+            return ExitCode::SUCCESS;
+        }
+        let dir = crate::desktop::runtime_dir();
+        let opened = crate::desktop::private_dir(&dir)
+            .map_err(std::io::Error::other)
+            .and_then(|()| crate::desktop::open_in_browser(&url, &dir));
+        match opened {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("imds-agent: could not open a browser ({e}); open the address above");
+                ExitCode::from(3)
+            }
+        }
+    })
 }
 
 /// Sends one request; a 2xx goes to `ok`, anything else is printed as the

@@ -1,7 +1,8 @@
 //! The command line: `run`, `dev` and `check-config` start or check an
 //! agent, `cleanup` undoes what it set up on the host; `status`, `who`,
-//! `assignments`, `metrics`, `bootstrap`, `mfa`, `profile`, `refresh` and
-//! `session` talk to a running one over its admin socket (`admin.rs`).
+//! `assignments`, `metrics`, `bootstrap`, `mfa`, `profile`, `refresh`,
+//! `session` and `manage` talk to a running one over its admin socket
+//! (`admin.rs`).
 //!
 //! Exit codes: 0 success, 1 a configuration error or a refusal from the
 //! agent (or, for `status`, an agent that is not ready), 2 a usage error
@@ -104,6 +105,15 @@ enum Command {
     /// Refresh every role a running agent caches now (it keeps serving what
     /// it has until the new credentials arrive).
     Refresh(admin::SocketArg),
+    /// Print the address of a running agent's /manage page (its secret
+    /// included) and open it in the browser when there is a display.
+    Manage {
+        /// Only print the address.
+        #[arg(long)]
+        print: bool,
+        #[command(flatten)]
+        socket: admin::SocketArg,
+    },
     /// Discard a running agent's MFA session (the next fetch opens a new one).
     Session {
         #[command(subcommand)]
@@ -178,7 +188,7 @@ pub fn main() -> ExitCode {
         Command::Cleanup { config } => cleanup(&config, &host, &env),
         Command::Run { config, common } => {
             match Config::load(&config, &common.overrides(), &host, &env) {
-                Ok(c) => serve(c, |_| {}),
+                Ok(c) => serve(c, |_, _| {}),
                 Err(e) => config_error(&e),
             }
         }
@@ -218,14 +228,19 @@ pub fn main() -> ExitCode {
                     // in a directory nobody else may enter.
                     if c.admin_socket.is_none()
                         && let Some(dir) = dev_socket.parent()
-                        && let Err(why) = admin::private_dir(dir)
+                        && let Err(why) = crate::desktop::private_dir(dir)
                     {
                         eprintln!("imds-agent: {why}");
                         return ExitCode::from(1);
                     }
                     c.admin_socket.get_or_insert(dev_socket);
+                    // The page is the developer's way in: on a free
+                    // loopback port unless the config names one.
+                    c.web_listen
+                        .get_or_insert(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+                    c.desktop = true;
                     let banner = dev_banner(&c);
-                    serve(c, move |addrs| print!("{}", banner(addrs)))
+                    serve(c, move |addrs, manage| print!("{}", banner(addrs, manage)))
                 }
                 Err(e) => config_error(&e),
             }
@@ -239,6 +254,7 @@ pub fn main() -> ExitCode {
         Command::Refresh(socket) => admin::refresh(&socket),
         Command::Profile { action, socket } => admin::profile(&socket, &action),
         Command::Session { action, socket } => admin::session(&socket, &action),
+        Command::Manage { print, socket } => admin::manage(&socket, print),
     }
 }
 
@@ -323,7 +339,7 @@ fn cleanup(path: &std::path::Path, host: &HostFacts, env: config::Env<'_>) -> Ex
     }
 }
 
-fn serve(config: Config, on_listening: impl FnOnce(&[SocketAddr])) -> ExitCode {
+fn serve(config: Config, on_listening: impl FnOnce(&[SocketAddr], Option<&str>)) -> ExitCode {
     crate::logging::init(&config.log_level, config.log_target);
     if let Some(warning) = config.permission_warning() {
         tracing::warn!("{warning}");
@@ -367,7 +383,7 @@ fn summary(c: &Config) -> String {
 
 /// What `dev` prints once it listens: where it is and the line that points
 /// SDKs at it.
-fn dev_banner(c: &Config) -> impl FnOnce(&[SocketAddr]) -> String + use<> {
+fn dev_banner(c: &Config) -> impl FnOnce(&[SocketAddr], Option<&str>) -> String + use<> {
     let role = c
         .roles
         .default
@@ -377,7 +393,7 @@ fn dev_banner(c: &Config) -> impl FnOnce(&[SocketAddr]) -> String + use<> {
     let hops = c.settings.hop_limit;
     let region = c.instance.region.clone();
     let config = c.clone();
-    move |addrs| {
+    move |addrs, manage| {
         let first = addrs
             .first()
             .map_or_else(String::new, |a| format!("http://{a}/"));
@@ -387,9 +403,13 @@ fn dev_banner(c: &Config) -> impl FnOnce(&[SocketAddr]) -> String + use<> {
              Point AWS SDKs and the AWS CLI at it with:\n\
              export AWS_EC2_METADATA_SERVICE_ENDPOINT={first}\n\
              export AWS_REGION={region}\n\
-             Talk to it (imds-agent status, mfa, profile) with:\n\
+             {}\
+             Talk to it (imds-agent status, mfa, profile, manage) with:\n\
              export IMDS_AGENT_SOCKET={}\n",
-            socket.display()
+            manage.map_or_else(String::new, |url| format!(
+                "Manage its session (MFA code, profile) in a browser:\n{url}\n"
+            )),
+            socket.display(),
         )
     }
 }

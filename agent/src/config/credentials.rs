@@ -34,6 +34,7 @@ const STS_KEYS: &[&str] = &[
     "session_tags",
     "first_fetch_wait_ms",
     "idle_ttl_seconds",
+    "mfa_prompt_wait_seconds",
 ];
 
 pub(super) fn credentials(
@@ -94,6 +95,7 @@ fn set_sts_keys(c: &file::Credentials) -> Vec<&'static str> {
         c.session_tags.is_some(),
         c.first_fetch_wait_ms.is_some(),
         c.idle_ttl_seconds.is_some(),
+        c.mfa_prompt_wait_seconds.is_some(),
     ];
     STS_KEYS
         .iter()
@@ -325,6 +327,16 @@ fn sts(
             c.idle_ttl_seconds,
             5..=86_400,
             600,
+        )?),
+        // Below every SDK's patience for one metadata request once told
+        // (botocore's metadata_service_timeout, JS's timeout): the README
+        // lists them.
+        mfa_prompt_wait: Duration::from_secs(ranged(
+            src,
+            "credentials.mfa_prompt_wait_seconds",
+            c.mfa_prompt_wait_seconds,
+            0..=60,
+            10,
         )?),
     })
 }

@@ -307,6 +307,7 @@ pub(crate) struct Credentials {
     pub(crate) session_tags: Option<bool>,
     pub(crate) first_fetch_wait_ms: Option<u64>,
     pub(crate) idle_ttl_seconds: Option<u64>,
+    pub(crate) mfa_prompt_wait_seconds: Option<u64>,
     pub(crate) roles_anywhere: Option<RolesAnywhere>,
 }
 
@@ -339,6 +340,7 @@ impl Default for Credentials {
             session_tags: None,
             first_fetch_wait_ms: None,
             idle_ttl_seconds: None,
+            mfa_prompt_wait_seconds: None,
             roles_anywhere: None,
         }
     }
@@ -371,6 +373,8 @@ pub(crate) struct Admin {
     pub(crate) group: Option<String>,
     /// Also serve `GET /metrics` (and nothing else) on this TCP address.
     pub(crate) metrics_listen: Option<String>,
+    /// Serve the `/manage` page on this loopback address and port.
+    pub(crate) web_listen: Option<String>,
 }
 
 /// `[roles]`: which workload gets which role.

@@ -78,6 +78,12 @@ pub struct Config {
     pub admin_group: Option<String>,
     /// Where `GET /metrics` is also served over TCP.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the `/manage` page is served (loopback only); `dev` serves it
+    /// on a free loopback port when this is unset.
+    pub web_listen: Option<SocketAddr>,
+    /// `dev`: tell the person at the desk when an MFA code is needed (a
+    /// desktop notification, a prompt in the terminal). Never from a file.
+    pub desktop: bool,
     /// The host's name (session tags, default session names).
     pub hostname: String,
     /// Whether the file itself holds secrets (keys, a TOTP secret), so it
@@ -199,6 +205,9 @@ pub struct StsConfig {
     /// How long credentials no assignment names and no live workload holds
     /// are kept unused.
     pub idle_ttl: Duration,
+    /// How long a credentials request may wait for a person to hand in an
+    /// MFA code (no TOTP secret stored); zero: it does not wait.
+    pub mfa_prompt_wait: Duration,
 }
 
 /// Where the agent's own credentials come from.

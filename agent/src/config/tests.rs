@@ -290,6 +290,14 @@ fn credentials_from_the_environment() {
 }
 
 #[test]
+fn the_manage_page_is_served_on_loopback_only_when_asked() {
+    let c = parse(&format!("[admin]\nweb_listen = \"[::1]:8930\"\n{KEYS}")).unwrap();
+    assert_eq!(c.web_listen, Some("[::1]:8930".parse().unwrap()));
+    assert!(!c.desktop, "a file never turns the desktop prompt on");
+    assert_eq!(parse(KEYS).unwrap().web_listen, None);
+}
+
+#[test]
 fn overrides_win() {
     let overrides = Overrides {
         listen: Some(vec!["127.0.0.1:9999".parse().unwrap()]),
@@ -576,6 +584,30 @@ fn sts_errors() {
         (
             "source = \"sts\"\nidle_ttl_seconds = 1\n",
             "credentials.idle_ttl_seconds: must be from 5 to 86400",
+        ),
+        (
+            "source = \"sts\"\nmfa_prompt_wait_seconds = 61\n",
+            "credentials.mfa_prompt_wait_seconds: must be from 0 to 60",
+        ),
+        (
+            "[server]\nlisten = [\"127.0.0.1:8930\"]\n[admin]\nweb_listen = \"127.0.0.1:8930\"\n",
+            "admin.web_listen: must not be an address the IMDS is served on",
+        ),
+        (
+            "[admin]\nweb_listen = \"0.0.0.0:8930\"\n",
+            "admin.web_listen: must be a loopback address",
+        ),
+        (
+            "[admin]\nweb_listen = \"169.254.169.254:80\"\n",
+            "admin.web_listen: must be a loopback address",
+        ),
+        (
+            "[admin]\nmetrics_listen = \"127.0.0.1:9464\"\nweb_listen = \"127.0.0.1:9464\"\n",
+            "admin.web_listen: must not be the metrics address",
+        ),
+        (
+            "[admin]\nweb_listen = \"localhost\"\n",
+            "admin.web_listen: \"localhost\" is not an address and port",
         ),
         (
             "source = \"sts\"\nbase = \"profiles\"\nprofile = \"x\"\n[profiles.a]\naccess_key_id = \"AKIAEXAMPLE123456789\"\nsecret_access_key = \"s\"\n",

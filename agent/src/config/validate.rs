@@ -49,6 +49,7 @@ impl Config {
         let proxy = super::network::proxy(&file, &host_config, &listen, src)?;
         let admin_group = admin_group(&file, src)?;
         let metrics_listen = metrics_listen(&file, &listen, src)?;
+        let web_listen = web_listen(&file, &listen, metrics_listen, src)?;
         let max_connections = match file.server.max_connections {
             n @ 1..=65_536 => n as usize,
             _ => return Err(src.invalid("server.max_connections", "must be from 1 to 65536")),
@@ -118,6 +119,8 @@ impl Config {
             log_target: file.log.target,
             admin_group,
             metrics_listen,
+            web_listen,
+            desktop: false,
             admin_socket: overrides
                 .admin_socket
                 .clone()
@@ -517,20 +520,32 @@ fn admin_group(file: &FileConfig, src: Source<'_>) -> Result<Option<String>, Con
     }
 }
 
+/// `key`'s address and port, if it is set.
+fn address(
+    text: Option<&str>,
+    key: &str,
+    src: Source<'_>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    text.map(|text| {
+        text.parse()
+            .map_err(|_| src.invalid(key, format!("{text:?} is not an address and port")))
+    })
+    .transpose()
+}
+
 fn metrics_listen(
     file: &FileConfig,
     listen: &[SocketAddr],
     src: Source<'_>,
 ) -> Result<Option<SocketAddr>, ConfigError> {
-    let Some(text) = &file.admin.metrics_listen else {
+    let Some(addr) = address(
+        file.admin.metrics_listen.as_deref(),
+        "admin.metrics_listen",
+        src,
+    )?
+    else {
         return Ok(None);
     };
-    let addr: SocketAddr = text.parse().map_err(|_| {
-        src.invalid(
-            "admin.metrics_listen",
-            format!("{text:?} is not an address and port"),
-        )
-    })?;
     // Workloads reach the IMDS addresses: metrics never live there.
     let imds = [IMDS_V4, std::net::IpAddr::V6(crate::config::IMDS_V6)];
     if listen.contains(&addr) || imds.contains(&addr.ip()) {
@@ -538,6 +553,37 @@ fn metrics_listen(
             "admin.metrics_listen",
             "must not be an address the IMDS is served on",
         ));
+    }
+    Ok(Some(addr))
+}
+
+/// `admin.web_listen`: the `/manage` page changes the agent's session, so
+/// it is only ever on loopback, and never where workloads reach the IMDS
+/// or the metrics.
+fn web_listen(
+    file: &FileConfig,
+    listen: &[SocketAddr],
+    metrics: Option<SocketAddr>,
+    src: Source<'_>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(addr) = address(file.admin.web_listen.as_deref(), "admin.web_listen", src)? else {
+        return Ok(None);
+    };
+    if !addr.ip().is_loopback() {
+        return Err(src.invalid(
+            "admin.web_listen",
+            "must be a loopback address (127.0.0.1:PORT or [::1]:PORT)",
+        ));
+    }
+    // Port 0 is a free port the kernel picks: it meets nothing.
+    if addr.port() != 0 && listen.contains(&addr) {
+        return Err(src.invalid(
+            "admin.web_listen",
+            "must not be an address the IMDS is served on",
+        ));
+    }
+    if addr.port() != 0 && metrics == Some(addr) {
+        return Err(src.invalid("admin.web_listen", "must not be the metrics address"));
     }
     Ok(Some(addr))
 }

@@ -6,6 +6,10 @@
 //!   the account of the agent's own credentials);
 //! - `name@123456789012`: the role in that account;
 //! - `arn:<partition>:iam::<account>:role[/path/]name`: exactly that role.
+//!
+//! A name may hold `${aws:username}`, as aws-mock-metadata allows: the
+//! user name of the agent's own credentials (an IAM user's), so one config
+//! serves each developer their own role (`dev-${aws:username}`).
 
 use std::fmt;
 use std::time::Duration;
@@ -69,7 +73,15 @@ pub enum RoleError {
     /// A bare name when no account is known yet.
     #[error("role {0:?} names no account, and the default account is not known yet")]
     NoAccount(String),
+    /// `${aws:username}` with credentials that are not an IAM user's.
+    #[error(
+        "the role names ${{aws:username}}, and the agent's own credentials are not an IAM user's ({0})"
+    )]
+    NoUserName(String),
 }
+
+/// The variable a role name may hold: the agent's own IAM user's name.
+const USERNAME_VARIABLE: &str = "${aws:username}";
 
 const PARTITIONS: &[&str] = &["aws", "aws-cn", "aws-us-gov"];
 
@@ -100,6 +112,34 @@ impl RoleSpec {
     /// The role's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the name holds `${aws:username}`.
+    pub fn names_user(&self) -> bool {
+        self.name.contains(USERNAME_VARIABLE)
+    }
+
+    /// The name with `${aws:username}` replaced by `user`.
+    pub fn name_for(&self, user: &str) -> String {
+        self.name.replace(USERNAME_VARIABLE, user)
+    }
+
+    /// The role for the caller whose ARN is `caller_arn` (what
+    /// GetCallerIdentity says): `${aws:username}` becomes the IAM user's
+    /// name (the ARN's last segment, after any path). Another caller (an
+    /// assumed role, a federated user) has no user name.
+    pub fn for_caller(&self, caller_arn: &str) -> Result<RoleSpec, RoleError> {
+        if !self.names_user() {
+            return Ok(self.clone());
+        }
+        let user =
+            user_name(caller_arn).ok_or_else(|| RoleError::NoUserName(caller_arn.to_owned()))?;
+        let name = self.name_for(user);
+        check_name(&name)?;
+        Ok(RoleSpec {
+            name,
+            ..self.clone()
+        })
     }
 
     /// The account, when the spec names one.
@@ -194,10 +234,20 @@ pub fn is_account_id(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// IAM's rule for role names.
+/// The IAM user's name in `arn` (`arn:aws:iam::123456789012:user[/path]/NAME`).
+pub(crate) fn user_name(arn: &str) -> Option<&str> {
+    let resource = arn.splitn(6, ':').nth(5)?;
+    let rest = resource.strip_prefix("user/")?;
+    let name = rest.rsplit('/').next()?;
+    (!name.is_empty()).then_some(name)
+}
+
+/// IAM's rule for role names; `${aws:username}` counts as one character
+/// (what it becomes is checked once known).
 fn check_name(name: &str) -> Result<(), RoleError> {
-    let ok = (1..=64).contains(&name.len())
-        && name
+    let plain = name.replace(USERNAME_VARIABLE, "u");
+    let ok = (1..=64).contains(&plain.len())
+        && plain
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
     if ok {
@@ -226,6 +276,34 @@ pub fn unique_id(prefix: &str, seed: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_name_variable() {
+        let spec = RoleSpec::parse("dev-${aws:username}").unwrap();
+        assert!(spec.names_user());
+        let alice = spec
+            .for_caller("arn:aws:iam::123456789012:user/team/alice")
+            .unwrap();
+        assert_eq!(alice.name(), "dev-alice");
+        assert!(!alice.names_user());
+        assert_eq!(
+            spec.for_caller("arn:aws:sts::123456789012:assumed-role/x/y"),
+            Err(RoleError::NoUserName(
+                "arn:aws:sts::123456789012:assumed-role/x/y".into()
+            ))
+        );
+        let long = format!("arn:aws:iam::123456789012:user/{}", "a".repeat(64));
+        assert!(matches!(spec.for_caller(&long), Err(RoleError::Name(_))));
+        assert!(RoleSpec::parse("${aws:userid}").is_err());
+        assert!(RoleSpec::parse("a${aws:username").is_err());
+        let plain = RoleSpec::parse("app").unwrap();
+        assert_eq!(
+            plain.for_caller("arn:aws:sts::1:assumed-role/x/y").unwrap(),
+            plain
+        );
+        assert_eq!(user_name("arn:aws:iam::123456789012:user/bob"), Some("bob"));
+        assert_eq!(user_name("arn:aws:iam::123456789012:root"), None);
+    }
 
     fn arn_of(spec: &str) -> Result<String, RoleError> {
         RoleSpec::parse(spec)?.arn(Some("111111111111"), "aws")

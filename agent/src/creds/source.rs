@@ -209,4 +209,18 @@ pub trait CredentialSource: Send + Sync + fmt::Debug {
     fn prepare(&self, _role: &Role, _user: &User) -> Option<Changed> {
         None
     }
+
+    /// The name `iam/security-credentials/` lists for `role`: its own, or,
+    /// for a name with `${aws:username}`, the name it became once the user
+    /// is known. Answered from memory.
+    fn served_name<'a>(&self, role: &'a Role) -> Cow<'a, str> {
+        Cow::Borrowed(&role.name)
+    }
+
+    /// How long a request for a credentials document may wait on the fetch
+    /// `prepare` returned, because it waits for a person to hand in an MFA
+    /// code; zero when no person is needed. Answered from memory.
+    fn person_wait(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }

@@ -93,13 +93,31 @@ async fn handle(
         // followed by the next one, within the same bound (and a few
         // tries: a churning cache must not turn one request into many
         // fetches).
-        let deadline = tokio::time::Instant::now() + state.first_fetch_wait;
+        // The document waits longer when its fetch needs a person's MFA
+        // code: the SDK waits as long as it was told to
+        // (`mfa_prompt_wait_seconds`, documented with SDKs' timeouts).
+        // Worked out only once there is something to wait for: a cached
+        // role's request pays nothing for it.
+        let mut deadline = None;
         for _ in 0..3 {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                break;
+            }
             let Some(fetch) = state.credentials.prepare(role, &identity.user) else {
                 break;
             };
+            let until = *deadline.get_or_insert_with(|| {
+                let mut wait = state.first_fetch_wait;
+                if state
+                    .imds
+                    .asks_for_document(&request, &caller, state.clock.now())
+                {
+                    wait = wait.max(state.credentials.person_wait());
+                }
+                tokio::time::Instant::now() + wait
+            });
             waited = true;
-            if tokio::time::timeout_at(deadline, fetch).await.is_err() {
+            if tokio::time::timeout_at(until, fetch).await.is_err() {
                 break;
             }
         }

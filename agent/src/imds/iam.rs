@@ -80,10 +80,11 @@ pub(crate) fn respond(
             Class::Iam,
         )
     };
-    match IamPath::of(rest, &role.name) {
+    let name = source.served_name(role);
+    match IamPath::of(rest, &name) {
         IamPath::Listing => listing("info\nsecurity-credentials/"),
         IamPath::Info => info(role, home, &source.lookup(role, now)),
-        IamPath::RoleName => listing(&role.name),
+        IamPath::RoleName => listing(&name),
         IamPath::Credentials { extended } => {
             credentials(role, home, &source.lookup(role, now), extended)
         }

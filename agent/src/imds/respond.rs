@@ -189,24 +189,41 @@ impl Imds {
     /// Only these start (and wait for) the role's first fetch: a tokenless
     /// or misdirected request costs no STS call.
     pub fn asks_for_credentials(&self, req: &Request<'_>, caller: &Caller<'_>, now: Now) -> bool {
-        let Some(role) = caller.role else {
-            return false;
-        };
+        self.credentials_path(req, caller, now).is_some()
+    }
+
+    /// Whether `req` is one `asks_for_credentials` allows, for the
+    /// credentials document itself (not the role's name or `iam/info`):
+    /// the one request that may wait for a person's MFA code.
+    pub fn asks_for_document(&self, req: &Request<'_>, caller: &Caller<'_>, now: Now) -> bool {
+        matches!(
+            self.credentials_path(req, caller, now),
+            Some(iam::IamPath::Credentials { .. })
+        )
+    }
+
+    fn credentials_path(
+        &self,
+        req: &Request<'_>,
+        caller: &Caller<'_>,
+        now: Now,
+    ) -> Option<iam::IamPath> {
+        let role = caller.role?;
         if !self.settings.host_allowed(req.host)
             || !matches!(req.method, Method::Get | Method::Head)
         {
-            return false;
+            return None;
         }
-        let Some(path) = Path::parse(req.path) else {
-            return false;
-        };
+        let path = Path::parse(req.path)?;
         let [version, "meta-data", "iam", rest @ ..] = path.segments() else {
-            return false;
+            return None;
         };
-        iam::IamPath::of(rest, &role.name).leads_to_credentials()
+        let iam_path = iam::IamPath::of(rest, &self.credentials.served_name(role));
+        (iam_path.leads_to_credentials()
             && catalog::is_version(version)
             && catalog::has_iam(version)
-            && self.check_token(req, caller, now).is_ok()
+            && self.check_token(req, caller, now).is_ok())
+        .then_some(iam_path)
     }
 
     /// `PUT /<version>/api/token`.

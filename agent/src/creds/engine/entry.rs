@@ -58,6 +58,8 @@ pub(super) struct EntryState {
     pub(super) owner: Option<Arc<str>>,
     /// Warned that its credentials live too short for SDKs.
     pub(super) warned_short: bool,
+    /// Its last fetch failed for want of a person's MFA code.
+    pub(super) needs_code: bool,
 }
 
 impl Entry {
@@ -106,6 +108,7 @@ impl Entry {
                 None => format!("{}: {}", u.code, u.message),
             }),
             in_use: st.live || st.unchecked,
+            fetching: st.fetching,
         }
     }
 }
@@ -118,6 +121,7 @@ impl EntryState {
         self.error_detail = None;
         self.failures = 0;
         self.next_fetch = None;
+        self.needs_code = false;
     }
 
     /// Records that `user` used the entry; `checkable`: whether the agent

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use super::base::{Identity, MfaSettings, Mode};
 use super::budget::Lane;
 use super::entry::{Entry, EntryState, session_name_of};
+use super::prompt::{CodeOutcome, MfaPrompt, Reply};
 use super::schedule::{
     SDK_REFRESH_WINDOW, effective_keep, jitter_spread, refresh_at, refresh_slack, retry_after,
     retry_at,
@@ -28,7 +29,7 @@ const LEAST_LIFE_ON_ARRIVAL: Duration = Duration::from_secs(60);
 pub(super) enum FetchError {
     #[error("the agent has no credentials of its own yet: post them with `imds-agent bootstrap`")]
     NoBase,
-    #[error("an MFA code is needed: run `imds-agent mfa`")]
+    #[error("an MFA code is needed: run `imds-agent mfa` or enter it on the /manage page")]
     MfaRequired,
     #[error(transparent)]
     Role(#[from] RoleError),
@@ -91,6 +92,35 @@ impl FetchError {
 /// session token may be older than this fetch).
 type Fetched = (Issued, SystemTime);
 
+/// Who a fetch is for, as far as a person's MFA code goes: only a fetch a
+/// request waits on may wait for one, and not once a wait ran out since it
+/// was asked (its request gave up with that one).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Asker<'a> {
+    /// Set while a request waits on the fetch.
+    pub(super) waited: Option<&'a std::sync::atomic::AtomicBool>,
+    /// When the fetch was asked for.
+    pub(super) asked: tokio::time::Instant,
+    /// The role fetched, as the person is shown it.
+    pub(super) role: Option<&'a str>,
+}
+
+impl Asker<'_> {
+    /// Nobody waits: a code is used if one was handed in, never waited for.
+    pub(super) fn nobody() -> Asker<'static> {
+        Asker {
+            waited: None,
+            asked: tokio::time::Instant::now(),
+            role: None,
+        }
+    }
+
+    fn waits(&self) -> bool {
+        self.waited
+            .is_some_and(|w| w.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
 impl Inner {
     pub(super) fn spawn_fetch(self: &Arc<Self>, entry: Arc<Entry>) {
         self.runtime.spawn(Arc::clone(self).fetch(entry));
@@ -107,6 +137,7 @@ impl Inner {
             )
         };
         let session_name = session_name_of(&entry.role, &self.settings, profile.as_deref());
+        let arn_shown = entry.role.spec.to_string();
         let started = self.clock.now();
         let lane = {
             let st = entry.lock();
@@ -116,7 +147,14 @@ impl Inner {
                 Lane::OnDemand(st.owner.clone())
             }
         };
-        let result = self.issue(&entry, &session_name, generation, &lane).await;
+        let asker = Asker {
+            waited: Some(&entry.waited),
+            asked: tokio::time::Instant::now(),
+            role: Some(&arn_shown),
+        };
+        let result = self
+            .issue(&entry, &session_name, generation, &lane, asker)
+            .await;
         let now = self.clock.now();
         let result = result.and_then(|(issued, obtained)| {
             if issued.expiration <= now.wall + LEAST_LIFE_ON_ARRIVAL {
@@ -191,6 +229,7 @@ impl Inner {
         st.error = None;
         st.error_detail = None;
         st.failures = 0;
+        st.needs_code = false;
         let lifetime = issued
             .expiration
             .duration_since(obtained)
@@ -224,6 +263,7 @@ impl Inner {
         now: Now,
     ) {
         st.failures += 1;
+        st.needs_code = *error == FetchError::MfaRequired;
         st.error = Some(error.unavailable(arn, now.wall));
         st.error_detail = Some(error.to_string());
         // What an earlier identity fetched is served until the new one has
@@ -262,20 +302,31 @@ impl Inner {
         session_name: &str,
         generation: u64,
         lane: &Lane,
+        asker: Asker<'_>,
     ) -> Result<Fetched, FetchError> {
         let role = &entry.role;
         let (base, identity) = {
             let b = self.read_base();
+            // Read with the identity: a code handed in under `generation`
+            // is never sent with another profile's device.
+            if b.generation != generation {
+                return Err(FetchError::Abandoned);
+            }
             (b.creds.clone(), b.identity().clone())
         };
         let base = base.ok_or(FetchError::NoBase)?;
         match identity.mode {
-            Mode::SessionToken | Mode::Direct => self.session(&base, &identity, generation).await,
+            Mode::SessionToken | Mode::Direct => {
+                self.session(&base, &identity, generation, asker).await
+            }
             Mode::AssumeRole => {
                 let arn = self.role_arn(role, &base, generation).await?;
                 let caller = match identity.mfa {
                     Some(_) => BaseCreds::Keys(Arc::new(
-                        self.session(&base, &identity, generation).await?.0.keys,
+                        self.session(&base, &identity, generation, asker)
+                            .await?
+                            .0
+                            .keys,
                     )),
                     None => base,
                 };
@@ -339,7 +390,8 @@ impl Inner {
     }
 
     /// The role's ARN; a role named without an account is in the configured
-    /// account, else in the account of the agent's own credentials.
+    /// account, else in the account of the agent's own credentials. A name
+    /// with `${aws:username}` takes the agent's own user name.
     async fn role_arn(
         &self,
         role: &Role,
@@ -347,16 +399,31 @@ impl Inner {
         generation: u64,
     ) -> Result<String, FetchError> {
         let partition = &self.settings.default_partition;
-        if role.spec.account_id().is_some() || self.settings.default_account.is_some() {
+        let configured =
+            role.spec.account_id().is_some() || self.settings.default_account.is_some();
+        if configured && !role.spec.names_user() {
             return Ok(role
                 .spec
                 .arn(self.settings.default_account.as_deref(), partition)?);
         }
-        let mut account = self.account.lock().await;
-        if let Some((g, id)) = account.as_ref()
+        let (account, caller) = self.caller(base, generation).await?;
+        let spec = role.spec.for_caller(&caller)?;
+        let default_account = self.settings.default_account.as_deref().unwrap_or(&account);
+        Ok(spec.arn(Some(default_account), partition)?)
+    }
+
+    /// The account and ARN of the agent's own credentials, asked once per
+    /// generation.
+    async fn caller(
+        &self,
+        base: &BaseCreds,
+        generation: u64,
+    ) -> Result<(String, String), FetchError> {
+        let mut known = self.account.lock().await;
+        if let Some((g, account, arn)) = known.as_ref()
             && *g == generation
         {
-            return Ok(role.spec.arn(Some(id), partition)?);
+            return Ok((account.clone(), arn.clone()));
         }
         let region = self.read_base().identity().region.clone();
         // Every role waits for this one call: it goes first.
@@ -364,8 +431,15 @@ impl Inner {
         let _slot = self.in_flight.enter(&self.everyone_waits, true).await;
         let who = self.sts.get_caller_identity(base, &region).await?;
         tracing::info!(account = %who.account, arn = %who.arn, "the agent's own identity");
-        *account = Some((generation, who.account.clone()));
-        Ok(role.spec.arn(Some(&who.account), partition)?)
+        *known = Some((generation, who.account.clone(), who.arn.clone()));
+        if let Some(name) = crate::creds::role::user_name(&who.arn) {
+            let mut known = self.user_name.lock().unwrap_or_else(|e| e.into_inner());
+            // A slower answer for an older identity does not overwrite.
+            if known.as_ref().is_none_or(|(g, _)| *g <= generation) {
+                *known = Some((generation, name.to_owned()));
+            }
+        }
+        Ok((who.account, who.arn))
     }
 
     /// The shared session: the MFA session (`AssumeRole` mode) or the
@@ -376,6 +450,7 @@ impl Inner {
         base: &BaseCreds,
         identity: &Identity,
         generation: u64,
+        asker: Asker<'_>,
     ) -> Result<Fetched, FetchError> {
         let mut cache = self.session.lock().await;
         let now = self.clock.now().wall;
@@ -387,51 +462,89 @@ impl Inner {
         {
             return Ok((issued.clone(), cache.obtained));
         }
-        self.open_session(&mut cache, base, identity, generation)
+        self.open_session(&mut cache, base, identity, generation, asker)
             .await
     }
 
     /// Opens the shared session (the caller holds its lock) and caches it.
+    /// With a person's code to wait for, concurrent fetches wait behind
+    /// this one's lock and share the session it opens; a code STS refuses
+    /// is answered and another is waited for, until the wait runs out.
     async fn open_session(
         &self,
         cache: &mut SessionCache,
         base: &BaseCreds,
         identity: &Identity,
         generation: u64,
+        asker: Asker<'_>,
     ) -> Result<Fetched, FetchError> {
-        let mfa = match &identity.mfa {
-            Some(settings) => Some(self.mfa(settings).await?),
-            None => None,
-        };
         let duration = match identity.mode {
             Mode::AssumeRole => identity.mfa_session,
             Mode::SessionToken | Mode::Direct => identity.duration,
         };
-        // Every role waits for the shared session: it goes first.
-        let turn = self.budget.acquire_wanted().await;
-        let slot = self.in_flight.enter(&self.everyone_waits, true).await;
-        let issued = match identity.mode {
-            Mode::Direct => own_session(base).await?,
-            _ => {
-                self.sts
-                    .get_session_token(base, &identity.region, duration, mfa.as_ref())
-                    .await?
+        let deadline = tokio::time::Instant::now() + self.settings.mfa_prompt_wait;
+        loop {
+            let (mfa, mut reply) = match &identity.mfa {
+                Some(settings) => {
+                    let (mfa, reply) = self.mfa(settings, generation, asker, deadline).await?;
+                    (Some(mfa), reply)
+                }
+                None => (None, Reply::default()),
+            };
+            // Every role waits for the shared session: it goes first.
+            let turn = self.budget.acquire_wanted().await;
+            let slot = self.in_flight.enter(&self.everyone_waits, true).await;
+            let issued = match identity.mode {
+                Mode::Direct => own_session(base).await,
+                _ => {
+                    self.sts
+                        .get_session_token(base, &identity.region, duration, mfa.as_ref())
+                        .await
+                }
+            };
+            drop((slot, turn));
+            let issued = match issued {
+                Ok(issued) => issued,
+                Err(error) => {
+                    let refused = matches!(error, StsError::Refused { .. });
+                    let persons = reply.is_a_persons();
+                    reply.send(if refused {
+                        CodeOutcome::Refused(error.to_string())
+                    } else {
+                        CodeOutcome::Failed(error.to_string())
+                    });
+                    // A request still waits: the prompt stays, saying why
+                    // (whoever sent the code was told already).
+                    if refused && persons && asker.waits() && tokio::time::Instant::now() < deadline
+                    {
+                        self.prompter.refused(&error.to_string());
+                        tracing::warn!(%error, "STS refused the MFA code handed in; waiting for another");
+                        continue;
+                    }
+                    return Err(error.into());
+                }
+            };
+            let obtained = self.clock.now().wall;
+            tracing::info!(
+                access_key_suffix = %issued.keys.key_suffix(),
+                expiration = %iso8601(issued.expiration),
+                mfa = mfa.is_some(),
+                "STS issued a session token"
+            );
+            reply.send(CodeOutcome::Opened {
+                expiration: issued.expiration,
+                access_key_suffix: issued.keys.key_suffix().to_owned(),
+            });
+            if mfa.is_some() {
+                self.prompter.opened();
             }
-        };
-        drop((slot, turn));
-        let obtained = self.clock.now().wall;
-        tracing::info!(
-            access_key_suffix = %issued.keys.key_suffix(),
-            expiration = %iso8601(issued.expiration),
-            mfa = mfa.is_some(),
-            "STS issued a session token"
-        );
-        *cache = SessionCache {
-            generation,
-            issued: Some(issued.clone()),
-            obtained,
-        };
-        Ok((issued, obtained))
+            *cache = SessionCache {
+                generation,
+                issued: Some(issued.clone()),
+                obtained,
+            };
+            return Ok((issued, obtained));
+        }
     }
 
     /// Opens the session with the MFA code a person handed in, unless a
@@ -445,17 +558,19 @@ impl Inner {
         // With a TOTP secret the agent makes its own codes.
         let Some(base) = base.filter(|_| identity.mfa.as_ref().is_some_and(|m| m.secret.is_none()))
         else {
+            if let Some(mut handed) = self.prompter.take(generation) {
+                handed
+                    .reply
+                    .send(CodeOutcome::Failed(FetchError::NoBase.to_string()));
+            }
             return;
         };
         let mut cache = self.session.lock().await;
-        {
-            let b = self.read_base();
-            if b.mfa_code.is_none() || b.generation != generation {
-                return;
-            }
+        if !self.prompter.has_code(generation) || self.read_base().generation != generation {
+            return;
         }
         match self
-            .open_session(&mut cache, &base, &identity, generation)
+            .open_session(&mut cache, &base, &identity, generation, Asker::nobody())
             .await
         {
             Ok(_) => {
@@ -473,7 +588,13 @@ impl Inner {
     /// left than it is refreshed at (with jitter and a minute to spare),
     /// so every role shares it until then. An MFA session only has to
     /// outlive the next call.
-    fn reusable(&self, mode: Mode, issued: &Issued, obtained: SystemTime, now: SystemTime) -> bool {
+    pub(super) fn reusable(
+        &self,
+        mode: Mode,
+        issued: &Issued,
+        obtained: SystemTime,
+        now: SystemTime,
+    ) -> bool {
         let margin = match mode {
             Mode::SessionToken | Mode::Direct => {
                 let lifetime = issued
@@ -491,20 +612,44 @@ impl Inner {
     }
 
     /// An MFA code: from the TOTP secret (never the same step twice: AWS
-    /// refuses a reused code), else the one a person handed in.
-    async fn mfa(&self, settings: &MfaSettings) -> Result<Mfa, FetchError> {
-        let code = match &settings.secret {
-            Some(secret) => self.totp_code(secret).await,
-            None => self
-                .write_base()
-                .mfa_code
-                .take()
-                .ok_or(FetchError::MfaRequired)?,
-        };
-        Ok(Mfa {
+    /// refuses a reused code), else the one a person handed in, else one
+    /// waited for until `deadline` when a request waits (the prompt).
+    async fn mfa(
+        &self,
+        settings: &MfaSettings,
+        generation: u64,
+        asker: Asker<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Mfa, Reply), FetchError> {
+        let mfa = |code| Mfa {
             serial: settings.serial.clone(),
             code,
-        })
+        };
+        if let Some(secret) = &settings.secret {
+            return Ok((mfa(self.totp_code(secret).await), Reply::default()));
+        }
+        if let Some(handed) = self.prompter.take(generation) {
+            return Ok((mfa(handed.code), handed.reply));
+        }
+        let asking = MfaPrompt {
+            serial: Some(settings.serial.clone()),
+            profile: self.read_base().profile.clone(),
+            role: asker.role.map(str::to_owned),
+            ..MfaPrompt::default()
+        };
+        if !asker.waits() || self.settings.mfa_prompt_wait.is_zero() {
+            self.prompter.needed(asking);
+            return Err(FetchError::MfaRequired);
+        }
+        tracing::info!(serial = %settings.serial, wait_seconds = self.settings.mfa_prompt_wait.as_secs(), "a request waits for an MFA code");
+        match self
+            .prompter
+            .wait(generation, asker.asked, deadline, asking)
+            .await
+        {
+            Some(handed) => Ok((mfa(handed.code), handed.reply)),
+            None => Err(FetchError::MfaRequired),
+        }
     }
 
     async fn totp_code(&self, secret: &TotpSecret) -> MfaCode {

@@ -31,6 +31,7 @@ mod budget;
 mod entry;
 mod fetch;
 mod in_flight;
+mod prompt;
 mod rotation;
 mod schedule;
 mod status;
@@ -42,6 +43,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
 pub use base::{BaseConfig, BaseError, Identity, MfaSettings, Mode, Profile};
+pub use prompt::{CodeOutcome, MfaPrompt};
 pub use schedule::{SDK_REFRESH_WINDOW, effective_keep};
 pub use status::{ProfileInfo, RoleStatus, Status};
 
@@ -49,6 +51,7 @@ use self::base::BaseState;
 use self::budget::Budget;
 use self::entry::{Entry, make_room};
 use self::in_flight::{InFlight, MAX_IN_FLIGHT};
+use self::prompt::Prompter;
 use self::schedule::Jitter;
 use super::source::Changed;
 use super::sts::{Issued, Sts};
@@ -90,6 +93,9 @@ pub struct Settings {
     pub hostname: String,
     /// Seed of the jitter generator.
     pub jitter_seed: u64,
+    /// How long a fetch a request waits on may wait for a person's MFA
+    /// code (no TOTP secret); zero: it fails at once.
+    pub mfa_prompt_wait: Duration,
 }
 
 /// Whether a holder (a cgroup, a container) still exists.
@@ -125,8 +131,11 @@ struct Inner {
     base: RwLock<BaseState>,
     /// Single flight for the shared session: held across its STS call.
     session: tokio::sync::Mutex<SessionCache>,
-    /// The base's account, discovered once per generation.
-    account: tokio::sync::Mutex<Option<(u64, String)>>,
+    /// The base's account and ARN, discovered once per generation.
+    account: tokio::sync::Mutex<Option<(u64, String, String)>>,
+    /// The base's IAM user name, once known (for `${aws:username}`), and
+    /// its generation: read on the request path, so not behind `account`.
+    user_name: Mutex<Option<(u64, String)>>,
     entries: Mutex<HashMap<Role, Arc<Entry>>>,
     budget: Budget,
     in_flight: InFlight,
@@ -140,6 +149,8 @@ struct Inner {
     /// The shared calls (the account, the session): every fetch waits on
     /// them.
     everyone_waits: Arc<std::sync::atomic::AtomicBool>,
+    /// A person's MFA code, and what they are asked.
+    prompter: Prompter,
 }
 
 impl std::fmt::Debug for Inner {
@@ -175,6 +186,7 @@ impl Engine {
                 base: RwLock::new(BaseState::new(base)),
                 session: tokio::sync::Mutex::default(),
                 account: tokio::sync::Mutex::default(),
+                user_name: Mutex::default(),
                 entries: Mutex::default(),
                 budget,
                 in_flight: InFlight::new(MAX_IN_FLIGHT),
@@ -185,6 +197,7 @@ impl Engine {
                 liveness: OnceLock::new(),
                 holders_checked: Mutex::new(None),
                 everyone_waits: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                prompter: Prompter::default(),
             }),
         }
     }
@@ -406,7 +419,12 @@ impl CredentialSource for Engine {
         let mut st = entry.lock();
         st.last_used = now.mono;
         st.note(user, checkable);
-        if st.creds.as_ref().is_some_and(|c| c.expiration > now.wall) || st.error.is_some() {
+        // A role that failed for want of a person's code asks again: a
+        // new request is a new chance for them to type it.
+        let asks_again = st.needs_code && !self.inner.settings.mfa_prompt_wait.is_zero();
+        if st.creds.as_ref().is_some_and(|c| c.expiration > now.wall)
+            || (st.error.is_some() && !asks_again)
+        {
             return None;
         }
         let start = !st.fetching;
@@ -428,6 +446,49 @@ impl CredentialSource for Engine {
         Some(Box::pin(async move {
             let _ = fetched.changed().await;
         }))
+    }
+
+    fn served_name<'a>(&self, role: &'a Role) -> std::borrow::Cow<'a, str> {
+        if !role.spec.names_user() {
+            return std::borrow::Cow::Borrowed(&role.name);
+        }
+        // The last name known, even from before a profile switch: the
+        // listing does not flip back to the template meanwhile.
+        let known = self
+            .inner
+            .user_name
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match known.as_ref() {
+            Some((_, user)) => std::borrow::Cow::Owned(role.spec.name_for(user)),
+            None => std::borrow::Cow::Borrowed(&role.name),
+        }
+    }
+
+    fn person_wait(&self) -> Duration {
+        let wait = self.inner.settings.mfa_prompt_wait;
+        let (needs_person, mode, generation) = {
+            let base = self.inner.read_base();
+            let identity = base.identity();
+            let needs = identity.mfa.as_ref().is_some_and(|m| m.secret.is_none());
+            (needs, identity.mode, base.generation)
+        };
+        if wait.is_zero() || !needs_person {
+            return Duration::ZERO;
+        }
+        // A session open (and good for the next call) needs nobody; one
+        // being opened (its lock is held: perhaps by a fetch waiting for
+        // the code) may.
+        let Ok(cache) = self.inner.session.try_lock() else {
+            return wait;
+        };
+        let now = self.inner.clock.now().wall;
+        let open = cache.generation == generation
+            && cache
+                .issued
+                .as_ref()
+                .is_some_and(|s| self.inner.reusable(mode, s, cache.obtained, now));
+        if open { Duration::ZERO } else { wait }
     }
 }
 

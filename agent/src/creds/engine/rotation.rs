@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::base::BaseError;
 use super::entry::EntryState;
+use super::prompt::{CodeOutcome, HandedCode, MfaPrompt, Reply};
 use super::{Engine, Inner, SessionCache};
 use crate::creds::mfa::MfaCode;
 use crate::creds::{Keys, Role};
@@ -29,11 +30,13 @@ impl Engine {
     /// is served until then.
     pub fn bootstrap(&self, keys: Keys) -> Result<(), BaseError> {
         let suffix = keys.key_suffix().to_owned();
-        {
+        let generation = {
             let mut base = self.inner.write_base();
             base.creds = Some(base.base.accept_keys(keys)?);
             base.generation += 1;
-        }
+            base.generation
+        };
+        self.inner.prompter.discard(generation);
         tracing::info!(access_key_suffix = %suffix, "bootstrap credentials received");
         self.inner.rotate();
         Ok(())
@@ -51,14 +54,15 @@ impl Engine {
         assigned: impl Fn(&Role) -> bool,
         wanted: impl FnOnce() -> Vec<Role>,
     ) -> Result<(), BaseError> {
-        {
+        let generation = {
             let mut base = self.inner.write_base();
             base.creds = Some(base.base.switch_to(name)?);
             base.profile = Some(name.to_owned());
             base.generation += 1;
             base.profile_generation = base.generation;
-            base.mfa_code = None;
-        }
+            base.generation
+        };
+        self.inner.prompter.discard(generation);
         tracing::info!(profile = name, "switched profile");
         self.retain(assigned);
         self.inner.rotate();
@@ -66,18 +70,38 @@ impl Engine {
         Ok(())
     }
 
-    /// Takes an MFA code a person handed in and uses it at once: the
-    /// session is opened with it now (one call), and every role whose last
-    /// fetch failed, or that has nothing, is fetched again with it.
-    pub fn mfa_code(&self, code: MfaCode) -> Result<(), BaseError> {
-        {
-            let mut base = self.inner.write_base();
-            if base.identity().mfa.is_none() {
-                return Err(BaseError::NoMfa);
+    /// Takes an MFA code a person handed in and uses it at once: a fetch
+    /// waiting for it (a request waits) takes it; otherwise the session is
+    /// opened with it now (one call), and every role whose last fetch
+    /// failed, or that has nothing, is fetched again with it. The receiver
+    /// says what became of it.
+    pub fn submit_code(
+        &self,
+        code: MfaCode,
+    ) -> Result<tokio::sync::oneshot::Receiver<CodeOutcome>, BaseError> {
+        let generation = {
+            let base = self.inner.read_base();
+            match &base.identity().mfa {
+                None => return Err(BaseError::NoMfa),
+                // The agent makes its own codes: one typed in would be
+                // silently ignored.
+                Some(mfa) if mfa.secret.is_some() => return Err(BaseError::StoredSecret),
+                Some(_) => {}
             }
-            base.mfa_code = Some(code);
-        }
+            base.generation
+        };
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let handed = HandedCode {
+            code,
+            generation,
+            reply: Reply::to(reply),
+        };
         tracing::info!("MFA code received");
+        // A fetch waiting for it opens the session with it; if none is,
+        // or the one waiting gives up before taking it, `use_code_now`
+        // does (once the session's lock is free, if the code is still
+        // there). Roles that failed for want of it are fetched again.
+        self.inner.prompter.hand(handed);
         self.inner.retry_failed();
         // Whatever did not take the code (every role still had valid
         // credentials) opens the session with it now: a code kept for
@@ -85,7 +109,22 @@ impl Engine {
         self.inner
             .runtime
             .spawn(Arc::clone(&self.inner).use_code_now());
-        Ok(())
+        Ok(outcome)
+    }
+
+    /// `submit_code`, without waiting to hear what became of the code.
+    pub fn mfa_code(&self, code: MfaCode) -> Result<(), BaseError> {
+        self.submit_code(code).map(drop)
+    }
+
+    /// What the person is asked now.
+    pub fn mfa_prompt(&self) -> MfaPrompt {
+        self.inner.prompter.current()
+    }
+
+    /// Follows what the person is asked (notifiers, the page).
+    pub fn watch_mfa_prompt(&self) -> tokio::sync::watch::Receiver<MfaPrompt> {
+        self.inner.prompter.watch()
     }
 
     /// Refreshes every cached role now, keeping what is cached until the new
@@ -109,8 +148,10 @@ impl Engine {
             base.generation
         };
         // Dropped before the session's lock is waited for (a session call
-        // may hold it for seconds): the new generation already keeps a
-        // call under way from storing what it gets.
+        // may hold it for seconds, a wait for a person's code longer: it
+        // ends now): the new generation already keeps a call under way
+        // from storing what it gets.
+        self.inner.prompter.discard(generation);
         self.inner.flush();
         let mut session = self.inner.session.lock().await;
         // A fetch flush started may have opened the new session already.

@@ -27,6 +27,8 @@ pub struct RoleStatus {
     /// A workload that is still there uses it (it is kept and refreshed
     /// for as long as that workload lives).
     pub in_use: bool,
+    /// A fetch is under way.
+    pub fetching: bool,
 }
 
 /// One profile, as the admin socket shows it: never its secret key.
@@ -65,13 +67,20 @@ pub struct Status {
     pub sts_reachable: Option<bool>,
     /// The MFA device, when one is configured.
     pub mfa_serial: Option<String>,
-    /// When the MFA session expires.
+    /// When the MFA session (or the served session token) expires.
     pub mfa_session_expiration: Option<String>,
+    /// Its access key id's last four characters.
+    pub mfa_session_key_suffix: Option<String>,
+    /// What a person is asked for (an MFA code), if anything.
+    pub mfa_prompt: super::MfaPrompt,
     /// The Roles Anywhere certificate, with `base = "roles-anywhere"`.
     pub certificate: Option<crate::creds::roles_anywhere::provider::CertificateStatus>,
     /// Every cached role.
     pub roles: Vec<RoleStatus>,
 }
+
+/// How long `status` waits for the shared session's lock.
+const SESSION_LOOK: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Engine {
     /// What profile `name` is, without its secrets: `None` if there is no
@@ -130,14 +139,19 @@ impl Engine {
             Some(provider) => Some(provider.status(now).await),
             None => None,
         };
-        let mfa_session_expiration = {
-            let session = self.inner.session.lock().await;
-            session
-                .issued
-                .as_ref()
-                .filter(|_| session.generation == generation)
-                .map(|s| iso8601(s.expiration))
-        };
+        // The session's lock is held across its STS call, and while a
+        // request waits for a person's code: status does not wait that out.
+        let session = tokio::time::timeout(SESSION_LOOK, self.inner.session.lock()).await;
+        let (mfa_session_expiration, mfa_session_key_suffix) = session
+            .ok()
+            .and_then(|session| {
+                session
+                    .issued
+                    .as_ref()
+                    .filter(|_| session.generation == generation)
+                    .map(|s| (iso8601(s.expiration), s.keys.key_suffix().to_owned()))
+            })
+            .unzip();
         let entries: Vec<Arc<Entry>> = self.inner.lock_entries().values().cloned().collect();
         let mut roles: Vec<RoleStatus> = entries
             .iter()
@@ -164,6 +178,8 @@ impl Engine {
             sts_reachable,
             mfa_serial,
             mfa_session_expiration,
+            mfa_session_key_suffix,
+            mfa_prompt: self.inner.prompter.current(),
             certificate,
             roles,
         }

@@ -106,6 +106,11 @@ pub enum BaseError {
     /// No MFA device is configured for the active identity.
     #[error("no MFA device is configured (credentials.mfa_serial)")]
     NoMfa,
+    /// The agent makes its own codes from a stored TOTP secret.
+    #[error(
+        "the agent makes its own MFA codes (credentials.mfa_secret is set): a code typed in is not used"
+    )]
+    StoredSecret,
 }
 
 /// One kind of base: where its credentials come from and what may change

@@ -1,12 +1,11 @@
 //! What the engine keeps of the base in force: its credentials, the
 //! active profile, the generation that says whose cached credentials are
-//! whose, and the MFA code a person handed in.
+//! whose.
 
 use std::sync::Arc;
 
 use super::{Base, BaseConfig, Identity};
 use crate::creds::Role;
-use crate::creds::mfa::MfaCode;
 use crate::creds::sts::BaseCreds;
 
 /// The base as it is now.
@@ -24,8 +23,6 @@ pub(crate) struct BaseState {
     /// took over at: credentials from before it are another identity's,
     /// never served on its behalf once it fails to replace them.
     pub(crate) profile_generation: u64,
-    /// A code a person handed in and no call has used yet.
-    pub(crate) mfa_code: Option<MfaCode>,
     /// The TOTP step whose code was last used: AWS refuses a code twice.
     pub(crate) last_totp_step: Option<u64>,
 }
@@ -39,7 +36,6 @@ impl BaseState {
             base,
             generation: 1,
             profile_generation: 1,
-            mfa_code: None,
             last_totp_step: None,
         }
     }

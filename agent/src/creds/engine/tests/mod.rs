@@ -6,6 +6,7 @@
 mod attacks;
 mod basics;
 mod lifecycle;
+mod prompt;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -245,6 +246,7 @@ fn settings() -> Settings {
         session_tags: false,
         hostname: "host".to_owned(),
         jitter_seed: 7,
+        mfa_prompt_wait: Duration::ZERO,
     }
 }
 
