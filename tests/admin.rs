@@ -119,7 +119,36 @@ fn metrics_parse_and_count_what_happened() {
             .header("content-type")
             .is_some_and(|c| c.starts_with("text/plain; version=0.0.4"))
     );
-    parse_metrics(&over_tcp.text());
+    let families = parse_metrics(&over_tcp.text());
+    assert_eq!(
+        sample(
+            &families,
+            "imds_agent_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(sample(&families, "process_resident_memory_bytes", &[]) > 1e6);
+    assert!(sample(&families, "process_open_fds", &[]) >= 3.0);
+    assert!(sample(&families, "process_cpu_seconds_total", &[]) >= 0.0);
+    assert_eq!(
+        families["imds_sts_call_duration_seconds"]["type"],
+        "histogram"
+    );
+    assert_eq!(
+        sample(
+            &families,
+            "imds_sts_call_duration_seconds_count",
+            &[("action", "AssumeRole")]
+        ),
+        0.0,
+        "static keys: no STS call"
+    );
+    // The probes, for load balancers and Kubernetes.
+    let health = get(addr, "/healthz", &[]);
+    assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    let ready = get(addr, "/readyz", &[]);
+    assert_eq!((ready.status, ready.text().as_str()), (200, "ready\n"));
     for path in ["/status", "/workloads", "/profiles", "/bootstrap/creds"] {
         assert_eq!(get(addr, path, &[]).status, 404, "{path} over TCP");
     }

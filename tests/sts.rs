@@ -171,6 +171,22 @@ fn an_sts_outage_is_ridden_out_on_cached_credentials() {
         .as_str()
         .unwrap()
         .to_owned();
+    // When they expire, as a timestamp an alert compares with time().
+    let metrics = String::from_utf8_lossy(&agent.cli(&["metrics"], "").stdout).into_owned();
+    let expiry: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("imds_credentials_expiry_timestamp_seconds{role=\"app\","))
+        .and_then(|rest| rest.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no expiry gauge for app:\n{metrics}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        expiry > now && expiry <= now + 900.0 + 60.0,
+        "{expiry} against {now}"
+    );
     for mode in ["error500", "throttle", "drop"] {
         proxy.set_mode(mode, None, 0.0);
         let before = proxy.count("AssumeRole");
@@ -189,6 +205,10 @@ fn an_sts_outage_is_ridden_out_on_cached_credentials() {
             "{mode}: the cached keys are served"
         );
     }
+    // Each failure counted by kind: the throttling apart from the rest.
+    assert!(sts_calls(&agent, "AssumeRole", "throttled") >= 1.0);
+    assert!(sts_calls(&agent, "AssumeRole", "error") >= 2.0);
+    assert_eq!(sts_calls(&agent, "AssumeRole", "access_denied"), 0.0);
     // STS is back: the retry (with backoff) brings fresh credentials.
     proxy.set_mode("pass", None, 0.0);
     // Asked now, not at the end of the backoff (which grows with each
@@ -229,6 +249,32 @@ fn access_denied_is_a_clear_answer_not_a_crash() {
         Some(1),
         "not ready"
     );
+    // What an operator alerts on: the refusal by kind, and not ready with
+    // the reason.
+    assert_eq!(sts_calls(&agent, "AssumeRole", "access_denied"), 1.0);
+    assert_eq!(sts_calls(&agent, "AssumeRole", "success"), 0.0);
+    let (status, body) = support::admin_request(&agent.socket, "GET", "/readyz", None);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with(
+            "not ready:\n- role app has no valid credentials: AssumeRoleUnauthorizedAccess"
+        ),
+        "{body}"
+    );
+    let (status, body) = support::admin_request(&agent.socket, "GET", "/healthz", None);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+}
+
+/// `imds_sts_calls_total` of `action` and `outcome`, from the agent's
+/// metrics.
+fn sts_calls(agent: &Agent, action: &str, outcome: &str) -> f64 {
+    let out = agent.cli(&["metrics"], "");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let prefix = format!("imds_sts_calls_total{{action=\"{action}\",outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
 }
 
 #[test]

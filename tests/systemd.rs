@@ -8,6 +8,10 @@
 //!   returns once the agent is READY), a client in a unit of its own gets
 //!   its unit's role, the request's fields are in `journalctl -o json`, and
 //!   a killed agent is restarted by systemd.
+//! - A restart that costs STS nothing: 200 roles fetched from moto (behind
+//!   the counting proxy, in the machine's network namespace) survive
+//!   `systemctl restart` in systemd's file descriptor store, with no STS
+//!   call; `systemctl stop` empties the store.
 //!
 //! The Debian root comes from `cargo xtask test` (`IMDS_TEST_ROOTFS`, a
 //! tarball it builds once with debootstrap). Needs root.
@@ -205,6 +209,14 @@ impl Machine {
                 .env("SYSTEMD_PAGER", "")
                 .env("SYSTEMD_COLORS", "0"),
         )
+    }
+
+    /// A command prefix that enters the machine's network namespace only:
+    /// the host's files (the test's Python) with the machine's 127.0.0.1.
+    fn net_prefix(&self) -> Vec<String> {
+        ["nsenter", "-t", &self.leader.to_string(), "-n", "--"]
+            .map(str::to_owned)
+            .to_vec()
     }
 
     fn console(&self) -> String {
@@ -537,4 +549,166 @@ fn install_keeps_an_operators_files_and_uninstall_reverses_it() {
         d.join("etc/imds-agent/roles.d/10-mine.toml").exists(),
         "the operator's rule stays"
     );
+}
+
+/// Roles the restart test caches.
+const MANY: usize = 200;
+
+/// `cargo xtask install` into `root`, with `config` and `rules`, and get.py
+/// for clients.
+fn install_into(root: &Path, config: &str, rules: &str) {
+    let install = output(
+        Command::new(env!("CARGO"))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(["xtask", "install", "--destdir"])
+            .arg(root),
+    );
+    assert!(
+        install.status.success(),
+        "cargo xtask install: {}",
+        text(&install)
+    );
+    std::fs::write(root.join("etc/imds-agent/config.toml"), config).unwrap();
+    std::fs::write(root.join("etc/imds-agent/roles.d/10-rules.toml"), rules).unwrap();
+    std::fs::create_dir_all(root.join("usr/local/share/imds-test")).unwrap();
+    std::fs::copy(
+        support::py_script("get.py"),
+        root.join("usr/local/share/imds-test/get.py"),
+    )
+    .unwrap();
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn a_restart_under_systemd_costs_sts_nothing() {
+    let tarball = PathBuf::from(std::env::var_os("IMDS_TEST_ROOTFS").expect(
+        "IMDS_TEST_ROOTFS is not set: run the tests with `cargo xtask test`, which builds the Debian root",
+    ));
+    let mut rules = String::from("[[rule]]\nunit = \"imds-client.service\"\nrole = \"role-7\"\n");
+    for i in 0..MANY {
+        rules.push_str(&format!(
+            "[[rule]]\nunit = \"w{i}.service\"\nrole = \"role-{i}\"\n"
+        ));
+    }
+    // The endpoint is known once the machine runs: the config is written
+    // then, before the agent starts.
+    let machine = Machine::boot(&tarball, |root| install_into(root, "", &rules));
+    let proxy = support::sts::StsProxy::start_behind(&machine.net_prefix());
+    let config = format!(
+        "[host]\nmode = \"alias\"\n[instance]\naccount_id = \"123456789012\"\n\
+         [credentials]\nsource = \"sts\"\nendpoint = \"{}\"\nrate_per_second = 200\nburst = 200\n",
+        proxy.url()
+    );
+    std::fs::write(machine.root.join("etc/imds-agent/config.toml"), config).unwrap();
+    // The agent's own keys (moto takes any), as an operator's drop-in
+    // would give them.
+    let drop_in = machine.root.join("etc/systemd/system/imds-agent.service.d");
+    std::fs::create_dir_all(&drop_in).unwrap();
+    std::fs::write(
+        drop_in.join("keys.conf"),
+        "[Service]\nEnvironment=AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n\
+         Environment=AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n\
+         Environment=AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null\n",
+    )
+    .unwrap();
+    let reloaded = machine.run(&["systemctl", "daemon-reload"]);
+    assert!(reloaded.status.success(), "{}", text(&reloaded));
+    let journal = || text(&machine.run(&["journalctl", "-u", "imds-agent", "--no-pager"]));
+    let systemctl = |verb: &str| {
+        let out = machine.run(&["timeout", "60", "systemctl", verb, "imds-agent"]);
+        assert!(
+            out.status.success(),
+            "systemctl {verb}: {}\n{}",
+            text(&out),
+            journal()
+        );
+    };
+    let client_key = || {
+        let out = machine.run(&[
+            "systemd-run",
+            "--unit=imds-client",
+            "--wait",
+            "--pipe",
+            "--quiet",
+            "-p",
+            "DynamicUser=yes",
+            "python3",
+            "/usr/local/share/imds-test/get.py",
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/role-7",
+        ]);
+        let reply: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
+                .unwrap_or_else(|e| panic!("{}: {e}", text(&out)));
+        assert_eq!(reply["status"], 200, "{reply}");
+        let doc: serde_json::Value = serde_json::from_str(reply["body"].as_str().unwrap()).unwrap();
+        assert_eq!(doc["Code"], "Success", "{doc}");
+        doc["AccessKeyId"].as_str().unwrap().to_owned()
+    };
+    let ready = || {
+        wait_for("every role to be fetched", Duration::from_secs(90), || {
+            machine
+                .run(&["imds-agent", "status"])
+                .status
+                .success()
+                .then_some(())
+        })
+    };
+
+    systemctl("start");
+    ready();
+    let fetched = proxy.count("AssumeRole");
+    assert!(
+        fetched >= MANY,
+        "{fetched} AssumeRole calls for {MANY} roles"
+    );
+    let before = client_key();
+
+    // Restarted (what an upgrade does): every role comes back from the
+    // store, and STS hears nothing.
+    let pid = machine.main_pid();
+    systemctl("restart");
+    assert_ne!(machine.main_pid(), pid, "a new process");
+    ready();
+    assert_eq!(client_key(), before, "the same credentials, carried over");
+    std::thread::sleep(Duration::from_secs(3));
+    let calls = proxy.calls();
+    assert_eq!(
+        calls.len(),
+        fetched,
+        "no STS call after the restart: {:?}\n{}",
+        &calls[fetched.min(calls.len())..],
+        journal()
+    );
+    let _ = machine.run(&["journalctl", "--sync"]);
+    let carried = text(&machine.run(&[
+        "journalctl",
+        "-u",
+        "imds-agent",
+        "-o",
+        "json",
+        "--no-pager",
+        &format!("F_KEPT={MANY}"),
+    ]));
+    assert!(
+        carried.contains("credentials carried over from the previous run"),
+        "{carried}\n{}",
+        journal()
+    );
+    assert!(
+        !journal().contains("wJalrXUtnFEMI"),
+        "no secret in the journal"
+    );
+
+    // Stopped for good, the store is emptied: the next start fetches.
+    systemctl("stop");
+    systemctl("start");
+    ready();
+    assert!(
+        proxy.count("AssumeRole") >= fetched + MANY,
+        "a start after a stop fetches every role again"
+    );
+    assert_ne!(client_key(), before);
 }

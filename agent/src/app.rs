@@ -76,6 +76,7 @@ pub fn build(
     config: &Config,
     clock: Arc<dyn Clock>,
     kernel: Option<Kernel>,
+    carried: Option<&[u8]>,
 ) -> anyhow::Result<Agent> {
     // Checked before the credentials are: what the rules ask for is the
     // first thing to fix.
@@ -146,6 +147,9 @@ pub fn build(
             kernel.as_ref().map(|k| Arc::clone(&k.cgroups)),
             containers.clone(),
         ));
+    }
+    if let (Some(engine), Some(bytes)) = (&engine, carried) {
+        take_back(engine, bytes, &assignments);
     }
     let sync = sync_engine(engine.as_ref(), &assignments);
     sync();
@@ -224,6 +228,21 @@ pub fn build(
         seen,
         rules_status,
     })
+}
+
+/// Serves again what the previous run carried over (before the first
+/// prefetch, which then finds those roles cached).
+fn take_back(engine: &Engine, bytes: &[u8], assignments: &Assignments) {
+    match engine.take_carried(bytes, |role| assignments.still_assigned(role)) {
+        Ok(taken) => tracing::info!(
+            kept = taken.kept,
+            dropped = taken.dropped,
+            "credentials carried over from the previous run (roles no longer assigned, or due for refresh, were dropped)"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "credentials carried over from the previous run were dropped")
+        }
+    }
 }
 
 /// What to do whenever assignments or workloads change: drop the
@@ -545,8 +564,13 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let mut on_stop = OnStop::Nothing;
     let notifier = Notifier::from_env();
+    // Read first: the descriptors are this process's from its start.
+    let carried = crate::fdstore::take(crate::fdstore::CREDENTIALS);
+    if let (Some(notifier), Some(_)) = (&notifier, &carried) {
+        crate::fdstore::forget(notifier, crate::fdstore::CREDENTIALS);
+    }
     let served = privileged_phase(&config, &mut on_stop)
-        .and_then(|prepared| serve_phase(&config, prepared, notifier, on_listening));
+        .and_then(|prepared| serve_phase(&config, prepared, notifier, carried, on_listening));
     on_stop.run();
     served?;
     tracing::info!("stopped");
@@ -557,6 +581,7 @@ fn serve_phase(
     config: &Config,
     prepared: Prepared,
     notifier: Option<Notifier>,
+    carried: Option<Vec<u8>>,
     on_listening: impl FnOnce(&[SocketAddr], Option<&str>),
 ) -> anyhow::Result<()> {
     let Prepared {
@@ -574,7 +599,14 @@ fn serve_phase(
         .build()
         .context("starting the async runtime")?;
     let served = runtime.block_on(async {
-        let agent = build(config, Arc::new(SystemClock::new()), kernel)?;
+        let agent = build(
+            config,
+            Arc::new(SystemClock::new()),
+            kernel,
+            carried.as_deref(),
+        )?;
+        drop(carried);
+        let engine = agent.engine.clone();
         let admin = admin.serve(config, &bound, agent.backend())?;
         if config.desktop
             && let Some(engine) = &agent.engine
@@ -616,11 +648,28 @@ fn serve_phase(
         };
         let identify = crate::http::identifier(Arc::clone(&agent.state.attribution));
         let served = serve(listeners, router(agent.state), identify, options, stop).await;
+        if let (Some(notifier), Some(engine)) = (&notifier, &engine) {
+            carry_over(notifier, engine);
+        }
         drop(admin);
         served.map_err(anyhow::Error::from)
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     served
+}
+
+/// Hands the cached credentials to systemd's store for the next start.
+fn carry_over(notifier: &Notifier, engine: &Engine) {
+    let bytes = engine.carry();
+    match crate::fdstore::keep(notifier, crate::fdstore::CREDENTIALS, &bytes) {
+        Ok(()) => tracing::info!(
+            bytes = bytes.len(),
+            "cached credentials handed to systemd for the next start"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cached credentials could not be handed to systemd: the next start fetches them again")
+        }
+    }
 }
 
 /// What `systemctl status` shows.

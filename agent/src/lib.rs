@@ -18,6 +18,7 @@ pub mod config;
 pub mod creds;
 pub mod desktop;
 pub mod docker;
+pub mod fdstore;
 pub mod http;
 pub mod imds;
 pub mod logging;

@@ -3,7 +3,8 @@
 //! once the agent serves (after its firewall and address are in place, so
 //! units ordered after it never meet an unguarded 169.254.169.254),
 //! `STATUS=` for `systemctl status`, `WATCHDOG=1` while the runtime runs,
-//! `STOPPING=1` at a stop. Outside systemd every call is a no-op.
+//! `STOPPING=1` at a stop, and descriptors for its store (`FDSTORE=1`,
+//! `fdstore`). Outside systemd every call is a no-op.
 
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -54,6 +55,30 @@ impl Notifier {
         if let Err(e) = self.socket.send_to_addr(state.as_bytes(), &self.addr) {
             tracing::warn!(error = %e, "could not notify systemd");
         }
+    }
+
+    /// Sends `state` with descriptor `fd` attached (`FDSTORE=1`): systemd
+    /// keeps its own copy. Fails rather than logs: the caller says what
+    /// was lost.
+    pub fn send_with_fd(&self, state: &str, fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+        use std::os::fd::AsRawFd as _;
+        let socket = UnixDatagram::unbound()?;
+        socket.connect_addr(&self.addr)?;
+        let fds = [fd.as_raw_fd()];
+        let sent = sendmsg::<UnixAddr>(
+            socket.as_raw_fd(),
+            &[io::IoSlice::new(state.as_bytes())],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )?;
+        if sent != state.len() {
+            return Err(io::Error::other(
+                "systemd's socket took part of the message",
+            ));
+        }
+        Ok(())
     }
 
     /// The agent serves; `status` says how.

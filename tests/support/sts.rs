@@ -101,12 +101,30 @@ pub fn moto_in(ns: &super::netns::NetNs) -> Helper {
 /// The counting, fault-injecting proxy in front of moto.
 pub struct StsProxy {
     helper: Helper,
+    /// The command prefix that enters its network namespace (empty: the
+    /// test's own): its control API is reached through it too.
+    wrapper: Vec<String>,
+    /// Its own moto, when it runs in another namespace.
+    _moto: Option<Helper>,
 }
 
 impl StsProxy {
     pub fn start() -> StsProxy {
         StsProxy {
             helper: start("sts_proxy.py", &[moto()], Stdio::inherit()),
+            wrapper: Vec::new(),
+            _moto: None,
+        }
+    }
+
+    /// A proxy and a moto of its own behind `wrapper` (`nsenter -t PID -n
+    /// --`): in the network namespace of a machine, for an agent there.
+    pub fn start_behind(wrapper: &[String]) -> StsProxy {
+        let moto = start_in(wrapper, "run_moto.py", &[], Stdio::null());
+        StsProxy {
+            helper: start_in(wrapper, "sts_proxy.py", &[&moto.url], Stdio::inherit()),
+            wrapper: wrapper.to_vec(),
+            _moto: Some(moto),
         }
     }
 
@@ -124,6 +142,15 @@ impl StsProxy {
 
     /// Every call it saw.
     pub fn calls(&self) -> Vec<serde_json::Value> {
+        if !self.wrapper.is_empty() {
+            let reply = super::python_get(
+                &self.wrapper,
+                &format!("{}/__proxy/calls", self.helper.url),
+                "10",
+            );
+            let body = reply["body"].as_str().unwrap_or_else(|| panic!("{reply}"));
+            return serde_json::from_str(body).expect("calls as JSON");
+        }
         let reply = raw(
             self.addr(),
             b"GET /__proxy/calls HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n",

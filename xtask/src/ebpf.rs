@@ -16,7 +16,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-use crate::util::{is_root, root, run, work_dir};
+use crate::apt::{Apt, version_of};
+use crate::util::{root, run, work_dir};
 
 /// The bpf-linker release the programs are built with.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -49,6 +50,7 @@ pub(crate) fn build(options: &Options) -> anyhow::Result<PathBuf> {
     apt.ensure(
         &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"],
         install,
+        "the eBPF toolchain",
     )?;
     let rustc = version_of("rustc-web")?;
     let bpf_std = version_of("libstd-rust-web-dev-bpf")?;
@@ -68,6 +70,7 @@ pub(crate) fn build(options: &Options) -> anyhow::Result<PathBuf> {
             "libc6-dev",
         ],
         install,
+        "the eBPF toolchain",
     )?;
     let linker = bpf_linker(&llvm, install)?;
     let tools = linker.parent().expect("bin directory").to_owned();
@@ -124,53 +127,6 @@ fn debian_cargo() -> Command {
     }
     cmd.env("RUSTC", DEBIAN_RUSTC);
     cmd
-}
-
-/// apt-get, updated at most once.
-#[derive(Default)]
-struct Apt {
-    updated: bool,
-}
-
-impl Apt {
-    /// Installs whichever of `packages` is missing (as root, when allowed).
-    fn ensure(&mut self, packages: &[&str], install: bool) -> anyhow::Result<()> {
-        let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let line = format!("apt-get install {}", missing.join(" "));
-        if !install || !is_root() {
-            bail!(
-                "the eBPF toolchain lacks {missing:?}: run `{line}` as root, or `cargo xtask build-ebpf` as root"
-            );
-        }
-        if !self.updated {
-            run(Command::new("apt-get").args(["update", "-q"]))
-                .context("apt-get update (the eBPF toolchain)")?;
-            self.updated = true;
-        }
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-        .with_context(|| format!("{line} (the eBPF toolchain)"))
-    }
-}
-
-fn installed(package: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", package])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-}
-
-fn version_of(package: &str) -> anyhow::Result<String> {
-    let out = Command::new("dpkg-query")
-        .args(["-W", "-f=${Version}", package])
-        .output()
-        .with_context(|| format!("dpkg-query {package}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// The LLVM major Debian's rustc emits bitcode for: bpf-linker must be

@@ -3,6 +3,7 @@
 //! build-ebpf` builds the eBPF programs, `cargo xtask install`
 //! and `uninstall` put it in place as a systemd service.
 
+mod apt;
 mod bench;
 mod ebpf;
 mod install;
@@ -48,6 +49,10 @@ enum Command {
     /// Reverse `install`: stop and disable the service, remove its table
     /// and address, and the files (the config and rules only if unchanged).
     Uninstall(install::Options),
+    /// Make (once) what the end-to-end tests use, the Python virtualenv and
+    /// (as root) the Debian root the systemd tests boot, and print the
+    /// environment to run one test binary with `cargo test --test NAME`.
+    TestEnv,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,5 +65,6 @@ fn main() -> anyhow::Result<()> {
         Command::BuildEbpf(options) => ebpf::build(&options).map(drop),
         Command::Install(options) => install::install(&options),
         Command::Uninstall(options) => install::uninstall(&options),
+        Command::TestEnv => test::print_env(),
     }
 }

@@ -8,7 +8,10 @@
 
 mod actions;
 pub mod client;
+mod gauges;
+mod limit;
 mod peer;
+mod probes;
 mod routes;
 mod web;
 
@@ -191,6 +194,7 @@ impl AdminSocket {
             let listener = tokio::net::TcpListener::from_std(metrics)
                 .context("serving the metrics listener")?;
             let app = routes::metrics_router(state);
+            let listener = limit::Limited::new(listener);
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app).await {
                     tracing::error!(error = %e, "the metrics listener stopped");

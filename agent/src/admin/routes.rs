@@ -1,6 +1,5 @@
 //! The admin API's routes.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -21,7 +20,7 @@ use crate::http::{Seen, SeenWorkload};
 
 use super::Backend;
 use super::actions::{self, ActionError};
-use crate::metrics;
+use super::{gauges, probes};
 
 #[derive(Debug, Clone)]
 pub(super) struct AdminState {
@@ -69,7 +68,7 @@ impl AdminState {
         ))
     }
 
-    fn rules_status(&self) -> RulesStatus {
+    pub(super) fn rules_status(&self) -> RulesStatus {
         self.rules.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -77,7 +76,9 @@ impl AdminState {
 pub(super) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/status", get(status))
-        .route("/metrics", get(metrics_text))
+        .route("/metrics", get(gauges::metrics_text))
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
         .route("/workloads", get(workloads))
         .route("/assignments", get(assignments))
         .route("/bootstrap/creds", post(bootstrap))
@@ -91,11 +92,13 @@ pub(super) fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// The metrics alone, for the optional TCP listener: nothing else of the
-/// admin API is reachable there.
+/// The metrics and the probes alone, for the optional TCP listener:
+/// nothing else of the admin API is reachable there.
 pub(super) fn metrics_router(state: AdminState) -> Router {
     Router::new()
-        .route("/metrics", get(metrics_text))
+        .route("/metrics", get(gauges::metrics_text))
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
         .with_state(state)
 }
 
@@ -111,8 +114,11 @@ impl IntoResponse for ApiError {
 
 #[derive(Debug, Serialize)]
 struct StatusBody {
-    /// Every role a known workload will ask for has valid credentials.
+    /// What `GET /readyz` says: rules in force as written, credentials of
+    /// the agent's own, valid credentials for every wanted role.
     ready: bool,
+    /// Why not, one sentence each.
+    not_ready: Vec<String>,
     version: &'static str,
     listen: Vec<String>,
     host_mode: &'static str,
@@ -150,8 +156,10 @@ async fn status(State(state): State<AdminState>) -> Json<StatusBody> {
     .await
     .unwrap_or_default();
     let credentials_valid = sts.as_ref().is_none_or(|s| s.ready);
+    let not_ready = probes::readiness(&state).await;
     Json(StatusBody {
-        ready: credentials_valid && rules.refused.is_none(),
+        ready: not_ready.is_empty(),
+        not_ready,
         version: env!("CARGO_PKG_VERSION"),
         listen: state.listen.iter().map(ToString::to_string).collect(),
         host_mode: state.host_mode,
@@ -219,101 +227,6 @@ async fn assignments(State(state): State<AdminState>) -> Json<AssignmentsBody> {
             .and_then(Engine::profile_role)
             .map(|r| r.spec.to_string()),
     })
-}
-
-/// Prometheus' text format: the counters, then gauges of the state.
-async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
-    let mut out = String::new();
-    metrics::global().render(&mut out);
-    let status = match &state.engine {
-        Some(engine) => Some(engine.status().await),
-        None => None,
-    };
-    metrics::help(
-        &mut out,
-        "imds_ready",
-        "gauge",
-        "1 when every wanted role has valid credentials.",
-    );
-    let ready = status.as_ref().is_none_or(|s| s.ready);
-    let _ = writeln!(out, "imds_ready {}", u8::from(ready));
-    let rules = state.rules_status();
-    metrics::help(&mut out, "imds_role_rules", "gauge", "Role rules in force.");
-    let _ = writeln!(out, "imds_role_rules {}", rules.rules);
-    metrics::help(
-        &mut out,
-        "imds_role_rules_refused",
-        "gauge",
-        "1 when the last change to the rule files was refused.",
-    );
-    let _ = writeln!(
-        out,
-        "imds_role_rules_refused {}",
-        u8::from(rules.refused.is_some())
-    );
-    metrics::help(
-        &mut out,
-        "imds_workloads_seen",
-        "gauge",
-        "Workloads seen recently.",
-    );
-    let _ = writeln!(out, "imds_workloads_seen {}", state.seen.len());
-    if let Some(left) = status
-        .as_ref()
-        .and_then(|s| s.certificate.as_ref())
-        .and_then(|c| c.expires_in_seconds)
-    {
-        metrics::help(
-            &mut out,
-            "imds_certificate_expiry_seconds",
-            "gauge",
-            "Seconds until the Roles Anywhere certificate expires (alert well before 0).",
-        );
-        let _ = writeln!(out, "imds_certificate_expiry_seconds {left}");
-    }
-    if let Some(certificate) = status.as_ref().and_then(|s| s.certificate.as_ref()) {
-        metrics::help(
-            &mut out,
-            "imds_certificate_reload_failed",
-            "gauge",
-            "1 while the Roles Anywhere files as they are now can't be used (the last good certificate stays in force).",
-        );
-        let failed = u8::from(certificate.reload_error.is_some());
-        let _ = writeln!(out, "imds_certificate_reload_failed {failed}");
-        metrics::help(
-            &mut out,
-            "imds_certificate_session_failed",
-            "gauge",
-            "1 while Roles Anywhere gives the agent no session (the status says why).",
-        );
-        let failed = u8::from(certificate.error.is_some());
-        let _ = writeln!(out, "imds_certificate_session_failed {failed}");
-    }
-    if let Some(status) = &status {
-        metrics::help(
-            &mut out,
-            "imds_credentials_remaining_seconds",
-            "gauge",
-            "Seconds the cached credentials of each role have left.",
-        );
-        for role in &status.roles {
-            if let Some(left) = role.remaining_seconds {
-                let _ = writeln!(
-                    out,
-                    "imds_credentials_remaining_seconds{{role=\"{}\",session=\"{}\"}} {left}",
-                    metrics::label(&role.role),
-                    metrics::label(&role.session_name)
-                );
-            }
-        }
-    }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
 }
 
 /// The bootstrap body, in IMDS's own field names.

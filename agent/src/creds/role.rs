@@ -17,7 +17,7 @@ use std::time::Duration;
 use ring::digest;
 
 /// A role as written, not yet tied to an account.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct RoleSpec {
     name: String,
     path: String,
@@ -28,7 +28,7 @@ pub struct RoleSpec {
 /// How a role's session is opened: the optional parameters of AssumeRole.
 /// Part of the cache key: two assignments of one role with different
 /// parameters get separate sessions.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SessionParams {
     /// `ExternalId`.
     pub external_id: Option<String>,
@@ -43,7 +43,7 @@ pub struct SessionParams {
 }
 
 /// A role as an assignment gives it to a workload.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Role {
     /// The role's name: what `iam/security-credentials/` lists.
     pub name: String,

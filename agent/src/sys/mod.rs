@@ -5,6 +5,8 @@ pub mod btf;
 pub mod diag;
 #[cfg(feature = "ebpf")]
 pub mod ebpf;
+pub mod inherited;
+pub mod memfd;
 #[cfg(feature = "nftables")]
 pub mod nft;
 pub mod pidfd;

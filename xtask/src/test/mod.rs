@@ -14,6 +14,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 
 use self::report::TestReport;
+use crate::apt::{Apt, TEST_PACKAGES};
 use crate::python::venv;
 use crate::util::{is_root, root, run as run_cmd};
 
@@ -24,14 +25,39 @@ pub(crate) struct Options {
     no_bench: bool,
 }
 
+/// `cargo xtask test-env`: what one test binary needs, as `export` lines.
+pub(crate) fn print_env() -> anyhow::Result<()> {
+    println!("export IMDS_TEST_PYTHON={}", venv()?.display());
+    if is_root() {
+        println!(
+            "export IMDS_TEST_ROOTFS={}",
+            crate::rootfs::debian_with_systemd()?.display()
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
+    let debian = std::path::Path::new("/etc/debian_version").exists();
+    if is_root() && debian {
+        // As root the README's command is all the set-up: what the tests
+        // use is installed first.
+        Apt::default().ensure(&TEST_PACKAGES, true, "the tests")?;
+    } else if debian {
+        let missing = crate::apt::missing(&TEST_PACKAGES);
+        if !missing.is_empty() {
+            eprintln!(
+                "xtask: not root, so not installing {missing:?}: the tests that need them are skipped or fail (as root, `cargo xtask test` installs them)"
+            );
+        }
+    }
     let python = venv()?;
     let mut features = Vec::new();
     if has_nftables_libraries() {
         features.push("imds-agent/nftables");
     } else if is_root() {
         bail!(
-            "libnftnl and libmnl are missing (pkg-config finds neither): run `bash .ci/run`, or `apt-get install libnftnl-dev libmnl-dev pkg-config`"
+            "libnftnl and libmnl are installed but pkg-config finds neither: check `pkg-config --libs libnftnl libmnl`"
         );
     } else {
         eprintln!("xtask: libnftnl-dev/libmnl-dev missing: building without host modes (nftables)");

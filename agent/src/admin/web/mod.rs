@@ -7,7 +7,6 @@
 mod api;
 mod form;
 mod guard;
-mod limit;
 mod page;
 
 use std::net::SocketAddr;
@@ -91,7 +90,7 @@ impl Page {
                 Arc::clone(&self.guard),
                 guard::check,
             ));
-        let listener = limit::Limited::new(listener);
+        let listener = super::limit::Limited::new(listener);
         Ok(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "the /manage page stopped");

@@ -102,6 +102,12 @@ impl Entry {
                     .unwrap_or_default()
                     .as_secs()
             }),
+            expires_at: st.creds.as_ref().map(|c| {
+                c.expiration
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs()
+            }),
             access_key_suffix: st.creds.as_ref().map(|c| c.keys.key_suffix().to_owned()),
             error: st.error.as_ref().map(|u| match &st.error_detail {
                 Some(detail) => format!("{}: {detail}", u.code),

@@ -28,6 +28,7 @@
 
 mod base;
 mod budget;
+mod carry;
 mod entry;
 mod fetch;
 mod in_flight;
@@ -43,6 +44,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
 pub use base::{BaseConfig, BaseError, Identity, MfaSettings, Mode, Profile};
+pub use carry::{CarryError, TakenBack};
 pub use prompt::{CodeOutcome, MfaPrompt};
 pub use schedule::{SDK_REFRESH_WINDOW, effective_keep};
 pub use status::{ProfileInfo, RoleStatus, Status};

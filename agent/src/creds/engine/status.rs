@@ -20,6 +20,9 @@ pub struct RoleStatus {
     pub expiration: Option<String>,
     /// Seconds they have left.
     pub remaining_seconds: Option<u64>,
+    /// When the cached credentials expire (valid or not), in seconds
+    /// since the epoch.
+    pub expires_at: Option<u64>,
     /// The last access key id's last four characters.
     pub access_key_suffix: Option<String>,
     /// The last error, if the last fetch failed.
@@ -117,6 +120,52 @@ impl Engine {
             let st = e.lock();
             !st.wanted || st.creds.as_ref().is_some_and(|c| c.expiration > now)
         })
+    }
+
+    /// Why the agent is not ready, one sentence each (empty: ready). Ready
+    /// is: the agent has credentials of its own, its certificate (Roles
+    /// Anywhere) gives it sessions, and every wanted role has valid
+    /// credentials. For `/readyz`.
+    pub async fn unready(&self) -> Vec<String> {
+        let now = self.inner.clock.now().wall;
+        let mut reasons = Vec::new();
+        let certificate = {
+            let b = self.inner.read_base();
+            if b.creds.is_none() {
+                reasons.push(format!(
+                    "the agent has no credentials of its own yet ({})",
+                    b.describe()
+                ));
+            }
+            b.base.roles_anywhere().cloned()
+        };
+        if let Some(provider) = certificate {
+            let status = provider.status(now).await;
+            if status.expires_in_seconds == Some(0) {
+                reasons.push(format!(
+                    "the certificate {} has expired",
+                    status.certificate
+                ));
+            } else if let Some(error) = status.error {
+                reasons.push(format!("Roles Anywhere gives no session: {error}"));
+            }
+        }
+        let settings = &self.inner.settings;
+        let profile = self.inner.read_base().profile.clone();
+        let entries: Vec<Arc<Entry>> = self.inner.lock_entries().values().cloned().collect();
+        let mut roles: Vec<String> = entries
+            .iter()
+            .filter(|e| e.lock().wanted)
+            .map(|e| e.status(settings, profile.as_deref(), now))
+            .filter(|r| !r.valid)
+            .map(|r| match r.error {
+                Some(error) => format!("role {} has no valid credentials: {error}", r.role),
+                None => format!("role {} has no valid credentials yet", r.role),
+            })
+            .collect();
+        roles.sort();
+        reasons.extend(roles);
+        reasons
     }
 
     /// The engine's state, for the admin socket.

@@ -5,6 +5,7 @@
 
 mod attacks;
 mod basics;
+mod carry;
 mod lifecycle;
 mod prompt;
 

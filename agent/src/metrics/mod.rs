@@ -1,15 +1,20 @@
 //! What `GET /metrics` reports, in Prometheus' text format (0.0.4).
 //!
-//! Counters and the latency histogram are process-wide atomics, so the
+//! Counters and the latency histograms are process-wide atomics, so the
 //! request path pays one relaxed increment per counter and takes no lock.
-//! Gauges that describe state (readiness, rules, roles and their remaining
-//! lifetime) are computed when the metrics are read.
+//! Gauges that describe state (readiness, rules, roles and their expiry)
+//! are computed when the metrics are read, and so are the process's own
+//! (`process`).
+
+mod histogram;
+pub mod process;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::imds::Class;
+use histogram::Histogram;
 
 const CLASSES: [Class; 6] = [
     Class::Token,
@@ -23,9 +28,16 @@ const CLASSES: [Class; 6] = [
 /// The statuses counted one by one; anything else counts as `other`.
 const STATUSES: [u16; 9] = [200, 400, 401, 403, 404, 405, 500, 502, 503];
 
-/// Histogram bounds, in microseconds.
+/// Request histogram bounds, in microseconds.
 const BUCKETS_US: [u64; 12] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 500_000, 1_000_000,
+];
+
+/// STS call histogram bounds, in microseconds: a call takes tens of
+/// milliseconds in-region and times out after seconds.
+const STS_BUCKETS_US: [u64; 11] = [
+    10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
+    30_000_000,
 ];
 
 /// The STS calls the agent makes.
@@ -45,6 +57,27 @@ const STS_ACTIONS: [(StsAction, &str); 3] = [
     (StsAction::GetCallerIdentity, "GetCallerIdentity"),
 ];
 
+/// How an STS call ended, as an operator alerts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StsOutcome {
+    /// STS answered with what was asked for.
+    Success,
+    /// STS throttled the call (the account's rate quota, which can't be
+    /// raised: a fleet restarting at once is the usual cause).
+    Throttled,
+    /// STS refused: the agent's identity may not do this.
+    AccessDenied,
+    /// Anything else: unreachable, a 5xx, bad keys, a bad parameter.
+    Error,
+}
+
+const STS_OUTCOMES: [(StsOutcome, &str); 4] = [
+    (StsOutcome::Success, "success"),
+    (StsOutcome::Throttled, "throttled"),
+    (StsOutcome::AccessDenied, "access_denied"),
+    (StsOutcome::Error, "error"),
+];
+
 /// How a credentials request was served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Served {
@@ -58,10 +91,9 @@ pub enum Served {
 #[derive(Debug)]
 pub struct Metrics {
     requests: [[AtomicU64; STATUSES.len() + 1]; CLASSES.len()],
-    latency_buckets: [AtomicU64; BUCKETS_US.len()],
-    latency_count: AtomicU64,
-    latency_sum_us: AtomicU64,
-    sts: [[AtomicU64; 2]; STS_ACTIONS.len()],
+    latency: Histogram<{ BUCKETS_US.len() }>,
+    sts: [[AtomicU64; STS_OUTCOMES.len()]; STS_ACTIONS.len()],
+    sts_latency: [Histogram<{ STS_BUCKETS_US.len() }>; STS_ACTIONS.len()],
     served: [AtomicU64; 2],
     forwarded: [AtomicU64; 2],
     refused_connections: AtomicU64,
@@ -82,10 +114,9 @@ impl Metrics {
     const fn new() -> Self {
         Self {
             requests: [const { [ZERO; STATUSES.len() + 1] }; CLASSES.len()],
-            latency_buckets: [ZERO; BUCKETS_US.len()],
-            latency_count: ZERO,
-            latency_sum_us: ZERO,
-            sts: [const { [ZERO; 2] }; STS_ACTIONS.len()],
+            latency: Histogram::new(BUCKETS_US),
+            sts: [const { [ZERO; STS_OUTCOMES.len()] }; STS_ACTIONS.len()],
+            sts_latency: [const { Histogram::new(STS_BUCKETS_US) }; STS_ACTIONS.len()],
             served: [ZERO; 2],
             forwarded: [ZERO; 2],
             refused_connections: ZERO,
@@ -100,23 +131,21 @@ impl Metrics {
             .position(|s| *s == status)
             .unwrap_or(STATUSES.len());
         self.requests[class][status].fetch_add(1, Relaxed);
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        // Buckets are cumulative when rendered; each observation lands in
-        // the first bucket it fits.
-        if let Some(bucket) = BUCKETS_US.iter().position(|b| micros <= *b) {
-            self.latency_buckets[bucket].fetch_add(1, Relaxed);
-        }
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_us.fetch_add(micros, Relaxed);
+        self.latency.observe(latency);
     }
 
-    /// Counts one STS call.
-    pub fn sts_call(&self, action: StsAction, ok: bool) {
+    /// Counts one STS call, which took `took`.
+    pub fn sts_call(&self, action: StsAction, outcome: StsOutcome, took: Duration) {
         let index = STS_ACTIONS
             .iter()
             .position(|(a, _)| *a == action)
             .unwrap_or(0);
-        self.sts[index][usize::from(!ok)].fetch_add(1, Relaxed);
+        let kind = STS_OUTCOMES
+            .iter()
+            .position(|(o, _)| *o == outcome)
+            .unwrap_or(STS_OUTCOMES.len() - 1);
+        self.sts[index][kind].fetch_add(1, Relaxed);
+        self.sts_latency[index].observe(took);
     }
 
     /// Counts one credentials answer.
@@ -137,7 +166,7 @@ impl Metrics {
 
     /// Every request answered so far.
     pub fn requests_total(&self) -> u64 {
-        self.latency_count.load(Relaxed)
+        self.latency.count()
     }
 
     /// The counters and the histogram, in the text format.
@@ -170,40 +199,35 @@ impl Metrics {
             "histogram",
             "Time from a request's arrival to its answer.",
         );
-        let mut cumulative = 0;
-        for (bound, counter) in BUCKETS_US.iter().zip(&self.latency_buckets) {
-            cumulative += counter.load(Relaxed);
-            let _ = writeln!(
-                out,
-                "imds_request_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
-                seconds(*bound)
-            );
-        }
-        let count = self.latency_count.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "imds_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "imds_request_duration_seconds_sum {}",
-            seconds(self.latency_sum_us.load(Relaxed))
-        );
-        let _ = writeln!(out, "imds_request_duration_seconds_count {count}");
+        self.latency
+            .render(out, "imds_request_duration_seconds", "");
         help(
             out,
             "imds_sts_calls_total",
             "counter",
-            "STS calls made, by action and outcome.",
+            "STS calls made, by action and outcome (success, throttled, access_denied, error).",
         );
         for (i, (_, name)) in STS_ACTIONS.iter().enumerate() {
-            for (outcome, counter) in ["success", "error"].iter().zip(&self.sts[i]) {
+            for ((_, outcome), counter) in STS_OUTCOMES.iter().zip(&self.sts[i]) {
                 let _ = writeln!(
                     out,
                     "imds_sts_calls_total{{action=\"{name}\",outcome=\"{outcome}\"}} {}",
                     counter.load(Relaxed)
                 );
             }
+        }
+        help(
+            out,
+            "imds_sts_call_duration_seconds",
+            "histogram",
+            "Time an STS call took, whatever its outcome, by action.",
+        );
+        for (i, (_, name)) in STS_ACTIONS.iter().enumerate() {
+            self.sts_latency[i].render(
+                out,
+                "imds_sts_call_duration_seconds",
+                &format!("action=\"{name}\","),
+            );
         }
         help(
             out,
@@ -259,9 +283,19 @@ pub fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn seconds(micros: u64) -> String {
-    let text = format!("{:.6}", micros as f64 / 1e6);
-    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+/// `imds_agent_build_info`: always 1, its labels say which build runs.
+pub fn render_build_info(out: &mut String) {
+    help(
+        out,
+        "imds_agent_build_info",
+        "gauge",
+        "Always 1; the version label says which build is running.",
+    );
+    let _ = writeln!(
+        out,
+        "imds_agent_build_info{{version=\"{}\"}} 1",
+        label(env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[cfg(test)]
@@ -274,8 +308,21 @@ mod tests {
         m.request(Class::Credentials, 200, Duration::from_micros(80));
         m.request(Class::Credentials, 200, Duration::from_micros(300));
         m.request(Class::Refused, 418, Duration::from_secs(5));
-        m.sts_call(StsAction::AssumeRole, true);
-        m.sts_call(StsAction::AssumeRole, false);
+        m.sts_call(
+            StsAction::AssumeRole,
+            StsOutcome::Success,
+            Duration::from_millis(20),
+        );
+        m.sts_call(
+            StsAction::AssumeRole,
+            StsOutcome::Error,
+            Duration::from_secs(3),
+        );
+        m.sts_call(
+            StsAction::AssumeRole,
+            StsOutcome::Throttled,
+            Duration::from_secs(40),
+        );
         m.credentials_served(Served::Cached);
         let mut out = String::new();
         m.render(&mut out);
@@ -290,6 +337,13 @@ mod tests {
             "imds_request_duration_seconds_sum 5.00038",
             "imds_sts_calls_total{action=\"AssumeRole\",outcome=\"success\"} 1",
             "imds_sts_calls_total{action=\"AssumeRole\",outcome=\"error\"} 1",
+            "imds_sts_calls_total{action=\"AssumeRole\",outcome=\"throttled\"} 1",
+            "imds_sts_calls_total{action=\"AssumeRole\",outcome=\"access_denied\"} 0",
+            "imds_sts_call_duration_seconds_bucket{action=\"AssumeRole\",le=\"0.025\"} 1",
+            "imds_sts_call_duration_seconds_bucket{action=\"AssumeRole\",le=\"5\"} 2",
+            "imds_sts_call_duration_seconds_bucket{action=\"AssumeRole\",le=\"30\"} 2",
+            "imds_sts_call_duration_seconds_bucket{action=\"AssumeRole\",le=\"+Inf\"} 3",
+            "imds_sts_call_duration_seconds_count{action=\"GetSessionToken\"} 0",
             "imds_credentials_served_total{from=\"cached\"} 1",
             "# TYPE imds_request_duration_seconds histogram",
         ] {

@@ -1,8 +1,9 @@
-//! The page's listener, bounded: the port is open to every local user, so
-//! connections are few (`MAX_CONNECTIONS`), one that sends nothing for
-//! `IDLE` is closed, and none lasts beyond `LIFETIME`. Idle connections
-//! can then hold the page's own slots for a while, never the agent's file
-//! descriptors or the IMDS.
+//! A bounded TCP listener, for the `/manage` page and the metrics: their
+//! ports are open to every local user (the metrics' perhaps to the
+//! network), so connections are few (`MAX_CONNECTIONS`), one that sends
+//! nothing for `IDLE` is closed, and none lasts beyond `LIFETIME`. Idle
+//! connections can then hold that listener's own slots for a while, never
+//! the agent's file descriptors or the IMDS.
 
 use std::io;
 use std::pin::Pin;
