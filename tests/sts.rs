@@ -491,3 +491,70 @@ fn an_unreachable_agent_is_exit_3() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the agent"));
 }
+
+/// Twenty hosts started together (agents started at once, on one STS) do
+/// not call STS together: each first fetch of a role no workload needs yet
+/// waits a random part of `prefetch_spread_seconds`, and a request does
+/// not wait for it.
+#[test]
+fn agents_started_together_spread_their_first_calls() {
+    const AGENTS: usize = 20;
+    const WINDOW: f64 = 10.0;
+    let proxy = StsProxy::start();
+    let config = sts_config(
+        &proxy,
+        &format!("prefetch_spread_seconds = {WINDOW}"),
+        "[roles]\ndefault = \"app\"\n",
+    );
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let agents: Vec<(Agent, tempfile::TempDir)> = std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..AGENTS)
+            .map(|_| scope.spawn(|| agent_with(&config)))
+            .collect();
+        starting.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    wait_for_showing(
+        "every agent's first call",
+        Duration::from_secs(WINDOW as u64 + 20),
+        || match proxy.count("AssumeRole") {
+            n if n >= AGENTS => Ok(()),
+            n => Err(n),
+        },
+    );
+    let mut at: Vec<f64> = proxy
+        .calls()
+        .iter()
+        .filter(|c| c["action"] == "AssumeRole")
+        .map(|c| c["at"].as_f64().unwrap() - started)
+        .collect();
+    at.sort_by(f64::total_cmp);
+    assert_eq!(at.len(), AGENTS, "one call per agent: {at:?}");
+    // Spread over the window, not bunched at the start: 20 uniform draws
+    // over 10 s span less than 4 s, or put 10 in one second, with odds
+    // below one in a million.
+    let span = at[AGENTS - 1] - at[0];
+    assert!(span >= 4.0, "calls spread over {span:.1} s: {at:?}");
+    let most_in_a_second = (0..AGENTS)
+        .map(|i| at[i..].iter().take_while(|t| **t < at[i] + 1.0).count())
+        .max()
+        .unwrap();
+    assert!(
+        most_in_a_second < 10,
+        "{most_in_a_second} calls in one second: {at:?}"
+    );
+    assert!(
+        at[AGENTS - 1] <= WINDOW + 10.0,
+        "every call within the window (and the agents' start): {at:?}"
+    );
+    // A request during the window is answered at once: its agent fetches
+    // then, not at its spread time.
+    let late = agent_with(&config);
+    let before = proxy.count("AssumeRole");
+    let doc = creds_doc(&late.0, "app");
+    assert_eq!(doc["Code"], "Success", "{doc}");
+    assert_eq!(proxy.count("AssumeRole"), before + 1);
+    drop(agents);
+}

@@ -599,7 +599,8 @@ fn a_restart_under_systemd_costs_sts_nothing() {
     let proxy = support::sts::StsProxy::start_behind(&machine.net_prefix());
     let config = format!(
         "[host]\nmode = \"alias\"\n[instance]\naccount_id = \"123456789012\"\n\
-         [credentials]\nsource = \"sts\"\nendpoint = \"{}\"\nrate_per_second = 200\nburst = 200\n",
+         [credentials]\nsource = \"sts\"\nendpoint = \"{}\"\nrate_per_second = 200\nburst = 200\n\
+         [roles]\nsession_per_workload = false\n",
         proxy.url()
     );
     std::fs::write(machine.root.join("etc/imds-agent/config.toml"), config).unwrap();

@@ -254,7 +254,8 @@ fn sync_engine(engine: Option<&Engine>, assignments: &Arc<Assignments>) -> OnCha
     Arc::new(move || {
         if let Some(engine) = &engine {
             engine.retain(|role| assignments.still_assigned(role));
-            engine.set_wanted(assignments.wanted());
+            let wanted = assignments.wanted_by_need();
+            engine.set_wanted_by_need(wanted.live, wanted.foreseen);
         }
     })
 }
@@ -379,6 +380,7 @@ fn sts_engine(config: &Config, sts: &StsConfig, clock: Arc<dyn Clock>) -> anyhow
         hostname: config.hostname.clone(),
         jitter_seed: random_u64()?,
         mfa_prompt_wait: sts.mfa_prompt_wait,
+        prefetch_spread: sts.prefetch_spread,
     };
     Ok(Engine::new(
         Arc::new(Metered::new(AwsSts::new(endpoint))),

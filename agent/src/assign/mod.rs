@@ -42,6 +42,17 @@ pub trait RoleAssignment: Send + Sync + fmt::Debug {
     /// a workload the agent already knows.
     fn wanted(&self) -> Vec<Role>;
 
+    /// The same, by need: the roles of workloads that exist now, and those
+    /// only foreseen (named by an exact rule or the default, for workloads
+    /// that may come). Roles named only by a rule with a wildcard are in
+    /// neither until a workload it matches exists: a glob may match none.
+    fn wanted_by_need(&self) -> WantedByNeed {
+        WantedByNeed {
+            live: self.wanted(),
+            foreseen: Vec::new(),
+        }
+    }
+
     /// Whether credentials cached for `role` may still be served to
     /// someone: false once no assignment names the role (with its
     /// external id and duration) any more.
@@ -58,6 +69,22 @@ pub trait RoleAssignment: Send + Sync + fmt::Debug {
     fn exe_rule_matches(&self, _path: &str) -> bool {
         false
     }
+}
+
+/// `RoleAssignment::wanted_by_need`'s answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WantedByNeed {
+    /// Roles of workloads that exist now: fetched at once.
+    pub live: Vec<Role>,
+    /// Roles for workloads that may come: fetched within the prefetch
+    /// spread.
+    pub foreseen: Vec<Role>,
+}
+
+/// Drops repeats, keeping the first of each (the order is the priority).
+fn dedup(roles: &mut Vec<Role>) {
+    let mut seen = std::collections::HashSet::new();
+    roles.retain(|role| seen.insert(role.clone()));
 }
 
 /// Which container roles from the environment are honoured.
@@ -286,29 +313,21 @@ impl Assignments {
         }
         named
     }
-}
 
-impl RoleAssignment for Assignments {
-    fn role_for(&self, workload: &Workload) -> Option<Arc<Role>> {
-        let rules = self.rules();
-        let role = self.base_role(workload, &rules)?;
-        Some(self.with_session(role, workload))
-    }
-
-    fn generation(&self) -> u64 {
-        // A profile switch may change the fallback role.
-        let profile = self.profiles.as_ref().map_or(0, Engine::base_generation);
-        self.generation.load(Ordering::Relaxed) + profile
-    }
-
-    fn wanted(&self) -> Vec<Role> {
+    /// What `wanted` and `wanted_by_need` are made of: roles of workloads
+    /// the agent knows (`live`), and roles foreseen for workloads that may
+    /// come (`foreseen`); rules with a wildcard count among the foreseen
+    /// only `with_globs`.
+    fn by_need(&self, with_globs: bool) -> WantedByNeed {
         let rules = self.rules();
         let per_workload = self.defaults.session_per_workload;
-        let mut wanted = Vec::new();
+        let mut foreseen = Vec::new();
         // Roles whose session does not depend on the workload.
         for rule in rules.rules() {
-            if rule.role.session.session_name.is_some() || !per_workload {
-                wanted.push(rule.role.clone());
+            if (rule.role.session.session_name.is_some() || !per_workload)
+                && (with_globs || rule.is_exact())
+            {
+                foreseen.push(rule.role.clone());
             }
         }
         // The fallback as it is (unnamed session): what workloads ask for
@@ -317,9 +336,10 @@ impl RoleAssignment for Assignments {
         if let Some(role) = self.fallback()
             && (!per_workload || self.cgroups.is_none())
         {
-            wanted.push((*role).clone());
+            foreseen.push((*role).clone());
         }
         // Containers, and the cgroups a rule matches.
+        let mut wanted = Vec::new();
         if let Some(containers) = &self.containers {
             for container in containers.all() {
                 let workload = Workload::Container(container);
@@ -341,9 +361,39 @@ impl RoleAssignment for Assignments {
         // The host's units on the fallback last: the engine prefetches the
         // first ones when there are too many.
         wanted.extend(units);
-        let mut seen = std::collections::HashSet::new();
-        wanted.retain(|role| seen.insert(role.clone()));
-        wanted
+        WantedByNeed {
+            live: wanted,
+            foreseen,
+        }
+    }
+}
+
+impl RoleAssignment for Assignments {
+    fn role_for(&self, workload: &Workload) -> Option<Arc<Role>> {
+        let rules = self.rules();
+        let role = self.base_role(workload, &rules)?;
+        Some(self.with_session(role, workload))
+    }
+
+    fn generation(&self) -> u64 {
+        // A profile switch may change the fallback role.
+        let profile = self.profiles.as_ref().map_or(0, Engine::base_generation);
+        self.generation.load(Ordering::Relaxed) + profile
+    }
+
+    fn wanted(&self) -> Vec<Role> {
+        let WantedByNeed { live, mut foreseen } = self.by_need(true);
+        foreseen.extend(live);
+        dedup(&mut foreseen);
+        foreseen
+    }
+
+    fn wanted_by_need(&self) -> WantedByNeed {
+        let WantedByNeed { mut live, foreseen } = self.by_need(false);
+        dedup(&mut live);
+        let mut foreseen: Vec<Role> = foreseen.into_iter().filter(|r| !live.contains(r)).collect();
+        dedup(&mut foreseen);
+        WantedByNeed { live, foreseen }
     }
 
     fn needs_exe(&self) -> bool {

@@ -158,6 +158,20 @@ impl Rule {
         out
     }
 
+    /// Whether every pattern of the rule is exact (no wildcard): it names
+    /// the workloads it is for, rather than any that may match.
+    pub fn is_exact(&self) -> bool {
+        [
+            &self.unit,
+            &self.user_unit,
+            &self.cgroup,
+            &self.container_name,
+            &self.exe,
+        ]
+        .iter()
+        .all(|pattern| pattern.as_ref().is_none_or(Glob::is_exact))
+    }
+
     /// Whether the rule names an executable.
     pub fn names_exe(&self) -> bool {
         self.exe.is_some()

@@ -218,6 +218,57 @@ fn wanted_covers_known_containers_and_matching_cgroups() {
     );
 }
 
+#[test]
+fn by_need_live_workloads_first_and_glob_only_roles_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("system.slice/web.service")).unwrap();
+    let index = Arc::new(CgroupIndex::new(dir.path().to_owned()));
+    index.rescan().unwrap();
+    let rules = "[[rule]]\nunit = \"web.service\"\nrole = \"web\"\n\
+                 [[rule]]\nunit = \"batch.service\"\nrole = \"batch\"\n\
+                 [[rule]]\nunit = \"job-*.service\"\nrole = \"jobs\"\n";
+    let origin = Origin::File("test.toml".into());
+    let set = RuleSet::from_files(vec![rules::parse_file(rules, &origin).unwrap()]);
+    let defaults = Defaults {
+        default: Some(Role::parse("fallback").unwrap()),
+        session_per_workload: false,
+        ..Defaults::default()
+    };
+    let a = Assignments::new(defaults, set, None, None, Some(index));
+    let names = |roles: &[Role]| roles.iter().map(|r| r.spec.to_string()).collect::<Vec<_>>();
+    let by_need = a.wanted_by_need();
+    // web.service exists: its role is live. batch's exact rule and the
+    // default are foreseen; the glob's role is fetched on demand only.
+    assert_eq!(
+        names(&by_need.live),
+        Vec::<String>::new(),
+        "no per-workload sessions: nothing live by cgroup"
+    );
+    let mut foreseen = names(&by_need.foreseen);
+    foreseen.sort();
+    assert_eq!(foreseen, ["batch", "fallback", "web"]);
+    assert!(
+        names(&a.wanted()).contains(&"jobs".to_owned()),
+        "wanted still lists every role"
+    );
+    // With sessions per workload, the unit that exists is live.
+    let index = Arc::new(CgroupIndex::new(dir.path().to_owned()));
+    index.rescan().unwrap();
+    let set = RuleSet::from_files(vec![rules::parse_file(rules, &origin).unwrap()]);
+    let defaults = Defaults {
+        session_per_workload: true,
+        ..Defaults::default()
+    };
+    let b = Assignments::new(defaults, set, None, None, Some(index));
+    let by_need = b.wanted_by_need();
+    assert_eq!(names(&by_need.live), ["web"]);
+    assert_eq!(
+        by_need.live[0].session.session_name.as_deref(),
+        Some("web.service")
+    );
+    assert!(by_need.foreseen.is_empty(), "{:?}", by_need.foreseen);
+}
+
 /// A user's login sessions are root-named (`session-N.scope`) but the user
 /// opens as many as it likes: none of them is prefetched, even when a rule
 /// matches them, so they can't take the prefetch from the host's units.

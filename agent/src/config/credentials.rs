@@ -35,6 +35,7 @@ const STS_KEYS: &[&str] = &[
     "first_fetch_wait_ms",
     "idle_ttl_seconds",
     "mfa_prompt_wait_seconds",
+    "prefetch_spread_seconds",
 ];
 
 pub(super) fn credentials(
@@ -96,6 +97,7 @@ fn set_sts_keys(c: &file::Credentials) -> Vec<&'static str> {
         c.first_fetch_wait_ms.is_some(),
         c.idle_ttl_seconds.is_some(),
         c.mfa_prompt_wait_seconds.is_some(),
+        c.prefetch_spread_seconds.is_some(),
     ];
     STS_KEYS
         .iter()
@@ -337,6 +339,13 @@ fn sts(
             c.mfa_prompt_wait_seconds,
             0..=60,
             10,
+        )?),
+        prefetch_spread: Duration::from_secs(ranged(
+            src,
+            "credentials.prefetch_spread_seconds",
+            c.prefetch_spread_seconds,
+            0..=3600,
+            0,
         )?),
     })
 }

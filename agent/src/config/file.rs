@@ -308,6 +308,7 @@ pub(crate) struct Credentials {
     pub(crate) first_fetch_wait_ms: Option<u64>,
     pub(crate) idle_ttl_seconds: Option<u64>,
     pub(crate) mfa_prompt_wait_seconds: Option<u64>,
+    pub(crate) prefetch_spread_seconds: Option<u64>,
     pub(crate) roles_anywhere: Option<RolesAnywhere>,
 }
 
@@ -341,6 +342,7 @@ impl Default for Credentials {
             first_fetch_wait_ms: None,
             idle_ttl_seconds: None,
             mfa_prompt_wait_seconds: None,
+            prefetch_spread_seconds: None,
             roles_anywhere: None,
         }
     }

@@ -208,6 +208,9 @@ pub struct StsConfig {
     /// How long a credentials request may wait for a person to hand in an
     /// MFA code (no TOTP secret stored); zero: it does not wait.
     pub mfa_prompt_wait: Duration,
+    /// The first fetch of a role no workload needs yet waits a random part
+    /// of this, so hosts started together do not call STS together.
+    pub prefetch_spread: Duration,
 }
 
 /// Where the agent's own credentials come from.

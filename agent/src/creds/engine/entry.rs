@@ -60,6 +60,9 @@ pub(super) struct EntryState {
     pub(super) warned_short: bool,
     /// Its last fetch failed for want of a person's MFA code.
     pub(super) needs_code: bool,
+    /// `next_fetch` is its first fetch, put off by the prefetch spread
+    /// (not a retry): a workload that appears brings it forward.
+    pub(super) spread: bool,
 }
 
 impl Entry {

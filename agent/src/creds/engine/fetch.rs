@@ -166,6 +166,7 @@ impl Inner {
         let arn = self.arn_for_log(&entry.role);
         let stale = {
             let mut st = entry.lock();
+            st.spread = false;
             // Looked at under the entry's lock: a rotation or a cleared
             // session bumps the generation before it takes entries' locks,
             // so an answer for the old identity is never stored after it.

@@ -98,6 +98,10 @@ pub struct Settings {
     /// How long a fetch a request waits on may wait for a person's MFA
     /// code (no TOTP secret); zero: it fails at once.
     pub mfa_prompt_wait: Duration,
+    /// The first fetch of a role no workload needs yet (`set_wanted_by_need`'s
+    /// `foreseen`) waits a random part of this: hosts started together
+    /// spread their calls over it instead of calling STS at once.
+    pub prefetch_spread: Duration,
 }
 
 /// Whether a holder (a cgroup, a container) still exists.
@@ -301,17 +305,37 @@ impl Engine {
         (next, started)
     }
 
-    /// Makes `roles` the roles to keep fresh ahead of need: each is fetched
-    /// now if it is not cached. Any other role stays cached while workloads
-    /// use it; `retain` drops roles at once.
+    /// Makes `roles` the roles to keep fresh ahead of need, each fetched
+    /// now if it is not cached (`set_wanted_by_need` with every role live).
     pub fn set_wanted(&self, roles: impl IntoIterator<Item = Role>) {
+        self.set_wanted_by_need(roles, std::iter::empty());
+    }
+
+    /// Makes `live` (roles of workloads that exist) and `foreseen` (roles
+    /// an assignment names for workloads that may come) the roles to keep
+    /// fresh ahead of need. One not cached is fetched: now if live; if only
+    /// foreseen, after a random part of `prefetch_spread` (a request for it
+    /// fetches it at once). Live ones go first when there are more than the
+    /// cache takes. Any other role stays cached while workloads use it;
+    /// `retain` drops roles at once.
+    pub fn set_wanted_by_need(
+        &self,
+        live: impl IntoIterator<Item = Role>,
+        foreseen: impl IntoIterator<Item = Role>,
+    ) {
         // Half the cache at most: room stays for workloads no assignment
         // foresaw, however many cgroups a glob matches.
         let cap = (self.inner.settings.max_roles / 2).max(1);
         let mut wanted = std::collections::HashSet::new();
+        let mut needed = std::collections::HashSet::new();
         let mut dropped = 0usize;
-        for role in roles {
+        let live = live.into_iter().map(|role| (role, true));
+        let foreseen = foreseen.into_iter().map(|role| (role, false));
+        for (role, is_live) in live.chain(foreseen) {
             if wanted.len() < cap {
+                if is_live {
+                    needed.insert(role.clone());
+                }
                 wanted.insert(role);
             } else if !wanted.contains(&role) {
                 dropped += 1;
@@ -325,7 +349,9 @@ impl Engine {
             );
         }
         let mut start = Vec::new();
-        let now = self.inner.clock.now().mono;
+        let mut spread = false;
+        let now = self.inner.clock.now();
+        let window = self.inner.settings.prefetch_spread;
         {
             let mut entries = self.inner.lock_entries();
             for (role, entry) in entries.iter() {
@@ -334,14 +360,26 @@ impl Engine {
                 }
             }
             for role in wanted {
+                let is_live = needed.contains(&role);
                 let entry = entries
                     .entry(role.clone())
-                    .or_insert_with(|| Arc::new(Entry::new(role, now)));
+                    .or_insert_with(|| Arc::new(Entry::new(role, now.mono)));
                 let mut st = entry.lock();
                 st.wanted = true;
-                if st.creds.is_none() && !st.fetching && st.next_fetch.is_none() {
+                // Never fetched, and not waiting for a retry.
+                let first =
+                    st.creds.is_none() && !st.fetching && (st.next_fetch.is_none() || st.spread);
+                if first && (is_live || window.is_zero()) {
+                    // Needed now (or no spread): fetched now, even if its
+                    // spread fetch was set for later.
                     st.fetching = true;
+                    st.next_fetch = None;
+                    st.spread = false;
                     start.push(Arc::clone(entry));
+                } else if first && st.next_fetch.is_none() {
+                    st.next_fetch = Some(now.wall + window.mul_f64(self.inner.jitter()));
+                    st.spread = true;
+                    spread = true;
                 }
             }
             // The wanted ones take room from the others, never beyond
@@ -350,6 +388,10 @@ impl Engine {
         }
         for entry in start {
             self.inner.spawn_fetch(entry);
+        }
+        if spread {
+            // The scheduler learns of the new times.
+            self.inner.wake.notify_one();
         }
     }
 

@@ -8,6 +8,7 @@ mod basics;
 mod carry;
 mod lifecycle;
 mod prompt;
+mod spread;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -248,6 +249,7 @@ fn settings() -> Settings {
         hostname: "host".to_owned(),
         jitter_seed: 7,
         mfa_prompt_wait: Duration::ZERO,
+        prefetch_spread: Duration::ZERO,
     }
 }
 
