@@ -702,6 +702,18 @@ fn a_restart_under_systemd_costs_sts_nothing() {
         !journal().contains("wJalrXUtnFEMI"),
         "no secret in the journal"
     );
+    // The process's own metrics, as the hardened unit lets it read them
+    // (ProcSubset=pid hides /proc/stat).
+    let metrics = text(&machine.run(&["imds-agent", "metrics"]));
+    for name in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_start_time_seconds ",
+        "process_open_fds ",
+        "imds_agent_build_info{version=",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
 
     // Stopped for good, the store is emptied: the next start fetches.
     systemctl("stop");

@@ -559,15 +559,19 @@ fn exe_source(target: &Target) -> anyhow::Result<Arc<crate::attribution::exe::Ex
 /// Sets up, binds every listen address of `config`, calls `on_listening`
 /// with the bound addresses (port 0 resolved) and the `/manage` page's
 /// address, then serves until SIGTERM or
-/// SIGINT, and undoes the address at the end.
+/// SIGINT, and undoes the address at the end. `carried` is what systemd's
+/// store handed the process at its start (`fdstore::take`, in `main`).
 pub fn run(
     config: Config,
+    carried: crate::fdstore::Taken,
     on_listening: impl FnOnce(&[SocketAddr], Option<&str>),
 ) -> anyhow::Result<()> {
     let mut on_stop = OnStop::Nothing;
     let notifier = Notifier::from_env();
-    // Read first: the descriptors are this process's from its start.
-    let carried = crate::fdstore::take(crate::fdstore::CREDENTIALS);
+    for problem in &carried.problems {
+        tracing::warn!("{problem}");
+    }
+    let carried = carried.bytes;
     if let (Some(notifier), Some(_)) = (&notifier, &carried) {
         crate::fdstore::forget(notifier, crate::fdstore::CREDENTIALS);
     }

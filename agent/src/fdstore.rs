@@ -20,39 +20,56 @@ pub const CREDENTIALS: &str = "credentials";
 /// The most the agent reads back: 200 roles take about 300 KB.
 const MAX_BYTES: u64 = 64 << 20;
 
+/// What the service manager handed this process at its start.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// The bytes kept under the name asked for.
+    pub bytes: Option<Vec<u8>>,
+    /// What could not be used, to log once logging runs.
+    pub problems: Vec<String>,
+}
+
 /// What the service manager handed this process under `name`, read and
 /// closed; every other inherited descriptor is closed too (the agent has
-/// no socket units). `None` when there is none, or when it is not a sealed
-/// memory file (logged).
-pub fn take(name: &str) -> Option<Vec<u8>> {
-    let pid = std::env::var("LISTEN_PID").ok()?;
-    // Meant for this process, not a parent that forgot to unset them.
-    if pid.parse::<u32>().ok() != Some(std::process::id()) {
-        return None;
-    }
-    let count: i32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+/// no socket units). Must run first thing, while the process is one thread
+/// and has opened nothing: the `LISTEN_*` variables are then removed, so
+/// nothing the agent starts sees them. A descriptor that is not a sealed
+/// memory file is not used (`problems` says why).
+pub fn take(name: &str) -> Taken {
+    let mut taken = Taken::default();
+    let pid = std::env::var("LISTEN_PID").ok();
+    let count = std::env::var("LISTEN_FDS").ok();
     let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    inherited::forget_listen_env();
+    // Meant for this process, not a parent that forgot to unset them.
+    if pid.and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id()) {
+        return taken;
+    }
+    let Some(count) = count.and_then(|c| c.parse::<i32>().ok()) else {
+        return taken;
+    };
     let names: Vec<&str> = names.split(':').collect();
-    let mut found = None;
     for index in 0..count.clamp(0, 64) {
         let fd = match inherited::take(3 + index) {
             Ok(fd) => fd,
             Err(e) => {
-                tracing::warn!(fd = 3 + index, error = %e, "an inherited descriptor can't be used");
+                taken
+                    .problems
+                    .push(format!("inherited descriptor {}: {e}", 3 + index));
                 continue;
             }
         };
-        if names.get(index as usize) != Some(&name) || found.is_some() {
+        if names.get(index as usize) != Some(&name) || taken.bytes.is_some() {
             continue;
         }
         match memfd::read_sealed(fd, MAX_BYTES) {
-            Ok(bytes) => found = Some(bytes),
-            Err(e) => {
-                tracing::warn!(error = %e, name, "systemd's store handed back a descriptor that is not the agent's: ignored")
-            }
+            Ok(bytes) => taken.bytes = Some(bytes),
+            Err(e) => taken.problems.push(format!(
+                "systemd's store handed back a {name} descriptor that is not the agent's: {e}"
+            )),
         }
     }
-    found
+    taken
 }
 
 /// Hands `bytes` to systemd's store under `name`, replacing what it kept

@@ -53,21 +53,75 @@ pub(crate) const TEST_PACKAGES: [&str; 21] = [
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
+/// What the policy says: no service may start.
+const REFUSE_STARTS: &str =
+    "#!/bin/sh\n# cargo xtask: no service starts while packages install\nexit 101\n";
+
+/// Packages whose command may come from elsewhere (Docker's own
+/// docker-ce, a Chromium from another source): present if it is on PATH,
+/// never replaced.
+const PROVIDED_BY_COMMAND: [(&str, &str); 3] = [
+    ("docker.io", "dockerd"),
+    ("chromium", "chromium"),
+    ("chromium-driver", "chromedriver"),
+];
+
+/// Units the test packages enable that must not start at the next boot
+/// (the tests start their own daemons).
+const UNITS_TO_DISABLE: [&str; 3] = ["docker.service", "docker.socket", "containerd.service"];
+
 /// apt-get, updated at most once.
 #[derive(Debug, Default)]
 pub(crate) struct Apt {
     updated: bool,
 }
 
+/// The policy file while it is in place: removed when dropped, also when
+/// the install fails or panics.
+struct NoServiceStarts;
+
+impl NoServiceStarts {
+    fn put() -> anyhow::Result<Option<Self>> {
+        if Path::new(POLICY_RC_D).exists() {
+            // The machine's own policy (or ours, left by a killed run:
+            // `clear_leftover` removed that one already).
+            return Ok(None);
+        }
+        std::fs::write(POLICY_RC_D, REFUSE_STARTS)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))
+            })
+            .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        Ok(Some(Self))
+    }
+
+    /// A policy file exactly as a killed run left it goes: it would stop
+    /// every later package from starting its service.
+    fn clear_leftover() {
+        if std::fs::read_to_string(POLICY_RC_D).is_ok_and(|text| text == REFUSE_STARTS) {
+            let _ = std::fs::remove_file(POLICY_RC_D);
+        }
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(POLICY_RC_D);
+    }
+}
+
 impl Apt {
     /// Installs whichever of `packages` is missing, for `what` (as root,
-    /// when `install`); fails naming them otherwise.
+    /// when `install`); fails naming them otherwise. Nothing installed is
+    /// removed to make room (`--no-remove`).
     pub(crate) fn ensure(
         &mut self,
         packages: &[&str],
         install: bool,
         what: &str,
     ) -> anyhow::Result<()> {
+        NoServiceStarts::clear_leftover();
         let missing = missing(packages);
         if missing.is_empty() {
             return Ok(());
@@ -76,18 +130,16 @@ impl Apt {
         if !install || !is_root() {
             bail!("{what} needs {missing:?}: run `{line}` as root");
         }
-        let made_policy = !Path::new(POLICY_RC_D).exists();
-        if made_policy {
-            std::fs::write(POLICY_RC_D, "#!/bin/sh\nexit 101\n")
-                .and_then(|()| {
-                    use std::os::unix::fs::PermissionsExt as _;
-                    std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))
-                })
-                .with_context(|| format!("writing {POLICY_RC_D}"))?;
-        }
+        let policy = NoServiceStarts::put()?;
         let result = self.install(&missing, &line, what);
-        if made_policy {
-            let _ = std::fs::remove_file(POLICY_RC_D);
+        drop(policy);
+        if result.is_ok() && missing.iter().any(|p| *p == "docker.io") {
+            // Enabled by its package: it would start at the next boot and
+            // change the host's network.
+            let _ = Command::new("systemctl")
+                .arg("disable")
+                .args(UNITS_TO_DISABLE)
+                .status();
         }
         result
     }
@@ -101,16 +153,37 @@ impl Apt {
             self.updated = true;
         }
         run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "--no-remove",
+            ])
             .args(missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))
         .with_context(|| format!("{line} ({what})"))
     }
 }
 
-/// Which of `packages` dpkg does not have installed.
+/// Which of `packages` dpkg does not have installed (and whose command,
+/// for those that may come from elsewhere, is not on PATH either).
 pub(crate) fn missing<'a>(packages: &[&'a str]) -> Vec<&'a str> {
-    packages.iter().copied().filter(|p| !installed(p)).collect()
+    packages
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .filter(|p| {
+            !PROVIDED_BY_COMMAND
+                .iter()
+                .any(|(package, command)| package == p && on_path(command))
+        })
+        .collect()
+}
+
+fn on_path(command: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
 }
 
 fn installed(package: &str) -> bool {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::routes::AdminState;
+use super::state::AdminState;
 use crate::creds::engine::{BaseError, CodeOutcome};
 use crate::creds::mfa::MfaCode;
 

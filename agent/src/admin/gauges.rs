@@ -7,7 +7,8 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 
 use super::probes;
-use super::routes::AdminState;
+use super::state::AdminState;
+use crate::creds::engine::RoleStatus;
 use crate::metrics;
 
 /// Prometheus' text format: the counters, then gauges of the state, then
@@ -87,15 +88,13 @@ pub(super) async fn metrics_text(State(state): State<AdminState>) -> impl IntoRe
             "gauge",
             "Seconds the cached credentials of each role have left.",
         );
-        for role in &status.roles {
-            if let Some(left) = role.remaining_seconds {
-                let _ = writeln!(
-                    out,
-                    "imds_credentials_remaining_seconds{{role=\"{}\",session=\"{}\"}} {left}",
-                    metrics::label(&role.role),
-                    metrics::label(&role.session_name)
-                );
-            }
+        for ((role, session), left) in soonest(&status.roles, |r| r.remaining_seconds) {
+            let _ = writeln!(
+                out,
+                "imds_credentials_remaining_seconds{{role=\"{}\",session=\"{}\"}} {left}",
+                metrics::label(role),
+                metrics::label(session)
+            );
         }
         metrics::help(
             &mut out,
@@ -103,15 +102,13 @@ pub(super) async fn metrics_text(State(state): State<AdminState>) -> impl IntoRe
             "gauge",
             "When the cached credentials of each role expire, in seconds since the epoch (alert on it minus time()).",
         );
-        for role in &status.roles {
-            if let Some(at) = role.expires_at {
-                let _ = writeln!(
-                    out,
-                    "imds_credentials_expiry_timestamp_seconds{{role=\"{}\",session=\"{}\"}} {at}",
-                    metrics::label(&role.role),
-                    metrics::label(&role.session_name)
-                );
-            }
+        for ((role, session), at) in soonest(&status.roles, |r| r.expires_at) {
+            let _ = writeln!(
+                out,
+                "imds_credentials_expiry_timestamp_seconds{{role=\"{}\",session=\"{}\"}} {at}",
+                metrics::label(role),
+                metrics::label(session)
+            );
         }
     }
     metrics::process::render(&mut out);
@@ -122,4 +119,22 @@ pub(super) async fn metrics_text(State(state): State<AdminState>) -> impl IntoRe
         )],
         out,
     )
+}
+
+/// `value` of each role and session name, the smallest where two entries
+/// share both (their external id, duration or tags differ): one series per
+/// label set, as the format requires, and the one to worry about first.
+fn soonest(
+    roles: &[RoleStatus],
+    value: impl Fn(&RoleStatus) -> Option<u64>,
+) -> std::collections::BTreeMap<(&str, &str), u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for role in roles {
+        if let Some(v) = value(role) {
+            out.entry((role.role.as_str(), role.session_name.as_str()))
+                .and_modify(|known: &mut u64| *known = (*known).min(v))
+                .or_insert(v);
+        }
+    }
+    out
 }

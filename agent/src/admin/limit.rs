@@ -69,7 +69,7 @@ impl axum::serve::Listener for Limited {
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "the /manage page: accept failed");
+                    tracing::warn!(error = %e, "a bounded listener (the /manage page or the metrics): accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }

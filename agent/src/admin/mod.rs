@@ -13,6 +13,7 @@ mod limit;
 mod peer;
 mod probes;
 mod routes;
+mod state;
 mod web;
 
 use std::net::SocketAddr;
@@ -174,7 +175,7 @@ impl AdminSocket {
         };
         let web = self.web.map(web::Page::new).transpose()?;
         let manage_url = web.as_ref().map(web::Page::url);
-        let state = routes::AdminState::new(config, bound, backend, manage_url.clone());
+        let state = state::AdminState::new(config, bound, backend, manage_url.clone());
         let app = routes::router(state.clone());
         let mut tasks = Vec::new();
         if let Some(page) = web {

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
-use super::routes::AdminState;
+use super::state::AdminState;
 
 const TEXT: (axum::http::HeaderName, &str) = (
     axum::http::header::CONTENT_TYPE,
@@ -22,7 +22,18 @@ pub(super) async fn healthz() -> impl IntoResponse {
     ([TEXT], "ok\n")
 }
 
-/// 200 when ready; 503 with the reasons otherwise.
+/// 200 when ready; 503 without the reasons otherwise: the metrics
+/// listener may face the network and every workload, and the reasons name
+/// roles, sessions (units, containers), rule files and STS's errors.
+pub(super) async fn readyz_brief(State(state): State<AdminState>) -> impl IntoResponse {
+    if readiness(&state).await.is_empty() {
+        (StatusCode::OK, [TEXT], "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, [TEXT], "not ready\n")
+    }
+}
+
+/// 200 when ready; 503 with the reasons otherwise (the admin socket).
 pub(super) async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     let reasons = readiness(&state).await;
     if reasons.is_empty() {

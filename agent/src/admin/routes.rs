@@ -1,6 +1,5 @@
 //! The admin API's routes.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -10,67 +9,23 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::assign::watch::{RulesStatus, SharedStatus};
-use crate::assign::{Assignments, RoleAssignment};
-use crate::config::{Config, CredentialsConfig};
+use crate::assign::watch::RulesStatus;
 use crate::creds::engine::{BaseError, Engine, ProfileInfo, Status};
 use crate::creds::mfa::MfaCode;
 use crate::creds::{Keys, Secret};
-use crate::http::{Seen, SeenWorkload};
+use crate::http::SeenWorkload;
 
-use super::Backend;
 use super::actions::{self, ActionError};
+use super::state::AdminState;
 use super::{gauges, probes};
 
-#[derive(Debug, Clone)]
-pub(super) struct AdminState {
-    pub(super) engine: Option<Engine>,
-    pub(super) roles: Arc<dyn RoleAssignment>,
-    assignments: Arc<Assignments>,
-    rules: SharedStatus,
-    pub(super) seen: Arc<Seen>,
-    listen: Vec<SocketAddr>,
-    http_tokens: &'static str,
-    host_mode: &'static str,
-    source: &'static str,
-    /// The `/manage` page's address with its secret, when it is served.
-    manage_url: Option<String>,
-}
-
-impl AdminState {
-    pub(super) fn new(
-        config: &Config,
-        bound: &[SocketAddr],
-        backend: Backend,
-        manage_url: Option<String>,
-    ) -> Self {
-        Self {
-            engine: backend.engine,
-            roles: backend.roles,
-            assignments: backend.assignments,
-            rules: backend.rules_status,
-            seen: backend.seen,
-            manage_url,
-            listen: bound.to_vec(),
-            http_tokens: config.settings.http_tokens.as_str(),
-            host_mode: config.host.mode.as_str(),
-            source: match config.credentials {
-                CredentialsConfig::Static { .. } => "static",
-                CredentialsConfig::Sts(_) => "sts",
-            },
-        }
-    }
-
-    fn engine(&self) -> Result<&Engine, ApiError> {
-        self.engine.as_ref().ok_or(ApiError(
-            StatusCode::CONFLICT,
-            "the agent serves fixed keys (credentials.source = \"static\"); there is no STS session".to_owned(),
-        ))
-    }
-
-    pub(super) fn rules_status(&self) -> RulesStatus {
-        self.rules.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
+/// The STS engine, or why there is none.
+fn engine_of(state: &AdminState) -> Result<&Engine, ApiError> {
+    state.engine.as_ref().ok_or(ApiError(
+        StatusCode::CONFLICT,
+        "the agent serves fixed keys (credentials.source = \"static\"); there is no STS session"
+            .to_owned(),
+    ))
 }
 
 pub(super) fn router(state: AdminState) -> Router {
@@ -98,7 +53,7 @@ pub(super) fn metrics_router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(gauges::metrics_text))
         .route("/healthz", get(probes::healthz))
-        .route("/readyz", get(probes::readyz))
+        .route("/readyz", get(probes::readyz_brief))
         .with_state(state)
 }
 
@@ -246,7 +201,7 @@ async fn bootstrap(
     State(state): State<AdminState>,
     body: Result<Json<BootstrapBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let engine = state.engine()?;
+    let engine = engine_of(&state)?;
     let Json(body) = body.map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -336,7 +291,7 @@ struct ProfilesBody {
 }
 
 async fn profiles(State(state): State<AdminState>) -> Result<Json<ProfilesBody>, ApiError> {
-    let (profiles, active) = state.engine()?.profiles();
+    let (profiles, active) = engine_of(&state)?.profiles();
     Ok(Json(ProfilesBody { profiles, active }))
 }
 
@@ -345,7 +300,7 @@ async fn profile(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<ProfileInfo>, ApiError> {
-    let engine = state.engine()?;
+    let engine = engine_of(&state)?;
     engine.profile(&name).map(Json).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
@@ -367,7 +322,7 @@ struct SessionBody {
 /// The agent's own session: where its credentials come from and, with MFA,
 /// until when its session lasts.
 async fn session(State(state): State<AdminState>) -> Result<Json<SessionBody>, ApiError> {
-    let status = state.engine()?.status().await;
+    let status = engine_of(&state)?.status().await;
     Ok(Json(SessionBody {
         base: status.base,
         profile: status.profile,
@@ -387,7 +342,7 @@ async fn use_profile(
     State(state): State<AdminState>,
     body: Result<Json<UseProfileBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    state.engine()?;
+    engine_of(&state)?;
     let Json(body) = body.map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -401,11 +356,11 @@ async fn use_profile(
 }
 
 async fn refresh(State(state): State<AdminState>) -> Result<StatusCode, ApiError> {
-    state.engine()?.refresh_all();
+    engine_of(&state)?.refresh_all();
     Ok(StatusCode::ACCEPTED)
 }
 
 async fn clear_session(State(state): State<AdminState>) -> Result<StatusCode, ApiError> {
-    state.engine()?.clear_session().await;
+    engine_of(&state)?.clear_session().await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -121,6 +121,53 @@ enum Command {
         #[command(flatten)]
         socket: admin::SocketArg,
     },
+    /// Write the man page (roff) or a shell's completions to stdout, from
+    /// this very command line's definition (packaging).
+    #[command(hide = true)]
+    Generate {
+        /// What to write.
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+/// What `generate` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Generated {
+    /// imds-agent(8).
+    Man,
+    /// Completions for bash.
+    Bash,
+    /// Completions for zsh.
+    Zsh,
+    /// Completions for fish.
+    Fish,
+}
+
+/// Writes `what` to stdout.
+fn generate(what: Generated) -> ExitCode {
+    use clap::CommandFactory as _;
+    let mut command = Cli::command();
+    let mut out = std::io::stdout().lock();
+    let written = match what {
+        Generated::Man => clap_mangen::Man::new(command).section("8").render(&mut out),
+        Generated::Bash | Generated::Zsh | Generated::Fish => {
+            let shell = match what {
+                Generated::Bash => clap_complete::Shell::Bash,
+                Generated::Zsh => clap_complete::Shell::Zsh,
+                _ => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut command, "imds-agent", &mut out);
+            Ok(())
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imds-agent: writing: {e}");
+            ExitCode::from(3)
+        }
+    }
 }
 
 /// Options named after EC2's own instance metadata options.
@@ -175,6 +222,8 @@ fn parse_http_tokens(value: &str) -> Result<HttpTokens, String> {
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
+    // First, while nothing else is open and the process is one thread.
+    let carried = crate::fdstore::take(crate::fdstore::CREDENTIALS);
     let cli = Cli::parse();
     let env = |name: &str| std::env::var(name).ok();
     let host = HostFacts::read();
@@ -186,9 +235,10 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Cleanup { config } => cleanup(&config, &host, &env),
+        Command::Generate { what } => generate(what),
         Command::Run { config, common } => {
             match Config::load(&config, &common.overrides(), &host, &env) {
-                Ok(c) => serve(c, |_, _| {}),
+                Ok(c) => serve(c, carried, |_, _| {}),
                 Err(e) => config_error(&e),
             }
         }
@@ -240,7 +290,9 @@ pub fn main() -> ExitCode {
                         .get_or_insert(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
                     c.desktop = true;
                     let banner = dev_banner(&c);
-                    serve(c, move |addrs, manage| print!("{}", banner(addrs, manage)))
+                    serve(c, carried, move |addrs, manage| {
+                        print!("{}", banner(addrs, manage))
+                    })
                 }
                 Err(e) => config_error(&e),
             }
@@ -339,12 +391,16 @@ fn cleanup(path: &std::path::Path, host: &HostFacts, env: config::Env<'_>) -> Ex
     }
 }
 
-fn serve(config: Config, on_listening: impl FnOnce(&[SocketAddr], Option<&str>)) -> ExitCode {
+fn serve(
+    config: Config,
+    carried: crate::fdstore::Taken,
+    on_listening: impl FnOnce(&[SocketAddr], Option<&str>),
+) -> ExitCode {
     crate::logging::init(&config.log_level, config.log_target);
     if let Some(warning) = config.permission_warning() {
         tracing::warn!("{warning}");
     }
-    match crate::app::run(config, on_listening) {
+    match crate::app::run(config, carried, on_listening) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("imds-agent: {e:#}");

@@ -59,9 +59,10 @@ impl<const N: usize> Histogram<N> {
                 seconds(*bound)
             );
         }
-        // Read after the buckets: an observation that lands in between
-        // makes +Inf larger than the last bucket, never smaller.
-        let count = self.count();
+        // `observe` counts the bucket before the count, and an observation
+        // may land between the reads: +Inf (and the count) are never shown
+        // below the last bucket.
+        let count = self.count().max(cumulative);
         let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
         let labels = labels.trim_end_matches(',');
         let braces = if labels.is_empty() {

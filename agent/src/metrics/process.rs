@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::help;
-use crate::sys::inherited;
+use crate::sys::proc;
 
 /// What /proc/self says of the process.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,25 +17,25 @@ pub struct ProcessStats {
     pub resident_bytes: u64,
     /// Virtual memory, in bytes.
     pub virtual_bytes: u64,
-    /// When the process started, in seconds since the epoch.
-    pub start_time_seconds: f64,
+    /// When the process started, in seconds since the epoch (if the boot
+    /// time is known).
+    pub start_time_seconds: Option<f64>,
 }
 
 /// Reads /proc/self/stat; `None` if it can't be read or parsed.
 pub fn read_stats() -> Option<ProcessStats> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let boot = std::fs::read_to_string("/proc/stat").ok()?;
     parse_stats(
         &stat,
-        &boot,
-        inherited::clock_ticks(),
-        inherited::page_size(),
+        proc::boot_time(),
+        proc::clock_ticks(),
+        proc::page_size(),
     )
 }
 
-/// `stat` is /proc/self/stat, `boot` /proc/stat; `ticks` clock ticks per
-/// second, `page` the page size.
-fn parse_stats(stat: &str, boot: &str, ticks: i64, page: i64) -> Option<ProcessStats> {
+/// `stat` is /proc/self/stat, `boot` when the system booted (seconds since
+/// the epoch); `ticks` clock ticks per second, `page` the page size.
+fn parse_stats(stat: &str, boot: Option<f64>, ticks: i64, page: i64) -> Option<ProcessStats> {
     if ticks <= 0 || page <= 0 {
         return None;
     }
@@ -49,25 +49,19 @@ fn parse_stats(stat: &str, boot: &str, ticks: i64, page: i64) -> Option<ProcessS
     let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
     let (utime, stime, start, vsize, rss) =
         (field(14)?, field(15)?, field(22)?, field(23)?, field(24)?);
-    let btime: u64 = boot
-        .lines()
-        .find_map(|line| line.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
     let ticks = ticks as f64;
     Some(ProcessStats {
         cpu_seconds: (utime + stime) as f64 / ticks,
         resident_bytes: rss.saturating_mul(page.unsigned_abs()),
         virtual_bytes: vsize,
-        start_time_seconds: btime as f64 + start as f64 / ticks,
+        start_time_seconds: boot.map(|boot| boot + start as f64 / ticks),
     })
 }
 
 /// Open file descriptors and their limit.
 fn fds() -> (Option<usize>, Option<u64>) {
     let open = std::fs::read_dir("/proc/self/fd").ok().map(Iterator::count);
-    (open, inherited::open_files_limit())
+    (open, proc::open_files_limit())
 }
 
 /// The process's metrics, in the text format; what can't be read is left
@@ -99,17 +93,15 @@ pub fn render(out: &mut String) {
             "Virtual memory, in bytes.",
         );
         let _ = writeln!(out, "process_virtual_memory_bytes {}", stats.virtual_bytes);
-        help(
-            out,
-            "process_start_time_seconds",
-            "gauge",
-            "When the process started, in seconds since the epoch.",
-        );
-        let _ = writeln!(
-            out,
-            "process_start_time_seconds {:.2}",
-            stats.start_time_seconds
-        );
+        if let Some(start) = stats.start_time_seconds {
+            help(
+                out,
+                "process_start_time_seconds",
+                "gauge",
+                "When the process started, in seconds since the epoch.",
+            );
+            let _ = writeln!(out, "process_start_time_seconds {start:.2}");
+        }
     }
     let (open, max) = fds();
     if let Some(open) = open {
@@ -135,20 +127,30 @@ mod tests {
     fn parses_stat_with_a_hostile_command_name() {
         // A command name with spaces and a ')' of its own.
         let stat = "4242 (imds) a (b)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 1000 123456789 300 18446744073709551615";
-        let boot = "cpu  1 2 3\nbtime 1700000000\nprocesses 9\n";
-        let stats = parse_stats(stat, boot, 100, 4096).unwrap();
+        let stats = parse_stats(stat, Some(1_700_000_000.0), 100, 4096).unwrap();
         assert_eq!(stats.cpu_seconds, 3.0);
         assert_eq!(stats.resident_bytes, 300 * 4096);
         assert_eq!(stats.virtual_bytes, 123_456_789);
-        assert_eq!(stats.start_time_seconds, 1_700_000_010.0);
-        assert_eq!(parse_stats("garbage", boot, 100, 4096), None);
-        assert_eq!(parse_stats(stat, "no btime", 100, 4096), None);
+        assert_eq!(stats.start_time_seconds, Some(1_700_000_010.0));
+        assert_eq!(parse_stats("garbage", None, 100, 4096), None);
+        let unknown_boot = parse_stats(stat, None, 100, 4096).unwrap();
+        assert_eq!(unknown_boot.start_time_seconds, None);
+        assert_eq!(unknown_boot.cpu_seconds, 3.0);
     }
 
     #[test]
     fn reads_this_process() {
         let stats = read_stats().expect("/proc/self/stat");
-        assert!(stats.resident_bytes > 0 && stats.start_time_seconds > 1e9);
+        assert!(stats.resident_bytes > 0);
+        let started = stats.start_time_seconds.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            started > now - 86_400.0 * 365.0 && started <= now + 1.0,
+            "{started}"
+        );
         let mut out = String::new();
         render(&mut out);
         assert!(

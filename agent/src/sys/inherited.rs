@@ -1,5 +1,5 @@
 //! Descriptors a process is handed at start (sd_listen_fds(3): systemd
-//! passes them from 3 on), and constants of the process's own.
+//! passes them from 3 on).
 
 use std::io;
 use std::os::fd::{FromRawFd as _, OwnedFd, RawFd};
@@ -17,6 +17,12 @@ pub fn take(fd: RawFd) -> io::Result<OwnedFd> {
     if flags < 0 {
         return Err(io::Error::last_os_error());
     }
+    // systemd hands descriptors without the flag, and everything the
+    // agent opens has it: one with it is the agent's own (a `$LISTEN_FDS`
+    // that counts too many), never taken.
+    if flags & libc::FD_CLOEXEC != 0 {
+        return Err(io::Error::other("close-on-exec: not inherited"));
+    }
     // SAFETY: as above.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
@@ -26,27 +32,12 @@ pub fn take(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Clock ticks a second (`_SC_CLK_TCK`), the unit of /proc's CPU times.
+/// Removes `$LISTEN_PID`, `$LISTEN_FDS` and `$LISTEN_FDNAMES`.
 #[allow(unsafe_code)]
-pub fn clock_ticks() -> i64 {
-    // SAFETY: sysconf reads a constant of the system.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }
-}
-
-/// The page size (`_SC_PAGESIZE`), the unit of /proc's memory sizes.
-#[allow(unsafe_code)]
-pub fn page_size() -> i64 {
-    // SAFETY: sysconf reads a constant of the system.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) }
-}
-
-/// The soft limit of open file descriptors (`RLIMIT_NOFILE`).
-#[allow(unsafe_code)]
-pub fn open_files_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct it is given.
-    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } == 0).then_some(limit.rlim_cur)
+pub fn forget_listen_env() {
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        // SAFETY: called first thing in `main`, while the process is one
+        // thread: nothing reads the environment at the same time.
+        unsafe { std::env::remove_var(name) };
+    }
 }

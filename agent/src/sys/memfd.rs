@@ -6,6 +6,9 @@ use std::io::{self, Write as _};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::fs::FileExt as _;
 
+/// memfd_create(2)'s `MFD_NOEXEC_SEAL` (linux/memfd.h).
+const MFD_NOEXEC_SEAL: libc::c_uint = 0x0008;
+
 /// The seals that make a file's bytes final.
 const FINAL: libc::c_int =
     libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
@@ -15,9 +18,17 @@ const FINAL: libc::c_int =
 #[allow(unsafe_code)]
 pub fn sealed(name: &str, bytes: &[u8]) -> io::Result<OwnedFd> {
     let name = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
-    // SAFETY: `name` is a NUL-terminated string that outlives the call.
-    let fd =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let create = |flags| {
+        // SAFETY: `name` is a NUL-terminated string that outlives the call.
+        unsafe { libc::memfd_create(name.as_ptr(), flags) }
+    };
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // Never executable (Linux 6.3; `vm.memfd_noexec = 2` requires it);
+    // older kernels refuse the flag, and get a file without it.
+    let mut fd = create(flags | MFD_NOEXEC_SEAL);
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        fd = create(flags);
+    }
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

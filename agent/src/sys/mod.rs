@@ -10,6 +10,7 @@ pub mod memfd;
 #[cfg(feature = "nftables")]
 pub mod nft;
 pub mod pidfd;
+pub mod proc;
 pub mod rtnl;
 pub mod socket;
 pub mod xattr;

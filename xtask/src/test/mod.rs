@@ -42,7 +42,10 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     if is_root() && debian {
         // As root the README's command is all the set-up: what the tests
         // use is installed first.
-        Apt::default().ensure(&TEST_PACKAGES, true, "the tests")?;
+        // A package this release lacks fails its tests, not the run.
+        if let Err(e) = Apt::default().ensure(&TEST_PACKAGES, true, "the tests") {
+            eprintln!("xtask: {e:#}; the tests that need it fail");
+        }
     } else if debian {
         let missing = crate::apt::missing(&TEST_PACKAGES);
         if !missing.is_empty() {

@@ -17,7 +17,7 @@ use axum::Router;
 use axum::routing::{get, post};
 
 use self::guard::Guard;
-use super::routes::AdminState;
+use super::state::AdminState;
 
 /// Bodies the page takes: a form or a small JSON object.
 const BODY_LIMIT: usize = 16 * 1024;

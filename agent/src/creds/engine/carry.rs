@@ -5,9 +5,13 @@
 //! the engine neither knows nor cares where.
 //!
 //! What is taken back must be what the new agent would have fetched itself:
-//! the same identity (base, profile, mode, account and partition of bare
-//! role names), a role still assigned, credentials that do not expire
-//! within the refresh margin. Everything else is dropped.
+//! the same identity (a digest of everything of the base and its settings
+//! that decides what STS gives: the active profile and its keys, the Roles
+//! Anywhere session and certificate, mode, region, duration, external id,
+//! MFA, session names and tags, the account and partition of bare role
+//! names), a role still assigned whose account the config names,
+//! credentials that do not expire within the refresh margin. Everything
+//! else is dropped.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,9 +28,17 @@ const VERSION: u32 = 1;
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Carried {
     version: u32,
-    /// What the credentials were obtained as (`Engine::identity_line`).
+    /// What the credentials were obtained as, for the log.
     identity: String,
+    /// The digest of all of it (`Engine::identity`).
+    digest: String,
     roles: Vec<CarriedRole>,
+}
+
+/// The version alone, read first: another version's layout is not parsed.
+#[derive(serde::Deserialize)]
+struct VersionOnly {
+    version: u32,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -53,14 +65,22 @@ pub struct TakenBack {
 /// Why carried credentials were not taken back at all.
 #[derive(Debug, thiserror::Error)]
 pub enum CarryError {
-    /// Not what `carry` writes.
+    /// Not what `carry` writes (the error names where, never a value).
     #[error("the carried credentials can't be read: {0}")]
     Unreadable(String),
     /// Another version of the agent wrote them.
     #[error("the carried credentials are of format {0}, this agent reads {VERSION}")]
     Version(u32),
-    /// Obtained as another identity.
-    #[error("the carried credentials were obtained as {0}, the agent now is {1}")]
+    /// The agent's own credentials came after the start (bootstrap): none
+    /// vouch for what an earlier run cached.
+    #[error(
+        "the agent's own credentials ({0}) can't vouch for credentials cached before this start"
+    )]
+    NoIdentity(String),
+    /// Obtained as another identity (or with other settings).
+    #[error(
+        "the carried credentials were obtained as {0} (or with other settings); the agent now is {1}"
+    )]
     OtherIdentity(String, String),
 }
 
@@ -68,13 +88,27 @@ fn seconds(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
+/// serde_json's errors quote what they failed on: only their kind and
+/// place are told.
+fn unreadable(e: serde_json::Error) -> CarryError {
+    CarryError::Unreadable(format!(
+        "{:?} at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    ))
+}
+
 impl Engine {
-    /// What cached credentials were obtained as: if any of it changed, what
-    /// is cached is not what this agent would fetch.
-    fn identity_line(&self) -> String {
+    /// What cached credentials were obtained as, for the log, and the
+    /// digest of everything that decides what STS gives: if any of it
+    /// changed, what is cached is not what this agent would fetch. `Err`
+    /// (with the base's description) when the base can't vouch for a
+    /// cache.
+    fn identity(&self) -> Result<(String, String), String> {
         let base = self.inner.read_base();
         let settings = &self.inner.settings;
-        format!(
+        let line = format!(
             "{}; mode {}; region {}; account {}; partition {}",
             base.describe(),
             base.identity().mode.as_str(),
@@ -84,13 +118,32 @@ impl Engine {
                 .as_deref()
                 .unwrap_or("(discovered)"),
             settings.default_partition,
-        )
+        );
+        let Some(fingerprint) = base.base.fingerprint(base.profile.as_deref()) else {
+            return Err(base.describe());
+        };
+        let whole = format!(
+            "{fingerprint}\n{:?}\n{}\n{}\n{}\n{}\n{}\n{line}",
+            settings.default_account,
+            settings.default_partition,
+            settings.default_session_name,
+            settings.hostname,
+            settings.source_identity,
+            settings.session_tags,
+        );
+        let digest = ring::digest::digest(&ring::digest::SHA256, whole.as_bytes());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        Ok((line, hex))
     }
 
     /// Every role's valid credentials of the identity in force, for the
-    /// next start (`take_carried`). Secrets included: the bytes are never
-    /// to touch a disk.
+    /// next start (`take_carried`); empty when the base can't vouch for
+    /// them then (bootstrap). Secrets included: the bytes are never to
+    /// touch a disk.
     pub fn carry(&self) -> Vec<u8> {
+        let Ok((identity, digest)) = self.identity() else {
+            return Vec::new();
+        };
         let now = self.inner.clock.now().wall;
         let generation = self.inner.read_base().generation;
         let entries: Vec<Arc<Entry>> = self.inner.lock_entries().values().cloned().collect();
@@ -115,42 +168,64 @@ impl Engine {
             .collect();
         let carried = Carried {
             version: VERSION,
-            identity: self.identity_line(),
+            identity,
+            digest,
             roles,
         };
         serde_json::to_vec(&carried).unwrap_or_default()
     }
 
     /// Takes back what a previous agent carried: the credentials of every
-    /// role `assigned` still names, obtained as the identity in force, and
-    /// not due for refresh yet. Each is refreshed when it would have been.
+    /// role `assigned` still names, obtained as the identity in force, in
+    /// an account the config names, and not due for refresh yet. Each is
+    /// refreshed when it would have been.
     pub fn take_carried(
         &self,
         bytes: &[u8],
         assigned: impl Fn(&Role) -> bool,
     ) -> Result<TakenBack, CarryError> {
-        let carried: Carried =
-            serde_json::from_slice(bytes).map_err(|e| CarryError::Unreadable(e.to_string()))?;
-        if carried.version != VERSION {
-            return Err(CarryError::Version(carried.version));
+        let version: VersionOnly = serde_json::from_slice(bytes).map_err(unreadable)?;
+        if version.version != VERSION {
+            return Err(CarryError::Version(version.version));
         }
-        let identity = self.identity_line();
-        if carried.identity != identity {
+        let carried: Carried = serde_json::from_slice(bytes).map_err(unreadable)?;
+        let (identity, digest) = self.identity().map_err(CarryError::NoIdentity)?;
+        if carried.digest != digest {
             return Err(CarryError::OtherIdentity(carried.identity, identity));
         }
+        let settings = &self.inner.settings;
+        let (account, partition) = (
+            settings.default_account.as_deref(),
+            &settings.default_partition,
+        );
         let now = self.inner.clock.now();
         let generation = self.inner.read_base().generation;
-        let keep = self.inner.settings.keep;
+        let keep = settings.keep;
         let mut taken = TakenBack::default();
         let mut entries = self.inner.lock_entries();
         for item in carried.roles {
-            let last_updated = UNIX_EPOCH + Duration::from_secs(item.last_updated);
-            let expiration = UNIX_EPOCH + Duration::from_secs(item.expiration);
+            let at = |secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs));
+            let (Some(last_updated), Some(expiration)) =
+                (at(item.last_updated), at(item.expiration))
+            else {
+                taken.dropped += 1;
+                continue;
+            };
             // Due for refresh already (the latest the jitter could put it):
             // STS is asked as it would be for any refresh.
             let due = refresh_at(last_updated, expiration, keep, 0.0) <= now.wall;
-            let room = entries.len() < self.inner.settings.max_roles;
-            if due || !room || !assigned(&item.role) || entries.contains_key(&item.role) {
+            let room = entries.len() < settings.max_roles;
+            // A bare name in a discovered account, or one naming the user,
+            // resolves to what the agent's own credentials say: unknown
+            // until STS is asked, so not vouched for.
+            let resolved =
+                item.role.spec.arn(account, partition).is_ok() && !item.role.spec.names_user();
+            if due
+                || !room
+                || !resolved
+                || !assigned(&item.role)
+                || entries.contains_key(&item.role)
+            {
                 taken.dropped += 1;
                 continue;
             }

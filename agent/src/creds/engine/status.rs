@@ -113,13 +113,15 @@ impl Engine {
     }
 
     /// Whether every wanted role has valid credentials (what `status`
-    /// reports as `ready`), without the rest of the status.
+    /// reports as `ready`), without the rest of the status. A role whose
+    /// first fetch waits for the prefetch spread counts as ready: no
+    /// workload needs it yet, and a request fetches it at once.
     pub fn is_ready(&self) -> bool {
         let now = self.inner.clock.now().wall;
-        self.inner.lock_entries().values().all(|e| {
-            let st = e.lock();
-            !st.wanted || st.creds.as_ref().is_some_and(|c| c.expiration > now)
-        })
+        self.inner
+            .lock_entries()
+            .values()
+            .all(|e| !counts_against_readiness(&e.lock(), now))
     }
 
     /// Why the agent is not ready, one sentence each (empty: ready). Ready
@@ -155,7 +157,7 @@ impl Engine {
         let entries: Vec<Arc<Entry>> = self.inner.lock_entries().values().cloned().collect();
         let mut roles: Vec<String> = entries
             .iter()
-            .filter(|e| e.lock().wanted)
+            .filter(|e| counts_against_readiness(&e.lock(), now))
             .map(|e| e.status(settings, profile.as_deref(), now))
             .filter(|r| !r.valid)
             .map(|r| match r.error {
@@ -233,4 +235,12 @@ impl Engine {
             roles,
         }
     }
+}
+
+/// A wanted role without valid credentials, not just waiting for its
+/// spread first fetch.
+fn counts_against_readiness(st: &super::entry::EntryState, now: std::time::SystemTime) -> bool {
+    let valid = st.creds.as_ref().is_some_and(|c| c.expiration > now);
+    let spreading = st.spread && st.creds.is_none() && st.error.is_none();
+    st.wanted && !valid && !spreading
 }

@@ -171,6 +171,17 @@ impl RolesAnywhere {
         Ok((provider, warnings))
     }
 
+    /// What decides the sessions it opens: the service, the session's
+    /// parameters (role, profile, trust anchor, duration) and the
+    /// certificate in force (`None` while there is none).
+    pub fn fingerprint(&self) -> Option<String> {
+        let certificate = self.certificate()?;
+        Some(format!(
+            "{} {} {:?} {}",
+            self.inner.endpoint, self.inner.region, self.inner.session, certificate.serial
+        ))
+    }
+
     /// The certificate in force.
     pub fn certificate(&self) -> Option<CertInfo> {
         self.inner.materials.held().map(|m| m.info.clone())

@@ -29,6 +29,12 @@ impl Base for Bootstrap {
         }
     }
 
+    fn fingerprint(&self, _: Option<&str>) -> Option<String> {
+        // The keys come after the start: none vouch for what an earlier
+        // run cached.
+        None
+    }
+
     fn accept_keys(&self, keys: Keys) -> Result<BaseCreds, BaseError> {
         Ok(BaseCreds::Keys(Arc::new(keys)))
     }

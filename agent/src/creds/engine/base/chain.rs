@@ -32,4 +32,12 @@ impl Base for Chain {
     fn describe(&self, _: Option<&BaseCreds>, _: Option<&str>) -> String {
         "the standard credential chain".to_owned()
     }
+
+    fn fingerprint(&self, _: Option<&str>) -> Option<String> {
+        // Who the chain resolves to is not known without asking: a change
+        // of its keys behind the same config is not seen (the README says
+        // so), and bare role names are taken back only with a configured
+        // account.
+        Some(format!("chain {:?}", self.identity))
+    }
 }

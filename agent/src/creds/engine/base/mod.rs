@@ -155,6 +155,12 @@ pub(crate) trait Base: std::fmt::Debug + Send + Sync {
     fn roles_anywhere(&self) -> Option<&RolesAnywhere> {
         None
     }
+
+    /// Everything of the base with `profile` active that decides what STS
+    /// gives: credentials cached under another fingerprint are not what it
+    /// would fetch (`carry`). Secrets may be in it: only its digest is kept.
+    /// `None`: nothing it caches can be vouched for at the next start.
+    fn fingerprint(&self, profile: Option<&str>) -> Option<String>;
 }
 
 /// Where the agent's own credentials come from, as configured.

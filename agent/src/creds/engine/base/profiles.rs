@@ -52,6 +52,17 @@ impl Base for Profiles {
         format!("profile {}", profile.unwrap_or("?"))
     }
 
+    fn fingerprint(&self, profile: Option<&str>) -> Option<String> {
+        let name = profile.unwrap_or(&self.active);
+        let active = self.get(profile);
+        Some(format!(
+            "profile {name} {} {:?} {:?}",
+            active.keys.access_key_id,
+            active.identity,
+            active.role.as_deref()
+        ))
+    }
+
     fn switch_to(&self, name: &str) -> Result<BaseCreds, BaseError> {
         let profile = self
             .profiles

@@ -40,4 +40,12 @@ impl Base for FromCertificate {
     fn roles_anywhere(&self) -> Option<&RolesAnywhere> {
         Some(&self.provider)
     }
+
+    fn fingerprint(&self, _: Option<&str>) -> Option<String> {
+        Some(format!(
+            "roles anywhere {} {:?}",
+            self.provider.fingerprint()?,
+            self.identity
+        ))
+    }
 }

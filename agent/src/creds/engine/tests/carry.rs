@@ -125,3 +125,63 @@ async fn only_credentials_of_the_identity_in_force_are_carried() {
         "{carried}"
     );
 }
+
+#[tokio::test]
+async fn settings_that_change_what_sts_gives_take_nothing_back() {
+    let clock = FakeClock::new();
+    let (bytes, _) = carried_from(&clock, &["app"]).await;
+    let mut longer = identity(Mode::AssumeRole, None);
+    longer.duration = 2 * HOUR;
+    let changed = engine(
+        &FakeSts::new(&clock),
+        &clock,
+        one_profile(longer),
+        settings(),
+    );
+    assert!(matches!(
+        changed.take_carried(&bytes, |_| true),
+        Err(CarryError::OtherIdentity(..))
+    ));
+    let mut renamed = settings();
+    renamed.default_session_name = "another-host".to_owned();
+    let changed = engine(&FakeSts::new(&clock), &clock, keys_base(), renamed);
+    assert!(matches!(
+        changed.take_carried(&bytes, |_| true),
+        Err(CarryError::OtherIdentity(..))
+    ));
+}
+
+#[tokio::test]
+async fn bare_names_in_a_discovered_account_and_bootstrap_keys_vouch_for_nothing() {
+    let clock = FakeClock::new();
+    let mut discovered = settings();
+    discovered.default_account = None;
+    let sts = FakeSts::new(&clock);
+    let first = engine(&sts, &clock, keys_base(), discovered.clone());
+    ready(settled(&first, &role("app")).await);
+    ready(settled(&first, &role("named@123456789012")).await);
+    let bytes = first.carry();
+    let next = engine(&FakeSts::new(&clock), &clock, keys_base(), discovered);
+    let taken = next.take_carried(&bytes, |_| true).unwrap();
+    assert_eq!(
+        taken,
+        TakenBack {
+            kept: 1,
+            dropped: 1
+        },
+        "only the role with its account"
+    );
+
+    let base = || BaseConfig::Bootstrap {
+        identity: identity(Mode::AssumeRole, None),
+    };
+    let booted = engine(&FakeSts::new(&clock), &clock, base(), settings());
+    booted.bootstrap(keys("AKIABOOTSTRAPPED0001")).unwrap();
+    ready(settled(&booted, &role("app")).await);
+    assert!(booted.carry().is_empty(), "nothing is carried");
+    let again = engine(&FakeSts::new(&clock), &clock, base(), settings());
+    assert!(matches!(
+        again.take_carried(&bytes, |_| true),
+        Err(CarryError::NoIdentity(_))
+    ));
+}

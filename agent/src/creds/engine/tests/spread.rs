@@ -21,6 +21,11 @@ async fn foreseen_roles_are_spread_over_the_window_and_live_ones_fetched_now() {
     engine.set_wanted_by_need([role("now")], foreseen.clone());
     ready(settled(&engine, &role("now")).await);
     assert_eq!(sts.count("AssumeRole"), 1, "only the live role at once");
+    assert!(
+        engine.is_ready(),
+        "roles waiting for their spread fetch leave it ready"
+    );
+    assert!(engine.unready().await.is_empty());
     // Each foreseen role's first fetch is due somewhere in the window, and
     // not all at one moment.
     let mut due = Vec::new();
