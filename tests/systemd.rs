@@ -725,3 +725,189 @@ fn a_restart_under_systemd_costs_sts_nothing() {
     );
     assert_ne!(client_key(), before);
 }
+
+/// `cargo xtask package`, and the path of the .deb it built in `out`.
+fn build_package(out: &Path) -> PathBuf {
+    let built = output(
+        Command::new(env!("CARGO"))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(["xtask", "package", "--out"])
+            .arg(out),
+    );
+    assert!(
+        built.status.success(),
+        "cargo xtask package: {}",
+        text(&built)
+    );
+    // Its last line (dpkg-deb says what it builds before).
+    let stdout = String::from_utf8_lossy(&built.stdout).into_owned();
+    let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    assert!(path.is_file(), "{}", text(&built));
+    path
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
+fn the_debian_package_installs_enabled_serves_and_purges() {
+    let tarball = PathBuf::from(std::env::var_os("IMDS_TEST_ROOTFS").expect(
+        "IMDS_TEST_ROOTFS is not set: run the tests with `cargo xtask test`, which builds the Debian root",
+    ));
+    let out = tempfile::tempdir().unwrap();
+    let deb = build_package(out.path());
+    // What dpkg-deb says is in it: the conffiles, the config root's only.
+    let info = text(&output(Command::new("dpkg-deb").arg("--info").arg(&deb)));
+    assert!(info.contains("Package: imds-agent"), "{info}");
+    assert!(info.contains("Depends: systemd, "), "{info}");
+    let conffiles = text(&output(
+        Command::new("dpkg-deb")
+            .arg("--info")
+            .arg(&deb)
+            .arg("conffiles"),
+    ));
+    assert_eq!(
+        conffiles.lines().collect::<Vec<_>>(),
+        [
+            "/etc/imds-agent/config.toml",
+            "/etc/imds-agent/roles.d/example.toml"
+        ]
+    );
+    let contents = text(&output(
+        Command::new("dpkg-deb").arg("--contents").arg(&deb),
+    ));
+    for (mode, path) in [
+        ("-rw-------", "./etc/imds-agent/config.toml"),
+        ("-rw-r--r--", "./etc/imds-agent/roles.d/example.toml"),
+        ("-rwxr-xr-x", "./usr/bin/imds-agent"),
+        ("-rw-r--r--", "./usr/lib/systemd/system/imds-agent.service"),
+        ("-rw-r--r--", "./usr/lib/sysusers.d/imds-agent.conf"),
+        ("-rw-r--r--", "./usr/lib/tmpfiles.d/imds-agent.conf"),
+        ("-rw-r--r--", "./usr/share/man/man1/imds-agent.1.gz"),
+        ("-rw-r--r--", "./usr/share/man/man1/imds-agent-run.1.gz"),
+        (
+            "-rw-r--r--",
+            "./usr/share/bash-completion/completions/imds-agent",
+        ),
+        (
+            "-rw-r--r--",
+            "./usr/share/zsh/vendor-completions/_imds-agent",
+        ),
+        (
+            "-rw-r--r--",
+            "./usr/share/fish/vendor_completions.d/imds-agent.fish",
+        ),
+        (
+            "-rw-r--r--",
+            "./usr/share/doc/imds-agent/examples/docker.conf",
+        ),
+    ] {
+        assert!(
+            contents
+                .lines()
+                .any(|l| l.starts_with(mode) && l.contains(" root/root ") && l.ends_with(path)),
+            "{mode} root/root {path} in:\n{contents}"
+        );
+    }
+
+    let machine = Machine::boot(&tarball, |root| {
+        std::fs::copy(&deb, root.join("root/imds-agent.deb")).unwrap();
+        std::fs::create_dir_all(root.join("usr/local/share/imds-test")).unwrap();
+        std::fs::copy(
+            support::py_script("get.py"),
+            root.join("usr/local/share/imds-test/get.py"),
+        )
+        .unwrap();
+    });
+    let run = |args: &[&str]| {
+        let out = machine.run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        text(&out)
+    };
+    let state = |what: &str| {
+        String::from_utf8_lossy(&machine.run(&["systemctl", what, "imds-agent"]).stdout)
+            .trim()
+            .to_owned()
+    };
+    run(&["dpkg", "-i", "/root/imds-agent.deb"]);
+    assert_eq!(state("is-enabled"), "enabled", "enabled at install");
+    assert_eq!(state("is-active"), "inactive", "but not started");
+    assert!(run(&["getent", "passwd", "imds-agent"]).starts_with("imds-agent:"));
+    let man = run(&["sh", "-c", "zcat /usr/share/man/man1/imds-agent.1.gz"]);
+    assert!(
+        man.contains(".TH imds-agent 1") && man.contains("check\\-config"),
+        "{man}"
+    );
+    assert!(
+        !man.contains("generate"),
+        "the hidden command is not in the man page"
+    );
+    let run_page = run(&["sh", "-c", "zcat /usr/share/man/man1/imds-agent-run.1.gz"]);
+    assert!(run_page.contains("\\-\\-config"), "{run_page}");
+    let completion = run(&["cat", "/usr/share/bash-completion/completions/imds-agent"]);
+    assert!(completion.contains("check-config"), "{completion}");
+
+    // The operator's part, then a start: the client's unit gets its role.
+    std::fs::write(machine.root.join("etc/imds-agent/config.toml"), CONFIG).unwrap();
+    std::fs::write(
+        machine.root.join("etc/imds-agent/roles.d/10-client.toml"),
+        RULES,
+    )
+    .unwrap();
+    let journal = || text(&machine.run(&["journalctl", "-u", "imds-agent", "--no-pager"]));
+    let started = machine.run(&["timeout", "60", "systemctl", "start", "imds-agent"]);
+    assert!(
+        started.status.success(),
+        "{}\n{}",
+        text(&started),
+        journal()
+    );
+    let got = machine.run(&[
+        "systemd-run",
+        "--unit=imds-client",
+        "--wait",
+        "--pipe",
+        "--quiet",
+        "-p",
+        "DynamicUser=yes",
+        "python3",
+        "/usr/local/share/imds-test/get.py",
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/client-role",
+    ]);
+    let reply: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&got.stdout).trim())
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", text(&got), journal()));
+    assert_eq!(reply["status"], 200, "{reply}\n{}", journal());
+
+    // Removed: stopped, its address gone, the binary gone, the operator's
+    // config and rules kept.
+    run(&["dpkg", "-r", "imds-agent"]);
+    assert_ne!(state("is-active"), "active");
+    assert!(!machine.root.join("usr/bin/imds-agent").exists());
+    let addresses = run(&["ip", "addr", "show", "dev", "lo"]);
+    assert!(!addresses.contains("169.254.169.254"), "{addresses}");
+    assert_eq!(
+        std::fs::read_to_string(machine.root.join("etc/imds-agent/config.toml")).unwrap(),
+        CONFIG,
+        "dpkg -r keeps the conffiles"
+    );
+    // Purged: the conffiles go; the operator's own rule file stays, and
+    // with it the directory.
+    run(&["dpkg", "-P", "imds-agent"]);
+    assert!(!machine.root.join("etc/imds-agent/config.toml").exists());
+    assert!(
+        !machine
+            .root
+            .join("etc/imds-agent/roles.d/example.toml")
+            .exists()
+    );
+    assert!(
+        machine
+            .root
+            .join("etc/imds-agent/roles.d/10-client.toml")
+            .exists()
+    );
+    let status = text(&machine.run(&["dpkg", "-s", "imds-agent"]));
+    assert!(!status.contains("Status: install"), "{status}");
+}

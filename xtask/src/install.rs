@@ -29,6 +29,16 @@ pub(crate) struct Options {
     destdir: Option<PathBuf>,
 }
 
+impl Options {
+    /// Installs with prefix /usr below `destdir` (a package's tree).
+    pub(crate) fn staged(destdir: &Path) -> Self {
+        Self {
+            prefix: PathBuf::from("/usr"),
+            destdir: Some(destdir.to_owned()),
+        }
+    }
+}
+
 const CONFIG_DIR: &str = "/etc/imds-agent";
 const UNIT_NAME: &str = "imds-agent.service";
 const SYSUSERS_NAME: &str = "imds-agent.sysusers";

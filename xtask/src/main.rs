@@ -7,6 +7,7 @@ mod apt;
 mod bench;
 mod ebpf;
 mod install;
+mod package;
 mod python;
 mod rootfs;
 mod test;
@@ -49,6 +50,9 @@ enum Command {
     /// Reverse `install`: stop and disable the service, remove its table
     /// and address, and the files (the config and rules only if unchanged).
     Uninstall(install::Options),
+    /// Build a Debian package (target/debian/imds-agent_VERSION_ARCH.deb):
+    /// enabled at install, not started; conffiles, man page, completions.
+    Package(package::Options),
     /// Make (once) what the end-to-end tests use, the Python virtualenv and
     /// (as root) the Debian root the systemd tests boot, and print the
     /// environment to run one test binary with `cargo test --test NAME`.
@@ -66,5 +70,6 @@ fn main() -> anyhow::Result<()> {
         Command::Install(options) => install::install(&options),
         Command::Uninstall(options) => install::uninstall(&options),
         Command::TestEnv => test::print_env(),
+        Command::Package(options) => package::package(&options),
     }
 }

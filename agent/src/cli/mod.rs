@@ -121,20 +121,24 @@ enum Command {
         #[command(flatten)]
         socket: admin::SocketArg,
     },
-    /// Write the man page (roff) or a shell's completions to stdout, from
-    /// this very command line's definition (packaging).
+    /// Write the man pages (roff, one per command, into --dir) or a
+    /// shell's completions (to stdout), from this very command line's
+    /// definition (packaging).
     #[command(hide = true)]
     Generate {
         /// What to write.
         #[arg(value_enum)]
         what: Generated,
+        /// Where the man pages go.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
 /// What `generate` writes.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Generated {
-    /// imds-agent(8).
+    /// imds-agent(1) and a page for each command.
     Man,
     /// Completions for bash.
     Bash,
@@ -144,19 +148,20 @@ enum Generated {
     Fish,
 }
 
-/// Writes `what` to stdout.
-fn generate(what: Generated) -> ExitCode {
+/// Writes `what`: the man pages into `dir`, completions to stdout.
+fn generate(what: Generated, dir: Option<&std::path::Path>) -> ExitCode {
     use clap::CommandFactory as _;
     let mut command = Cli::command();
-    let mut out = std::io::stdout().lock();
-    let written = match what {
-        Generated::Man => clap_mangen::Man::new(command).section("8").render(&mut out),
-        Generated::Bash | Generated::Zsh | Generated::Fish => {
+    let written = match (what, dir) {
+        (Generated::Man, Some(dir)) => clap_mangen::generate_to(command, dir),
+        (Generated::Man, None) => Err(std::io::Error::other("man pages need --dir")),
+        (Generated::Bash | Generated::Zsh | Generated::Fish, _) => {
             let shell = match what {
                 Generated::Bash => clap_complete::Shell::Bash,
                 Generated::Zsh => clap_complete::Shell::Zsh,
                 _ => clap_complete::Shell::Fish,
             };
+            let mut out = std::io::stdout().lock();
             clap_complete::generate(shell, &mut command, "imds-agent", &mut out);
             Ok(())
         }
@@ -164,7 +169,7 @@ fn generate(what: Generated) -> ExitCode {
     match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("imds-agent: writing: {e}");
+            eprintln!("imds-agent: generate: {e}");
             ExitCode::from(3)
         }
     }
@@ -235,7 +240,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Cleanup { config } => cleanup(&config, &host, &env),
-        Command::Generate { what } => generate(what),
+        Command::Generate { what, dir } => generate(what, dir.as_deref()),
         Command::Run { config, common } => {
             match Config::load(&config, &common.overrides(), &host, &env) {
                 Ok(c) => serve(c, carried, |_, _| {}),
