@@ -532,6 +532,7 @@ fn agents_started_together_spread_their_first_calls() {
         .collect();
     at.sort_by(f64::total_cmp);
     assert_eq!(at.len(), AGENTS, "one call per agent: {at:?}");
+    println!("first AssumeRole of each agent, seconds after the start: {at:.1?}");
     // Spread over the window, not bunched at the start: 20 uniform draws
     // over 10 s span less than 4 s, or put 10 in one second, with odds
     // below one in a million.

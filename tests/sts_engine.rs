@@ -58,6 +58,7 @@ fn settings() -> Settings {
         hostname: "test".to_owned(),
         jitter_seed: 1,
         mfa_prompt_wait: Duration::ZERO,
+        prefetch_spread: Duration::ZERO,
     }
 }
 

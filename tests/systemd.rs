@@ -295,6 +295,13 @@ secret_access_key = "imdsAgentDemoSecretKeyNotValidAnywhere00"
 session_token = "IQoJaW1kcy1hZ2VudC1kZW1vLXNlc3Npb24tdG9rZW4tbm90LXZhbGlkLWFueXdoZXJl"
 "#;
 
+/// The Debian root the machines boot (`IMDS_TEST_ROOTFS`).
+fn rootfs() -> PathBuf {
+    PathBuf::from(std::env::var_os("IMDS_TEST_ROOTFS").expect(
+        "IMDS_TEST_ROOTFS is not set: run the tests with `cargo xtask test` (or `cargo xtask test-env`), which builds the Debian root",
+    ))
+}
+
 const RULES: &str = "[[rule]]\nunit = \"imds-client.service\"\nrole = \"client-role\"\n";
 
 #[test]
@@ -303,31 +310,8 @@ const RULES: &str = "[[rule]]\nunit = \"imds-client.service\"\nrole = \"client-r
     ignore = "needs root: `cargo xtask test` runs it"
 )]
 fn installed_started_attributed_journaled_and_restarted_under_systemd() {
-    let tarball = PathBuf::from(std::env::var_os("IMDS_TEST_ROOTFS").expect(
-        "IMDS_TEST_ROOTFS is not set: run the tests with `cargo xtask test`, which builds the Debian root",
-    ));
-    let machine = Machine::boot(&tarball, |root| {
-        let install = output(
-            Command::new(env!("CARGO"))
-                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-                .args(["xtask", "install", "--destdir"])
-                .arg(root),
-        );
-        assert!(
-            install.status.success(),
-            "cargo xtask install: {}",
-            text(&install)
-        );
-        // The operator's part: a config and a rule.
-        std::fs::write(root.join("etc/imds-agent/config.toml"), CONFIG).unwrap();
-        std::fs::write(root.join("etc/imds-agent/roles.d/10-client.toml"), RULES).unwrap();
-        std::fs::create_dir_all(root.join("usr/local/share/imds-test")).unwrap();
-        std::fs::copy(
-            support::py_script("get.py"),
-            root.join("usr/local/share/imds-test/get.py"),
-        )
-        .unwrap();
-    });
+    let tarball = rootfs();
+    let machine = Machine::boot(&tarball, |root| install_into(root, CONFIG, RULES));
     let started = machine.run(&["timeout", "60", "systemctl", "start", "imds-agent"]);
     let journal = || text(&machine.run(&["journalctl", "-u", "imds-agent", "--no-pager"]));
     assert!(
@@ -367,23 +351,7 @@ fn installed_started_attributed_journaled_and_restarted_under_systemd() {
     );
 
     // A client in a unit of its own gets that unit's role.
-    let client = |path: &str| {
-        let out = machine.run(&[
-            "systemd-run",
-            "--unit=imds-client",
-            "--wait",
-            "--pipe",
-            "--quiet",
-            "-p",
-            "DynamicUser=yes",
-            "python3",
-            "/usr/local/share/imds-test/get.py",
-            &format!("http://169.254.169.254{path}"),
-        ]);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        serde_json::from_str::<serde_json::Value>(stdout.trim())
-            .unwrap_or_else(|e| panic!("{}: {e}", text(&out)))
-    };
+    let client = |path: &str| client(&machine, path);
     let listing = client("/latest/meta-data/iam/security-credentials/");
     assert_eq!(listing["body"], "client-role", "{listing}\n{}", journal());
     let creds = client("/latest/meta-data/iam/security-credentials/client-role");
@@ -551,23 +519,47 @@ fn install_keeps_an_operators_files_and_uninstall_reverses_it() {
     );
 }
 
+/// tests/py/get.py's report of GET `path` on 169.254.169.254, from a
+/// client in a unit of its own (`imds-client.service`) with a user of its
+/// own.
+fn client(machine: &Machine, path: &str) -> serde_json::Value {
+    let out = machine.run(&[
+        "systemd-run",
+        "--unit=imds-client",
+        "--wait",
+        "--pipe",
+        "--quiet",
+        "-p",
+        "DynamicUser=yes",
+        "python3",
+        "/usr/local/share/imds-test/get.py",
+        &format!("http://169.254.169.254{path}"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    serde_json::from_str::<serde_json::Value>(stdout.trim())
+        .unwrap_or_else(|e| panic!("{}: {e}", text(&out)))
+}
+
 /// Roles the restart test caches.
 const MANY: usize = 200;
+
+/// `cargo xtask ARGS PATH`, which must succeed.
+fn xtask(args: &[&str], path: &Path) -> Output {
+    let out = output(
+        Command::new(env!("CARGO"))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .arg("xtask")
+            .args(args)
+            .arg(path),
+    );
+    assert!(out.status.success(), "cargo xtask {args:?}: {}", text(&out));
+    out
+}
 
 /// `cargo xtask install` into `root`, with `config` and `rules`, and get.py
 /// for clients.
 fn install_into(root: &Path, config: &str, rules: &str) {
-    let install = output(
-        Command::new(env!("CARGO"))
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args(["xtask", "install", "--destdir"])
-            .arg(root),
-    );
-    assert!(
-        install.status.success(),
-        "cargo xtask install: {}",
-        text(&install)
-    );
+    xtask(&["install", "--destdir"], root);
     std::fs::write(root.join("etc/imds-agent/config.toml"), config).unwrap();
     std::fs::write(root.join("etc/imds-agent/roles.d/10-rules.toml"), rules).unwrap();
     std::fs::create_dir_all(root.join("usr/local/share/imds-test")).unwrap();
@@ -584,9 +576,7 @@ fn install_into(root: &Path, config: &str, rules: &str) {
     ignore = "needs root: `cargo xtask test` runs it"
 )]
 fn a_restart_under_systemd_costs_sts_nothing() {
-    let tarball = PathBuf::from(std::env::var_os("IMDS_TEST_ROOTFS").expect(
-        "IMDS_TEST_ROOTFS is not set: run the tests with `cargo xtask test`, which builds the Debian root",
-    ));
+    let tarball = rootfs();
     let mut rules = String::from("[[rule]]\nunit = \"imds-client.service\"\nrole = \"role-7\"\n");
     for i in 0..MANY {
         rules.push_str(&format!(
@@ -628,21 +618,10 @@ fn a_restart_under_systemd_costs_sts_nothing() {
         );
     };
     let client_key = || {
-        let out = machine.run(&[
-            "systemd-run",
-            "--unit=imds-client",
-            "--wait",
-            "--pipe",
-            "--quiet",
-            "-p",
-            "DynamicUser=yes",
-            "python3",
-            "/usr/local/share/imds-test/get.py",
-            "http://169.254.169.254/latest/meta-data/iam/security-credentials/role-7",
-        ]);
-        let reply: serde_json::Value =
-            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
-                .unwrap_or_else(|e| panic!("{}: {e}", text(&out)));
+        let reply = client(
+            &machine,
+            "/latest/meta-data/iam/security-credentials/role-7",
+        );
         assert_eq!(reply["status"], 200, "{reply}");
         let doc: serde_json::Value = serde_json::from_str(reply["body"].as_str().unwrap()).unwrap();
         assert_eq!(doc["Code"], "Success", "{doc}");
@@ -670,9 +649,14 @@ fn a_restart_under_systemd_costs_sts_nothing() {
     // Restarted (what an upgrade does): every role comes back from the
     // store, and STS hears nothing.
     let pid = machine.main_pid();
+    let restart = Instant::now();
     systemctl("restart");
     assert_ne!(machine.main_pid(), pid, "a new process");
     ready();
+    println!(
+        "systemctl restart to ready with {MANY} roles carried over: {:?}",
+        restart.elapsed()
+    );
     assert_eq!(client_key(), before, "the same credentials, carried over");
     std::thread::sleep(Duration::from_secs(3));
     let calls = proxy.calls();
@@ -728,17 +712,7 @@ fn a_restart_under_systemd_costs_sts_nothing() {
 
 /// `cargo xtask package`, and the path of the .deb it built in `out`.
 fn build_package(out: &Path) -> PathBuf {
-    let built = output(
-        Command::new(env!("CARGO"))
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args(["xtask", "package", "--out"])
-            .arg(out),
-    );
-    assert!(
-        built.status.success(),
-        "cargo xtask package: {}",
-        text(&built)
-    );
+    let built = xtask(&["package", "--out"], out);
     // Its last line (dpkg-deb says what it builds before).
     let stdout = String::from_utf8_lossy(&built.stdout).into_owned();
     let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
@@ -752,9 +726,7 @@ fn build_package(out: &Path) -> PathBuf {
     ignore = "needs root: `cargo xtask test` runs it"
 )]
 fn the_debian_package_installs_enabled_serves_and_purges() {
-    let tarball = PathBuf::from(std::env::var_os("IMDS_TEST_ROOTFS").expect(
-        "IMDS_TEST_ROOTFS is not set: run the tests with `cargo xtask test`, which builds the Debian root",
-    ));
+    let tarball = rootfs();
     let out = tempfile::tempdir().unwrap();
     let deb = build_package(out.path());
     // What dpkg-deb says is in it: the conffiles, the config root's only.
@@ -863,21 +835,10 @@ fn the_debian_package_installs_enabled_serves_and_purges() {
         text(&started),
         journal()
     );
-    let got = machine.run(&[
-        "systemd-run",
-        "--unit=imds-client",
-        "--wait",
-        "--pipe",
-        "--quiet",
-        "-p",
-        "DynamicUser=yes",
-        "python3",
-        "/usr/local/share/imds-test/get.py",
-        "http://169.254.169.254/latest/meta-data/iam/security-credentials/client-role",
-    ]);
-    let reply: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&got.stdout).trim())
-            .unwrap_or_else(|e| panic!("{}: {e}\n{}", text(&got), journal()));
+    let reply = client(
+        &machine,
+        "/latest/meta-data/iam/security-credentials/client-role",
+    );
     assert_eq!(reply["status"], 200, "{reply}\n{}", journal());
 
     // Removed: stopped, its address gone, the binary gone, the operator's

@@ -133,7 +133,7 @@ impl Apt {
         let policy = NoServiceStarts::put()?;
         let result = self.install(&missing, &line, what);
         drop(policy);
-        if result.is_ok() && missing.iter().any(|p| *p == "docker.io") {
+        if result.is_ok() && missing.contains(&"docker.io") {
             // Enabled by its package: it would start at the next boot and
             // change the host's network.
             let _ = Command::new("systemctl")

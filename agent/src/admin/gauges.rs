@@ -82,34 +82,20 @@ pub(super) async fn metrics_text(State(state): State<AdminState>) -> impl IntoRe
         let _ = writeln!(out, "imds_certificate_session_failed {failed}");
     }
     if let Some(status) = &status {
-        metrics::help(
+        per_role(
             &mut out,
             "imds_credentials_remaining_seconds",
-            "gauge",
             "Seconds the cached credentials of each role have left.",
+            &status.roles,
+            |r| r.remaining_seconds,
         );
-        for ((role, session), left) in soonest(&status.roles, |r| r.remaining_seconds) {
-            let _ = writeln!(
-                out,
-                "imds_credentials_remaining_seconds{{role=\"{}\",session=\"{}\"}} {left}",
-                metrics::label(role),
-                metrics::label(session)
-            );
-        }
-        metrics::help(
+        per_role(
             &mut out,
             "imds_credentials_expiry_timestamp_seconds",
-            "gauge",
             "When the cached credentials of each role expire, in seconds since the epoch (alert on it minus time()).",
+            &status.roles,
+            |r| r.expires_at,
         );
-        for ((role, session), at) in soonest(&status.roles, |r| r.expires_at) {
-            let _ = writeln!(
-                out,
-                "imds_credentials_expiry_timestamp_seconds{{role=\"{}\",session=\"{}\"}} {at}",
-                metrics::label(role),
-                metrics::label(session)
-            );
-        }
     }
     metrics::process::render(&mut out);
     (
@@ -119,6 +105,25 @@ pub(super) async fn metrics_text(State(state): State<AdminState>) -> impl IntoRe
         )],
         out,
     )
+}
+
+/// Gauge `name` of each role and session: `value`, where it has one.
+fn per_role(
+    out: &mut String,
+    name: &str,
+    text: &str,
+    roles: &[RoleStatus],
+    value: impl Fn(&RoleStatus) -> Option<u64>,
+) {
+    metrics::help(out, name, "gauge", text);
+    for ((role, session), v) in soonest(roles, value) {
+        let _ = writeln!(
+            out,
+            "{name}{{role=\"{}\",session=\"{}\"}} {v}",
+            metrics::label(role),
+            metrics::label(session)
+        );
+    }
 }
 
 /// `value` of each role and session name, the smallest where two entries

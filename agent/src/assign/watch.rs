@@ -141,6 +141,11 @@ async fn next_signal(hangup: &mut Option<tokio::signal::unix::Signal>) -> bool {
             let got = signal.recv().await.is_some();
             if got {
                 tracing::info!("SIGHUP: reloading role rules");
+                // Said at every SIGHUP, so nobody takes a reload for more
+                // than it is.
+                tracing::warn!(
+                    "SIGHUP reloads the role rules only: a change to the config file (log level, instance data, credentials, listeners) needs a restart (`systemctl restart imds-agent`, which carries the cached credentials over and costs STS nothing)"
+                );
             }
             got
         }
