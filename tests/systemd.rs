@@ -523,18 +523,34 @@ fn install_keeps_an_operators_files_and_uninstall_reverses_it() {
 /// client in a unit of its own (`imds-client.service`) with a user of its
 /// own.
 fn client(machine: &Machine, path: &str) -> serde_json::Value {
-    let out = machine.run(&[
+    let url = format!("http://169.254.169.254{path}");
+    let args = [
         "systemd-run",
         "--unit=imds-client",
         "--wait",
+        "--collect",
         "--pipe",
         "--quiet",
         "-p",
         "DynamicUser=yes",
         "python3",
         "/usr/local/share/imds-test/get.py",
-        &format!("http://169.254.169.254{path}"),
-    ]);
+        &url,
+    ];
+    // The previous client's unit may still be loaded for a moment after
+    // `--wait` returned: its name is taken until systemd let it go.
+    let out = wait_for(
+        "the client's unit name to be free",
+        Duration::from_secs(20),
+        || {
+            let out = machine.run(&args);
+            let busy = String::from_utf8_lossy(&out.stderr).contains("already loaded");
+            if busy {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (!busy).then_some(out)
+        },
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     serde_json::from_str::<serde_json::Value>(stdout.trim())
         .unwrap_or_else(|e| panic!("{}: {e}", text(&out)))
