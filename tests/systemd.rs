@@ -541,11 +541,15 @@ fn client(machine: &Machine, path: &str) -> serde_json::Value {
     // `--wait` returned: its name is taken until systemd let it go.
     let out = wait_for(
         "the client's unit name to be free",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || {
             let out = machine.run(&args);
             let busy = String::from_utf8_lossy(&out.stderr).contains("already loaded");
             if busy {
+                // A unit that lingers (failed, or not yet collected) is
+                // let go.
+                let _ = machine.run(&["systemctl", "stop", "imds-client.service"]);
+                let _ = machine.run(&["systemctl", "reset-failed", "imds-client.service"]);
                 std::thread::sleep(Duration::from_millis(200));
             }
             (!busy).then_some(out)
