@@ -219,6 +219,20 @@ impl Machine {
             .to_vec()
     }
 
+    /// The agent's journal entries `filter` selects, once everything
+    /// logged so far is in the journal (`journalctl --sync`).
+    fn agent_journal(&self, filter: &[&str]) -> String {
+        let synced = self.run(&["journalctl", "--sync"]);
+        assert!(
+            synced.status.success(),
+            "journalctl --sync: {}",
+            text(&synced)
+        );
+        let mut args = vec!["journalctl", "-u", "imds-agent", "--no-pager"];
+        args.extend_from_slice(filter);
+        text(&self.run(&args))
+    }
+
     fn console(&self) -> String {
         std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default()
     }
@@ -358,22 +372,7 @@ fn installed_started_attributed_journaled_and_restarted_under_systemd() {
     assert_eq!(creds["status"], 200, "{creds}");
 
     // The request's fields, as journalctl shows them.
-    let synced = machine.run(&["journalctl", "--sync"]);
-    assert!(
-        synced.status.success(),
-        "journalctl --sync: {}",
-        text(&synced)
-    );
-    let entries = machine.run(&[
-        "journalctl",
-        "-u",
-        "imds-agent",
-        "-o",
-        "json",
-        "--no-pager",
-        "F_ROLE=client-role",
-    ]);
-    let entries = String::from_utf8_lossy(&entries.stdout).into_owned();
+    let entries = machine.agent_journal(&["-o", "json", "F_ROLE=client-role"]);
     let entry: serde_json::Value = entries
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -445,22 +444,7 @@ fn installed_started_attributed_journaled_and_restarted_under_systemd() {
     assert!(tables.contains("imds_agent"), "{tables}");
     // What the agent logged as it stopped may still be on its way to the
     // journal.
-    let synced = machine.run(&["journalctl", "--sync"]);
-    assert!(
-        synced.status.success(),
-        "journalctl --sync: {}",
-        text(&synced)
-    );
-    let errors = text(&machine.run(&[
-        "journalctl",
-        "-u",
-        "imds-agent",
-        "-p",
-        "err",
-        "--no-pager",
-        "-q",
-        "SYSLOG_IDENTIFIER=imds-agent",
-    ]));
+    let errors = machine.agent_journal(&["-p", "err", "-q", "SYSLOG_IDENTIFIER=imds-agent"]);
     assert!(errors.trim().is_empty(), "errors in the journal:\n{errors}");
 }
 
@@ -687,16 +671,7 @@ fn a_restart_under_systemd_costs_sts_nothing() {
         &calls[fetched.min(calls.len())..],
         journal()
     );
-    let _ = machine.run(&["journalctl", "--sync"]);
-    let carried = text(&machine.run(&[
-        "journalctl",
-        "-u",
-        "imds-agent",
-        "-o",
-        "json",
-        "--no-pager",
-        &format!("F_KEPT={MANY}"),
-    ]));
+    let carried = machine.agent_journal(&["-o", "json", &format!("F_KEPT={MANY}")]);
     assert!(
         carried.contains("credentials carried over from the previous run"),
         "{carried}\n{}",

@@ -667,6 +667,14 @@ fn serve_phase(
 /// Hands the cached credentials to systemd's store for the next start.
 fn carry_over(notifier: &Notifier, engine: &Engine) {
     let bytes = engine.carry();
+    if bytes.is_empty() {
+        // Nothing the next start could vouch for (bootstrap keys): an
+        // empty file would only make it warn.
+        tracing::info!(
+            "no cached credentials to hand to systemd (bootstrap keys vouch for nothing at the next start)"
+        );
+        return;
+    }
     match crate::fdstore::keep(notifier, crate::fdstore::CREDENTIALS, &bytes) {
         Ok(()) => tracing::info!(
             bytes = bytes.len(),

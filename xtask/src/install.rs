@@ -199,7 +199,7 @@ pub(crate) fn uninstall(options: &Options) -> anyhow::Result<()> {
 /// Writes `contents` to `path` with `mode`; an existing file is replaced
 /// only if `replace` (the binary and the unit are ours; the config is the
 /// operator's).
-fn put(path: &Path, contents: &[u8], mode: u32, replace: bool) -> anyhow::Result<()> {
+pub(crate) fn put(path: &Path, contents: &[u8], mode: u32, replace: bool) -> anyhow::Result<()> {
     if path.exists() && !replace {
         eprintln!("xtask: kept {} (yours)", path.display());
         return Ok(());

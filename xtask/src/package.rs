@@ -7,12 +7,12 @@
 //! scripts (`systemd/debian/`) that enable the service but do not start
 //! it. `dpkg-deb` builds it; nothing else is needed.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
+use crate::install::put;
 use crate::util::{root, run, work_dir};
 
 #[derive(Debug, clap::Args)]
@@ -53,12 +53,14 @@ pub(crate) fn package(options: &Options) -> anyhow::Result<()> {
         &tree.join("usr/lib/tmpfiles.d/imds-agent.conf"),
         &std::fs::read(root().join("systemd/debian/tmpfiles.conf"))?,
         0o644,
+        true,
     )?;
     for drop_in in ["docker.conf", "ebpf.conf"] {
         put(
             &tree.join("usr/share/doc/imds-agent/examples").join(drop_in),
             &std::fs::read(root().join("systemd").join(drop_in))?,
             0o644,
+            true,
         )?;
     }
     let pages = staging.join("man");
@@ -78,10 +80,11 @@ pub(crate) fn package(options: &Options) -> anyhow::Result<()> {
             &tree.join("usr/share/man/man1").join(format!("{name}.gz")),
             &gzip(&std::fs::read(&page)?)?,
             0o644,
+            true,
         )?;
     }
     for (shell, path) in COMPLETIONS {
-        put(&tree.join(path), &generated(&binary, shell)?, 0o644)?;
+        put(&tree.join(path), &generated(&binary, shell)?, 0o644, true)?;
     }
     let debian = tree.join("DEBIAN");
     std::fs::create_dir_all(&debian)?;
@@ -105,14 +108,15 @@ pub(crate) fn package(options: &Options) -> anyhow::Result<()> {
         depends(&binary)?.join(", "),
         installed_kib(&tree)?,
     );
-    put(&debian.join("control"), control.as_bytes(), 0o644)?;
+    put(&debian.join("control"), control.as_bytes(), 0o644, true)?;
     let conffiles: String = CONFFILES.iter().map(|f| format!("{f}\n")).collect();
-    put(&debian.join("conffiles"), conffiles.as_bytes(), 0o644)?;
+    put(&debian.join("conffiles"), conffiles.as_bytes(), 0o644, true)?;
     for script in ["postinst", "prerm", "postrm"] {
         put(
             &debian.join(script),
             &std::fs::read(root().join("systemd/debian").join(script))?,
             0o755,
+            true,
         )?;
     }
     let sums = output(
@@ -124,6 +128,7 @@ pub(crate) fn package(options: &Options) -> anyhow::Result<()> {
         &debian.join("md5sums"),
         format!("{sums}\n").as_bytes(),
         0o644,
+        true,
     )?;
     let out = options
         .out
@@ -225,13 +230,4 @@ fn output(cmd: &mut Command) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn put(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(())
 }

@@ -389,10 +389,14 @@ impl RoleAssignment for Assignments {
     }
 
     fn wanted_by_need(&self) -> WantedByNeed {
-        let WantedByNeed { mut live, foreseen } = self.by_need(false);
-        dedup(&mut live);
-        let mut foreseen: Vec<Role> = foreseen.into_iter().filter(|r| !live.contains(r)).collect();
-        dedup(&mut foreseen);
+        let WantedByNeed {
+            mut live,
+            mut foreseen,
+        } = self.by_need(false);
+        // One set for both: a role live and foreseen is live only.
+        let mut seen = std::collections::HashSet::new();
+        live.retain(|role| seen.insert(role.clone()));
+        foreseen.retain(|role| seen.insert(role.clone()));
         WantedByNeed { live, foreseen }
     }
 
