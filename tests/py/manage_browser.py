@@ -67,6 +67,22 @@ def text_of(driver, element_id):
     return driver.find_element(By.ID, element_id).text
 
 
+def settled(driver, element_id, wanted, timeout=10.0):
+    # A click on a form button posts and loads the answer page; reading right
+    # after the click may read the page before it. Poll until the element
+    # shows what the step leads to, or time is up; return the last text seen
+    # so the test's assertion reports what the page really showed.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            seen = text_of(driver, element_id)
+        except NoSuchElementException:
+            seen = ""
+        if wanted(seen) or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.2)
+
+
 def switch_profile(driver, name):
     # The page may reload itself (a code is needed after a clear) between
     # choosing and clicking: try again until the page says it switched.
@@ -92,22 +108,22 @@ def credentials_of_a_workload(imds):
 
 
 def steps(driver, url, secret, out_dir, imds, text, report):
-    if True:
-        driver.get(url)
-        report["session_before"] = text("session")
-        driver.find_element(By.ID, "token").send_keys(totp(secret))
-        driver.find_element(By.ID, "submit-code").click()
-        report["notice_after_code"] = text("notice")
-        report["session_after_code"] = text("session")
-        credentials_of_a_workload(imds)
-        driver.find_element(By.ID, "reload").click()
-        report["roles_after_code"] = text("roles")
-        driver.save_screenshot(os.path.join(out_dir, "manage.png"))
-        driver.find_element(By.ID, "clear").click()
-        report["session_after_clear"] = text("session")
-        switch_profile(driver, "other")
-        report["profile_after_switch"] = text("profile")
-        driver.save_screenshot(os.path.join(out_dir, "manage-switched.png"))
+    driver.get(url)
+    report["session_before"] = text("session")
+    driver.find_element(By.ID, "token").send_keys(totp(secret))
+    driver.find_element(By.ID, "submit-code").click()
+    report["notice_after_code"] = settled(driver, "notice", lambda t: "session is open" in t)
+    report["session_after_code"] = settled(driver, "session", lambda t: "expires" in t)
+    credentials_of_a_workload(imds)
+    driver.find_element(By.ID, "reload").click()
+    report["roles_after_code"] = settled(
+        driver, "roles", lambda t: "app" in t and "expires" in t)
+    driver.save_screenshot(os.path.join(out_dir, "manage.png"))
+    driver.find_element(By.ID, "clear").click()
+    report["session_after_clear"] = settled(driver, "session", lambda t: t == "none open")
+    switch_profile(driver, "other")
+    report["profile_after_switch"] = text("profile")
+    driver.save_screenshot(os.path.join(out_dir, "manage-switched.png"))
     print(json.dumps(report))
 
 
