@@ -302,3 +302,125 @@ fn only_root_the_agents_user_and_its_group_may_use_the_socket() {
     assert!(stdout(&member).contains("\"ready\": true"), "{member:?}");
     assert!(agent.cli(&["status"], "").status.success(), "root");
 }
+
+/// A config reload: SIGHUP reads the file again, `imds-agent reload` hands
+/// one in. The log level and the instance metadata change at once; keys
+/// that need a restart are named (never their values) and not applied; a
+/// file that does not check changes nothing.
+#[test]
+fn a_reload_changes_the_log_level_and_instance_data_and_names_the_rest() {
+    const ZONE: &str = "/latest/meta-data/placement/availability-zone";
+    const NEW_SECRET: &str = "reloadedSecretThatMustNeverBeLogged00000";
+    let config = |zone: &str, level: &str, extra: &str| {
+        format!(
+            "{STATIC_CREDENTIALS}\
+             [instance]\nregion = \"eu-west-1\"\navailability_zone = \"{zone}\"\naccount_id = \"123456789012\"\n{extra}\
+             [log]\nlevel = \"{level}\"\n"
+        )
+    };
+    let (dir, path) = config_file(&config("eu-west-1a", "info", ""));
+    let agent = Agent::dev(&["--config", path.to_str().unwrap()]);
+    let zone = || get(agent.addr, ZONE, &[]).text();
+    let reloads = || {
+        agent.logs().matches("config reloaded").count()
+            + agent.logs().matches("config reload refused").count()
+    };
+    let hangup = || {
+        let sent = Command::new("kill")
+            .args(["-HUP", &agent.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    assert_eq!(zone(), "eu-west-1a");
+    assert!(
+        !agent.logs().contains(&format!("path=\"{ZONE}\"")),
+        "info logs no metadata request"
+    );
+
+    // SIGHUP: a new zone and log level are in force; the account and the
+    // hop limit need a restart.
+    std::fs::write(
+        &path,
+        config("eu-west-1b", "debug", "[server]\nhop_limit = 2\n")
+            .replace("123456789012", "210987654321"),
+    )
+    .unwrap();
+    hangup();
+    wait_until("the SIGHUP reload", Duration::from_secs(10), || {
+        reloads() == 2
+    });
+    let logs = agent.logs();
+    assert!(
+        logs.contains("instance.availability_zone, log.level"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("server.hop_limit") && logs.contains("instance.account_id"),
+        "{logs}"
+    );
+    assert_eq!(zone(), "eu-west-1b");
+    let document = get(
+        agent.addr,
+        "/latest/dynamic/instance-identity/document",
+        &[],
+    )
+    .text();
+    assert!(
+        document.contains("\"accountId\" : \"123456789012\"")
+            || document.contains("\"accountId\":\"123456789012\""),
+        "the account stays: {document}"
+    );
+    wait_until(
+        "a metadata request logged at debug",
+        Duration::from_secs(5),
+        || {
+            zone();
+            agent.logs().contains(&format!("path=\"{ZONE}\""))
+        },
+    );
+
+    // A file that does not check changes nothing.
+    std::fs::write(
+        &path,
+        config("eu-west-1c", "info", "[server]\nhop_limit = 99\n"),
+    )
+    .unwrap();
+    hangup();
+    wait_until("the refused reload", Duration::from_secs(10), || {
+        reloads() == 3
+    });
+    assert!(
+        agent.logs().contains("config reload refused"),
+        "{}",
+        agent.logs()
+    );
+    assert_eq!(zone(), "eu-west-1b");
+
+    // `imds-agent reload` hands a file in; a changed secret is named by
+    // its key only.
+    let handed = dir.path().join("handed.toml");
+    std::fs::write(
+        &handed,
+        config("eu-west-1c", "info", "")
+            .replace("imdsAgentDemoSecretKeyNotValidAnywhere00", NEW_SECRET),
+    )
+    .unwrap();
+    let out = agent.cli(&["reload", "--config", handed.to_str().unwrap()], "");
+    let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("in force now: instance.availability_zone, log.level"),
+        "{said}"
+    );
+    assert!(said.contains("credentials.secret_access_key"), "{said}");
+    assert_eq!(zone(), "eu-west-1c");
+    let refused = agent.cli(&["reload", "--config", path.to_str().unwrap()], "");
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "a file that does not check is not sent"
+    );
+    assert_eq!(zone(), "eu-west-1c");
+    assert!(!agent.logs().contains(NEW_SECRET) && !said.contains(NEW_SECRET));
+}

@@ -407,6 +407,36 @@ fn installed_started_attributed_journaled_and_restarted_under_systemd() {
         "{proc_status}"
     );
 
+    // `systemctl reload` (ExecReload=, as root: the agent's own copy of the
+    // file is the start's) puts a new zone in force in the same process and
+    // names what waits for a restart.
+    let zone = "/latest/meta-data/placement/availability-zone";
+    let config = machine.root.join("etc/imds-agent/config.toml");
+    std::fs::write(
+        &config,
+        CONFIG.replace(
+            "[instance]\n",
+            "[instance]\navailability_zone = \"eu-west-1c\"\nregion = \"eu-west-1\"\n",
+        ) + "\n[server]\nhop_limit = 2\n",
+    )
+    .unwrap();
+    let reloaded = machine.run(&["timeout", "60", "systemctl", "reload", "imds-agent"]);
+    assert!(
+        reloaded.status.success(),
+        "systemctl reload: {}\n{}",
+        text(&reloaded),
+        journal()
+    );
+    assert_eq!(client(zone)["body"], "eu-west-1c", "{}", journal());
+    assert_eq!(machine.main_pid(), pid, "a reload is not a restart");
+    let reload_log =
+        machine.agent_journal(&["-q", "-o", "verbose", "SYSLOG_IDENTIFIER=imds-agent"]);
+    assert!(
+        reload_log.contains("config reloaded") && reload_log.contains("server.hop_limit"),
+        "{reload_log}"
+    );
+    std::fs::write(&config, CONFIG).unwrap();
+
     // Killed, it is restarted (Restart=on-failure), and serves again.
     let killed = machine.run(&[
         "systemctl",
@@ -727,7 +757,11 @@ fn the_debian_package_installs_enabled_serves_and_purges() {
     // What dpkg-deb says is in it: the conffiles, the config root's only.
     let info = text(&output(Command::new("dpkg-deb").arg("--info").arg(&deb)));
     assert!(info.contains("Package: imds-agent"), "{info}");
-    assert!(info.contains("Depends: systemd, "), "{info}");
+    // Versioned, from the libraries' symbols (dpkg-shlibdeps).
+    assert!(
+        info.contains("Depends: systemd (>= 247), libc6 (>= "),
+        "{info}"
+    );
     let conffiles = text(&output(
         Command::new("dpkg-deb")
             .arg("--info")
@@ -815,6 +849,27 @@ fn the_debian_package_installs_enabled_serves_and_purges() {
     let completion = run(&["cat", "/usr/share/bash-completion/completions/imds-agent"]);
     assert!(completion.contains("check-config"), "{completion}");
 
+    // As installed, the config sets nothing: a start (as the next boot's)
+    // is skipped, not failed, and 169.254.169.254 stays untouched.
+    let shipped = std::fs::read_to_string(machine.root.join("etc/imds-agent/config.toml")).unwrap();
+    assert!(
+        shipped
+            .lines()
+            .all(|l| l.trim().is_empty() || l.starts_with('#')),
+        "{shipped}"
+    );
+    assert!(shipped.contains("# mode = \"alias\""), "{shipped}");
+    let journal = || text(&machine.run(&["journalctl", "-u", "imds-agent", "--no-pager"]));
+    run(&["timeout", "60", "systemctl", "start", "imds-agent"]);
+    assert_eq!(state("is-active"), "inactive", "{}", journal());
+    let skipped = machine.agent_journal(&[]);
+    assert!(
+        skipped.contains("holds no settings") && skipped.contains("not configured"),
+        "{skipped}"
+    );
+    let addresses = run(&["ip", "addr", "show", "dev", "lo"]);
+    assert!(!addresses.contains("169.254.169.254"), "{addresses}");
+
     // The operator's part, then a start: the client's unit gets its role.
     std::fs::write(machine.root.join("etc/imds-agent/config.toml"), CONFIG).unwrap();
     std::fs::write(
@@ -822,7 +877,6 @@ fn the_debian_package_installs_enabled_serves_and_purges() {
         RULES,
     )
     .unwrap();
-    let journal = || text(&machine.run(&["journalctl", "-u", "imds-agent", "--no-pager"]));
     let started = machine.run(&["timeout", "60", "systemctl", "start", "imds-agent"]);
     assert!(
         started.status.success(),
@@ -835,6 +889,27 @@ fn the_debian_package_installs_enabled_serves_and_purges() {
         "/latest/meta-data/iam/security-credentials/client-role",
     );
     assert_eq!(reply["status"], 200, "{reply}\n{}", journal());
+
+    // An upgrade (the same package again) restarts the running agent.
+    let before = machine.main_pid();
+    run(&["dpkg", "-i", "/root/imds-agent.deb"]);
+    assert_eq!(state("is-active"), "active", "{}", journal());
+    assert_ne!(machine.main_pid(), before, "an upgrade restarts the agent");
+    let reply = client(
+        &machine,
+        "/latest/meta-data/iam/security-credentials/client-role",
+    );
+    assert_eq!(reply["status"], 200, "{reply}\n{}", journal());
+    // One whose binary would refuse the config does not restart it: the
+    // running agent keeps serving, dpkg succeeds, and the operator is told.
+    let config = machine.root.join("etc/imds-agent/config.toml");
+    std::fs::write(&config, format!("{CONFIG}\n[log]\nlevl = \"debug\"\n")).unwrap();
+    let before = machine.main_pid();
+    let upgraded = run(&["dpkg", "-i", "/root/imds-agent.deb"]);
+    assert!(upgraded.contains("does not accept"), "{upgraded}");
+    assert_eq!(machine.main_pid(), before, "{upgraded}");
+    assert_eq!(state("is-active"), "active", "{}", journal());
+    std::fs::write(&config, CONFIG).unwrap();
 
     // Removed: stopped, its address gone, the binary gone, the operator's
     // config and rules kept.

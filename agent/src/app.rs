@@ -32,6 +32,7 @@ use crate::net::Installed;
 use crate::net::stop_helper::StopHelper;
 use crate::notify::Notifier;
 use crate::privs::{self, Target};
+use crate::reload::{Reloader, Source};
 use crate::timefmt::http_date;
 
 /// The running parts of an agent.
@@ -49,6 +50,8 @@ pub struct Agent {
     pub seen: Arc<Seen>,
     /// The state of the rule files.
     pub rules_status: SharedStatus,
+    /// Has the rules' watcher read them again.
+    pub rules_nudge: Arc<tokio::sync::Notify>,
 }
 
 impl Agent {
@@ -60,6 +63,7 @@ impl Agent {
             assignments: Arc::clone(&self.assignments),
             rules_status: Arc::clone(&self.rules_status),
             seen: Arc::clone(&self.seen),
+            reloader: None,
         }
     }
 }
@@ -181,6 +185,7 @@ pub fn build(
         );
         tokio::spawn(watcher.run());
     }
+    let rules_nudge = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(crate::assign::watch::watch(
         config.roles.dir.clone(),
         snapshot,
@@ -188,6 +193,7 @@ pub fn build(
         Arc::clone(&rules_status),
         sync,
         policy,
+        Arc::clone(&rules_nudge),
     ));
     let imds = Imds::new(
         &config.instance,
@@ -227,6 +233,7 @@ pub fn build(
         assignments,
         seen,
         rules_status,
+        rules_nudge,
     })
 }
 
@@ -563,6 +570,7 @@ fn exe_source(target: &Target) -> anyhow::Result<Arc<crate::attribution::exe::Ex
 /// store handed the process at its start (`fdstore::take`, in `main`).
 pub fn run(
     config: Config,
+    source: Source,
     carried: crate::fdstore::Taken,
     on_listening: impl FnOnce(&[SocketAddr], Option<&str>),
 ) -> anyhow::Result<()> {
@@ -575,8 +583,9 @@ pub fn run(
     if let (Some(notifier), Some(_)) = (&notifier, &carried) {
         crate::fdstore::forget(notifier, crate::fdstore::CREDENTIALS);
     }
-    let served = privileged_phase(&config, &mut on_stop)
-        .and_then(|prepared| serve_phase(&config, prepared, notifier, carried, on_listening));
+    let served = privileged_phase(&config, &mut on_stop).and_then(|prepared| {
+        serve_phase(&config, source, prepared, notifier, carried, on_listening)
+    });
     on_stop.run();
     served?;
     tracing::info!("stopped");
@@ -585,6 +594,7 @@ pub fn run(
 
 fn serve_phase(
     config: &Config,
+    source: Source,
     prepared: Prepared,
     notifier: Option<Notifier>,
     carried: Option<Vec<u8>>,
@@ -613,7 +623,18 @@ fn serve_phase(
         )?;
         drop(carried);
         let engine = agent.engine.clone();
-        let admin = admin.serve(config, &bound, agent.backend())?;
+        let reloader = Arc::new(Reloader::new(
+            source,
+            config,
+            Arc::clone(&agent.state.imds),
+            Arc::clone(&agent.rules_nudge),
+        ));
+        tokio::spawn(Arc::clone(&reloader).on_hangup());
+        let backend = Backend {
+            reloader: Some(reloader),
+            ..agent.backend()
+        };
+        let admin = admin.serve(config, &bound, backend)?;
         if config.desktop
             && let Some(engine) = &agent.engine
         {

@@ -26,5 +26,6 @@ pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod privs;
+pub mod reload;
 pub mod sys;
 pub mod timefmt;

@@ -6,6 +6,7 @@
 //! every request a workload made with role `web`.
 
 use std::io::IsTerminal as _;
+use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -16,9 +17,14 @@ use crate::config::LogTarget;
 /// Where journald listens.
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
-/// Installs the global subscriber. `level` is a `tracing` filter that the
-/// config has already checked; an unparsable one falls back to `info`.
-pub fn init(level: &str, target: LogTarget) {
+/// The installed subscriber's filter, which a config reload replaces.
+type FilterHandle = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+static FILTER: OnceLock<FilterHandle> = OnceLock::new();
+
+/// The filter for `level`, a `tracing` filter the config has already
+/// checked; an unparsable one falls back to `info`.
+fn filter(level: &str) -> EnvFilter {
     // libmnl's binding logs every netlink message at debug: noise, unless
     // asked for by name.
     let quiet = if level.contains("mnl") {
@@ -26,8 +32,21 @@ pub fn init(level: &str, target: LogTarget) {
     } else {
         ",mnl=warn".to_owned()
     };
-    let filter =
-        EnvFilter::try_new(format!("{level}{quiet}")).unwrap_or_else(|_| EnvFilter::new("info"));
+    EnvFilter::try_new(format!("{level}{quiet}")).unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// Filters by `level` from now on (a config reload). Fails if no
+/// subscriber was installed by `init`.
+pub fn set_level(level: &str) -> Result<(), String> {
+    let handle = FILTER
+        .get()
+        .ok_or_else(|| "logging was not set up".to_owned())?;
+    handle.reload(filter(level)).map_err(|e| e.to_string())
+}
+
+/// Installs the global subscriber, filtering by `level`.
+pub fn init(level: &str, target: LogTarget) {
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter(level));
     let journal = match target {
         LogTarget::Stderr => None,
         LogTarget::Auto if !under_journal() => None,
@@ -40,7 +59,7 @@ pub fn init(level: &str, target: LogTarget) {
         },
     };
     let registry = tracing_subscriber::registry().with(filter);
-    let _ = match journal {
+    let installed = match journal {
         Some(journal) => registry.with(journal).try_init(),
         None => registry
             .with(
@@ -51,6 +70,9 @@ pub fn init(level: &str, target: LogTarget) {
             )
             .try_init(),
     };
+    if installed.is_ok() {
+        let _ = FILTER.set(handle);
+    }
 }
 
 /// Whether systemd connected stderr to the journal (`$JOURNAL_STREAM`) and

@@ -26,8 +26,9 @@ use crate::util::{is_root, run};
 ///   token and a software TPM 2.0 for the Roles Anywhere key tests
 ///   (feature `pkcs11`; pkcs11-tool makes the keys);
 /// - chromium, chromium-driver, dbus-daemon: the /manage page in a real
-///   (headless) browser, and a session bus for the notification test.
-pub(crate) const TEST_PACKAGES: [&str; 21] = [
+///   (headless) browser, and a session bus for the notification test;
+/// - dpkg-dev: dpkg-shlibdeps, the package's dependencies.
+pub(crate) const TEST_PACKAGES: [&str; 22] = [
     "iproute2",
     "procps",
     "libnftnl-dev",
@@ -49,6 +50,7 @@ pub(crate) const TEST_PACKAGES: [&str; 21] = [
     "chromium",
     "chromium-driver",
     "dbus-daemon",
+    "dpkg-dev",
 ];
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";

@@ -45,6 +45,20 @@ pub(crate) fn package(options: &Options) -> anyhow::Result<()> {
     let tree = staging.join("root");
     std::fs::create_dir_all(&tree)?;
     crate::install::install(&crate::install::Options::staged(&tree))?;
+    // The sample as a conffile, every setting commented out: enabled at
+    // install, the service starts at the next boot, and a host nobody has
+    // configured yet must not have its 169.254.169.254 taken over with the
+    // sample's placeholder account (on EC2, cut off from the real IMDS).
+    // The unit's ExecCondition (`imds-agent is-configured`) skips it.
+    put(
+        &tree.join("etc/imds-agent/config.toml"),
+        commented_out(&std::fs::read_to_string(
+            root().join("systemd/config.toml"),
+        )?)
+        .as_bytes(),
+        0o600,
+        true,
+    )?;
     let binary = tree.join("usr/bin/imds-agent");
     // The release profile keeps debug info for backtraces and profiles;
     // a package ships without (137 MB against about 20).
@@ -105,7 +119,7 @@ pub(crate) fn package(options: &Options) -> anyhow::Result<()> {
          any Linux host and hands each workload (systemd unit, cgroup, container,\n \
          user) its own IAM role's temporary credentials, so unmodified AWS SDKs\n \
          and CLIs work with no keys on disk.\n",
-        depends(&binary)?.join(", "),
+        depends(&staging, &binary)?.join(", "),
         installed_kib(&tree)?,
     );
     put(&debian.join("control"), control.as_bytes(), 0o644, true)?;
@@ -146,6 +160,27 @@ pub(crate) fn package(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `sample` with each setting and table header commented out, under a
+/// header that says how the file keeps the service stopped.
+fn commented_out(sample: &str) -> String {
+    let mut text = String::from(
+        "# As installed, every setting here is commented out, and the service\n\
+         # does not start (its ExecCondition, `imds-agent is-configured`, skips\n\
+         # it) until this file sets something. Uncomment and edit what you\n\
+         # need, then: imds-agent check-config && systemctl start imds-agent\n\
+         #\n",
+    );
+    for line in sample.lines() {
+        let trimmed = line.trim_start();
+        if !trimmed.is_empty() && !trimmed.starts_with('#') {
+            text.push_str("# ");
+        }
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
 /// What `imds-agent generate WHAT` writes.
 fn generated(binary: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     let out = Command::new(binary)
@@ -182,29 +217,33 @@ fn gzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// The packages that hold the libraries the binary links (its `NEEDED`
-/// entries), as dpkg knows them, and systemd (the maintainer scripts and
-/// the unit need it).
-fn depends(binary: &Path) -> anyhow::Result<Vec<String>> {
-    let dynamic = output(Command::new("readelf").arg("-d").arg(binary))?;
-    let mut packages = vec!["systemd".to_owned()];
-    for line in dynamic.lines().filter(|l| l.contains("(NEEDED)")) {
-        let Some(soname) = line.split('[').nth(1).and_then(|s| s.split(']').next()) else {
-            continue;
-        };
-        let owner = output(Command::new("dpkg").args(["-S", &format!("*/{soname}")]))
-            .with_context(|| format!("which package holds {soname}"))?;
-        // `libnftnl11:amd64: /usr/lib/x86_64-linux-gnu/libnftnl.so.11`
-        let package = owner
-            .lines()
-            .next()
-            .and_then(|l| l.split(':').next())
-            .unwrap_or_default()
-            .to_owned();
-        if !package.is_empty() && !packages.contains(&package) {
-            packages.push(package);
-        }
-    }
+/// The packages that hold the libraries the binary links, each with the
+/// lowest version that has every symbol it uses, as `dpkg-shlibdeps`
+/// reads them from the libraries' symbols and shlibs files (what Debian's
+/// own packages are built with), and systemd (the maintainer scripts and
+/// the unit: ExecCondition= and FDSTORE= are older than Debian 11's 247).
+fn depends(staging: &Path, binary: &Path) -> anyhow::Result<Vec<String>> {
+    // dpkg-shlibdeps reads the source package's control file.
+    put(
+        &staging.join("debian/control"),
+        b"Source: imds-agent\n\nPackage: imds-agent\nArchitecture: any\n",
+        0o644,
+        true,
+    )?;
+    let found = output(
+        Command::new("dpkg-shlibdeps")
+            .current_dir(staging)
+            .arg("-O")
+            .arg(binary),
+    )
+    .context("dpkg-shlibdeps (Debian's dpkg-dev) computes the package's dependencies")?;
+    // `shlibs:Depends=libc6 (>= 2.34), libmnl0 (>= 1.0.3-4~), ...`
+    let libraries = found
+        .lines()
+        .find_map(|l| l.strip_prefix("shlibs:Depends="))
+        .with_context(|| format!("dpkg-shlibdeps said: {found}"))?;
+    let mut packages = vec!["systemd (>= 247)".to_owned()];
+    packages.extend(libraries.split(", ").map(str::to_owned));
     Ok(packages)
 }
 

@@ -44,6 +44,8 @@ pub struct Backend {
     pub rules_status: SharedStatus,
     /// The workloads seen recently.
     pub seen: Arc<Seen>,
+    /// Puts a reloaded config in force (`POST /config`).
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
 }
 
 /// Where `run` puts the socket unless told otherwise.

@@ -14,6 +14,7 @@ use crate::creds::engine::{BaseError, Engine, ProfileInfo, Status};
 use crate::creds::mfa::MfaCode;
 use crate::creds::{Keys, Secret};
 use crate::http::SeenWorkload;
+use crate::reload::Outcome;
 
 use super::actions::{self, ActionError};
 use super::state::AdminState;
@@ -44,6 +45,7 @@ pub(super) fn router(state: AdminState) -> Router {
         .route("/profiles/{name}", get(profile))
         .route("/session", get(session).post(mfa).delete(clear_session))
         .route("/refresh", post(refresh))
+        .route("/config", post(reload_config))
         .with_state(state)
 }
 
@@ -182,6 +184,31 @@ async fn assignments(State(state): State<AdminState>) -> Json<AssignmentsBody> {
             .and_then(Engine::profile_role)
             .map(|r| r.spec.to_string()),
     })
+}
+
+/// Puts a config in force (`imds-agent reload`, the unit's ExecReload):
+/// the body is the file's text. What can change without a restart does;
+/// the answer names the keys that did and those that need a restart. The
+/// role rules are read again either way, as at a SIGHUP.
+async fn reload_config(
+    State(state): State<AdminState>,
+    body: String,
+) -> Result<Json<Outcome>, ApiError> {
+    let reloader = state.reloader.clone().ok_or(ApiError(
+        StatusCode::CONFLICT,
+        "this agent takes no config reload".to_owned(),
+    ))?;
+    // Checking a config may read the files it names (certificates).
+    let applied = tokio::task::spawn_blocking(move || {
+        let applied = reloader.apply(&body);
+        reloader.reload_rules();
+        applied
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    applied
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
 }
 
 /// The bootstrap body, in IMDS's own field names.

@@ -1,6 +1,6 @@
 //! Live reload of `roles.d`: inotify on the directory and on its parent (so
 //! a directory created, replaced or removed after the start is noticed),
-//! and SIGHUP. A change is read as a whole set; a set with a bad file is
+//! SIGHUP, and a config reload through the admin socket. A change is read as a whole set; a set with a bad file is
 //! refused, reported with file, line and reason, and the last good set stays
 //! in force.
 
@@ -42,7 +42,9 @@ pub type SharedStatus = Arc<std::sync::Mutex<RulesStatus>>;
 /// burst to end before reading.
 const SETTLE: Duration = Duration::from_millis(150);
 
-/// Watches `dir` forever, starting from `current` (the set loaded at start).
+/// Watches `dir` forever, starting from `current` (the set loaded at
+/// start); reads it again at every SIGHUP and whenever `nudge` is notified
+/// (a config reload through the admin socket).
 pub async fn watch(
     dir: PathBuf,
     current: Snapshot,
@@ -50,6 +52,7 @@ pub async fn watch(
     status: SharedStatus,
     on_change: OnChange,
     policy: Policy,
+    nudge: Arc<tokio::sync::Notify>,
 ) {
     let mut last = current;
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -90,6 +93,7 @@ pub async fn watch(
         let woke = tokio::select! {
             event = next_event(&mut events) => event,
             signal = next_signal(&mut hangup) => signal,
+            () = nudge.notified() => true,
         };
         if !woke {
             // Neither inotify nor SIGHUP works any more.
@@ -140,12 +144,8 @@ async fn next_signal(hangup: &mut Option<tokio::signal::unix::Signal>) -> bool {
         Some(signal) => {
             let got = signal.recv().await.is_some();
             if got {
+                // The config file reloads on the same signal (`reload.rs`).
                 tracing::info!("SIGHUP: reloading role rules");
-                // Said at every SIGHUP, so nobody takes a reload for more
-                // than it is.
-                tracing::warn!(
-                    "SIGHUP reloads the role rules only: a change to the config file (log level, instance data, credentials, listeners) needs a restart (`systemctl restart imds-agent`, which carries the cached credentials over and costs STS nothing)"
-                );
             }
             got
         }

@@ -195,6 +195,37 @@ fn read_code() -> std::io::Result<String> {
     Ok(line.trim().to_owned())
 }
 
+/// Hands the agent at `socket` a config's `text` and says what it did.
+pub(super) fn reload(socket: &Path, text: &str) -> ExitCode {
+    ask(socket, "POST", "/config", Some(text), |reply| {
+        let outcome: serde_json::Value = serde_json::from_str(&reply.body).unwrap_or_default();
+        let keys = |name: &str| -> Vec<String> {
+            outcome[name]
+                .as_array()
+                .map(|keys| {
+                    keys.iter()
+                        .filter_map(|k| k.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (applied, restart) = (keys("applied"), keys("needs_restart"));
+        if applied.is_empty() && restart.is_empty() {
+            println!("reloaded: nothing changed (the role rules were read again)");
+        }
+        if !applied.is_empty() {
+            println!("reloaded, in force now: {}", applied.join(", "));
+        }
+        if !restart.is_empty() {
+            println!(
+                "changed, but in force only after a restart (`systemctl restart imds-agent`, which costs STS nothing): {}",
+                restart.join(", ")
+            );
+        }
+        ExitCode::SUCCESS
+    })
+}
+
 pub(super) fn refresh(arg: &SocketArg) -> ExitCode {
     ask(&arg.socket, "POST", "/refresh", None, |_| {
         println!("refreshing");

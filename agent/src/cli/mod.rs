@@ -1,6 +1,6 @@
-//! The command line: `run`, `dev` and `check-config` start or check an
-//! agent, `cleanup` undoes what it set up on the host; `status`, `who`,
-//! `assignments`, `metrics`, `bootstrap`, `mfa`, `profile`, `refresh`,
+//! The command line: `run`, `dev`, `check-config` and `is-configured`
+//! start or check an agent, `cleanup` undoes what it set up on the host; `status`, `who`,
+//! `assignments`, `metrics`, `bootstrap`, `mfa`, `profile`, `refresh`, `reload`,
 //! `session` and `manage` talk to a running one over its admin socket
 //! (`admin.rs`).
 //!
@@ -9,6 +9,8 @@
 //! (from clap), 3 a failure while running or an agent that can't be reached.
 
 mod admin;
+mod check;
+mod generate;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config, ConfigError, HostFacts, HostMode, Origin, Overrides};
 use crate::imds::HttpTokens;
+use crate::reload::Source;
 
 /// A local EC2 Instance Metadata Service that gives each workload its own
 /// IAM role's credentials.
@@ -56,6 +59,15 @@ enum Command {
     },
     /// Check a config file and exit: 0 if it is valid, 1 if not.
     CheckConfig {
+        /// The config file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Exit 0 if the config file holds any setting, 1 if it holds none or
+    /// is missing (the unit's start condition: the package's sample, every
+    /// line a comment, keeps the service from starting until it is
+    /// written).
+    IsConfigured {
         /// The config file.
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
@@ -102,6 +114,20 @@ enum Command {
         #[command(flatten)]
         socket: admin::SocketArg,
     },
+    /// Hand a running agent a config file (by default the one it runs
+    /// with; as root, which can read it): what changes without a restart
+    /// (log level, instance data) is put in force, the role rules are read
+    /// again, and the keys that need a restart are named. The unit's
+    /// ExecReload (`systemctl reload imds-agent`).
+    Reload {
+        /// The config file; it is checked here first, and a file that does
+        /// not check is not sent.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The agent's admin socket (default: the config's).
+        #[arg(long, env = "IMDS_AGENT_SOCKET")]
+        socket: Option<PathBuf>,
+    },
     /// Refresh every role a running agent caches now (it keeps serving what
     /// it has until the new credentials arrive).
     Refresh(admin::SocketArg),
@@ -128,51 +154,11 @@ enum Command {
     Generate {
         /// What to write.
         #[arg(value_enum)]
-        what: Generated,
+        what: generate::Generated,
         /// Where the man pages go.
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-}
-
-/// What `generate` writes.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Generated {
-    /// imds-agent(1) and a page for each command.
-    Man,
-    /// Completions for bash.
-    Bash,
-    /// Completions for zsh.
-    Zsh,
-    /// Completions for fish.
-    Fish,
-}
-
-/// Writes `what`: the man pages into `dir`, completions to stdout.
-fn generate(what: Generated, dir: Option<&std::path::Path>) -> ExitCode {
-    use clap::CommandFactory as _;
-    let mut command = Cli::command();
-    let written = match (what, dir) {
-        (Generated::Man, Some(dir)) => clap_mangen::generate_to(command, dir),
-        (Generated::Man, None) => Err(std::io::Error::other("man pages need --dir")),
-        (Generated::Bash | Generated::Zsh | Generated::Fish, _) => {
-            let shell = match what {
-                Generated::Bash => clap_complete::Shell::Bash,
-                Generated::Zsh => clap_complete::Shell::Zsh,
-                _ => clap_complete::Shell::Fish,
-            };
-            let mut out = std::io::stdout().lock();
-            clap_complete::generate(shell, &mut command, "imds-agent", &mut out);
-            Ok(())
-        }
-    };
-    match written {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("imds-agent: generate: {e}");
-            ExitCode::from(3)
-        }
-    }
 }
 
 /// Options named after EC2's own instance metadata options.
@@ -235,15 +221,24 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => {
             match Config::load(&config, &Overrides::default(), &host, &env) {
-                Ok(c) => check_config(&c),
+                Ok(c) => check::check_config(&c),
                 Err(e) => config_error(&e),
             }
         }
+        Command::IsConfigured { config } => check::is_configured(&config),
         Command::Cleanup { config } => cleanup(&config, &host, &env),
-        Command::Generate { what, dir } => generate(what, dir.as_deref()),
+        Command::Generate { what, dir } => generate::generate(what, dir.as_deref()),
         Command::Run { config, common } => {
-            match Config::load(&config, &common.overrides(), &host, &env) {
-                Ok(c) => serve(c, carried, |_, _| {}),
+            let overrides = common.overrides();
+            match Config::load_with_text(&config, &overrides, &host, &env) {
+                Ok((c, text)) => {
+                    let source = Source {
+                        path: Some(config),
+                        text,
+                        overrides,
+                    };
+                    serve(c, source, carried, |_, _| {})
+                }
                 Err(e) => config_error(&e),
             }
         }
@@ -260,17 +255,23 @@ pub fn main() -> ExitCode {
             }
             let dev_socket = admin::dev_socket_path();
             let loaded = match &config {
-                Some(path) => Config::load(path, &overrides, &host, &env),
+                Some(path) => Config::load_with_text(path, &overrides, &host, &env),
                 None => Config::parse(
                     config::DEV_CONFIG,
                     Origin::Embedded,
                     &overrides,
                     &host,
                     &env,
-                ),
+                )
+                .map(|c| (c, config::DEV_CONFIG.to_owned())),
+            };
+            let source = |text| Source {
+                path: config.clone(),
+                text,
+                overrides: overrides.clone(),
             };
             match loaded {
-                Ok(c) if c.host.mode != config::HostMode::Off => {
+                Ok((c, _)) if c.host.mode != config::HostMode::Off => {
                     eprintln!(
                         "imds-agent: {}: host.mode = \"{}\": dev serves on a loopback port and never takes over the host; use `imds-agent run`",
                         c.origin,
@@ -278,7 +279,7 @@ pub fn main() -> ExitCode {
                     );
                     ExitCode::from(1)
                 }
-                Ok(mut c) => {
+                Ok((mut c, text)) => {
                     // A dev agent's socket is the user's own, one per port,
                     // in a directory nobody else may enter.
                     if c.admin_socket.is_none()
@@ -295,7 +296,7 @@ pub fn main() -> ExitCode {
                         .get_or_insert(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
                     c.desktop = true;
                     let banner = dev_banner(&c);
-                    serve(c, carried, move |addrs, manage| {
+                    serve(c, source(text), carried, move |addrs, manage| {
                         print!("{}", banner(addrs, manage))
                     })
                 }
@@ -309,60 +310,19 @@ pub fn main() -> ExitCode {
         Command::Bootstrap(socket) => admin::bootstrap(&socket),
         Command::Mfa { code, socket } => admin::mfa(&socket, code.as_deref()),
         Command::Refresh(socket) => admin::refresh(&socket),
+        Command::Reload { config, socket } => {
+            match Config::load_with_text(&config, &Overrides::default(), &host, &env) {
+                Ok((c, text)) => {
+                    let socket = socket.unwrap_or_else(|| crate::admin::socket_path(&c, &c.listen));
+                    admin::reload(&socket, &text)
+                }
+                Err(e) => config_error(&e),
+            }
+        }
         Command::Profile { action, socket } => admin::profile(&socket, &action),
         Command::Session { action, socket } => admin::session(&socket, &action),
         Command::Manage { print, socket } => admin::manage(&socket, print),
     }
-}
-
-fn check_config(c: &Config) -> ExitCode {
-    if let Some(warning) = c.permission_warning() {
-        eprintln!("imds-agent: warning: {warning}");
-    }
-    let rules = match crate::assign::files::load(&c.roles.dir) {
-        Ok(rules) => rules,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("imds-agent: {e}");
-            }
-            return ExitCode::from(1);
-        }
-    };
-    let policy = crate::app::policy(c);
-    let mut problems = crate::app::assignment_problems(c, &policy, &rules);
-    if let config::CredentialsConfig::Sts(sts) = &c.credentials
-        && let config::StsBase::RolesAnywhere(settings) = &sts.base
-    {
-        // The files as the agent will read them (nothing is sent).
-        match crate::creds::roles_anywhere::provider::RolesAnywhere::open((**settings).clone()) {
-            Ok((_, warnings)) => {
-                for w in warnings {
-                    eprintln!("imds-agent: warning: {w}");
-                }
-            }
-            Err(e) => problems.push(format!("credentials.roles_anywhere: {e}")),
-        }
-    }
-    if !problems.is_empty() {
-        for e in &problems {
-            eprintln!("imds-agent: {e}");
-        }
-        return ExitCode::from(1);
-    }
-    if let Some(warning) = c.shared_keys_warning(rules.len()) {
-        eprintln!("imds-agent: warning: {warning}");
-    }
-    if let Some(warning) = c.short_sessions_warning() {
-        eprintln!("imds-agent: warning: {warning}");
-    }
-    println!(
-        "{}: OK ({}; {} role rules in {})",
-        c.origin,
-        summary(c),
-        rules.len(),
-        c.roles.dir.display()
-    );
-    ExitCode::SUCCESS
 }
 
 fn cleanup(path: &std::path::Path, host: &HostFacts, env: config::Env<'_>) -> ExitCode {
@@ -398,6 +358,7 @@ fn cleanup(path: &std::path::Path, host: &HostFacts, env: config::Env<'_>) -> Ex
 
 fn serve(
     config: Config,
+    source: Source,
     carried: crate::fdstore::Taken,
     on_listening: impl FnOnce(&[SocketAddr], Option<&str>),
 ) -> ExitCode {
@@ -405,7 +366,7 @@ fn serve(
     if let Some(warning) = config.permission_warning() {
         tracing::warn!("{warning}");
     }
-    match crate::app::run(config, carried, on_listening) {
+    match crate::app::run(config, source, carried, on_listening) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("imds-agent: {e:#}");
@@ -415,31 +376,8 @@ fn serve(
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    eprintln!("imds-agent: {message}");
+    eprintln!("imds-agent: {}", e.with_causes());
     ExitCode::from(1)
-}
-
-fn summary(c: &Config) -> String {
-    let listen: Vec<String> = c.listen.iter().map(ToString::to_string).collect();
-    let role = c
-        .roles
-        .default
-        .as_ref()
-        .map_or("none".to_owned(), |r| r.spec.to_string());
-    format!(
-        "listen {}; http_tokens {}; hop_limit {}; instance {} in {}; default role {role}",
-        listen.join(", "),
-        c.settings.http_tokens.as_str(),
-        c.settings.hop_limit,
-        c.instance.instance_id,
-        c.instance.availability_zone,
-    )
 }
 
 /// What `dev` prints once it listens: where it is and the line that points

@@ -66,6 +66,19 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// The error with every cause after it, on one line.
+    pub fn with_causes(&self) -> String {
+        let mut message = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        message
+    }
+}
+
 struct LineSuffix(Option<usize>);
 
 impl fmt::Display for LineSuffix {

@@ -35,6 +35,15 @@ pub const DEV_CONFIG: &str = include_str!("dev.toml");
 /// The default location of the config file.
 pub const DEFAULT_PATH: &str = "/etc/imds-agent/config.toml";
 
+/// Whether a config file's text sets anything: false for one that is only
+/// comments and blank lines (the package's sample as installed, or an empty
+/// table). Text that is not valid TOML counts as settings: whoever reads it
+/// next reports what is wrong with it.
+pub fn holds_settings(text: &str) -> bool {
+    text.parse::<toml::Table>()
+        .map_or(true, |table| !table.is_empty())
+}
+
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -266,12 +275,22 @@ impl Config {
         host: &HostFacts,
         env: Env<'_>,
     ) -> Result<Config, ConfigError> {
+        Self::load_with_text(path, overrides, host, env).map(|(config, _)| config)
+    }
+
+    /// As `load`, and the file's text (what a reload compares with).
+    pub fn load_with_text(
+        path: &Path,
+        overrides: &Overrides,
+        host: &HostFacts,
+        env: Env<'_>,
+    ) -> Result<(Config, String), ConfigError> {
         let origin = Origin::File(path.to_owned());
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             origin: origin.clone(),
             source,
         })?;
-        Self::parse(&text, origin, overrides, host, env)
+        Self::parse(&text, origin, overrides, host, env).map(|config| (config, text))
     }
 }
 

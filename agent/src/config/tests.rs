@@ -990,3 +990,13 @@ fn roles_anywhere_refusals_say_why() {
     let e = error(&RA.replace("base = \"roles-anywhere\"\n", ""));
     assert!(e.contains("only read with base"), "{e}");
 }
+
+#[test]
+fn only_comments_hold_no_settings() {
+    assert!(!holds_settings(""));
+    assert!(!holds_settings("# [host]\n# mode = \"alias\"\n\n   \n"));
+    assert!(holds_settings("[host]\n"));
+    assert!(holds_settings("[log]\nlevel = \"info\"\n"));
+    // Not TOML: it says something, and `run` says what is wrong with it.
+    assert!(holds_settings("mode = \n"));
+}

@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use super::catalog::{self, Catalog, Node};
 use super::iam;
 use super::instance::InstanceData;
@@ -105,7 +107,8 @@ pub struct Caller<'a> {
 /// The IMDS of one agent.
 #[derive(Debug)]
 pub struct Imds {
-    catalog: Catalog,
+    /// Replaced whole by a config reload (`replace_instance`).
+    catalog: ArcSwap<Catalog>,
     account_id: String,
     partition: String,
     tokens: TokenAuthority,
@@ -124,7 +127,7 @@ impl Imds {
         credentials: Arc<dyn CredentialSource>,
     ) -> Self {
         Self {
-            catalog: Catalog::build(data),
+            catalog: ArcSwap::from_pointee(Catalog::build(data)),
             account_id: data.account_id.clone(),
             partition: data.partition.clone(),
             tokens,
@@ -140,6 +143,13 @@ impl Imds {
     pub fn with_upstream(mut self, allow: Allowlist) -> Self {
         self.upstream = Some(allow);
         self
+    }
+
+    /// Serves `data` from now on (a config reload). The account and the
+    /// partition stay: role ARNs and rules were resolved with them, so a
+    /// change to those needs a restart, and the caller keeps them.
+    pub fn replace_instance(&self, data: &InstanceData) {
+        self.catalog.store(Arc::new(Catalog::build(data)));
     }
 
     /// The settings in force.
@@ -287,7 +297,7 @@ impl Imds {
 
     fn lookup(&self, path: &Path<'_>, caller: &Caller<'_>, now: Now) -> Answer {
         let (version, rest) = match path.segments() {
-            [] => return Answer::Local(listing(&self.catalog.versions)),
+            [] => return Answer::Local(listing(&self.catalog.load().versions)),
             [version, rest @ ..] if catalog::is_version(version) => (*version, rest),
             _ => return Answer::Local(Response::not_found(Class::Metadata)),
         };
@@ -299,14 +309,15 @@ impl Imds {
 
     /// The agent's own answer for `/<version>/<rest…>`.
     fn local(&self, version: &str, rest: &[&str], caller: &Caller<'_>, now: Now) -> Response {
+        let tree = self.catalog.load();
         match rest {
-            [] => listing(&self.catalog.version_root),
+            [] => listing(&tree.version_root),
             ["meta-data", tail @ ..] => self.meta_data(version, tail, caller, now),
             ["dynamic", tail @ ..] => match tail {
-                [] => listing(self.catalog.dynamic.listing()),
-                _ => node(self.catalog.dynamic.find(tail), Class::Metadata),
+                [] => listing(tree.dynamic.listing()),
+                _ => node(tree.dynamic.find(tail), Class::Metadata),
             },
-            ["user-data"] => match &self.catalog.user_data {
+            ["user-data"] => match &tree.user_data {
                 Some(data) => Response::ok(ContentType::OctetStream, data.clone(), Class::UserData),
                 None => Response::not_found(Class::UserData),
             },
@@ -316,11 +327,10 @@ impl Imds {
 
     fn meta_data(&self, version: &str, tail: &[&str], caller: &Caller<'_>, now: Now) -> Response {
         let with_iam = catalog::has_iam(version);
+        let tree = self.catalog.load();
         match tail {
-            [] if with_iam && caller.role.is_some() => {
-                listing(&self.catalog.meta_data_listing_with_iam)
-            }
-            [] => listing(self.catalog.meta_data.listing()),
+            [] if with_iam && caller.role.is_some() => listing(&tree.meta_data_listing_with_iam),
+            [] => listing(tree.meta_data.listing()),
             ["iam", rest @ ..] if with_iam => {
                 let home = iam::Home {
                     account_id: &self.account_id,
@@ -328,7 +338,7 @@ impl Imds {
                 };
                 iam::respond(rest, caller.role, home, &*self.credentials, now.wall)
             }
-            _ => node(self.catalog.meta_data.find(tail), Class::Metadata),
+            _ => node(tree.meta_data.find(tail), Class::Metadata),
         }
     }
 }
