@@ -380,6 +380,18 @@ fn a_reload_changes_the_log_level_and_instance_data_and_names_the_rest() {
         },
     );
 
+    // The same file again: what waits for a restart is still named.
+    let again = agent.cli(&["reload", "--config", path.to_str().unwrap()], "");
+    let said_again = format!(
+        "{}{}",
+        stdout(&again),
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        again.status.success() && said_again.contains("instance.account_id"),
+        "{said_again}"
+    );
+
     // A file that does not check changes nothing.
     std::fs::write(
         &path,
@@ -388,7 +400,7 @@ fn a_reload_changes_the_log_level_and_instance_data_and_names_the_rest() {
     .unwrap();
     hangup();
     wait_until("the refused reload", Duration::from_secs(10), || {
-        reloads() == 3
+        reloads() == 4
     });
     assert!(
         agent.logs().contains("config reload refused"),

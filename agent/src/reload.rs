@@ -62,6 +62,9 @@ pub struct Reloader {
     /// were resolved with them, so they stay until a restart.
     account_id: String,
     partition: String,
+    /// The region the agent's own STS calls go to (it may follow
+    /// `instance.region`), which stays until a restart.
+    sts_region: Option<String>,
     state: Mutex<State>,
 }
 
@@ -105,6 +108,7 @@ impl Reloader {
             rules,
             account_id: config.instance.account_id.clone(),
             partition: config.instance.partition.clone(),
+            sts_region: sts_region(config),
             state: Mutex::new(State {
                 running,
                 file_text: source.text,
@@ -154,6 +158,9 @@ impl Reloader {
                         continue;
                     }
                 }
+                // Checked by value below: it stays until a restart, and
+                // stays named until then.
+                Kind::Instance if key == "instance.account_id" => continue,
                 Kind::Instance => instance = true,
                 Kind::Restart => {
                     outcome.needs_restart.push(key);
@@ -166,21 +173,25 @@ impl Reloader {
             };
             outcome.applied.push(key);
         }
+        if config.instance.account_id != self.account_id {
+            outcome.needs_restart.push("instance.account_id".to_owned());
+        }
+        if config.instance.partition != self.partition {
+            outcome
+                .needs_restart
+                .push("instance.region (its partition)".to_owned());
+        }
+        if sts_region(&config) != self.sts_region {
+            outcome.needs_restart.push(
+                "the agent's own STS region (credentials.region, or instance.region)".to_owned(),
+            );
+        }
         if instance {
             let mut data: InstanceData = config.instance.clone();
-            if data.account_id != self.account_id {
-                outcome.needs_restart.push("instance.account_id".to_owned());
-            }
-            if data.partition != self.partition {
-                outcome
-                    .needs_restart
-                    .push("instance.region (its partition)".to_owned());
-            }
             data.account_id.clone_from(&self.account_id);
             data.partition.clone_from(&self.partition);
             self.imds.replace_instance(&data);
         }
-        outcome.applied.retain(|key| key != "instance.account_id");
         log(&outcome);
         Ok(outcome)
     }
@@ -223,6 +234,14 @@ impl Reloader {
                 self.state().file_text = text;
             }
         }
+    }
+}
+
+/// The region `config`'s own STS calls go to, if it calls STS.
+fn sts_region(config: &Config) -> Option<String> {
+    match &config.credentials {
+        crate::config::CredentialsConfig::Sts(sts) => Some(sts.identity.region.clone()),
+        crate::config::CredentialsConfig::Static { .. } => None,
     }
 }
 
