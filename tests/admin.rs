@@ -301,7 +301,51 @@ fn only_root_the_agents_user_and_its_group_may_use_the_socket() {
     assert!(member.status.success(), "{member:?}\n{}", agent.logs());
     assert!(stdout(&member).contains("\"ready\": true"), "{member:?}");
     assert!(agent.cli(&["status"], "").status.success(), "root");
+
+    // A member may not hand the agent a config: this one would have it
+    // serve its own config file (its keys) as every workload's user data.
+    // Raw HTTP, as an attacker would send it, not the CLI (which checks
+    // the file first, with the member's rights).
+    let attack = format!(
+        "[instance]\nuser_data_file = {:?}\n{STATIC_CREDENTIALS}",
+        path.to_str().unwrap()
+    );
+    let posted = Command::new("setpriv")
+        .args(["--reuid=4242", "--regid=4242", "--groups=4343"])
+        .args(["/usr/bin/python3", "-c", POST_CONFIG])
+        .arg(&agent.socket)
+        .arg(&attack)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        stdout(&posted),
+        String::from_utf8_lossy(&posted.stderr)
+    );
+    assert!(said.starts_with("HTTP/1.1 403"), "{said}");
+    assert!(
+        said.contains("only root or the agent's user may do this"),
+        "{said}"
+    );
+    agent.wait_for_log("refused a request only root or the agent's user may make");
+    let user_data = get(agent.addr, "/latest/user-data", &[]);
+    assert_eq!(user_data.status, 404, "{}", user_data.text());
+    assert!(!user_data.text().contains("imdsAgentDemoSecret"));
 }
+
+/// Sends argv[2] as `POST /config` to the socket argv[1] and prints the
+/// reply.
+const POST_CONFIG: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+body = sys.argv[2].encode()
+s.sendall(b"POST /config HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+reply = b""
+while chunk := s.recv(65536):
+    reply += chunk
+print(reply.decode(errors="replace"))
+"#;
 
 /// A config reload: SIGHUP reads the file again, `imds-agent reload` hands
 /// one in. The log level and the instance metadata change at once; keys

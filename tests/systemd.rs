@@ -105,6 +105,76 @@ struct Machine {
     root: PathBuf,
     nspawn: Option<Child>,
     leader: u32,
+    /// The machine's own cgroup, one per hierarchy.
+    cgroups: Vec<PathBuf>,
+}
+
+/// The test's own cgroups in the hierarchies nspawn places a machine in:
+/// the hybrid layout's named systemd (v1) and unified (v2) ones, or the
+/// whole v2 tree. Under them, a cancelled job's cgroup still holds its
+/// machines.
+fn own_cgroups() -> Vec<PathBuf> {
+    let ours = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    // `ID:CONTROLLERS:PATH`; the unified tree's CONTROLLERS are empty.
+    let under = |controllers: &str| {
+        ours.lines()
+            .find_map(|l| {
+                let (_, rest) = l.split_once(':')?;
+                let (names, path) = rest.split_once(':')?;
+                (names == controllers).then_some(path)
+            })
+            .unwrap_or("/")
+            .trim_start_matches('/')
+            .to_owned()
+    };
+    let unified = Path::new("/sys/fs/cgroup");
+    if unified.join("cgroup.controllers").exists() {
+        return vec![unified.join(under(""))];
+    }
+    [
+        ("/sys/fs/cgroup/systemd", "name=systemd"),
+        ("/sys/fs/cgroup/unified", ""),
+    ]
+    .into_iter()
+    .map(|(hierarchy, names)| Path::new(hierarchy).join(under(names)))
+    .filter(|c| c.join("cgroup.procs").exists())
+    .collect()
+}
+
+/// Kills what is left in `cgroup` and below, waits for it to be empty
+/// and removes it, bottom-up.
+fn remove_cgroup(cgroup: &Path) {
+    let mut dirs = vec![cgroup.to_owned()];
+    let mut i = 0;
+    while i < dirs.len() {
+        if let Ok(entries) = std::fs::read_dir(&dirs[i]) {
+            dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        i += 1;
+    }
+    let procs = |dir: &Path| {
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<String> = dirs.iter().flat_map(|d| procs(d)).collect();
+        if left.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(&left)
+            .stderr(Stdio::null())
+            .status();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for dir in dirs.iter().rev() {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 impl Machine {
@@ -121,11 +191,30 @@ impl Machine {
         assert!(mounted.status.success(), "{}", text(&mounted));
         let root = dir.join("root");
         std::fs::create_dir(&root).unwrap();
+        let name = unique("imds");
+        // A cgroup of its own in every hierarchy: without a systemd on the
+        // host, nspawn puts the machine in a `payload` cgroup under its own,
+        // so machines started from one cgroup would share theirs, and one
+        // machine's systemd stopping its units (or powering off) would kill
+        // the other's processes.
+        let cgroups: Vec<PathBuf> = own_cgroups()
+            .iter()
+            .map(|c| c.join(format!("imds-e2e-{name}")))
+            .collect();
+        for cgroup in &cgroups {
+            // Left by an earlier run whose pid and counter were these.
+            remove_cgroup(cgroup);
+        }
+        for cgroup in &cgroups {
+            std::fs::create_dir(cgroup)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", cgroup.display()));
+        }
         let mut machine = Machine {
             dir,
             root,
             nspawn: None,
             leader: 0,
+            cgroups,
         };
         let extracted = output(Command::new("sh").args([
             "-c",
@@ -141,12 +230,20 @@ impl Machine {
         // --register=no --keep-unit: no systemd on the host;
         // --private-network: the agent changes addresses and nftables in
         // the machine's own namespace, never the host's.
-        let nspawn = Command::new("systemd-nspawn")
+        // The shell moves itself into the machine's cgroups, then becomes
+        // nspawn (same pid).
+        let moves: String = machine
+            .cgroups
+            .iter()
+            .map(|c| format!("echo $$ > '{}/cgroup.procs' && ", c.display()))
+            .collect();
+        let nspawn = Command::new("sh")
+            .args(["-c", &format!("{moves}exec systemd-nspawn \"$@\""), "sh"])
             .args(["-q", "-D"])
             .arg(&machine.root)
             .args([
                 "-M",
-                &unique("imds"),
+                &name,
                 "--boot",
                 "--register=no",
                 "--keep-unit",
@@ -171,8 +268,18 @@ impl Machine {
             for child in children.split_whitespace() {
                 let mut frontier = vec![child.to_owned()];
                 while let Some(p) = frontier.pop() {
-                    if std::fs::read_to_string(format!("/proc/{p}/comm"))
-                        .is_ok_and(|c| c.trim() == "systemd")
+                    // PID 1 of its namespace: not a child of it that has
+                    // not yet renamed itself after fork.
+                    let is_init =
+                        std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
+                            s.lines()
+                                .find_map(|l| l.strip_prefix("NSpid:"))
+                                .and_then(|ids| ids.split_whitespace().last())
+                                == Some("1")
+                        });
+                    if is_init
+                        && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                            .is_ok_and(|c| c.trim() == "systemd")
                     {
                         found = p.parse().ok();
                     }
@@ -202,6 +309,11 @@ impl Machine {
 
     /// Runs a command inside the machine.
     fn run(&self, args: &[&str]) -> Output {
+        assert!(
+            self.leader == 0 || Path::new(&format!("/proc/{}", self.leader)).exists(),
+            "the machine's systemd is gone; its console:\n{}",
+            self.console()
+        );
         output(
             Command::new("nsenter")
                 .args(["-t", &self.leader.to_string(), "-a", "--"])
@@ -267,20 +379,10 @@ impl Drop for Machine {
             let _ = nspawn.kill();
             let _ = nspawn.wait();
         }
-        // nspawn without a systemd on the host leaves its cgroups behind.
-        for hierarchy in [
-            "/sys/fs/cgroup/unified",
-            "/sys/fs/cgroup/systemd",
-            "/sys/fs/cgroup",
-        ] {
-            let payload = Path::new(hierarchy).join("payload");
-            if payload.is_dir() {
-                let _ = Command::new("find")
-                    .arg(&payload)
-                    .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", "+"])
-                    .stderr(Stdio::null())
-                    .status();
-            }
+        // nspawn without a systemd on the host leaves its cgroups behind,
+        // and a killed machine may leave processes in them.
+        for cgroup in &self.cgroups {
+            remove_cgroup(cgroup);
         }
         for dir in [
             "/run/systemd/nspawn/locks",
@@ -409,7 +511,8 @@ fn installed_started_attributed_journaled_and_restarted_under_systemd() {
 
     // `systemctl reload` (ExecReload=, as root: the agent's own copy of the
     // file is the start's) puts a new zone in force in the same process and
-    // names what waits for a restart.
+    // names what waits for a restart, a moved admin socket among them: the
+    // reload talks to the socket the agent listens on.
     let zone = "/latest/meta-data/placement/availability-zone";
     let config = machine.root.join("etc/imds-agent/config.toml");
     std::fs::write(
@@ -417,7 +520,7 @@ fn installed_started_attributed_journaled_and_restarted_under_systemd() {
         CONFIG.replace(
             "[instance]\n",
             "[instance]\navailability_zone = \"eu-west-1c\"\nregion = \"eu-west-1\"\n",
-        ) + "\n[server]\nhop_limit = 2\n",
+        ) + "\n[server]\nhop_limit = 2\n[admin]\nsocket = \"/run/imds-agent/moved.sock\"\n",
     )
     .unwrap();
     let reloaded = machine.run(&["timeout", "60", "systemctl", "reload", "imds-agent"]);
@@ -432,7 +535,9 @@ fn installed_started_attributed_journaled_and_restarted_under_systemd() {
     let reload_log =
         machine.agent_journal(&["-q", "-o", "verbose", "SYSLOG_IDENTIFIER=imds-agent"]);
     assert!(
-        reload_log.contains("config reloaded") && reload_log.contains("server.hop_limit"),
+        reload_log.contains("config reloaded")
+            && reload_log.contains("server.hop_limit")
+            && reload_log.contains("admin.socket"),
         "{reload_log}"
     );
     std::fs::write(&config, CONFIG).unwrap();
@@ -923,6 +1028,17 @@ fn the_debian_package_installs_enabled_serves_and_purges() {
         CONFIG,
         "dpkg -r keeps the conffiles"
     );
+    let wants = machine
+        .root
+        .join("etc/systemd/system/sysinit.target.wants/imds-agent.service");
+    assert!(!wants.is_symlink(), "dpkg -r disables it");
+    // Installed again over the kept conffiles: enabled, as at a first
+    // install, and not started.
+    run(&["dpkg", "-i", "/root/imds-agent.deb"]);
+    assert!(wants.is_symlink(), "enabled at a reinstall");
+    assert_eq!(state("is-enabled"), "enabled");
+    assert_eq!(state("is-active"), "inactive", "but not started");
+    run(&["test", "!", "-e", "/run/imds-agent-dpkg"]);
     // Purged: the conffiles go; the operator's own rule file stays, and
     // with it the directory.
     run(&["dpkg", "-P", "imds-agent"]);

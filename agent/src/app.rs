@@ -629,7 +629,7 @@ fn serve_phase(
             Arc::clone(&agent.state.imds),
             Arc::clone(&agent.rules_nudge),
         ));
-        tokio::spawn(Arc::clone(&reloader).on_hangup());
+        Arc::clone(&reloader).reload_on_hangup();
         let backend = Backend {
             reloader: Some(reloader),
             ..agent.backend()

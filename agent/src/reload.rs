@@ -201,9 +201,11 @@ impl Reloader {
         self.rules.notify_one();
     }
 
-    /// Reloads the file the agent started from at every SIGHUP (the role
-    /// rules' watcher reloads them on the same signal).
-    pub async fn on_hangup(self: Arc<Self>) {
+    /// Reloads the file the agent started from at every SIGHUP from now
+    /// on (the role rules' watcher reloads them on the same signal). The
+    /// handler is in place when this returns: `run` ignores SIGHUP until
+    /// then.
+    pub fn reload_on_hangup(self: Arc<Self>) {
         let Some(path) = self.path.clone() else {
             return;
         };
@@ -215,24 +217,32 @@ impl Reloader {
                 return;
             }
         };
-        while hangup.recv().await.is_some() {
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "SIGHUP: cannot read the config file: nothing changed");
-                    continue;
-                }
-            };
-            if self.state().file_text == text {
-                tracing::info!(
-                    file = %path.display(),
-                    "SIGHUP: the config file is unchanged (under systemd the agent reads systemd's copy, made at the start: `systemctl reload imds-agent` hands it the new file)"
-                );
-                continue;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let (reloader, path) = (Arc::clone(&self), path.clone());
+                // Reading the file and the certificates it names blocks.
+                let _ = tokio::task::spawn_blocking(move || reloader.reload_file(&path)).await;
             }
-            if self.apply(&text).is_ok() {
-                self.state().file_text = text;
+        });
+    }
+
+    fn reload_file(&self, path: &std::path::Path) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "SIGHUP: cannot read the config file: nothing changed");
+                return;
             }
+        };
+        if self.state().file_text == text {
+            tracing::info!(
+                file = %path.display(),
+                "SIGHUP: the config file is unchanged (under systemd the agent reads systemd's copy, made at the start: `systemctl reload imds-agent` hands it the new file)"
+            );
+            return;
+        }
+        if self.apply(&text).is_ok() {
+            self.state().file_text = text;
         }
     }
 }

@@ -125,7 +125,7 @@ pub(crate) fn package(options: &Options) -> anyhow::Result<()> {
     put(&debian.join("control"), control.as_bytes(), 0o644, true)?;
     let conffiles: String = CONFFILES.iter().map(|f| format!("{f}\n")).collect();
     put(&debian.join("conffiles"), conffiles.as_bytes(), 0o644, true)?;
-    for script in ["postinst", "prerm", "postrm"] {
+    for script in ["preinst", "postinst", "prerm", "postrm"] {
         put(
             &debian.join(script),
             &std::fs::read(root().join("systemd/debian").join(script))?,

@@ -185,6 +185,7 @@ impl AdminSocket {
             tasks.push(page.serve(state.clone())?);
         }
         tasks.push(tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<peer::PeerUid>();
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "the admin socket stopped");
             }

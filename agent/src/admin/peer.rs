@@ -29,6 +29,54 @@ impl Allowed {
     }
 }
 
+/// The uid of the peer a connection came from (`SO_PEERCRED`: whoever
+/// connected). A peer whose credentials cannot be read counts as nobody's:
+/// the checks fail closed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PeerUid(pub(super) u32);
+
+/// A request from root or the agent's own user, which can read the agent's
+/// memory and config anyway: the routes `admin.group`'s members may not
+/// use take it. As an extractor of the request's head it refuses before
+/// the body is read.
+#[derive(Debug)]
+pub(super) struct Trusted;
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Trusted {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let uid = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<PeerUid>>()
+            .map_or(u32::MAX, |info| info.0.0);
+        if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+            return Ok(Trusted);
+        }
+        tracing::warn!(
+            uid,
+            path = %parts.uri.path(),
+            "admin socket: refused a request only root or the agent's user may make"
+        );
+        let why = "only root or the agent's user may do this (a config reload: systemctl reload imds-agent, or imds-agent reload as root)";
+        Err((
+            axum::http::StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({ "error": why })),
+        )
+            .into_response())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Guarded>> for PeerUid {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Guarded>) -> Self {
+        PeerUid(stream.io().peer_cred().map_or(u32::MAX, |c| c.uid()))
+    }
+}
+
 /// The admin socket's listener: hands on only the connections of peers
 /// `allowed` admits, and closes the others at once.
 #[derive(Debug)]

@@ -17,6 +17,7 @@ use crate::http::SeenWorkload;
 use crate::reload::Outcome;
 
 use super::actions::{self, ActionError};
+use super::peer::Trusted;
 use super::state::AdminState;
 use super::{gauges, probes};
 
@@ -190,7 +191,14 @@ async fn assignments(State(state): State<AdminState>) -> Json<AssignmentsBody> {
 /// the body is the file's text. What can change without a restart does;
 /// the answer names the keys that did and those that need a restart. The
 /// role rules are read again either way, as at a SIGHUP.
+///
+/// Root's and the agent's user's only (`ExecReload=+` runs `imds-agent
+/// reload` as root): a config names files the agent reads with its own
+/// rights (`user_data_file`) and the data every workload is served, which
+/// `admin.group`'s members, let in to read status and type MFA codes, must
+/// not choose.
 async fn reload_config(
+    _trusted: Trusted,
     State(state): State<AdminState>,
     body: String,
 ) -> Result<Json<Outcome>, ApiError> {

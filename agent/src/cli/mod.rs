@@ -114,19 +114,26 @@ enum Command {
         #[command(flatten)]
         socket: admin::SocketArg,
     },
-    /// Hand a running agent a config file (by default the one it runs
-    /// with; as root, which can read it): what changes without a restart
-    /// (log level, instance data) is put in force, the role rules are read
-    /// again, and the keys that need a restart are named. The unit's
-    /// ExecReload (`systemctl reload imds-agent`).
+    /// Hand a running agent a config file (root only: the agent refuses
+    /// anyone else): what changes without a restart (log level, instance
+    /// data) is put in force, the role rules are read again, and the keys
+    /// that need a restart are named. The unit's ExecReload (`systemctl
+    /// reload imds-agent`). Exits 1 when the file does not check, 3 when the
+    /// agent cannot be reached.
     Reload {
         /// The config file; it is checked here first, and a file that does
         /// not check is not sent.
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
-        /// The agent's admin socket (default: the config's).
+        /// The agent's admin socket (default: the one `--running-config`
+        /// names, else the one `--config` names).
         #[arg(long, env = "IMDS_AGENT_SOCKET")]
         socket: Option<PathBuf>,
+        /// The config the agent runs with (the unit passes its credential
+        /// copy): its admin socket is the one the agent listens on, since a
+        /// changed `admin.socket` takes a restart.
+        #[arg(long)]
+        running_config: Option<PathBuf>,
     },
     /// Refresh every role a running agent caches now (it keeps serving what
     /// it has until the new credentials arrive).
@@ -229,6 +236,7 @@ pub fn main() -> ExitCode {
         Command::Cleanup { config } => cleanup(&config, &host, &env),
         Command::Generate { what, dir } => generate::generate(what, dir.as_deref()),
         Command::Run { config, common } => {
+            crate::sys::hangup::ignore_until_caught();
             let overrides = common.overrides();
             match Config::load_with_text(&config, &overrides, &host, &env) {
                 Ok((c, text)) => {
@@ -310,15 +318,34 @@ pub fn main() -> ExitCode {
         Command::Bootstrap(socket) => admin::bootstrap(&socket),
         Command::Mfa { code, socket } => admin::mfa(&socket, code.as_deref()),
         Command::Refresh(socket) => admin::refresh(&socket),
-        Command::Reload { config, socket } => {
-            match Config::load_with_text(&config, &Overrides::default(), &host, &env) {
-                Ok((c, text)) => {
-                    let socket = socket.unwrap_or_else(|| crate::admin::socket_path(&c, &c.listen));
-                    admin::reload(&socket, &text)
-                }
-                Err(e) => config_error(&e),
+        Command::Reload {
+            config,
+            socket,
+            running_config,
+        } => match Config::load_with_text(&config, &Overrides::default(), &host, &env) {
+            Ok((c, text)) => {
+                let running = running_config.filter(|_| socket.is_none()).and_then(|path| {
+                    match Config::load(&path, &Overrides::default(), &host, &env) {
+                        Ok(running) => Some(crate::admin::socket_path(&running, &running.listen)),
+                        Err(e) => {
+                            // A certificate it names may have changed since
+                            // the start: --config's socket is the best guess.
+                            eprintln!(
+                                "imds-agent: warning: the running config: {}; trying the admin socket {} names",
+                                e.with_causes(),
+                                config.display()
+                            );
+                            None
+                        }
+                    }
+                });
+                let socket = socket
+                    .or(running)
+                    .unwrap_or_else(|| crate::admin::socket_path(&c, &c.listen));
+                admin::reload(&socket, &text)
             }
-        }
+            Err(e) => config_error(&e),
+        },
         Command::Profile { action, socket } => admin::profile(&socket, &action),
         Command::Session { action, socket } => admin::session(&socket, &action),
         Command::Manage { print, socket } => admin::manage(&socket, print),

@@ -342,6 +342,38 @@ fn user_data_file_is_relative_to_the_config() {
 }
 
 #[test]
+fn user_data_file_must_be_a_regular_file() {
+    // A FIFO would block at open with no writer; /dev/zero never ends.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for path in [
+        fifo.as_path(),
+        std::path::Path::new("/dev/zero"),
+        dir.path(),
+    ] {
+        let text = format!(
+            "[instance]\nuser_data_file = {:?}\n{KEYS}",
+            path.to_str().unwrap()
+        );
+        // On a thread of its own: a hang fails the test instead of
+        // hanging it.
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(parse(&text).map(|_| ()).map_err(|e| e.with_causes()));
+        });
+        let err = result
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("reading {} hangs", path.display()))
+            .unwrap_err();
+        assert!(
+            err.contains("instance.user_data_file") && err.contains("not a regular file"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn missing_file_is_a_clear_error() {
     let err = Config::load(
         "/nonexistent/imds.toml".as_ref(),

@@ -407,7 +407,7 @@ fn user_data(inst: &file::Instance, src: Source<'_>) -> Result<Option<Bytes>, Co
         (Some(text), None) => Bytes::from(text.clone()),
         (None, Some(path)) => {
             let path = resolve_relative(src.origin, path);
-            let bytes = std::fs::read(&path)
+            let bytes = read_user_data_file(&path)
                 .map_err(|e| src.unreadable("instance.user_data_file", &path, e))?;
             Bytes::from(bytes)
         }
@@ -421,13 +421,38 @@ fn user_data(inst: &file::Instance, src: Source<'_>) -> Result<Option<Bytes>, Co
         };
         return Err(src.invalid(
             key,
-            format!(
-                "is {} bytes; EC2 allows at most {MAX_USER_DATA}",
-                data.len()
-            ),
+            format!("is over {MAX_USER_DATA} bytes; EC2 allows at most {MAX_USER_DATA}"),
         ));
     }
     Ok(Some(data))
+}
+
+/// A regular file's bytes, at most one more than EC2 allows (enough to
+/// say it is too long). Anything else is refused before it is opened: a
+/// FIFO would hang the agent at open, `/dev/zero` would fill its memory,
+/// and opening a device can act on it (a tty would become the agent's
+/// controlling terminal). The opened file must be the one looked at.
+fn read_user_data_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let not_regular =
+        || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+    let looked = std::fs::metadata(path)?;
+    if !looked.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let opened = file.metadata()?;
+    if !opened.is_file() || (opened.dev(), opened.ino()) != (looked.dev(), looked.ino()) {
+        return Err(not_regular());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_USER_DATA as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// A relative path in a config file is relative to the file's directory.

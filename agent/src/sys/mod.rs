@@ -5,6 +5,7 @@ pub mod btf;
 pub mod diag;
 #[cfg(feature = "ebpf")]
 pub mod ebpf;
+pub mod hangup;
 pub mod inherited;
 pub mod memfd;
 #[cfg(feature = "nftables")]
