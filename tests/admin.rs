@@ -355,11 +355,13 @@ print(reply.decode(errors="replace"))
 fn a_reload_changes_the_log_level_and_instance_data_and_names_the_rest() {
     const ZONE: &str = "/latest/meta-data/placement/availability-zone";
     const NEW_SECRET: &str = "reloadedSecretThatMustNeverBeLogged00000";
+    let rules = tempfile::tempdir().unwrap();
+    let rules_dir = rules.path().display().to_string();
     let config = |zone: &str, level: &str, extra: &str| {
         format!(
             "{STATIC_CREDENTIALS}\
              [instance]\nregion = \"eu-west-1\"\navailability_zone = \"{zone}\"\naccount_id = \"123456789012\"\n{extra}\
-             [log]\nlevel = \"{level}\"\n"
+             [log]\nlevel = \"{level}\"\n[roles]\ndir = \"{rules_dir}\"\n"
         )
     };
     let (dir, path) = config_file(&config("eu-west-1a", "info", ""));
@@ -471,6 +473,29 @@ fn a_reload_changes_the_log_level_and_instance_data_and_names_the_rest() {
     );
     assert!(said.contains("credentials.secret_access_key"), "{said}");
     assert_eq!(zone(), "eu-west-1c");
+    assert!(said.contains("role rules: 0 in 0 file(s)"), "{said}");
+    // The role rules are read again, and a refused set fails the reload
+    // (the last good set stays in force).
+    let bad_rule = rules.path().join("10-bad.toml");
+    std::fs::write(
+        &bad_rule,
+        "[[rule]]\nunit = \"x.service\"\nrole = \"not a role\"\n",
+    )
+    .unwrap();
+    let out = agent.cli(&["reload", "--config", handed.to_str().unwrap()], "");
+    let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("were refused") && said.contains("10-bad.toml"),
+        "{said}"
+    );
+    std::fs::remove_file(&bad_rule).unwrap();
+    let out = agent.cli(&["reload", "--config", handed.to_str().unwrap()], "");
+    let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && said.contains("role rules: 0 in 0 file(s)"),
+        "{said}"
+    );
     let refused = agent.cli(&["reload", "--config", path.to_str().unwrap()], "");
     assert_eq!(
         refused.status.code(),

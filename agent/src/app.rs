@@ -18,7 +18,7 @@ use crate::assign::files::Snapshot;
 use crate::assign::glob::Glob;
 use crate::assign::policy::Policy;
 use crate::assign::rules::RuleSet;
-use crate::assign::watch::{OnChange, RulesStatus, SharedStatus};
+use crate::assign::watch::{OnChange, RulesNudge, RulesStatus, SharedStatus};
 use crate::assign::{Assignments, Defaults, EnvRoles, RoleAssignment};
 use crate::attribution::{Attribution, ByPeerAddress, Containers, Kernel, Local, Rescanner};
 use crate::clock::{Clock, SystemClock};
@@ -51,7 +51,7 @@ pub struct Agent {
     /// The state of the rule files.
     pub rules_status: SharedStatus,
     /// Has the rules' watcher read them again.
-    pub rules_nudge: Arc<tokio::sync::Notify>,
+    pub rules_nudge: RulesNudge,
 }
 
 impl Agent {
@@ -185,7 +185,7 @@ pub fn build(
         );
         tokio::spawn(watcher.run());
     }
-    let rules_nudge = Arc::new(tokio::sync::Notify::new());
+    let (rules_nudge, nudges) = RulesNudge::new();
     tokio::spawn(crate::assign::watch::watch(
         config.roles.dir.clone(),
         snapshot,
@@ -193,7 +193,7 @@ pub fn build(
         Arc::clone(&rules_status),
         sync,
         policy,
-        Arc::clone(&rules_nudge),
+        nudges,
     ));
     let imds = Imds::new(
         &config.instance,
@@ -627,7 +627,7 @@ fn serve_phase(
             source,
             config,
             Arc::clone(&agent.state.imds),
-            Arc::clone(&agent.rules_nudge),
+            agent.rules_nudge.clone(),
         ));
         Arc::clone(&reloader).reload_on_hangup();
         let backend = Backend {

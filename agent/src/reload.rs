@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use crate::assign::watch::{RulesNudge, RulesStatus};
 use crate::config::{Config, HostFacts, Origin, Overrides};
 use crate::imds::{Imds, InstanceData};
 
@@ -47,6 +48,10 @@ pub struct Outcome {
     pub applied: Vec<String>,
     /// Changed, and not in force until the agent is restarted.
     pub needs_restart: Vec<String>,
+    /// The role rules once read again (`None`: no answer from their
+    /// watcher), through the admin socket only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<RulesStatus>,
 }
 
 /// Puts reloaded configs in force.
@@ -55,9 +60,9 @@ pub struct Reloader {
     path: Option<PathBuf>,
     overrides: Overrides,
     imds: Arc<Imds>,
-    /// Wakes the role rules' watcher (a reload through the admin socket
-    /// reloads them too, as SIGHUP does).
-    rules: Arc<tokio::sync::Notify>,
+    /// Has the role rules' watcher read them again (a reload through the
+    /// admin socket reloads them too, as SIGHUP does).
+    rules: RulesNudge,
     /// The running agent's account and partition: rules and role ARNs
     /// were resolved with them, so they stay until a restart.
     account_id: String,
@@ -89,12 +94,7 @@ impl Reloader {
     /// A reloader for the agent that started from `source` (checked as
     /// `config`), serves `imds` and reloads its rules when `rules` is
     /// notified.
-    pub fn new(
-        source: Source,
-        config: &Config,
-        imds: Arc<Imds>,
-        rules: Arc<tokio::sync::Notify>,
-    ) -> Self {
+    pub fn new(source: Source, config: &Config, imds: Arc<Imds>, rules: RulesNudge) -> Self {
         let running = source
             .text
             .parse::<toml::Table>()
@@ -196,9 +196,10 @@ impl Reloader {
         Ok(outcome)
     }
 
-    /// Has the role rules read again now (whatever the config said).
-    pub fn reload_rules(&self) {
-        self.rules.notify_one();
+    /// Has the role rules read again now (whatever the config said) and
+    /// says how that went.
+    pub async fn reload_rules(&self) -> Option<RulesStatus> {
+        self.rules.reload().await
     }
 
     /// Reloads the file the agent started from at every SIGHUP from now

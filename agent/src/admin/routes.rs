@@ -207,16 +207,15 @@ async fn reload_config(
         "this agent takes no config reload".to_owned(),
     ))?;
     // Checking a config may read the files it names (certificates).
-    let applied = tokio::task::spawn_blocking(move || {
-        let applied = reloader.apply(&body);
-        reloader.reload_rules();
-        applied
-    })
-    .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    applied
-        .map(Json)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
+    let checking = Arc::clone(&reloader);
+    let applied = tokio::task::spawn_blocking(move || checking.apply(&body))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // Read again either way, and answered once they were.
+    let rules = reloader.reload_rules().await;
+    let mut outcome = applied.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    outcome.rules = rules;
+    Ok(Json(outcome))
 }
 
 /// The bootstrap body, in IMDS's own field names.

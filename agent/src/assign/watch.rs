@@ -20,7 +20,7 @@ use super::policy::Policy;
 pub type OnChange = Arc<dyn Fn() + Send + Sync>;
 
 /// The state of the rule files, for `imds-agent status`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RulesStatus {
     /// The directory.
     pub dir: PathBuf,
@@ -38,6 +38,36 @@ pub struct RulesStatus {
 /// Shared between the watcher and the admin socket.
 pub type SharedStatus = Arc<std::sync::Mutex<RulesStatus>>;
 
+/// How long a config reload waits for the watcher to read the rules.
+const NUDGE_WAIT: Duration = Duration::from_secs(10);
+
+/// A request to read the rules again, answered with their state after.
+type Nudge = tokio::sync::oneshot::Sender<RulesStatus>;
+
+/// Has the watcher read the rules again now (a config reload through the
+/// admin socket) and says how that went.
+#[derive(Debug, Clone)]
+pub struct RulesNudge(tokio::sync::mpsc::Sender<Nudge>);
+
+/// The watcher's end of a [`RulesNudge`].
+#[derive(Debug)]
+pub struct Nudges(tokio::sync::mpsc::Receiver<Nudge>);
+
+impl RulesNudge {
+    pub fn new() -> (Self, Nudges) {
+        let (send, receive) = tokio::sync::mpsc::channel(16);
+        (Self(send), Nudges(receive))
+    }
+
+    /// The rules' state once the watcher read them again; `None` when no
+    /// watcher answers in time.
+    pub async fn reload(&self) -> Option<RulesStatus> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.0.send(answer).await.ok()?;
+        tokio::time::timeout(NUDGE_WAIT, answered).await.ok()?.ok()
+    }
+}
+
 /// Editors and `cp` make several events per save: wait this long for the
 /// burst to end before reading.
 const SETTLE: Duration = Duration::from_millis(150);
@@ -52,7 +82,7 @@ pub async fn watch(
     status: SharedStatus,
     on_change: OnChange,
     policy: Policy,
-    nudge: Arc<tokio::sync::Notify>,
+    mut nudges: Nudges,
 ) {
     let mut last = current;
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -86,6 +116,7 @@ pub async fn watch(
     // A change made between the load at start and the watch just added
     // raised no event: look once now.
     reload(&dir, &mut last, &assignments, &status, &on_change, &policy);
+    let mut waiting = Vec::new();
     loop {
         if let Some(stream) = &events {
             watch_dir(stream.watches(), &dir);
@@ -93,7 +124,10 @@ pub async fn watch(
         let woke = tokio::select! {
             event = next_event(&mut events) => event,
             signal = next_signal(&mut hangup) => signal,
-            () = nudge.notified() => true,
+            nudge = nudges.0.recv(), if !nudges.0.is_closed() => {
+                waiting.extend(nudge);
+                true
+            }
         };
         if !woke {
             // Neither inotify nor SIGHUP works any more.
@@ -105,6 +139,14 @@ pub async fn watch(
             while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, stream.next()).await {}
         }
         reload(&dir, &mut last, &assignments, &status, &on_change, &policy);
+        // Every nudge that came meanwhile is answered by this read.
+        while let Ok(nudge) = nudges.0.try_recv() {
+            waiting.push(nudge);
+        }
+        let now = lock(&status).clone();
+        for nudge in waiting.drain(..) {
+            let _ = nudge.send(now.clone());
+        }
     }
 }
 

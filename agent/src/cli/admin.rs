@@ -222,6 +222,26 @@ pub(super) fn reload(socket: &Path, text: &str) -> ExitCode {
                 restart.join(", ")
             );
         }
+        let rules = &outcome["rules"];
+        if let Some(why) = rules["refused"].as_str() {
+            eprintln!(
+                "imds-agent: the role rules in {} were refused, the last good set stays in force: {why}",
+                rules["dir"].as_str().unwrap_or("roles.d")
+            );
+            return ExitCode::from(1);
+        }
+        if rules.is_null() {
+            eprintln!(
+                "imds-agent: warning: the role rules' watcher did not answer: see the agent's log"
+            );
+        } else {
+            println!(
+                "role rules: {} in {} file(s) in {}",
+                rules["rules"],
+                rules["files"],
+                rules["dir"].as_str().unwrap_or_default()
+            );
+        }
         ExitCode::SUCCESS
     })
 }
