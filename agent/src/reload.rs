@@ -92,8 +92,8 @@ impl std::fmt::Debug for Reloader {
 
 impl Reloader {
     /// A reloader for the agent that started from `source` (checked as
-    /// `config`), serves `imds` and reloads its rules when `rules` is
-    /// notified.
+    /// `config`), serves `imds` and has its rules read again through
+    /// `rules`.
     pub fn new(source: Source, config: &Config, imds: Arc<Imds>, rules: RulesNudge) -> Self {
         let running = source
             .text

@@ -114,12 +114,13 @@ enum Command {
         #[command(flatten)]
         socket: admin::SocketArg,
     },
-    /// Hand a running agent a config file (root only: the agent refuses
-    /// anyone else): what changes without a restart (log level, instance
-    /// data) is put in force, the role rules are read again, and the keys
-    /// that need a restart are named. The unit's ExecReload (`systemctl
-    /// reload imds-agent`). Exits 1 when the file does not check, 3 when the
-    /// agent cannot be reached.
+    /// Hand a running agent a config file (as root or the agent's user: the
+    /// agent refuses anyone else): what changes without a restart (log
+    /// level, instance data) is put in force, the role rules are read
+    /// again, and the keys that need a restart are named. The unit's
+    /// ExecReload (`systemctl reload imds-agent`). Exits 1 when the file
+    /// does not check or the role rules are refused, 3 when the agent
+    /// cannot be reached.
     Reload {
         /// The config file; it is checked here first, and a file that does
         /// not check is not sent.
